@@ -1,0 +1,80 @@
+//! `em`: the command-line front end of em-connectomics. It parses arguments, calls one
+//! library function per subcommand and reports; the work lives in the library crates.
+
+mod info;
+mod progress;
+mod unbuilt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Segment electron-microscopy volumes of brain tissue.
+///
+/// Volumes are given as .npy, .tif/.tiff, DIR.zarr[/array] or FILE.h5/dataset.
+#[derive(Parser, Debug)]
+#[command(name = "em", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Format, shape, dtype, chunks, value range and label count of a volume.
+    Info(info::InfoArgs),
+    /// Affinities → segmentation by connected components (not built yet).
+    Decode(unbuilt::Rest),
+    /// VOI, adapted Rand, IoU/Dice of a segmentation against ground truth (not built yet).
+    Evaluate(unbuilt::Rest),
+    /// ERL/NERL of a segmentation against skeletons (not built yet).
+    EvaluateSkeletons(unbuilt::Rest),
+    /// Decode at several thresholds and report NERL/VOI of each (not built yet).
+    Tune(unbuilt::Rest),
+    /// Apply an augmentation preset and write PNG montages (not built yet).
+    Augment(unbuilt::Rest),
+    /// Model summary, weight import and single forward passes (not built yet).
+    Model(unbuilt::Rest),
+    /// Train a model from a TOML config (not built yet).
+    Train(unbuilt::Rest),
+    /// Sliding-window inference on a volume (not built yet).
+    Infer(unbuilt::Rest),
+    /// Show the automatic run plan for this machine (not built yet).
+    Plan(unbuilt::Rest),
+    /// Synthetic data sets (not built yet).
+    Data(unbuilt::Rest),
+    /// Render, submit and sweep Slurm jobs (not built yet).
+    Slurm(unbuilt::Rest),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+        Command::Decode(_) => unbuilt::fail("decode", 3),
+        Command::Evaluate(_) => unbuilt::fail("evaluate", 4),
+        Command::EvaluateSkeletons(_) => unbuilt::fail("evaluate-skeletons", 4),
+        Command::Tune(_) => unbuilt::fail("tune", 4),
+        Command::Augment(_) => unbuilt::fail("augment", 6),
+        Command::Model(_) => unbuilt::fail("model", 5),
+        Command::Train(_) => unbuilt::fail("train", 8),
+        Command::Infer(_) => unbuilt::fail("infer", 8),
+        Command::Plan(_) => unbuilt::fail("plan", 9),
+        Command::Data(_) => unbuilt::fail("data", 7),
+        Command::Slurm(_) => unbuilt::fail("slurm", 10),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<unbuilt::NotBuilt>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// A volume path argument as given on the command line.
+pub(crate) type VolumeArg = PathBuf;

@@ -1,0 +1,118 @@
+//! Label (segment id) element types.
+
+use std::fmt;
+use std::hash::Hash;
+
+use crate::{AnyArray, Element, Error, Result};
+
+/// A segment id type: `u32` (default) or `u64`. 0 is background.
+pub trait Label: Element + Eq + Ord + Hash + fmt::Display {
+    /// The background label, 0.
+    const BACKGROUND: Self;
+    /// The largest label.
+    const MAX: Self;
+    /// The type's name, `u32` or `u64`.
+    const NAME: &'static str;
+
+    /// The label for `value`, or `None` if it does not fit.
+    fn from_u64(value: u64) -> Option<Self>;
+    /// The label as `u64` (lossless).
+    fn to_u64(self) -> u64;
+    /// The label as an index (lossless on 64-bit targets).
+    fn to_usize(self) -> usize {
+        self.to_u64() as usize
+    }
+}
+
+impl Label for u32 {
+    const BACKGROUND: Self = 0;
+    const MAX: Self = u32::MAX;
+    const NAME: &'static str = "u32";
+    fn from_u64(value: u64) -> Option<Self> {
+        u32::try_from(value).ok()
+    }
+    fn to_u64(self) -> u64 {
+        u64::from(self)
+    }
+}
+
+impl Label for u64 {
+    const BACKGROUND: Self = 0;
+    const MAX: Self = u64::MAX;
+    const NAME: &'static str = "u64";
+    fn from_u64(value: u64) -> Option<Self> {
+        Some(value)
+    }
+    fn to_u64(self) -> u64 {
+        self
+    }
+}
+
+/// Converts a label volume of any integer type to labels of type `L`.
+///
+/// Negative values (PyTC/BANIS "unknown" = −1) and values above `L::MAX` are errors: turn
+/// unknown regions into an explicit mask before converting.
+///
+/// # Errors
+/// [`Error::LabelOutOfRange`] naming the first bad value; [`Error::InvalidParameter`] for
+/// float or bool data.
+pub fn to_labels<L: Label>(array: &AnyArray) -> Result<ndarray::ArrayD<L>> {
+    fn conv<T: Copy + fmt::Display, L: Label>(
+        a: &ndarray::ArrayD<T>,
+        f: impl Fn(T) -> Option<u64>,
+    ) -> Result<ndarray::ArrayD<L>> {
+        let mut out = ndarray::ArrayD::<L>::default(a.shape());
+        for (o, &v) in out.iter_mut().zip(a.iter()) {
+            *o = f(v)
+                .and_then(L::from_u64)
+                .ok_or_else(|| Error::LabelOutOfRange {
+                    value: v.to_string(),
+                    label_type: L::NAME,
+                    max: L::MAX.to_u64(),
+                })?;
+        }
+        Ok(out)
+    }
+    match array {
+        AnyArray::U8(a) => conv(a, |v| Some(u64::from(v))),
+        AnyArray::U16(a) => conv(a, |v| Some(u64::from(v))),
+        AnyArray::U32(a) => conv(a, |v| Some(u64::from(v))),
+        AnyArray::U64(a) => conv(a, Some),
+        AnyArray::I8(a) => conv(a, |v| u64::try_from(v).ok()),
+        AnyArray::I16(a) => conv(a, |v| u64::try_from(v).ok()),
+        AnyArray::I32(a) => conv(a, |v| u64::try_from(v).ok()),
+        AnyArray::I64(a) => conv(a, |v| u64::try_from(v).ok()),
+        other => Err(Error::InvalidParameter {
+            name: "label volume",
+            reason: format!(
+                "{} data cannot hold labels; labels are integers",
+                other.dtype()
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayD;
+
+    #[test]
+    fn converts_and_rejects() {
+        let a: AnyArray = ArrayD::from_shape_vec(vec![3], vec![0i32, 5, 70000])
+            .unwrap()
+            .into();
+        let l: ArrayD<u32> = to_labels(&a).unwrap();
+        assert_eq!(l.as_slice().unwrap(), &[0, 5, 70000]);
+        let neg: AnyArray = ArrayD::from_shape_vec(vec![2], vec![1i16, -1])
+            .unwrap()
+            .into();
+        let err = to_labels::<u64>(&neg).unwrap_err().to_string();
+        assert!(err.contains("-1"), "{err}");
+        let big: AnyArray = ArrayD::from_elem(vec![1], u64::MAX).into();
+        assert!(to_labels::<u32>(&big).is_err());
+        assert_eq!(to_labels::<u64>(&big).unwrap()[[0]], u64::MAX);
+        let f: AnyArray = ArrayD::from_elem(vec![1], 1.0f32).into();
+        assert!(to_labels::<u32>(&f).is_err());
+    }
+}

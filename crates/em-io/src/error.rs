@@ -1,0 +1,126 @@
+use std::path::{Path, PathBuf};
+
+/// Result alias of em-io.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure to read or write a volume; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operating system refused (missing file, permissions, disk full …).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file exists but its content is not valid for its format.
+    #[error("{}: not a valid {format} file: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// `npy`, `TIFF`, `zarr`, `HDF5`.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The format cannot store (or we cannot read) this element type.
+    #[error("{}: {format} {direction} of {dtype} data is not supported (supported: {supported})", path.display())]
+    UnsupportedDType {
+        /// The file.
+        path: PathBuf,
+        /// The format.
+        format: &'static str,
+        /// `reading` or `writing`.
+        direction: &'static str,
+        /// The element type, as the file or caller names it.
+        dtype: String,
+        /// What the format supports.
+        supported: &'static str,
+    },
+    /// The path's extension names no format we know.
+    #[error("{}: unknown volume format; use .npy, .tif/.tiff, DIR.zarr[/array] or FILE.h5[/dataset] (also .hdf5, .hdf)", path.display())]
+    UnknownFormat {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The container exists but holds no array or dataset under the requested key.
+    #[error("{}: {what} {key:?} not found{}", path.display(), list_available(available))]
+    KeyNotFound {
+        /// The container (`.zarr` directory or `.h5` file).
+        path: PathBuf,
+        /// `array` or `dataset`.
+        what: &'static str,
+        /// The key asked for.
+        key: String,
+        /// Keys that do exist, to help the user.
+        available: Vec<String>,
+    },
+    /// The request does not fit the volume (region, shape or dtype).
+    #[error("{}: {source}", path.display())]
+    Volume {
+        /// The file.
+        path: PathBuf,
+        /// The problem, from em-core.
+        source: em_core::Error,
+    },
+    /// HDF5 support was not compiled in.
+    #[error("{}: HDF5 support is not built in; rebuild with `--features hdf5` (needs libhdf5-dev)", path.display())]
+    Hdf5Disabled {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn list_available(keys: &[String]) -> String {
+    if keys.is_empty() {
+        String::new()
+    } else {
+        format!("; available: {}", keys.join(", "))
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            format,
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an em-core error for `path`, unwrapping one that already came from em-io so
+    /// that the path is not named twice.
+    pub(crate) fn volume(path: &Path) -> impl FnOnce(em_core::Error) -> Error + '_ {
+        move |source| match source {
+            em_core::Error::Storage(inner) => match inner.downcast::<Error>() {
+                Ok(own) => *own,
+                Err(other) => Error::Volume {
+                    path: path.to_path_buf(),
+                    source: em_core::Error::Storage(other),
+                },
+            },
+            source => Error::Volume {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+}
+
+impl From<Error> for em_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Volume { source, .. } => source,
+            other => em_core::Error::Storage(Box::new(other)),
+        }
+    }
+}

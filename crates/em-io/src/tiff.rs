@@ -1,0 +1,275 @@
+//! Multi-page TIFF stacks (one page per z-section), as written by Fiji/ImageJ and tifffile.
+//!
+//! Reads 8/16/32/64-bit unsigned and signed integer and 32/64-bit float grayscale pages,
+//! uncompressed or compressed with the codecs of the `tiff` crate (LZW, Deflate, PackBits …),
+//! classic TIFF or BigTIFF. Pages of a stack must share size and type. A single page reads as
+//! one section `(1, Y, X)`. Multi-channel (RGB) pages are refused rather than guessed at.
+
+use std::fs::File;
+use std::io::{BufReader, Seek, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use em_core::AnyArray;
+use ndarray::{ArrayD, Axis};
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::encoder::{colortype, TiffEncoder, TiffKind};
+use tiff::ColorType;
+
+use crate::atomic::AtomicFile;
+use crate::{Error, Result};
+
+const FORMAT: &str = "TIFF";
+const SUPPORTED: &str = "uint8/16/32/64, int8/16/32/64, float32/64, bool (written as uint8)";
+
+/// Reads a TIFF stack into a `(Z, Y, X)` array.
+///
+/// # Errors
+/// [`Error::Corrupt`] for damaged files, pages of different size or type, or limits exceeded;
+/// [`Error::UnsupportedDType`] for colour or half-float pages.
+pub fn read_tiff(path: &Path) -> Result<AnyArray> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    let file_len = file.metadata().map_err(Error::io(path))?.len();
+    // The decoder is third-party code fed untrusted bytes: a panic inside it must become an
+    // error for the caller, not take the caller down.
+    match catch_unwind(AssertUnwindSafe(|| {
+        read_pages(path, BufReader::new(file), file_len)
+    })) {
+        Ok(result) => result,
+        Err(_) => Err(Error::corrupt(
+            path,
+            FORMAT,
+            "the TIFF decoder failed on malformed data",
+        )),
+    }
+}
+
+/// How many bytes one decoded page may take: generous for real data (compression rarely
+/// exceeds 1000×) while a tiny file that claims a gigantic page fails fast.
+fn page_limit(file_len: u64) -> usize {
+    let limit = file_len.saturating_mul(1024).clamp(64 << 20, 16 << 30);
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) -> Result<AnyArray> {
+    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, e.to_string());
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = page_limit(file_len);
+    limits.intermediate_buffer_size = page_limit(file_len);
+    let mut decoder = Decoder::new(reader).map_err(bad)?.with_limits(limits);
+    let (width, height) = decoder.dimensions().map_err(bad)?;
+    let mut pages: Vec<DecodingResult> = Vec::new();
+    let mut total_bytes: u64 = 0;
+    loop {
+        let index = pages.len();
+        let dims = decoder.dimensions().map_err(bad)?;
+        if dims != (width, height) {
+            return Err(Error::corrupt(
+                path,
+                FORMAT,
+                format!("page {index} is {}×{} pixels but page 0 is {width}×{height}; a stack needs pages of one size", dims.0, dims.1),
+            ));
+        }
+        match decoder.colortype().map_err(bad)? {
+            ColorType::Gray(_) => {}
+            other => {
+                return Err(Error::UnsupportedDType {
+                    path: path.into(),
+                    format: FORMAT,
+                    direction: "reading",
+                    dtype: format!("{other:?} pages"),
+                    supported: "single-channel (grayscale) pages; convert colour stacks first",
+                })
+            }
+        }
+        let page = decoder.read_image().map_err(bad)?;
+        if let Some(first) = pages.first() {
+            if std::mem::discriminant(first) != std::mem::discriminant(&page) {
+                return Err(Error::corrupt(
+                    path,
+                    FORMAT,
+                    format!("page {index} has another sample type than page 0"),
+                ));
+            }
+        }
+        total_bytes = total_bytes.saturating_add(page_bytes(&page));
+        if total_bytes > (file_len.saturating_mul(1024)).max(1 << 30) {
+            return Err(Error::corrupt(
+                path,
+                FORMAT,
+                "decoded pages are implausibly large for the file size",
+            ));
+        }
+        pages.push(page);
+        if !decoder.more_images() {
+            break;
+        }
+        decoder.next_image().map_err(bad)?;
+    }
+    stack(path, pages, height as usize, width as usize)
+}
+
+fn page_bytes(page: &DecodingResult) -> u64 {
+    let bytes = match page {
+        DecodingResult::U8(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::U16(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::U32(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::U64(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::I8(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::I16(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::I32(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::I64(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::F32(v) => std::mem::size_of_val(v.as_slice()),
+        DecodingResult::F64(v) => std::mem::size_of_val(v.as_slice()),
+        _ => 0,
+    };
+    bytes as u64
+}
+
+fn stack(path: &Path, pages: Vec<DecodingResult>, height: usize, width: usize) -> Result<AnyArray> {
+    let depth = pages.len();
+    let shape = vec![depth, height, width];
+    let bad_len = |e: ndarray::ShapeError| {
+        Error::corrupt(
+            path,
+            FORMAT,
+            format!("page data does not fill {height}×{width} pixels: {e}"),
+        )
+    };
+    macro_rules! build {
+        ($variant:ident, $t:ty) => {{
+            let mut all: Vec<$t> = Vec::with_capacity(depth * height * width);
+            for page in pages {
+                if let DecodingResult::$variant(v) = page {
+                    if v.len() != height * width {
+                        return Err(Error::corrupt(
+                            path,
+                            FORMAT,
+                            format!(
+                                "a page holds {} samples, expected {}",
+                                v.len(),
+                                height * width
+                            ),
+                        ));
+                    }
+                    all.extend_from_slice(&v);
+                }
+            }
+            AnyArray::from(ArrayD::<$t>::from_shape_vec(shape, all).map_err(bad_len)?)
+        }};
+    }
+    Ok(match pages.first() {
+        Some(DecodingResult::U8(_)) => build!(U8, u8),
+        Some(DecodingResult::U16(_)) => build!(U16, u16),
+        Some(DecodingResult::U32(_)) => build!(U32, u32),
+        Some(DecodingResult::U64(_)) => build!(U64, u64),
+        Some(DecodingResult::I8(_)) => build!(I8, i8),
+        Some(DecodingResult::I16(_)) => build!(I16, i16),
+        Some(DecodingResult::I32(_)) => build!(I32, i32),
+        Some(DecodingResult::I64(_)) => build!(I64, i64),
+        Some(DecodingResult::F32(_)) => build!(F32, f32),
+        Some(DecodingResult::F64(_)) => build!(F64, f64),
+        _ => {
+            return Err(Error::UnsupportedDType {
+                path: path.into(),
+                format: FORMAT,
+                direction: "reading",
+                dtype: "this sample type".into(),
+                supported: SUPPORTED,
+            })
+        }
+    })
+}
+
+/// Writes a `(Z, Y, X)` array as a multi-page TIFF (a `(Y, X)` array as one page),
+/// uncompressed, BigTIFF when over 3.5 GiB; atomically.
+///
+/// # Errors
+/// [`Error::UnsupportedDType`] for float16, [`Error::Volume`] for other dimensionalities.
+pub fn write_tiff(path: &Path, array: &AnyArray) -> Result<()> {
+    let (depth, height, width) = match *array.shape() {
+        [y, x] => (1, y, x),
+        [z, y, x] => (z, y, x),
+        _ => {
+            return Err(Error::Volume {
+                path: path.into(),
+                source: em_core::Error::DimensionMismatch {
+                    what: "a TIFF stack (Z, Y, X)".into(),
+                    expected: 3,
+                    got: array.ndim(),
+                },
+            })
+        }
+    };
+    let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(Error::corrupt(
+            path,
+            FORMAT,
+            "a page side exceeds 2^32 pixels",
+        ));
+    };
+    let array = array.clone().into_standard_layout();
+    let big = array.len() * array.dtype().size_bytes() > (7 << 29);
+    let mut file = AtomicFile::create(path)?;
+    if big {
+        let enc = TiffEncoder::new_big(file.writer())
+            .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+        write_pages(path, enc, &array, depth, w, h)?;
+    } else {
+        let enc = TiffEncoder::new(file.writer())
+            .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+        write_pages(path, enc, &array, depth, w, h)?;
+    }
+    file.flush().map_err(Error::io(path))?;
+    file.commit()
+}
+
+fn write_pages<W: Write + Seek, K: TiffKind>(
+    path: &Path,
+    mut enc: TiffEncoder<W, K>,
+    array: &AnyArray,
+    depth: usize,
+    w: u32,
+    h: u32,
+) -> Result<()> {
+    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, format!("write failed: {e}"));
+    let shape = [depth, h as usize, w as usize];
+    macro_rules! pages {
+        ($a:expr, $ct:ty) => {{
+            let a = $a
+                .to_shape(shape.to_vec())
+                .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+            for page in a.axis_iter(Axis(0)) {
+                let page = page.as_standard_layout();
+                let data = page.as_slice().unwrap_or_default();
+                enc.write_image::<$ct>(w, h, data).map_err(bad)?;
+            }
+        }};
+    }
+    match array {
+        AnyArray::Bool(a) => {
+            let bytes = a.mapv(u8::from);
+            pages!(bytes, colortype::Gray8)
+        }
+        AnyArray::U8(a) => pages!(a, colortype::Gray8),
+        AnyArray::U16(a) => pages!(a, colortype::Gray16),
+        AnyArray::U32(a) => pages!(a, colortype::Gray32),
+        AnyArray::U64(a) => pages!(a, colortype::Gray64),
+        AnyArray::I8(a) => pages!(a, colortype::GrayI8),
+        AnyArray::I16(a) => pages!(a, colortype::GrayI16),
+        AnyArray::I32(a) => pages!(a, colortype::GrayI32),
+        AnyArray::I64(a) => pages!(a, colortype::GrayI64),
+        AnyArray::F32(a) => pages!(a, colortype::Gray32Float),
+        AnyArray::F64(a) => pages!(a, colortype::Gray64Float),
+        other => {
+            return Err(Error::UnsupportedDType {
+                path: path.into(),
+                format: FORMAT,
+                direction: "writing",
+                dtype: other.dtype().to_string(),
+                supported: SUPPORTED,
+            })
+        }
+    }
+    Ok(())
+}
