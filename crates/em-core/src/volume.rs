@@ -48,6 +48,12 @@ pub trait ChunkedVolume: Send + Sync {
     }
 }
 
+impl std::fmt::Debug for dyn ChunkedVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.describe(), self.shape(), self.dtype())
+    }
+}
+
 /// Typed conveniences for every [`ChunkedVolume`], trait objects included.
 pub trait ChunkedVolumeExt: ChunkedVolume {
     /// Reads `roi` as type `T` (no conversion: the dtype must match).

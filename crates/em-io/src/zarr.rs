@@ -351,7 +351,7 @@ fn default_chunks(shape: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-fn codec(c: Compression) -> Result<Option<Arc<dyn BytesToBytesCodecTraits>>, String> {
+fn codec(c: Compression, dtype: DType) -> Result<Option<Arc<dyn BytesToBytesCodecTraits>>, String> {
     Ok(match c {
         Compression::None => None,
         Compression::Zstd(level) => Some(Arc::new(ZstdCodec::new(level, false))),
@@ -364,7 +364,7 @@ fn codec(c: Compression) -> Result<Option<Arc<dyn BytesToBytesCodecTraits>>, Str
                 BloscCompressionLevel::try_from(level).map_err(|e| e.to_string())?,
                 None,
                 BloscShuffleMode::Shuffle,
-                None,
+                Some(dtype.size_bytes()),
             )
             .map_err(|e| e.to_string())?,
         )),
@@ -428,7 +428,7 @@ impl ZarrWriter {
             zarr_dtype(dtype),
             FillValue::new(vec![0; dtype.size_bytes()]),
         );
-        let codecs: Vec<_> = codec(options.compression)
+        let codecs: Vec<_> = codec(options.compression, dtype)
             .map_err(|e| Error::corrupt(&display, FORMAT, format!("bad compression setting: {e}")))?
             .into_iter()
             .collect();
