@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The element type of a volume on disk or in memory.
+///
+/// Serialised by its numpy name (`"uint8"`, `"float32"`); parsing also accepts `"u8"`, `"f32"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum DType {
     /// `bool` (masks).
     Bool,
@@ -121,6 +123,19 @@ impl std::str::FromStr for DType {
                 name: "dtype",
                 reason: format!("{s:?}; allowed: {}", DType::ALL.map(DType::name).join(", ")),
             })
+    }
+}
+
+impl From<DType> for &'static str {
+    fn from(d: DType) -> Self {
+        d.name()
+    }
+}
+
+impl TryFrom<String> for DType {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
     }
 }
 
@@ -344,7 +359,11 @@ mod tests {
     fn dtype_names_parse() {
         for d in DType::ALL {
             assert_eq!(d.name().parse::<DType>().unwrap(), d);
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name()));
+            assert_eq!(serde_json::from_str::<DType>(&json).unwrap(), d);
         }
+        assert_eq!("f32".parse::<DType>().unwrap(), DType::F32);
         assert!("complex64"
             .parse::<DType>()
             .unwrap_err()

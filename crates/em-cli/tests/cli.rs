@@ -1,0 +1,118 @@
+//! The `em` binary end to end: `em info` on every format, `--json`, clear errors and exit
+//! codes for bad input and for subcommands not built yet.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn em(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_em")).args(args).output().unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../em-io/tests/fixtures")
+        .join(name);
+    p.to_string_lossy().into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn info_json_on_a_zarr_label_volume() {
+    let v = json(&em(&["info", &fixture("v3.zarr/labels_gzip"), "--json"]));
+    assert_eq!(v["format"], "zarr");
+    assert_eq!(v["dtype"], "uint32");
+    assert_eq!(v["shape"], serde_json::json!([5, 6, 7]));
+    assert_eq!(v["chunks"], serde_json::json!([2, 4, 4]));
+    assert_eq!(v["bytes"], 5 * 6 * 7 * 4);
+    // The fixture pattern is (17z + 3y + x) mod 251 over 5×6×7.
+    assert_eq!(v["min"], 0.0);
+    assert_eq!(v["max"], 4.0 * 17.0 + 5.0 * 3.0 + 6.0);
+    let mut distinct = std::collections::BTreeSet::new();
+    for z in 0..5 {
+        for y in 0..6 {
+            for x in 0..7 {
+                let b = (17 * z + 3 * y + x) % 251;
+                if b != 0 {
+                    distinct.insert(b);
+                }
+            }
+        }
+    }
+    assert_eq!(v["label_count"], distinct.len());
+    assert_eq!(v["zero_count"], 1);
+}
+
+#[test]
+fn info_on_float_tiff_and_npy() {
+    let v = json(&em(&["info", &fixture("tiff_float32.tif"), "--json"]));
+    assert_eq!((v["format"].as_str(), v["dtype"].as_str()), (Some("tiff"), Some("float32")));
+    assert!(v["label_count"].is_null());
+    assert_eq!(v["min"], -3.0);
+    let v = json(&em(&["info", &fixture("npy_affinities_c3.npy"), "--json"]));
+    assert_eq!(v["shape"], serde_json::json!([3, 4, 5, 6]));
+}
+
+#[test]
+fn info_human_output_names_the_axes() {
+    let out = em(&["info", &fixture("v2.zarr/labels_blosc")]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("5 × 6 × 7 (Z, Y, X)"), "{text}");
+    assert!(text.contains("zarr v2 array"), "{text}");
+    assert!(text.contains("uint64"), "{text}");
+    assert!(text.contains("distinct non-zero ids"), "{text}");
+}
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn info_on_hdf5() {
+    let v = json(&em(&["info", &fixture("pytc.h5/volumes/labels/neuron_ids"), "--json"]));
+    assert_eq!((v["format"].as_str(), v["dtype"].as_str()), (Some("hdf5"), Some("uint64")));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_status_1() {
+    let out = em(&["info", &fixture("v3.zarr/nope")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("\"nope\" not found") && err.contains("raw_zstd"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = em(&["info", "volume.mrc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown volume format"));
+    let out = em(&["info", &fixture("bad_rgb.tif")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_exit_2() {
+    for (cmd, issue) in [("decode", 3), ("evaluate", 4), ("train", 8), ("model", 5), ("slurm", 10)] {
+        let out = em(&[cmd, "--some-flag", "x"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`em {cmd}` is not built yet")) && err.contains(&format!("#{issue}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_whole_surface() {
+    let out = em(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "info", "decode", "evaluate", "evaluate-skeletons", "tune", "augment", "model", "train",
+        "infer", "plan", "data", "slurm",
+    ] {
+        assert!(text.contains(cmd), "{cmd} missing from help");
+    }
+}
