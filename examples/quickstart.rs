@@ -25,7 +25,7 @@ fn synthetic(shape: [usize; 3]) -> (ArrayD<u32>, ArrayD<u8>) {
     });
     let image = ArrayD::from_shape_fn(shape.to_vec(), |ix| {
         // A cheap hash as noise keeps the example free of RNG dependencies.
-        let h = (ix[0] * 73_856_093 ^ ix[1] * 19_349_663 ^ ix[2] * 83_492_791) % 41;
+        let h = ((ix[0] * 73_856_093) ^ (ix[1] * 19_349_663) ^ (ix[2] * 83_492_791)) % 41;
         let base = if labels[[ix[0], ix[1], ix[2]]] == 0 {
             40
         } else {

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn em(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_em")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_em"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn fixture(name: &str) -> String {
@@ -16,7 +19,11 @@ fn fixture(name: &str) -> String {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -49,7 +56,10 @@ fn info_json_on_a_zarr_label_volume() {
 #[test]
 fn info_on_float_tiff_and_npy() {
     let v = json(&em(&["info", &fixture("tiff_float32.tif"), "--json"]));
-    assert_eq!((v["format"].as_str(), v["dtype"].as_str()), (Some("tiff"), Some("float32")));
+    assert_eq!(
+        (v["format"].as_str(), v["dtype"].as_str()),
+        (Some("tiff"), Some("float32"))
+    );
     assert!(v["label_count"].is_null());
     assert_eq!(v["min"], -3.0);
     let v = json(&em(&["info", &fixture("npy_affinities_c3.npy"), "--json"]));
@@ -70,8 +80,15 @@ fn info_human_output_names_the_axes() {
 #[cfg(feature = "hdf5")]
 #[test]
 fn info_on_hdf5() {
-    let v = json(&em(&["info", &fixture("pytc.h5/volumes/labels/neuron_ids"), "--json"]));
-    assert_eq!((v["format"].as_str(), v["dtype"].as_str()), (Some("hdf5"), Some("uint64")));
+    let v = json(&em(&[
+        "info",
+        &fixture("pytc.h5/volumes/labels/neuron_ids"),
+        "--json",
+    ]));
+    assert_eq!(
+        (v["format"].as_str(), v["dtype"].as_str()),
+        (Some("hdf5"), Some("uint64"))
+    );
 }
 
 #[test]
@@ -80,7 +97,9 @@ fn bad_input_is_a_clear_error_with_status_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: ") && err.contains("\"nope\" not found") && err.contains("raw_zstd"),
+        err.starts_with("error: ")
+            && err.contains("\"nope\" not found")
+            && err.contains("raw_zstd"),
         "{err}"
     );
     assert!(out.stdout.is_empty());
@@ -94,12 +113,19 @@ fn bad_input_is_a_clear_error_with_status_1() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for (cmd, issue) in [("decode", 3), ("evaluate", 4), ("train", 8), ("model", 5), ("slurm", 10)] {
+    for (cmd, issue) in [
+        ("decode", 3),
+        ("evaluate", 4),
+        ("train", 8),
+        ("model", 5),
+        ("slurm", 10),
+    ] {
         let out = em(&[cmd, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains(&format!("`em {cmd}` is not built yet")) && err.contains(&format!("#{issue}")),
+            err.contains(&format!("`em {cmd}` is not built yet"))
+                && err.contains(&format!("#{issue}")),
             "{err}"
         );
     }
@@ -110,8 +136,18 @@ fn help_lists_the_whole_surface() {
     let out = em(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "info", "decode", "evaluate", "evaluate-skeletons", "tune", "augment", "model", "train",
-        "infer", "plan", "data", "slurm",
+        "info",
+        "decode",
+        "evaluate",
+        "evaluate-skeletons",
+        "tune",
+        "augment",
+        "model",
+        "train",
+        "infer",
+        "plan",
+        "data",
+        "slurm",
     ] {
         assert!(text.contains(cmd), "{cmd} missing from help");
     }

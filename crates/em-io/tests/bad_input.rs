@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{fixtures, pattern};
-use em_core::{AnyArray, ChunkedVolume, DType, Roi};
+use em_core::{AnyArray, DType, Roi};
 
 fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
     let to = dir.join(Path::new(name).file_name().unwrap());
@@ -32,7 +32,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn read_err(path: &Path) -> String {
-    let err = em_io::read(path).expect_err("reading must fail").to_string();
+    let err = em_io::read(path)
+        .expect_err("reading must fail")
+        .to_string();
     let name = path.file_name().unwrap().to_string_lossy();
     assert!(err.contains(&*name), "error does not name the file: {err}");
     err
@@ -45,7 +47,10 @@ fn truncated_npy() {
     let bytes = fs::read(&p).unwrap();
     fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
     let err = read_err(&p);
-    assert!(err.contains("truncated") && err.contains("[5, 6, 7]"), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("[5, 6, 7]"),
+        "{err}"
+    );
     // Cut inside the header.
     fs::write(&p, &bytes[..20]).unwrap();
     assert!(read_err(&p).contains("bad header"));
@@ -71,7 +76,8 @@ fn npy_headers_that_lie_or_use_unknown_types() {
         out
     };
     // A shape of 10^15 voxels in a tiny file: an error, not an allocation.
-    let mut f = header("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }");
+    let mut f =
+        header("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }");
     f.extend_from_slice(&[0; 16]);
     fs::write(&p, &f).unwrap();
     assert!(read_err(&p).contains("truncated"));
@@ -79,9 +85,16 @@ fn npy_headers_that_lie_or_use_unknown_types() {
     fs::write(&p, header("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }")).unwrap();
     assert!(read_err(&p).contains("too large"));
     // Complex numbers and structured types are not volumes.
-    fs::write(&p, header("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }")).unwrap();
+    fs::write(
+        &p,
+        header("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }"),
+    )
+    .unwrap();
     let err = read_err(&p);
-    assert!(err.contains("<c8") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains("<c8") && err.contains("not supported"),
+        "{err}"
+    );
     // Not an npy file at all.
     fs::write(&p, b"hello world, this is text").unwrap();
     assert!(read_err(&p).contains("not a valid npy file"));
@@ -112,25 +125,48 @@ fn colour_tiff_is_refused() {
 
 #[test]
 fn missing_files_and_unknown_formats() {
-    let err = em_io::read("/nonexistent/dir/volume.npy").unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/dir/volume.npy") && err.contains("No such file"), "{err}");
-    let err = em_io::open("/nonexistent/x.zarr/raw").err().unwrap().to_string();
-    assert!(err.contains("x.zarr") && err.contains("no such zarr directory"), "{err}");
+    let err = em_io::read("/nonexistent/dir/volume.npy")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/dir/volume.npy") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = em_io::open("/nonexistent/x.zarr/raw")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("x.zarr") && err.contains("no such zarr directory"),
+        "{err}"
+    );
     let err = em_io::read("volume.mrc").unwrap_err().to_string();
     assert!(err.contains("volume.mrc") && err.contains(".zarr"), "{err}");
 }
 
 #[test]
 fn missing_zarr_key_lists_what_exists() {
-    let err = em_io::open(fixtures().join("v3.zarr/raw")).err().unwrap().to_string();
+    let err = em_io::open(fixtures().join("v3.zarr/raw"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("\"raw\" not found"), "{err}");
     for available in ["raw_zstd", "labels_gzip", "volumes/labels", "sharded"] {
         assert!(err.contains(available), "{available} missing from: {err}");
     }
     // A group is not an array.
-    let err = em_io::open(fixtures().join("v3.zarr/volumes")).err().unwrap().to_string();
-    assert!(err.contains("not found") && err.contains("volumes/labels"), "{err}");
-    let err = em_io::open(fixtures().join("v2.zarr")).err().unwrap().to_string();
+    let err = em_io::open(fixtures().join("v3.zarr/volumes"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("not found") && err.contains("volumes/labels"),
+        "{err}"
+    );
+    let err = em_io::open(fixtures().join("v2.zarr"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("raw_zstd"), "{err}");
 }
 
@@ -138,16 +174,29 @@ fn missing_zarr_key_lists_what_exists() {
 fn corrupt_zarr_metadata_and_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let store = copy_fixture("v3.zarr", dir.path());
-    fs::write(store.join("raw_zstd/zarr.json"), b"{\"zarr_format\": 3, \"node_type\": \"array\", ").unwrap();
-    let err = em_io::open(store.join("raw_zstd")).err().unwrap().to_string();
-    assert!(err.contains("raw_zstd") && err.contains("cannot open array"), "{err}");
+    fs::write(
+        store.join("raw_zstd/zarr.json"),
+        b"{\"zarr_format\": 3, \"node_type\": \"array\", ",
+    )
+    .unwrap();
+    let err = em_io::open(store.join("raw_zstd"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("raw_zstd") && err.contains("cannot open array"),
+        "{err}"
+    );
     // A chunk whose compressed bytes are garbage fails on read, naming the region.
     let chunk = store.join("labels_gzip/c/0/0/0");
     assert!(chunk.is_file());
     fs::write(&chunk, b"not gzip at all").unwrap();
     let v = em_io::open(store.join("labels_gzip")).unwrap();
     let err = v.read_roi(&v.roi()).unwrap_err().to_string();
-    assert!(err.contains("labels_gzip") && err.contains("reading [0..5, 0..6, 0..7]"), "{err}");
+    assert!(
+        err.contains("labels_gzip") && err.contains("reading [0..5, 0..6, 0..7]"),
+        "{err}"
+    );
     // A v2 array whose chunk is truncated.
     let v2 = copy_fixture("v2.zarr", dir.path());
     let chunk = v2.join("raw_zstd/0.0.0");
@@ -165,40 +214,78 @@ fn wrong_regions_dtypes_and_shapes() {
     let v = em_io::open(&path).unwrap();
     let outside = Roi::new([2, 2, 2], [4, 1, 1]).unwrap();
     let err = v.read_roi(&outside).unwrap_err().to_string();
-    assert!(err.contains("[2..6, 2..3, 2..3]") && err.contains("outside"), "{err}");
-    let err = v.read_roi(&Roi::from_shape([2, 2])).unwrap_err().to_string();
+    assert!(
+        err.contains("[2..6, 2..3, 2..3]") && err.contains("outside"),
+        "{err}"
+    );
+    let err = v
+        .read_roi(&Roi::from_shape([2, 2]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("axes"), "{err}");
     let floats: AnyArray = ndarray::ArrayD::<f32>::zeros(vec![1, 1, 1]).into();
     let one = Roi::new([0, 0, 0], [1, 1, 1]).unwrap();
     let err = v.write_roi(&one, &floats).unwrap_err().to_string();
     assert_eq!(err, "expected uint32 data, found float32");
     let wrong_shape: AnyArray = ndarray::ArrayD::<u32>::zeros(vec![2, 1, 1]).into();
-    assert!(v.write_roi(&one, &wrong_shape).unwrap_err().to_string().contains("expected shape [1, 1, 1]"));
+    assert!(v
+        .write_roi(&one, &wrong_shape)
+        .unwrap_err()
+        .to_string()
+        .contains("expected shape [1, 1, 1]"));
     // Typed reads check the dtype.
-    let err = em_io::read(&path).unwrap().into_typed::<u8>().unwrap_err().to_string();
+    let err = em_io::read(&path)
+        .unwrap()
+        .into_typed::<u8>()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("uint8") && err.contains("uint32"));
 }
 
 #[cfg(feature = "hdf5")]
 #[test]
 fn hdf5_missing_dataset_and_not_hdf5() {
-    let err = em_io::open(fixtures().join("pytc.h5/volumes/raw")).err().unwrap().to_string();
-    assert!(err.contains("pytc.h5") && err.contains("\"volumes/raw\" not found"), "{err}");
-    assert!(err.contains("volumes/labels/neuron_ids") && err.contains("main"), "{err}");
-    let err = em_io::open(fixtures().join("pytc.h5")).err().unwrap().to_string();
+    let err = em_io::open(fixtures().join("pytc.h5/volumes/raw"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("pytc.h5") && err.contains("\"volumes/raw\" not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("volumes/labels/neuron_ids") && err.contains("main"),
+        "{err}"
+    );
+    let err = em_io::open(fixtures().join("pytc.h5"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("FILE.h5/DATASET"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake.h5");
     fs::write(&fake, b"definitely not hdf5").unwrap();
     let err = em_io::open(fake.join("main")).err().unwrap().to_string();
-    assert!(err.contains("fake.h5") && err.contains("cannot open"), "{err}");
-    let err = em_io::open(dir.path().join("absent.h5/main")).err().unwrap().to_string();
-    assert!(err.contains("absent.h5") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("fake.h5") && err.contains("cannot open"),
+        "{err}"
+    );
+    let err = em_io::open(dir.path().join("absent.h5/main"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("absent.h5") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[cfg(not(feature = "hdf5"))]
 #[test]
 fn hdf5_without_the_feature_says_how_to_get_it() {
-    let err = em_io::open(fixtures().join("pytc.h5/main")).err().unwrap().to_string();
+    let err = em_io::open(fixtures().join("pytc.h5/main"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("--features hdf5"), "{err}");
 }

@@ -10,17 +10,28 @@ use common::fixtures;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("EM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("EM_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
 }
 
 /// Writes `bytes` to a file and runs `read` on it; a returned array must be self-consistent.
-fn check(bytes: &[u8], ext: &str, read: fn(&Path) -> em_io::Result<em_core::AnyArray>) -> Result<(), TestCaseError> {
+fn check(
+    bytes: &[u8],
+    ext: &str,
+    read: fn(&Path) -> em_io::Result<em_core::AnyArray>,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("input.{ext}"));
     std::fs::write(&path, bytes).unwrap();
     match read(&path) {
         Ok(a) => prop_assert_eq!(a.len(), a.shape().iter().product::<usize>()),
-        Err(e) => prop_assert!(e.to_string().contains("input."), "error without file name: {}", e),
+        Err(e) => prop_assert!(
+            e.to_string().contains("input."),
+            "error without file name: {}",
+            e
+        ),
     }
     Ok(())
 }
@@ -35,7 +46,10 @@ fn mutated(seed_files: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>
         0..seeds.len(),
         prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         prop::option::of(any::<prop::sample::Index>()),
-        prop::option::of((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..16))),
+        prop::option::of((
+            any::<prop::sample::Index>(),
+            prop::collection::vec(any::<u8>(), 1..16),
+        )),
     )
         .prop_map(move |(which, edits, cut, insert)| {
             let mut b = seeds[which].clone();
@@ -72,11 +86,15 @@ const TIFF_SEEDS: &[&str] = &[
 ];
 
 fn random_with_magic(magics: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
-    (prop::sample::select(magics), prop::collection::vec(any::<u8>(), 0..600)).prop_map(|(m, rest)| {
-        let mut b = m.to_vec();
-        b.extend(rest);
-        b
-    })
+    (
+        prop::sample::select(magics),
+        prop::collection::vec(any::<u8>(), 0..600),
+    )
+        .prop_map(|(m, rest)| {
+            let mut b = m.to_vec();
+            b.extend(rest);
+            b
+        })
 }
 
 proptest! {

@@ -25,7 +25,11 @@ fn wanted(entry: &Entry) -> bool {
 #[test]
 fn every_fixture_reads_with_the_right_dtype_shape_and_values() {
     let entries = manifest();
-    assert!(entries.len() >= 40, "manifest lists {} files", entries.len());
+    assert!(
+        entries.len() >= 40,
+        "manifest lists {} files",
+        entries.len()
+    );
     let mut checked = 0;
     for e in entries.iter().filter(|e| wanted(e)) {
         let path = fixtures().join(&e.file);
@@ -47,7 +51,12 @@ fn lazy_volumes_read_any_region_like_a_slice_of_the_whole() {
         let whole = pattern(&e.shape, volume.dtype());
         // A region that straddles chunk borders on every axis.
         let start: Vec<u64> = e.shape.iter().map(|&n| (n as u64) / 3).collect();
-        let size: Vec<u64> = e.shape.iter().zip(&start).map(|(&n, s)| (n as u64 - s).min(3)).collect();
+        let size: Vec<u64> = e
+            .shape
+            .iter()
+            .zip(&start)
+            .map(|(&n, s)| (n as u64 - s).min(3))
+            .collect();
         let roi = Roi::new(start, size).unwrap();
         let part = volume.read_roi(&roi).unwrap();
         assert_eq!(part, whole.crop(&roi).unwrap(), "{}", e.file);
@@ -65,7 +74,9 @@ fn zarr_versions_and_chunks_are_reported() {
         } else {
             assert_eq!(v.chunk_shape(), &[2, 4, 4], "{}", e.file);
         }
-        assert!(v.describe().contains(&format!("zarr v{}", e.zarr_format.unwrap())));
+        assert!(v
+            .describe()
+            .contains(&format!("zarr v{}", e.zarr_format.unwrap())));
     }
 }
 

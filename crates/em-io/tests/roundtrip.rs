@@ -29,7 +29,10 @@ fn tiff_roundtrips_every_writable_dtype() {
         match dtype {
             DType::F16 => {
                 let err = em_io::write(&path, &data).unwrap_err().to_string();
-                assert!(err.contains("float16") && err.contains("not supported"), "{err}");
+                assert!(
+                    err.contains("float16") && err.contains("not supported"),
+                    "{err}"
+                );
                 assert!(!path.exists());
             }
             DType::Bool => {
@@ -49,7 +52,13 @@ fn tiff_roundtrips_every_writable_dtype() {
     let data2 = pattern(&[6, 7], DType::U16);
     em_io::write(&page, &data2).unwrap();
     assert_eq!(em_io::read(&page).unwrap().shape(), &[1, 6, 7]);
-    assert_eq!(listing(dir.path()).iter().filter(|n| n.contains("partial")).count(), 0);
+    assert_eq!(
+        listing(dir.path())
+            .iter()
+            .filter(|n| n.contains("partial"))
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -73,7 +82,10 @@ fn zarr_roundtrips_every_dtype_and_codec() {
         assert_eq!(v.read_all().unwrap(), data, "{dtype}");
     }
     // Every array sits beside the others in one container, listed by zarr metadata.
-    assert_eq!(listing(&dir.path().join("all.zarr")).len(), DType::ALL.len() + 1);
+    assert_eq!(
+        listing(&dir.path().join("all.zarr")).len(),
+        DType::ALL.len() + 1
+    );
 }
 
 #[test]
@@ -116,13 +128,17 @@ fn an_uncommitted_zarr_writer_leaves_nothing() {
     {
         let w = ZarrWriter::create(&vp, &[4, 4, 4], DType::U32, &ZarrOptions::default()).unwrap();
         let part: AnyArray = ndarray::ArrayD::<u32>::from_elem(vec![2, 2, 2], 7).into();
-        w.volume().write_roi(&Roi::new([0, 0, 0], [2, 2, 2]).unwrap(), &part).unwrap();
+        w.volume()
+            .write_roi(&Roi::new([0, 0, 0], [2, 2, 2]).unwrap(), &part)
+            .unwrap();
         // Dropped here, as if the process failed half-way.
     }
     let container = dir.path().join("out.zarr");
     // Only the (empty) group remains: no array, no staging directory.
     assert_eq!(listing(&container), vec!["zarr.json".to_string()]);
-    let err = em_io::open(dir.path().join("out.zarr/seg")).unwrap_err().to_string();
+    let err = em_io::open(dir.path().join("out.zarr/seg"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"seg\" not found"), "{err}");
 }
 
@@ -137,7 +153,9 @@ fn rewriting_replaces_an_array_and_keeps_its_siblings() {
     em_io::write(&a, &replacement).unwrap();
     assert_eq!(em_io::read(&a).unwrap(), replacement);
     assert_eq!(em_io::read(&b).unwrap(), pattern(&SHAPE, DType::F32));
-    assert!(listing(&dir.path().join("c.zarr")).iter().all(|n| !n.contains("partial")));
+    assert!(listing(&dir.path().join("c.zarr"))
+        .iter()
+        .all(|n| !n.contains("partial")));
     // npy and TIFF overwrite in place too.
     let n = dir.path().join("x.npy");
     em_io::write(&n, &pattern(&SHAPE, DType::U8)).unwrap();
@@ -163,7 +181,9 @@ fn failed_writes_leave_no_file() {
         ..Default::default()
     };
     let vp = VolumePath::parse(dir.path().join("z.zarr")).unwrap();
-    let err = em_io::write_zarr(&vp, &old, &bad_chunks).unwrap_err().to_string();
+    let err = em_io::write_zarr(&vp, &old, &bad_chunks)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("chunk shape"), "{err}");
     // Nothing half-written anywhere: just the two good files.
     assert_eq!(listing(dir.path()), vec!["keep.tif".to_string()]);
@@ -201,7 +221,10 @@ fn hdf5_roundtrips_and_keeps_other_datasets() {
 /// a missing install fails instead of skipping.
 #[test]
 fn python_reads_our_files() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/check_python_reads.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/check_python_reads.py"
+    );
     let have_python = std::process::Command::new("python3")
         .args(["-c", "import numpy, tifffile, zarr, h5py"])
         .output()
@@ -216,7 +239,16 @@ fn python_reads_our_files() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut written = vec![];
-    for dtype in [DType::U8, DType::U16, DType::U32, DType::U64, DType::I16, DType::F32, DType::F64, DType::Bool] {
+    for dtype in [
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::I16,
+        DType::F32,
+        DType::F64,
+        DType::Bool,
+    ] {
         for name in [format!("{dtype}.npy"), format!("out.zarr/{dtype}")] {
             em_io::write(dir.path().join(&name), &pattern(&SHAPE, dtype)).unwrap();
             written.push(format!("{name}:{dtype}"));
@@ -245,5 +277,8 @@ fn python_reads_our_files() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains(&format!("{} ok", written.len())), "{report}");
+    assert!(
+        report.contains(&format!("{} ok", written.len())),
+        "{report}"
+    );
 }

@@ -19,7 +19,9 @@ pub fn pattern(shape: &[usize], dtype: DType) -> AnyArray {
         vec![1009, 131, 17, 3]
     };
     let base = ArrayD::from_shape_fn(shape.to_vec(), |ix| {
-        (0..shape.len()).map(|a| ix[a] as u64 * weights[a]).sum::<u64>()
+        (0..shape.len())
+            .map(|a| ix[a] as u64 * weights[a])
+            .sum::<u64>()
     });
     let float = |b: &u64| ((b % 97) as f64) / 7.0 - 3.0;
     let int = |b: &u64| (b % 200) as i64 - 100;
