@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         let opts = ZarrOptions {
             chunk_shape: Some(vec![32, 64, 64]),
             compression,
+            version: None,
         };
         g.bench_function(format!("zarr_{name}_write"), |b| {
             b.iter(|| io::write_zarr(&vp, &data, &opts).unwrap())

@@ -92,6 +92,48 @@ pub fn to_labels<L: Label>(array: &AnyArray) -> Result<ndarray::ArrayD<L>> {
     }
 }
 
+/// Converts a label volume that marks unknown voxels with −1 (the PyTC/BANIS convention) into
+/// labels (unknown → 0) and an explicit mask (`false` where unknown). Volumes without −1 get
+/// an all-`true` mask.
+///
+/// # Errors
+/// As [`to_labels`] for values other than −1 that do not fit `L`.
+pub fn to_labels_and_mask<L: Label>(
+    array: &AnyArray,
+) -> Result<(ndarray::ArrayD<L>, ndarray::ArrayD<bool>)> {
+    fn split<T: Copy + PartialEq + fmt::Display, L: Label>(
+        a: &ndarray::ArrayD<T>,
+        unknown: T,
+        to_u64: impl Fn(T) -> Option<u64>,
+    ) -> Result<(ndarray::ArrayD<L>, ndarray::ArrayD<bool>)> {
+        let mask = a.mapv(|v| v != unknown);
+        let mut labels = ndarray::ArrayD::<L>::default(a.shape());
+        for ((o, &v), &known) in labels.iter_mut().zip(a.iter()).zip(mask.iter()) {
+            if known {
+                *o = to_u64(v)
+                    .and_then(L::from_u64)
+                    .ok_or_else(|| Error::LabelOutOfRange {
+                        value: v.to_string(),
+                        label_type: L::NAME,
+                        max: L::MAX.to_u64(),
+                    })?;
+            }
+        }
+        Ok((labels, mask))
+    }
+    match array {
+        AnyArray::I8(a) => split(a, -1, |v| u64::try_from(v).ok()),
+        AnyArray::I16(a) => split(a, -1, |v| u64::try_from(v).ok()),
+        AnyArray::I32(a) => split(a, -1, |v| u64::try_from(v).ok()),
+        AnyArray::I64(a) => split(a, -1, |v| u64::try_from(v).ok()),
+        other => {
+            let labels = to_labels(other)?;
+            let mask = ndarray::ArrayD::from_elem(labels.shape(), true);
+            Ok((labels, mask))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +156,25 @@ mod tests {
         assert_eq!(to_labels::<u64>(&big).unwrap()[[0]], u64::MAX);
         let f: AnyArray = ArrayD::from_elem(vec![1], 1.0f32).into();
         assert!(to_labels::<u32>(&f).is_err());
+    }
+
+    #[test]
+    fn minus_one_becomes_a_mask() {
+        let a: AnyArray = ArrayD::from_shape_vec(vec![4], vec![3i64, -1, 0, 7])
+            .unwrap()
+            .into();
+        let (l, m) = to_labels_and_mask::<u32>(&a).unwrap();
+        assert_eq!(l.as_slice().unwrap(), &[3, 0, 0, 7]);
+        assert_eq!(m.as_slice().unwrap(), &[true, false, true, true]);
+        let other: AnyArray = ArrayD::from_shape_vec(vec![2], vec![1i32, -2])
+            .unwrap()
+            .into();
+        assert!(to_labels_and_mask::<u32>(&other)
+            .unwrap_err()
+            .to_string()
+            .contains("-2"));
+        let unsigned: AnyArray = ArrayD::from_elem(vec![2], 5u16).into();
+        let (_, m) = to_labels_and_mask::<u64>(&unsigned).unwrap();
+        assert!(m.iter().all(|&k| k));
     }
 }

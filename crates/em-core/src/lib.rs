@@ -43,7 +43,7 @@ pub use blocks::{Block, BlockGrid};
 pub use error::{Error, Result};
 pub use geometry::VoxelSize;
 pub use half::f16;
-pub use label::{to_labels, Label};
+pub use label::{to_labels, to_labels_and_mask, Label};
 pub use progress::{NoProgress, Progress};
 pub use roi::Roi;
 pub use stats::VolumeStats;

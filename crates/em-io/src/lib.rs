@@ -41,7 +41,7 @@ pub use format::{Format, VolumePath};
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
 pub use npy::{read_npy, read_npy_header, write_npy, NpyHeader};
 pub use tiff::{read_tiff, write_tiff};
-pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVolume, ZarrWriter};
+pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrVolume, ZarrWriter};
 
 /// Opens a volume for region reads and writes. zarr and HDF5 stay on disk and are read
 /// chunk by chunk; `.npy` and TIFF are loaded into memory.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{listing, pattern};
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, Roi};
-use em_io::{Compression, VolumePath, ZarrOptions, ZarrWriter};
+use em_io::{Compression, VolumePath, ZarrOptions, ZarrVersion, ZarrWriter};
 
 const SHAPE: [usize; 3] = [5, 6, 7];
 
@@ -62,7 +62,7 @@ fn tiff_roundtrips_every_writable_dtype() {
 }
 
 #[test]
-fn zarr_roundtrips_every_dtype_and_codec() {
+fn zarr_roundtrips_every_dtype_codec_and_version() {
     let dir = tempfile::tempdir().unwrap();
     let codecs = [
         Compression::None,
@@ -70,22 +70,69 @@ fn zarr_roundtrips_every_dtype_and_codec() {
         Compression::Gzip(5),
         Compression::BloscLz4(5),
     ];
-    for (i, dtype) in DType::ALL.into_iter().enumerate() {
-        let vp = VolumePath::parse(dir.path().join(format!("all.zarr/{dtype}"))).unwrap();
-        let data = pattern(&SHAPE, dtype);
-        let options = ZarrOptions {
-            chunk_shape: Some(vec![2, 4, 3]),
-            compression: codecs[i % codecs.len()],
+    for (version, container) in [(ZarrVersion::V3, "v3.zarr"), (ZarrVersion::V2, "v2.zarr")] {
+        for (i, dtype) in DType::ALL.into_iter().enumerate() {
+            let vp = VolumePath::parse(dir.path().join(format!("{container}/{dtype}"))).unwrap();
+            let data = pattern(&SHAPE, dtype);
+            let options = ZarrOptions {
+                chunk_shape: Some(vec![2, 4, 3]),
+                compression: codecs[(i + version as usize) % codecs.len()],
+                version: Some(version),
+            };
+            let v = em_io::write_zarr(&vp, &data, &options).unwrap();
+            assert_eq!(v.chunk_shape(), &[2, 4, 3]);
+            let expected_version = if version == ZarrVersion::V2 { 2 } else { 3 };
+            assert_eq!(v.zarr_version(), expected_version);
+            assert_eq!(v.read_all().unwrap(), data, "{dtype} {version:?}");
+        }
+        // Every array sits beside the others in one container, with the group metadata.
+        let names = listing(&dir.path().join(container));
+        assert_eq!(names.len(), DType::ALL.len() + 1, "{names:?}");
+        let group_file = if version == ZarrVersion::V2 {
+            ".zgroup"
+        } else {
+            "zarr.json"
         };
-        let v = em_io::write_zarr(&vp, &data, &options).unwrap();
-        assert_eq!(v.chunk_shape(), &[2, 4, 3]);
-        assert_eq!(v.read_all().unwrap(), data, "{dtype}");
+        assert!(names.contains(&group_file.to_string()), "{names:?}");
     }
-    // Every array sits beside the others in one container, listed by zarr metadata.
-    assert_eq!(
-        listing(&dir.path().join("all.zarr")).len(),
-        DType::ALL.len() + 1
-    );
+}
+
+#[test]
+fn new_arrays_follow_the_version_of_their_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| VolumePath::parse(dir.path().join(name)).unwrap();
+    let data = pattern(&SHAPE, DType::U32);
+    em_io::write(dir.path().join("new3.zarr/raw"), &data).unwrap();
+    let v2 = ZarrOptions {
+        version: Some(ZarrVersion::V2),
+        ..Default::default()
+    };
+    em_io::write_zarr(&at("new2.zarr/raw"), &data, &v2).unwrap();
+    // Without an explicit version, a new array in a v2 group is v2, in a v3 group v3.
+    let default = ZarrOptions::default();
+    let in_v2 = em_io::write_zarr(&at("new2.zarr/seg"), &data, &default).unwrap();
+    assert_eq!(in_v2.zarr_version(), 2);
+    let in_v3 = em_io::write_zarr(&at("new3.zarr/seg"), &data, &default).unwrap();
+    assert_eq!(in_v3.zarr_version(), 3);
+    // Bad levels are refused before anything is written.
+    for bad in [
+        Compression::Gzip(12),
+        Compression::BloscLz4(10),
+        Compression::Zstd(99),
+    ] {
+        let opts = ZarrOptions {
+            compression: bad,
+            ..Default::default()
+        };
+        let err = em_io::write_zarr(&at("bad.zarr"), &data, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compression") && err.contains("allowed"),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("bad.zarr").exists());
 }
 
 #[test]
@@ -251,6 +298,28 @@ fn python_reads_our_files() {
     ] {
         for name in [format!("{dtype}.npy"), format!("out.zarr/{dtype}")] {
             em_io::write(dir.path().join(&name), &pattern(&SHAPE, dtype)).unwrap();
+            written.push(format!("{name}:{dtype}"));
+        }
+        for (i, compression) in [
+            Compression::BloscLz4(5),
+            Compression::Zstd(3),
+            Compression::Gzip(4),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("v2_{i}.zarr/{dtype}");
+            let opts = ZarrOptions {
+                chunk_shape: Some(vec![2, 4, 3]),
+                compression,
+                version: Some(ZarrVersion::V2),
+            };
+            em_io::write_zarr(
+                &VolumePath::parse(dir.path().join(&name)).unwrap(),
+                &pattern(&SHAPE, dtype),
+                &opts,
+            )
+            .unwrap();
             written.push(format!("{name}:{dtype}"));
         }
         if dtype != DType::Bool {

@@ -1,0 +1,294 @@
+//! zarr v2 and v3 arrays on the local file system through `zarrs`.
+//!
+//! Any array zarrs opens can be read and written by region (v2 with blosc, zstd, gzip …;
+//! v3 with any of zarrs' codecs, sharding included). New arrays are zarr v3 with zstd by
+//! default (zarr-python 3, tensorstore, neuroglancer), or zarr v2 on request or inside an
+//! existing v2 container (zarr-python 2, funlib/daisy pipelines).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use em_core::{check_write, AnyArray, ChunkedVolume, DType, Roi};
+use ndarray::ArrayD;
+use zarrs::array::{Array, ArraySubset};
+use zarrs::filesystem::FilesystemStore;
+
+use crate::format::VolumePath;
+use crate::{Error, Result};
+
+mod writer;
+
+pub use writer::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrWriter};
+
+const FORMAT: &str = "zarr";
+
+/// A zarr array opened for region reads and writes.
+pub struct ZarrVolume {
+    array: Array<FilesystemStore>,
+    display: PathBuf,
+    shape: Vec<u64>,
+    chunk_shape: Vec<u64>,
+    dtype: DType,
+    version: u8,
+}
+
+impl std::fmt::Debug for ZarrVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZarrVolume")
+            .field("path", &self.display)
+            .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
+            .finish()
+    }
+}
+
+pub(crate) fn array_path(key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("/{}", k.trim_matches('/')),
+        None => "/".into(),
+    }
+}
+
+fn map_dtype(path: &Path, data_type: &zarrs::array::DataType) -> Result<DType> {
+    use zarrs::array::data_type::*;
+    let d = data_type;
+    Ok(if d.is::<BoolDataType>() {
+        DType::Bool
+    } else if d.is::<UInt8DataType>() {
+        DType::U8
+    } else if d.is::<UInt16DataType>() {
+        DType::U16
+    } else if d.is::<UInt32DataType>() {
+        DType::U32
+    } else if d.is::<UInt64DataType>() {
+        DType::U64
+    } else if d.is::<Int8DataType>() {
+        DType::I8
+    } else if d.is::<Int16DataType>() {
+        DType::I16
+    } else if d.is::<Int32DataType>() {
+        DType::I32
+    } else if d.is::<Int64DataType>() {
+        DType::I64
+    } else if d.is::<Float16DataType>() {
+        DType::F16
+    } else if d.is::<Float32DataType>() {
+        DType::F32
+    } else if d.is::<Float64DataType>() {
+        DType::F64
+    } else {
+        return Err(Error::UnsupportedDType {
+            path: path.into(),
+            format: FORMAT,
+            direction: "reading",
+            dtype: format!("{d:?}"),
+            supported: "bool, (u)int8/16/32/64, float16/32/64",
+        });
+    })
+}
+
+/// What the metadata in `dir` declares: `Some("array")`, `Some("group")` or `None`.
+pub(crate) fn node_type(dir: &Path) -> Option<&'static str> {
+    if dir.join(".zarray").is_file() {
+        return Some("array");
+    }
+    if dir.join(".zgroup").is_file() {
+        return Some("group");
+    }
+    let text = fs::read_to_string(dir.join("zarr.json")).ok()?;
+    let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+    match meta.get("node_type")?.as_str()? {
+        "array" => Some("array"),
+        "group" => Some("group"),
+        _ => None,
+    }
+}
+
+/// Arrays (v2 or v3) below a zarr directory, as keys, for "not found" messages.
+pub(crate) fn list_arrays(container: &Path) -> Vec<String> {
+    fn is_array(dir: &Path) -> bool {
+        node_type(dir) == Some("array")
+    }
+    fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            if d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if is_array(&d) {
+                if let Ok(rel) = d.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            } else if depth > 0 {
+                walk(root, &d, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(container, container, 3, &mut out);
+    out
+}
+
+impl ZarrVolume {
+    /// Opens the array at `path` (`dir.zarr` or `dir.zarr/key`), zarr v2 or v3.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory is missing, [`Error::KeyNotFound`] (listing the arrays
+    /// that exist) if no array is at the key, [`Error::Corrupt`] for bad metadata.
+    pub fn open(path: &VolumePath) -> Result<Self> {
+        let display = path.display();
+        if !path.container.is_dir() {
+            return Err(Error::Io {
+                path: path.container.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such zarr directory"),
+            });
+        }
+        let store = Arc::new(
+            FilesystemStore::new(&path.container)
+                .map_err(|e| Error::corrupt(&display, FORMAT, e.to_string()))?,
+        );
+        let node = path.container.join(path.key.as_deref().unwrap_or(""));
+        // Unreadable metadata is left to zarrs, whose error says what is wrong with it.
+        let has_metadata = node.join("zarr.json").is_file() || node.join(".zarray").is_file();
+        if !has_metadata || node_type(&node) == Some("group") {
+            return Err(Error::KeyNotFound {
+                path: path.container.clone(),
+                what: "array",
+                key: path.key.clone().unwrap_or_else(|| "/".into()),
+                available: list_arrays(&path.container),
+            });
+        }
+        let array = Array::open(store, &array_path(path.key.as_deref()))
+            .map_err(|e| Error::corrupt(&display, FORMAT, format!("cannot open array: {e}")))?;
+        Self::from_array(array, display)
+    }
+
+    pub(crate) fn from_array(array: Array<FilesystemStore>, display: PathBuf) -> Result<Self> {
+        let dtype = map_dtype(&display, array.data_type())?;
+        let shape = array.shape().to_vec();
+        let chunk_shape = array
+            .chunk_shape(&vec![0; shape.len()])
+            .map_err(|e| Error::corrupt(&display, FORMAT, e.to_string()))?
+            .iter()
+            .map(|c| c.get())
+            .collect();
+        let version = match array.metadata() {
+            zarrs::array::ArrayMetadata::V2(_) => 2,
+            _ => 3,
+        };
+        Ok(Self {
+            array,
+            display,
+            shape,
+            chunk_shape,
+            dtype,
+            version,
+        })
+    }
+
+    /// The zarr format version of the array's metadata, 2 or 3.
+    pub fn zarr_version(&self) -> u8 {
+        self.version
+    }
+
+    /// The path as given when opened.
+    pub fn path(&self) -> &Path {
+        &self.display
+    }
+
+    fn subset(roi: &Roi) -> ArraySubset {
+        ArraySubset::new_with_ranges(&roi.ranges())
+    }
+}
+
+impl ChunkedVolume for ZarrVolume {
+    fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    fn chunk_shape(&self) -> &[u64] {
+        &self.chunk_shape
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn describe(&self) -> String {
+        format!("zarr v{} array {}", self.version, self.display.display())
+    }
+
+    fn read_roi(&self, roi: &Roi) -> em_core::Result<AnyArray> {
+        roi.check_within(&self.shape)?;
+        let subset = Self::subset(roi);
+        let bad = |e: zarrs::array::ArrayError| -> em_core::Error {
+            Error::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
+        };
+        macro_rules! read {
+            ($t:ty) => {
+                AnyArray::from(
+                    self.array
+                        .retrieve_array_subset::<ArrayD<$t>>(&subset)
+                        .map_err(bad)?,
+                )
+            };
+        }
+        Ok(match self.dtype {
+            DType::Bool => read!(bool),
+            DType::U8 => read!(u8),
+            DType::U16 => read!(u16),
+            DType::U32 => read!(u32),
+            DType::U64 => read!(u64),
+            DType::I8 => read!(i8),
+            DType::I16 => read!(i16),
+            DType::I32 => read!(i32),
+            DType::I64 => read!(i64),
+            DType::F16 => read!(em_core::f16),
+            DType::F32 => read!(f32),
+            DType::F64 => read!(f64),
+        })
+    }
+
+    fn write_roi(&self, roi: &Roi, data: &AnyArray) -> em_core::Result<()> {
+        check_write(self, roi, data)?;
+        let subset = Self::subset(roi);
+        let bad = |e: zarrs::array::ArrayError| -> em_core::Error {
+            Error::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
+        };
+        macro_rules! write {
+            ($a:expr) => {
+                self.array
+                    .store_array_subset(&subset, $a.as_standard_layout().into_owned())
+                    .map_err(bad)
+            };
+        }
+        match data {
+            AnyArray::Bool(a) => write!(a),
+            AnyArray::U8(a) => write!(a),
+            AnyArray::U16(a) => write!(a),
+            AnyArray::U32(a) => write!(a),
+            AnyArray::U64(a) => write!(a),
+            AnyArray::I8(a) => write!(a),
+            AnyArray::I16(a) => write!(a),
+            AnyArray::I32(a) => write!(a),
+            AnyArray::I64(a) => write!(a),
+            AnyArray::F16(a) => write!(a),
+            AnyArray::F32(a) => write!(a),
+            AnyArray::F64(a) => write!(a),
+            other => Err(em_core::Error::DTypeMismatch {
+                expected: self.dtype,
+                found: other.dtype(),
+            }),
+        }
+    }
+}
