@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let volume = em_connectomics::io::open(&path)?;
         let stats = VolumeStats::compute(volume.as_ref(), &NoProgress)?;
         println!(
-            "  {:<28} {:<8} chunks {:?}  values {}…{}  labels {}",
+            "  {:<28} {:<8} chunks {:?}  values {}…{}  distinct non-zero {}",
             path.strip_prefix(&out)?.display().to_string(),
             volume.dtype().to_string(),
             volume.chunk_shape(),

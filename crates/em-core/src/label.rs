@@ -48,6 +48,18 @@ impl Label for u64 {
     }
 }
 
+/// The label for a value `v` read from data (`as_u64`: `v` as a non-negative integer, if it
+/// is one), or the error that names `v`.
+fn label_of<T: fmt::Display, L: Label>(v: T, as_u64: Option<u64>) -> Result<L> {
+    as_u64
+        .and_then(L::from_u64)
+        .ok_or_else(|| Error::LabelOutOfRange {
+            value: v.to_string(),
+            label_type: L::NAME,
+            max: L::MAX.to_u64(),
+        })
+}
+
 /// Converts a label volume of any integer type to labels of type `L`.
 ///
 /// Negative values (PyTC/BANIS "unknown" = −1) and values above `L::MAX` are errors: turn
@@ -63,13 +75,7 @@ pub fn to_labels<L: Label>(array: &AnyArray) -> Result<ndarray::ArrayD<L>> {
     ) -> Result<ndarray::ArrayD<L>> {
         let mut out = ndarray::ArrayD::<L>::default(a.shape());
         for (o, &v) in out.iter_mut().zip(a.iter()) {
-            *o = f(v)
-                .and_then(L::from_u64)
-                .ok_or_else(|| Error::LabelOutOfRange {
-                    value: v.to_string(),
-                    label_type: L::NAME,
-                    max: L::MAX.to_u64(),
-                })?;
+            *o = label_of(v, f(v))?;
         }
         Ok(out)
     }
@@ -110,13 +116,7 @@ pub fn to_labels_and_mask<L: Label>(
         let mut labels = ndarray::ArrayD::<L>::default(a.shape());
         for ((o, &v), &known) in labels.iter_mut().zip(a.iter()).zip(mask.iter()) {
             if known {
-                *o = to_u64(v)
-                    .and_then(L::from_u64)
-                    .ok_or_else(|| Error::LabelOutOfRange {
-                        value: v.to_string(),
-                        label_type: L::NAME,
-                        max: L::MAX.to_u64(),
-                    })?;
+                *o = label_of(v, to_u64(v))?;
             }
         }
         Ok((labels, mask))

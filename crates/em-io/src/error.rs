@@ -89,6 +89,22 @@ impl Error {
         }
     }
 
+    pub(crate) fn unsupported(
+        path: &Path,
+        format: &'static str,
+        direction: &'static str,
+        dtype: impl Into<String>,
+        supported: &'static str,
+    ) -> Error {
+        Error::UnsupportedDType {
+            path: path.to_path_buf(),
+            format,
+            direction,
+            dtype: dtype.into(),
+            supported,
+        }
+    }
+
     pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl Into<String>) -> Error {
         Error::Corrupt {
             path: path.to_path_buf(),

@@ -47,13 +47,13 @@ fn descriptor_dtype(path: &Path, d: &TypeDescriptor) -> Result<DType> {
         // h5py stores numpy bools as an int8 enum {FALSE, TRUE}.
         TypeDescriptor::Enum(e) if e.members.len() == 2 && e.size == IntSize::U1 => DType::Bool,
         other => {
-            return Err(Error::UnsupportedDType {
-                path: path.into(),
-                format: FORMAT,
-                direction: "reading",
-                dtype: other.to_string(),
-                supported: "bool, (u)int8/16/32/64, float32/64",
-            })
+            return Err(Error::unsupported(
+                path,
+                FORMAT,
+                "reading",
+                other.to_string(),
+                "bool, (u)int8/16/32/64, float32/64",
+            ))
         }
     })
 }
@@ -209,13 +209,13 @@ impl ChunkedVolume for Hdf5Volume {
             DType::F32 => read!(f32),
             DType::F64 => read!(f64),
             DType::F16 => {
-                return Err(Error::UnsupportedDType {
-                    path: self.display.clone(),
-                    format: FORMAT,
-                    direction: "reading",
-                    dtype: "float16".into(),
-                    supported: "bool, (u)int8/16/32/64, float32/64",
-                }
+                return Err(Error::unsupported(
+                    &self.display,
+                    FORMAT,
+                    "reading",
+                    "float16",
+                    "bool, (u)int8/16/32/64, float32/64",
+                )
                 .into())
             }
         })
@@ -343,13 +343,13 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
             AnyArray::F32(a) => create!(a),
             AnyArray::F64(a) => create!(a),
             other => {
-                return Err(Error::UnsupportedDType {
-                    path: display.clone(),
-                    format: FORMAT,
-                    direction: "writing",
-                    dtype: other.dtype().to_string(),
-                    supported: "bool, (u)int8/16/32/64, float32/64",
-                })
+                return Err(Error::unsupported(
+                    &display,
+                    FORMAT,
+                    "writing",
+                    other.dtype().to_string(),
+                    "bool, (u)int8/16/32/64, float32/64",
+                ))
             }
         }
         .map_err(bad)?;

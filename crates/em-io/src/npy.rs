@@ -67,12 +67,14 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
     let data_offset = reader.stream_position().map_err(Error::io(path))?;
     let descr = header.type_descriptor.to_string();
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let (dtype, _) = parse_descr(descr).ok_or_else(|| Error::UnsupportedDType {
-        path: path.into(),
-        format: FORMAT,
-        direction: "reading",
-        dtype: descr.to_string(),
-        supported: "bool, (u)int8/16/32/64, float16/32/64",
+    let (dtype, _) = parse_descr(descr).ok_or_else(|| {
+        Error::unsupported(
+            path,
+            FORMAT,
+            "reading",
+            descr.to_string(),
+            "bool, (u)int8/16/32/64, float16/32/64",
+        )
     })?;
     let bytes = header
         .shape
@@ -213,13 +215,13 @@ pub fn write_npy(path: &Path, array: &AnyArray) -> Result<()> {
         AnyArray::F64(a) => a.write_npy(file.writer()).map_err(bad)?,
         AnyArray::F16(a) => write_f16(&mut file, a)?,
         other => {
-            return Err(Error::UnsupportedDType {
-                path: path.into(),
-                format: FORMAT,
-                direction: "writing",
-                dtype: other.dtype().to_string(),
-                supported: "bool, (u)int8/16/32/64, float16/32/64",
-            })
+            return Err(Error::unsupported(
+                path,
+                FORMAT,
+                "writing",
+                other.dtype().to_string(),
+                "bool, (u)int8/16/32/64, float16/32/64",
+            ))
         }
     }
     file.commit()

@@ -73,13 +73,13 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
         match decoder.colortype().map_err(bad)? {
             ColorType::Gray(_) => {}
             other => {
-                return Err(Error::UnsupportedDType {
-                    path: path.into(),
-                    format: FORMAT,
-                    direction: "reading",
-                    dtype: format!("{other:?} pages"),
-                    supported: "single-channel (grayscale) pages; convert colour stacks first",
-                })
+                return Err(Error::unsupported(
+                    path,
+                    FORMAT,
+                    "reading",
+                    format!("{other:?} pages"),
+                    "single-channel (grayscale) pages; convert colour stacks first",
+                ))
             }
         }
         let page = decoder.read_image().map_err(bad)?;
@@ -170,13 +170,13 @@ fn stack(path: &Path, pages: Vec<DecodingResult>, height: usize, width: usize) -
         Some(DecodingResult::F32(_)) => build!(F32, f32),
         Some(DecodingResult::F64(_)) => build!(F64, f64),
         _ => {
-            return Err(Error::UnsupportedDType {
-                path: path.into(),
-                format: FORMAT,
-                direction: "reading",
-                dtype: "this sample type".into(),
-                supported: SUPPORTED,
-            })
+            return Err(Error::unsupported(
+                path,
+                FORMAT,
+                "reading",
+                "this sample type",
+                SUPPORTED,
+            ))
         }
     })
 }
@@ -262,13 +262,13 @@ fn write_pages<W: Write + Seek, K: TiffKind>(
         AnyArray::F32(a) => pages!(a, colortype::Gray32Float),
         AnyArray::F64(a) => pages!(a, colortype::Gray64Float),
         other => {
-            return Err(Error::UnsupportedDType {
-                path: path.into(),
-                format: FORMAT,
-                direction: "writing",
-                dtype: other.dtype().to_string(),
-                supported: SUPPORTED,
-            })
+            return Err(Error::unsupported(
+                path,
+                FORMAT,
+                "writing",
+                other.dtype().to_string(),
+                SUPPORTED,
+            ))
         }
     }
     Ok(())

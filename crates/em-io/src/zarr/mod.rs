@@ -78,13 +78,13 @@ fn map_dtype(path: &Path, data_type: &zarrs::array::DataType) -> Result<DType> {
     } else if d.is::<Float64DataType>() {
         DType::F64
     } else {
-        return Err(Error::UnsupportedDType {
-            path: path.into(),
-            format: FORMAT,
-            direction: "reading",
-            dtype: format!("{d:?}"),
-            supported: "bool, (u)int8/16/32/64, float16/32/64",
-        });
+        return Err(Error::unsupported(
+            path,
+            FORMAT,
+            "reading",
+            format!("{d:?}"),
+            "bool, (u)int8/16/32/64, float16/32/64",
+        ));
     })
 }
 
