@@ -2,7 +2,7 @@
 //! numpy/tifffile/zarr-python/h5py on the same data and prints the ratios.
 //!
 //! ```text
-//! cargo run --release --features hdf5 --example io_throughput -- INPUT.npy WORK_DIR [REPEATS]
+//! cargo run --release --features hdf5 --example io_throughput -- INPUT.npy WORK_DIR [REPEATS] [CASE,…]
 //! ```
 //! Prints one JSON object per line: `{"case": "...", "op": "write"|"read", "seconds": s}`
 //! (the best of REPEATS runs, default 3).
@@ -25,7 +25,7 @@ fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return Err("usage: io_throughput INPUT.npy WORK_DIR [REPEATS]".into());
+        return Err("usage: io_throughput INPUT.npy WORK_DIR [REPEATS] [CASE,...]".into());
     }
     let input = PathBuf::from(&args[1]);
     let work = Path::new(&args[2]);
@@ -56,6 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if cfg!(feature = "hdf5") {
         cases.push(("hdf5_gzip4", work.join("rs.h5/data"), None));
     }
+    let only: Option<Vec<&str>> = args.get(4).map(|c| c.split(',').collect());
+    cases.retain(|(case, _, _)| only.as_ref().is_none_or(|o| o.contains(case)));
     for (case, path, options) in cases {
         let write = best_of(repeats, || match &options {
             Some(o) => drop(io::write_zarr(&VolumePath::parse(&path).unwrap(), &data, o).unwrap()),

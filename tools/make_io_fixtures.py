@@ -60,6 +60,10 @@ def main(out):
     add("npy_float32_fortran.npy", "float32", shape)
     np.save(out / "npy_uint16_bigendian.npy", pattern(shape, "uint16").astype(">u2"))
     add("npy_uint16_bigendian.npy", "uint16", shape)
+    np.save(out / "npy_float16_bigendian.npy", pattern(shape, "float16").astype(">f2"))
+    add("npy_float16_bigendian.npy", "float16", shape)
+    np.save(out / "npy_float64_bigendian_fortran.npy", np.asfortranarray(pattern(shape, "float64").astype(">f8")))
+    add("npy_float64_bigendian_fortran.npy", "float64", shape)
     np.save(out / "npy_affinities_c3.npy", pattern((3, 4, 5, 6), "float32"))
     add("npy_affinities_c3.npy", "float32", (3, 4, 5, 6))
 

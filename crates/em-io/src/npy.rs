@@ -26,6 +26,8 @@ pub struct NpyHeader {
     pub fortran_order: bool,
     /// Bytes before the data.
     pub data_offset: u64,
+    /// Data stored big-endian.
+    pub big_endian: bool,
 }
 
 fn parse_descr(descr: &str) -> Option<(DType, bool)> {
@@ -67,7 +69,7 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
     let data_offset = reader.stream_position().map_err(Error::io(path))?;
     let descr = header.type_descriptor.to_string();
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let (dtype, _) = parse_descr(descr).ok_or_else(|| {
+    let (dtype, big_endian) = parse_descr(descr).ok_or_else(|| {
         Error::unsupported(
             path,
             FORMAT,
@@ -116,15 +118,38 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
         shape: header.shape,
         fortran_order: header.layout.is_fortran(),
         data_offset,
+        big_endian,
     })
 }
 
 /// Reads a `.npy` file of any supported element type, in C order.
 ///
+/// Little-endian numeric data is read straight into the array's memory (one allocation,
+/// one `read`); big-endian files and bool go through `ndarray-npy`'s element reader.
+///
 /// # Errors
 /// See [`read_npy_header`]; also I/O errors.
 pub fn read_npy(path: &Path) -> Result<AnyArray> {
     let header = read_npy_header(path)?;
+    if !header.big_endian && cfg!(target_endian = "little") {
+        let direct = match header.dtype {
+            DType::Bool => None,
+            DType::U8 => Some(read_native::<u8>(path, &header)?),
+            DType::U16 => Some(read_native::<u16>(path, &header)?),
+            DType::U32 => Some(read_native::<u32>(path, &header)?),
+            DType::U64 => Some(read_native::<u64>(path, &header)?),
+            DType::I8 => Some(read_native::<i8>(path, &header)?),
+            DType::I16 => Some(read_native::<i16>(path, &header)?),
+            DType::I32 => Some(read_native::<i32>(path, &header)?),
+            DType::I64 => Some(read_native::<i64>(path, &header)?),
+            DType::F16 => Some(read_native::<f16>(path, &header)?),
+            DType::F32 => Some(read_native::<f32>(path, &header)?),
+            DType::F64 => Some(read_native::<f64>(path, &header)?),
+        };
+        if let Some(array) = direct {
+            return Ok(array.into_standard_layout());
+        }
+    }
     let open = || {
         File::open(path)
             .map(BufReader::new)
@@ -148,49 +173,46 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
         DType::I64 => typed!(i64),
         DType::F32 => typed!(f32),
         DType::F64 => typed!(f64),
-        DType::F16 => read_f16(path, &header)?,
+        DType::F16 => read_big_endian_f16(path, &header)?,
     };
     Ok(array.into_standard_layout())
 }
 
-/// ndarray-npy has no half-precision support; the layout is simple enough to read directly.
-fn read_f16(path: &Path, header: &NpyHeader) -> Result<AnyArray> {
-    let descr_big_endian = {
-        let mut f = open_at(path, 0)?;
-        let h =
-            Header::from_reader(&mut f).map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
-        h.type_descriptor.to_string().contains('>')
-    };
-    let mut f = open_at(path, header.data_offset)?;
-    let n: usize = header.shape.iter().product();
-    let mut raw = vec![0u8; n * 2];
-    f.read_exact(&mut raw).map_err(Error::io(path))?;
-    let values: Vec<f16> = raw
-        .chunks_exact(2)
-        .map(|b| {
-            let bits = if descr_big_endian {
-                u16::from_be_bytes([b[0], b[1]])
-            } else {
-                u16::from_le_bytes([b[0], b[1]])
-            };
-            f16::from_bits(bits)
-        })
-        .collect();
-    let array = if header.fortran_order {
-        let rev: Vec<usize> = header.shape.iter().rev().copied().collect();
-        ArrayD::from_shape_vec(rev, values).map(|a| a.reversed_axes())
+/// Reads the data block into a zeroed array of the header's shape; Fortran-ordered data is
+/// read into the reversed shape and transposed (a view change, no copy).
+fn read_native<T>(path: &Path, header: &NpyHeader) -> Result<AnyArray>
+where
+    T: bytemuck::Pod + Default + em_core::Element,
+{
+    let shape: Vec<usize> = if header.fortran_order {
+        header.shape.iter().rev().copied().collect()
     } else {
-        ArrayD::from_shape_vec(header.shape.clone(), values)
+        header.shape.clone()
+    };
+    let mut array = ArrayD::<T>::default(shape);
+    let mut file = File::open(path).map_err(Error::io(path))?;
+    file.seek(std::io::SeekFrom::Start(header.data_offset))
+        .map_err(Error::io(path))?;
+    if let Some(data) = array.as_slice_mut() {
+        file.read_exact(bytemuck::cast_slice_mut(data))
+            .map_err(Error::io(path))?;
     }
-    .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
-    Ok(array.into())
+    if header.fortran_order {
+        array = array.reversed_axes();
+    }
+    Ok(T::into_any(array))
 }
 
-fn open_at(path: &Path, offset: u64) -> Result<BufReader<File>> {
-    let mut f = File::open(path).map_err(Error::io(path))?;
-    f.seek(std::io::SeekFrom::Start(offset))
-        .map_err(Error::io(path))?;
-    Ok(BufReader::new(f))
+/// ndarray-npy has no half precision: big-endian float16 is read and swapped here.
+fn read_big_endian_f16(path: &Path, header: &NpyHeader) -> Result<AnyArray> {
+    let AnyArray::U16(bits) = read_native::<u16>(path, header)? else {
+        return Err(Error::corrupt(
+            path,
+            FORMAT,
+            "internal: expected 16-bit data",
+        ));
+    };
+    Ok(bits.mapv(|b| f16::from_bits(u16::from_be(b))).into())
 }
 
 /// Writes an array as `.npy` (C order, little-endian), atomically.
