@@ -182,14 +182,16 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
 /// read into the reversed shape and transposed (a view change, no copy).
 fn read_native<T>(path: &Path, header: &NpyHeader) -> Result<AnyArray>
 where
-    T: bytemuck::Pod + Default + em_core::Element,
+    T: bytemuck::Pod + em_core::Element,
 {
     let shape: Vec<usize> = if header.fortran_order {
         header.shape.iter().rev().copied().collect()
     } else {
         header.shape.clone()
     };
-    let mut array = ArrayD::<T>::default(shape);
+    let len = shape.iter().product();
+    let mut array = ArrayD::from_shape_vec(shape, crate::alloc::zeroed_vec::<T>(len))
+        .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
     let mut file = File::open(path).map_err(Error::io(path))?;
     file.seek(std::io::SeekFrom::Start(header.data_offset))
         .map_err(Error::io(path))?;

@@ -58,16 +58,21 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
     limits.intermediate_buffer_size = page_limit(file_len);
     let mut decoder = Decoder::new(reader).map_err(bad)?.with_limits(limits);
     let (width, height) = decoder.dimensions().map_err(bad)?;
-    let mut pages: Vec<DecodingResult> = Vec::new();
-    let mut total_bytes: u64 = 0;
+
+    // First pass over the page directories only (cheap): count pages and check that they
+    // form a stack, so that the whole volume is allocated once and each page decoded into
+    // it, holding one page at a time.
+    let mut depth = 0usize;
     loop {
-        let index = pages.len();
         let dims = decoder.dimensions().map_err(bad)?;
         if dims != (width, height) {
             return Err(Error::corrupt(
                 path,
                 FORMAT,
-                format!("page {index} is {}×{} pixels but page 0 is {width}×{height}; a stack needs pages of one size", dims.0, dims.1),
+                format!(
+                    "page {depth} is {}×{} pixels but page 0 is {width}×{height}; a stack needs pages of one size",
+                    dims.0, dims.1
+                ),
             ));
         }
         match decoder.colortype().map_err(bad)? {
@@ -82,93 +87,68 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
                 ))
             }
         }
-        let page = decoder.read_image().map_err(bad)?;
-        if let Some(first) = pages.first() {
-            if std::mem::discriminant(first) != std::mem::discriminant(&page) {
-                return Err(Error::corrupt(
-                    path,
-                    FORMAT,
-                    format!("page {index} has another sample type than page 0"),
-                ));
-            }
-        }
-        total_bytes = total_bytes.saturating_add(page_bytes(&page));
-        if total_bytes > (file_len.saturating_mul(1024)).max(1 << 30) {
-            return Err(Error::corrupt(
-                path,
-                FORMAT,
-                "decoded pages are implausibly large for the file size",
-            ));
-        }
-        pages.push(page);
+        depth += 1;
         if !decoder.more_images() {
             break;
         }
         decoder.next_image().map_err(bad)?;
     }
-    stack(path, pages, height as usize, width as usize)
-}
+    decoder.seek_to_image(0).map_err(bad)?;
+    let plane = height as usize * width as usize;
+    let first = decoder.read_image().map_err(bad)?;
+    let shape = vec![depth, height as usize, width as usize];
 
-fn page_bytes(page: &DecodingResult) -> u64 {
-    let bytes = match page {
-        DecodingResult::U8(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::U16(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::U32(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::U64(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::I8(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::I16(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::I32(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::I64(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::F32(v) => std::mem::size_of_val(v.as_slice()),
-        DecodingResult::F64(v) => std::mem::size_of_val(v.as_slice()),
-        _ => 0,
-    };
-    bytes as u64
-}
-
-fn stack(path: &Path, pages: Vec<DecodingResult>, height: usize, width: usize) -> Result<AnyArray> {
-    let depth = pages.len();
-    let shape = vec![depth, height, width];
-    let bad_len = |e: ndarray::ShapeError| {
-        Error::corrupt(
-            path,
-            FORMAT,
-            format!("page data does not fill {height}×{width} pixels: {e}"),
-        )
-    };
-    macro_rules! build {
-        ($variant:ident, $t:ty) => {{
-            let mut all: Vec<$t> = Vec::with_capacity(depth * height * width);
-            for page in pages {
-                if let DecodingResult::$variant(v) = page {
-                    if v.len() != height * width {
-                        return Err(Error::corrupt(
-                            path,
-                            FORMAT,
-                            format!(
-                                "a page holds {} samples, expected {}",
-                                v.len(),
-                                height * width
-                            ),
-                        ));
-                    }
-                    all.extend_from_slice(&v);
-                }
+    macro_rules! stack {
+        ($variant:ident, $t:ty, $first:expr) => {{
+            let bytes = (depth as u64)
+                .saturating_mul(plane as u64)
+                .saturating_mul(std::mem::size_of::<$t>() as u64);
+            if bytes > file_len.saturating_mul(1024).max(1 << 30) {
+                return Err(Error::corrupt(
+                    path,
+                    FORMAT,
+                    format!("{depth} pages of {width}×{height} pixels are implausibly large for a {file_len}-byte file"),
+                ));
             }
-            AnyArray::from(ArrayD::<$t>::from_shape_vec(shape, all).map_err(bad_len)?)
+            let mut all: Vec<$t> = crate::alloc::zeroed_vec(depth * plane);
+            let mut page = Some(DecodingResult::$variant($first));
+            for z in 0..depth {
+                let data = match page.take() {
+                    Some(p) => p,
+                    None => {
+                        decoder.next_image().map_err(bad)?;
+                        decoder.read_image().map_err(bad)?
+                    }
+                };
+                let DecodingResult::$variant(v) = data else {
+                    return Err(Error::corrupt(path, FORMAT, format!("page {z} has another sample type than page 0")));
+                };
+                if v.len() != plane {
+                    return Err(Error::corrupt(
+                        path,
+                        FORMAT,
+                        format!("page {z} holds {} samples, expected {plane}", v.len()),
+                    ));
+                }
+                all[z * plane..(z + 1) * plane].copy_from_slice(&v);
+            }
+            AnyArray::from(
+                ArrayD::<$t>::from_shape_vec(shape, all)
+                    .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?,
+            )
         }};
     }
-    Ok(match pages.first() {
-        Some(DecodingResult::U8(_)) => build!(U8, u8),
-        Some(DecodingResult::U16(_)) => build!(U16, u16),
-        Some(DecodingResult::U32(_)) => build!(U32, u32),
-        Some(DecodingResult::U64(_)) => build!(U64, u64),
-        Some(DecodingResult::I8(_)) => build!(I8, i8),
-        Some(DecodingResult::I16(_)) => build!(I16, i16),
-        Some(DecodingResult::I32(_)) => build!(I32, i32),
-        Some(DecodingResult::I64(_)) => build!(I64, i64),
-        Some(DecodingResult::F32(_)) => build!(F32, f32),
-        Some(DecodingResult::F64(_)) => build!(F64, f64),
+    Ok(match first {
+        DecodingResult::U8(v) => stack!(U8, u8, v),
+        DecodingResult::U16(v) => stack!(U16, u16, v),
+        DecodingResult::U32(v) => stack!(U32, u32, v),
+        DecodingResult::U64(v) => stack!(U64, u64, v),
+        DecodingResult::I8(v) => stack!(I8, i8, v),
+        DecodingResult::I16(v) => stack!(I16, i16, v),
+        DecodingResult::I32(v) => stack!(I32, i32, v),
+        DecodingResult::I64(v) => stack!(I64, i64, v),
+        DecodingResult::F32(v) => stack!(F32, f32, v),
+        DecodingResult::F64(v) => stack!(F64, f64, v),
         _ => {
             return Err(Error::unsupported(
                 path,
