@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, Progress, Result};
+use crate::{AnyArray, ChunkedVolume, ChunkedVolumeExt, Element, Progress, Result};
 
 /// What `em info` reports about a volume's values.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -28,79 +28,86 @@ impl VolumeStats {
     /// Any read error of the volume.
     pub fn compute(volume: &dyn ChunkedVolume, progress: &dyn Progress) -> Result<Self> {
         let grid = volume.chunk_grid(&vec![0; volume.ndim()])?;
-        let count_labels = volume.dtype().is_integer();
-        let mut labels = HashSet::new();
-        let mut stats = VolumeStats {
-            min: None,
-            max: None,
-            label_count: None,
-            zero_count: 0,
-            nan_count: 0,
-        };
+        let mut acc = Accumulator::default();
         progress.start("scanning volume", volume.roi().num_elements());
         for block in grid.iter() {
-            let data = volume.read_roi(&block.core)?;
-            if let Some((lo, hi)) = data.min_max() {
-                stats.min = Some(stats.min.map_or(lo, |m| m.min(lo)));
-                stats.max = Some(stats.max.map_or(hi, |m| m.max(hi)));
-            }
-            let f = data.zero_nan_counts();
-            stats.zero_count += f.0;
-            stats.nan_count += f.1;
-            if count_labels {
-                collect_labels(&data, &mut labels);
-            }
+            acc.add(&volume.read_roi(&block.core)?);
             progress.advance(block.core.num_elements());
         }
         progress.finish();
-        if count_labels {
-            stats.label_count = Some(labels.len() as u64);
-        }
-        Ok(stats)
+        Ok(VolumeStats {
+            min: acc.min,
+            max: acc.max,
+            label_count: volume
+                .dtype()
+                .is_integer()
+                .then_some(acc.labels.len() as u64),
+            zero_count: acc.zeros,
+            nan_count: acc.nans,
+        })
     }
 }
 
-fn collect_labels(data: &AnyArray, labels: &mut HashSet<u64>) {
-    // i64 reinterpreted as u64 keeps distinct values distinct, which is all a count needs.
-    macro_rules! collect {
-        ($a:expr) => {
-            for &v in $a.iter() {
-                if v != 0 {
-                    labels.insert(v as u64);
+#[derive(Default)]
+struct Accumulator {
+    min: Option<f64>,
+    max: Option<f64>,
+    zeros: u64,
+    nans: u64,
+    labels: HashSet<u64>,
+}
+
+impl Accumulator {
+    fn add(&mut self, data: &AnyArray) {
+        // Integers reinterpreted as u64 keep distinct values distinct, all a count needs.
+        macro_rules! ints {
+            ($a:expr) => {
+                self.scan($a, |v| Some(v as u64))
+            };
+        }
+        match data {
+            AnyArray::Bool(a) => self.scan(a, |_| None),
+            AnyArray::U8(a) => ints!(a),
+            AnyArray::U16(a) => ints!(a),
+            AnyArray::U32(a) => ints!(a),
+            AnyArray::U64(a) => ints!(a),
+            AnyArray::I8(a) => ints!(a),
+            AnyArray::I16(a) => ints!(a),
+            AnyArray::I32(a) => ints!(a),
+            AnyArray::I64(a) => ints!(a),
+            AnyArray::F16(a) => self.scan(a, |_| None),
+            AnyArray::F32(a) => self.scan(a, |_| None),
+            AnyArray::F64(a) => self.scan(a, |_| None),
+        }
+    }
+
+    /// One pass: range, zeros, NaNs and (for labels) distinct ids. Label volumes are runs of
+    /// equal ids along x, so only a change of value touches the set.
+    fn scan<T: Element>(&mut self, a: &ndarray::ArrayD<T>, label: impl Fn(T) -> Option<u64>) {
+        let zero = T::default();
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut last = zero;
+        for &v in a.iter() {
+            let f = v.to_f64();
+            if f.is_nan() {
+                self.nans += 1;
+                continue;
+            }
+            lo = lo.min(f);
+            hi = hi.max(f);
+            if v == zero {
+                self.zeros += 1;
+            } else if v != last {
+                if let Some(id) = label(v) {
+                    self.labels.insert(id);
                 }
-            }
-        };
-    }
-    match data {
-        AnyArray::U8(a) => collect!(a),
-        AnyArray::U16(a) => collect!(a),
-        AnyArray::U32(a) => collect!(a),
-        AnyArray::U64(a) => collect!(a),
-        AnyArray::I8(a) => collect!(a),
-        AnyArray::I16(a) => collect!(a),
-        AnyArray::I32(a) => collect!(a),
-        AnyArray::I64(a) => collect!(a),
-        _ => {}
-    }
-}
-
-impl AnyArray {
-    /// Counts zeros and NaNs in one pass.
-    fn zero_nan_counts(&self) -> (u64, u64) {
-        if self.dtype() == DType::Bool {
-            let a = self.view_typed::<bool>().ok();
-            return (a.map_or(0, |a| a.iter().filter(|v| !**v).count() as u64), 0);
-        }
-        let mut zeros = 0;
-        let mut nans = 0;
-        for v in self.to_f32().iter() {
-            if *v == 0.0 {
-                zeros += 1;
-            } else if v.is_nan() {
-                nans += 1;
+                last = v;
             }
         }
-        (zeros, nans)
+        if lo <= hi {
+            self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
+            self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
+        }
     }
 }
 
@@ -120,6 +127,38 @@ mod tests {
         assert_eq!(s.label_count, Some(4));
         assert_eq!((s.min, s.max), (Some(0.0), Some(4.0)));
         assert_eq!(s.zero_count, 16);
+    }
+
+    #[test]
+    fn bool_and_signed_volumes() {
+        let b = ArrayD::from_shape_vec(vec![4], vec![true, false, false, true]).unwrap();
+        let s = VolumeStats::compute(&InMemoryVolume::new(b.into(), "b"), &NoProgress).unwrap();
+        assert_eq!(
+            (s.min, s.max, s.zero_count, s.label_count),
+            (Some(0.0), Some(1.0), 2, None)
+        );
+        let i = ArrayD::from_shape_vec(vec![5], vec![-1i64, -1, 0, 7, -1]).unwrap();
+        let s = VolumeStats::compute(&InMemoryVolume::new(i.into(), "i"), &NoProgress).unwrap();
+        assert_eq!(
+            (s.min, s.max, s.label_count),
+            (Some(-1.0), Some(7.0), Some(2))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn label_count_matches_a_naive_count(
+            values in proptest::collection::vec(0u32..6, 60),
+            chunk in proptest::array::uniform3(1u64..5),
+        ) {
+            let a = ArrayD::from_shape_vec(vec![3, 4, 5], values.clone()).unwrap();
+            let v = InMemoryVolume::new(a.into(), "p").with_chunk_shape(&chunk).unwrap();
+            let s = VolumeStats::compute(&v, &NoProgress).unwrap();
+            let distinct: HashSet<u32> = values.iter().copied().filter(|&x| x != 0).collect();
+            proptest::prop_assert_eq!(s.label_count, Some(distinct.len() as u64));
+            proptest::prop_assert_eq!(s.zero_count, values.iter().filter(|&&x| x == 0).count() as u64);
+            proptest::prop_assert_eq!(s.max, values.iter().max().map(|&m| f64::from(m)));
+        }
     }
 
     #[test]
