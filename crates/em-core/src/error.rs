@@ -62,6 +62,14 @@ pub enum Error {
         /// The largest label the type holds.
         max: u64,
     },
+    /// A request did not fit a volume; names the volume (e.g. its file) and the problem.
+    #[error("{volume}: {source}")]
+    InVolume {
+        /// The volume, as [`crate::ChunkedVolume::describe`] gives it.
+        volume: String,
+        /// What was wrong with the request.
+        source: Box<Error>,
+    },
     /// A storage backend (file format reader/writer) failed; the message names the file.
     #[error(transparent)]
     Storage(Box<dyn std::error::Error + Send + Sync + 'static>),

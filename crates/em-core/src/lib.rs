@@ -47,4 +47,4 @@ pub use label::{to_labels, to_labels_and_mask, Label};
 pub use progress::{NoProgress, Progress};
 pub use roi::Roi;
 pub use stats::VolumeStats;
-pub use volume::{check_write, ChunkedVolume, ChunkedVolumeExt, InMemoryVolume};
+pub use volume::{check_read, check_write, ChunkedVolume, ChunkedVolumeExt, InMemoryVolume};

@@ -61,7 +61,12 @@ pub trait ChunkedVolumeExt: ChunkedVolume {
     /// # Errors
     /// As [`ChunkedVolume::read_roi`], plus [`Error::DTypeMismatch`].
     fn read_roi_as<T: Element>(&self, roi: &Roi) -> Result<ArrayD<T>> {
-        self.read_roi(roi)?.into_typed()
+        self.read_roi(roi)?
+            .into_typed()
+            .map_err(|e| Error::InVolume {
+                volume: self.describe(),
+                source: Box::new(e),
+            })
     }
 
     /// Reads the whole volume into memory.
@@ -84,31 +89,50 @@ pub trait ChunkedVolumeExt: ChunkedVolume {
 
 impl<V: ChunkedVolume + ?Sized> ChunkedVolumeExt for V {}
 
-/// Checks the arguments of a [`ChunkedVolume::write_roi`] against the volume.
+/// Checks a [`ChunkedVolume::read_roi`] region against the volume; the error names it.
 ///
 /// # Errors
-/// [`Error::DTypeMismatch`], a region error, or [`Error::ShapeMismatch`].
+/// [`Error::InVolume`] around a region error.
+pub fn check_read(volume: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<()> {
+    roi.check_within(volume.shape())
+        .map_err(|e| Error::InVolume {
+            volume: volume.describe(),
+            source: Box::new(e),
+        })
+}
+
+/// Checks the arguments of a [`ChunkedVolume::write_roi`] against the volume; the error
+/// names it.
+///
+/// # Errors
+/// [`Error::InVolume`] around a dtype, region or shape error.
 pub fn check_write(
     volume: &(impl ChunkedVolume + ?Sized),
     roi: &Roi,
     data: &AnyArray,
 ) -> Result<()> {
-    if data.dtype() != volume.dtype() {
-        return Err(Error::DTypeMismatch {
+    let problem = if data.dtype() != volume.dtype() {
+        Some(Error::DTypeMismatch {
             expected: volume.dtype(),
             found: data.dtype(),
-        });
-    }
-    roi.check_within(volume.shape())?;
-    let got: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
-    if got != roi.shape() {
-        return Err(Error::ShapeMismatch {
+        })
+    } else if let Err(e) = roi.check_within(volume.shape()) {
+        Some(e)
+    } else {
+        let got: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+        (got != roi.shape()).then(|| Error::ShapeMismatch {
             what: format!("data written to {roi}"),
             expected: roi.shape().to_vec(),
             got,
-        });
+        })
+    };
+    match problem {
+        None => Ok(()),
+        Some(e) => Err(Error::InVolume {
+            volume: volume.describe(),
+            source: Box::new(e),
+        }),
     }
-    Ok(())
 }
 
 /// A volume held in memory, e.g. one loaded from `.npy` or TIFF.
@@ -166,7 +190,7 @@ impl ChunkedVolume for InMemoryVolume {
     }
 
     fn read_roi(&self, roi: &Roi) -> Result<AnyArray> {
-        roi.check_within(&self.shape)?;
+        check_read(self, roi)?;
         self.data
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -198,15 +222,18 @@ mod tests {
         assert_eq!(v.read_all().unwrap().to_f32().sum(), 72.0);
         assert_eq!(v.chunk_grid(&[0, 0, 0]).unwrap().num_blocks(), 2 * 3 * 3);
         let outside = Roi::new([3, 0, 0], [2, 1, 1]).unwrap();
-        assert!(matches!(
-            v.read_roi(&outside),
-            Err(Error::OutOfBounds { .. })
-        ));
+        let err = v.read_roi(&outside).unwrap_err();
+        assert!(
+            matches!(&err, Error::InVolume { source, .. } if matches!(**source, Error::OutOfBounds { .. }))
+        );
+        assert!(
+            err.to_string()
+                .starts_with("test: region [3..5, 0..1, 0..1]"),
+            "{err}"
+        );
         let wrong: AnyArray = ArrayD::<f32>::zeros(vec![2, 3, 4]).into();
-        assert!(matches!(
-            v.write_roi(&roi, &wrong),
-            Err(Error::DTypeMismatch { .. })
-        ));
+        let err = v.write_roi(&roi, &wrong).unwrap_err().to_string();
+        assert_eq!(err, "test: expected uint8 data, found float32");
         assert!(v.read_roi_as::<u16>(&roi).is_err());
         assert!(InMemoryVolume::new(AnyArray::zeros(DType::U8, &[2]), "x")
             .with_chunk_shape(&[0])

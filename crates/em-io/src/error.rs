@@ -124,6 +124,11 @@ impl Error {
                     source: em_core::Error::Storage(other),
                 },
             },
+            // The path is named here; the volume's own description would say it twice.
+            em_core::Error::InVolume { source, .. } => Error::Volume {
+                path: path.to_path_buf(),
+                source: *source,
+            },
             source => Error::Volume {
                 path: path.to_path_buf(),
                 source,
@@ -135,7 +140,10 @@ impl Error {
 impl From<Error> for em_core::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::Volume { source, .. } => source,
+            Error::Volume { path, source } => em_core::Error::InVolume {
+                volume: path.display().to_string(),
+                source: Box::new(source),
+            },
             other => em_core::Error::Storage(Box::new(other)),
         }
     }

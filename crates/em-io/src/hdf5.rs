@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use em_core::{check_write, AnyArray, ChunkedVolume, DType, Roi};
+use em_core::{check_read, check_write, AnyArray, ChunkedVolume, DType, Roi};
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use hdf5::{Dataset, Hyperslab, Selection, SliceOrIndex};
 use ndarray::IxDyn;
@@ -182,7 +182,7 @@ impl ChunkedVolume for Hdf5Volume {
     }
 
     fn read_roi(&self, roi: &Roi) -> em_core::Result<AnyArray> {
-        roi.check_within(&self.shape)?;
+        check_read(self, roi)?;
         if roi.is_empty() {
             return Ok(AnyArray::zeros(self.dtype, &roi.shape_usize()));
         }

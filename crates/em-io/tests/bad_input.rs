@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{fixtures, pattern};
-use em_core::{AnyArray, DType, Roi};
+use em_core::{AnyArray, ChunkedVolumeExt, DType, Roi};
 
 fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
     let to = dir.join(Path::new(name).file_name().unwrap());
@@ -215,18 +215,29 @@ fn wrong_regions_dtypes_and_shapes() {
     let outside = Roi::new([2, 2, 2], [4, 1, 1]).unwrap();
     let err = v.read_roi(&outside).unwrap_err().to_string();
     assert!(
-        err.contains("[2..6, 2..3, 2..3]") && err.contains("outside"),
+        err.contains("v.zarr: region [2..6, 2..3, 2..3]") && err.contains("outside"),
         "{err}"
     );
     let err = v
         .read_roi(&Roi::from_shape([2, 2]))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("axes"), "{err}");
+    assert!(err.contains("v.zarr") && err.contains("axes"), "{err}");
+    let err = v
+        .read_roi_as::<u8>(&Roi::from_shape([1, 1, 1]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("v.zarr: expected uint8 data, found uint32"),
+        "{err}"
+    );
     let floats: AnyArray = ndarray::ArrayD::<f32>::zeros(vec![1, 1, 1]).into();
     let one = Roi::new([0, 0, 0], [1, 1, 1]).unwrap();
     let err = v.write_roi(&one, &floats).unwrap_err().to_string();
-    assert_eq!(err, "expected uint32 data, found float32");
+    assert!(
+        err.ends_with("v.zarr: expected uint32 data, found float32"),
+        "{err}"
+    );
     let wrong_shape: AnyArray = ndarray::ArrayD::<u32>::zeros(vec![2, 1, 1]).into();
     assert!(v
         .write_roi(&one, &wrong_shape)

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use em_core::{check_write, AnyArray, ChunkedVolume, DType, Roi};
+use em_core::{check_read, check_write, AnyArray, ChunkedVolume, DType, Roi};
 use ndarray::ArrayD;
 use zarrs::array::{Array, ArraySubset};
 use zarrs::filesystem::FilesystemStore;
@@ -229,7 +229,7 @@ impl ChunkedVolume for ZarrVolume {
     }
 
     fn read_roi(&self, roi: &Roi) -> em_core::Result<AnyArray> {
-        roi.check_within(&self.shape)?;
+        check_read(self, roi)?;
         let subset = Self::subset(roi);
         let bad = |e: zarrs::array::ArrayError| -> em_core::Error {
             Error::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
