@@ -1,4 +1,30 @@
-//! Not yet built: this crate will hold affinity connected components with BANIS semantics, small-object removal and blockwise out-of-core decoding.
+//! Affinity connected components with BANIS's exact semantics, and small-object removal.
 //!
-//! It is a placeholder so that the workspace layout matches ARCHITECTURE.md; see the
-//! project issues for the plan.
+//! ```
+//! use em_decode::{affinity_cc, remove_small_objects, CcParams, SmallObjectMode};
+//! use ndarray::Array4;
+//!
+//! // Two 2-voxel objects along x, joined by their x-affinity (channel 2), apart otherwise.
+//! let mut aff = Array4::<f32>::zeros((3, 1, 1, 5));
+//! aff[[2, 0, 0, 0]] = 0.9; // voxel 0 — voxel 1
+//! aff[[2, 0, 0, 3]] = 0.9; // voxel 3 — voxel 4
+//! let seg = affinity_cc::<f32, u32>(aff.view(), &CcParams::default())?;
+//! assert_eq!(seg.as_slice().unwrap(), &[1, 1, 0, 2, 2]);
+//!
+//! // Objects below 3 voxels go to background; the rest are renumbered.
+//! let mut seg = seg;
+//! let kept = remove_small_objects(seg.view_mut(), 3, SmallObjectMode::Background)?;
+//! assert_eq!(kept, 0);
+//! # Ok::<(), em_decode::DecodeError>(())
+//! ```
+//!
+//! Not built yet (issue #3): the parallel and blockwise (out-of-core) decoders, the
+//! `neighbor` small-object mode, output resizing, `em decode`, and the benchmarks.
+
+mod cc;
+mod error;
+mod small;
+
+pub use cc::{affinity_cc, affinity_cc_any, Affinity, CcParams};
+pub use error::{DecodeError, Result};
+pub use small::{remove_small_objects, renumber, SmallObjectMode};

@@ -1,0 +1,308 @@
+//! Connected components of an affinity graph, with BANIS's semantics.
+//!
+//! Method: one union-find over all voxels, held in the output buffer itself (one label-sized
+//! word per voxel, no other per-voxel memory). Each selected channel is streamed once;
+//! thresholding is fused with the union step, so no boolean copy of the affinities exists.
+//! Unions always hang the larger root under the smaller, so every parent pointer points to
+//! an earlier voxel in raster order and each component's root is its first voxel. A final
+//! raster pass then numbers components in order of first appearance and rewrites each voxel
+//! from its parent's (already final) label, in place. Time O(N·C·α(N)), memory N labels.
+//!
+//! Semantics (BANIS `compute_connected_component_segmentation`, generalised to any offsets
+//! and both storages): an edge is on when its value is `> threshold` (strict; NaN and +inf
+//! count as off); on edges whose ends are both inside the volume connect them; a voxel is
+//! labelled when it touches an on edge or holds an on value whose other end lies outside the
+//! volume (then, if nothing else connects it, it is a component of its own); every other
+//! voxel is 0.
+
+use em_core::{f16, AnyArray, EdgeStorage, Label, Offset};
+use ndarray::{Array3, ArrayView4, Axis};
+
+use crate::{DecodeError, Result};
+
+/// An affinity element type and how it is compared with a threshold.
+pub trait Affinity: Copy + Send + Sync + 'static {
+    /// The threshold prepared once for fast comparisons.
+    type Cut: Copy;
+    /// Prepares `threshold` (in affinity units, 0..1).
+    fn cut(threshold: f32) -> Self::Cut;
+    /// True when the edge is on: `value > threshold`, NaN and +inf off.
+    fn is_on(self, cut: Self::Cut) -> bool;
+}
+
+impl Affinity for f32 {
+    type Cut = f32;
+    fn cut(threshold: f32) -> f32 {
+        threshold
+    }
+    #[inline(always)]
+    fn is_on(self, cut: f32) -> bool {
+        self > cut && self < f32::INFINITY
+    }
+}
+
+impl Affinity for f16 {
+    type Cut = f32;
+    fn cut(threshold: f32) -> f32 {
+        threshold
+    }
+    #[inline(always)]
+    fn is_on(self, cut: f32) -> bool {
+        let v = self.to_f32();
+        v > cut && v < f32::INFINITY
+    }
+}
+
+/// `u8` affinities are scaled: the value `v` means `v / 255`.
+impl Affinity for u8 {
+    type Cut = i32;
+    fn cut(threshold: f32) -> i32 {
+        // v/255 > t  ⇔  v > t·255  ⇔  v > floor(t·255) for integer v; exact in f64.
+        (f64::from(threshold) * 255.0).floor().clamp(-1.0, 255.0) as i32
+    }
+    #[inline(always)]
+    fn is_on(self, cut: i32) -> bool {
+        i32::from(self) > cut
+    }
+}
+
+/// Parameters of [`affinity_cc`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CcParams {
+    /// Edges with affinity strictly above this are on (default 0.5).
+    pub threshold: f32,
+    /// The channels to use (default `[0, 1, 2]`: the short-range ones).
+    pub channels: Vec<usize>,
+    /// The offset of each selected channel; `None` takes BANIS's offsets for channels 0–5
+    /// (`(1,0,0) (0,1,0) (0,0,1) (10,0,0) (0,10,0) (0,0,10)`).
+    pub offsets: Option<Vec<Offset>>,
+    /// Which voxel of an edge holds its value (default [`EdgeStorage::Source`], BANIS).
+    pub storage: EdgeStorage,
+}
+
+impl Default for CcParams {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            channels: vec![0, 1, 2],
+            offsets: None,
+            storage: EdgeStorage::Source,
+        }
+    }
+}
+
+impl CcParams {
+    /// The (channel, offset) pairs, checked against a channel count.
+    fn edges(&self, available: usize) -> Result<Vec<(usize, Offset)>> {
+        if !self.threshold.is_finite() {
+            return Err(DecodeError::BadThreshold(f64::from(self.threshold)));
+        }
+        if self.channels.is_empty() {
+            return Err(DecodeError::NoChannels);
+        }
+        if let Some(&channel) = self.channels.iter().find(|&&c| c >= available) {
+            return Err(DecodeError::NoSuchChannel { channel, available });
+        }
+        let banis = em_core::AffinityOffsets::banis();
+        let offsets: Vec<Offset> = match &self.offsets {
+            Some(o) if o.len() != self.channels.len() => {
+                return Err(DecodeError::OffsetCountMismatch {
+                    offsets: o.len(),
+                    channels: self.channels.len(),
+                })
+            }
+            Some(o) => o.clone(),
+            None => self
+                .channels
+                .iter()
+                .map(|&c| {
+                    banis
+                        .as_slice()
+                        .get(c)
+                        .copied()
+                        .ok_or(DecodeError::InvalidParameter {
+                            name: "offsets",
+                            reason: format!(
+                            "channel {c} has no default offset (BANIS defines 0–5); pass offsets"
+                        ),
+                        })
+                })
+                .collect::<Result<_>>()?,
+        };
+        if let Some(o) = offsets.iter().find(|o| o.0 == [0, 0, 0]) {
+            return Err(DecodeError::InvalidParameter {
+                name: "offsets",
+                reason: format!("{o} links a voxel to itself"),
+            });
+        }
+        Ok(self.channels.iter().copied().zip(offsets).collect())
+    }
+}
+
+/// Labels the connected components of the on-edges of `(C, Z, Y, X)` affinities.
+///
+/// Output labels are `1..=K` in raster order of first appearance, 0 for unlabelled voxels.
+///
+/// # Errors
+/// [`DecodeError`] for bad channels, offsets or threshold, or a volume too large for `L`.
+pub fn affinity_cc<A: Affinity, L: Label>(
+    aff: ArrayView4<'_, A>,
+    params: &CcParams,
+) -> Result<Array3<L>> {
+    let (c, z, y, x) = aff.dim();
+    let edges = params.edges(c)?;
+    let n = z * y * x;
+    let sentinel = L::MAX.to_usize();
+    if n >= sentinel {
+        return Err(DecodeError::TooManyVoxels {
+            voxels: n,
+            label_type: L::NAME,
+        });
+    }
+    let cut = A::cut(params.threshold);
+    let sign: i64 = match params.storage {
+        EdgeStorage::Source => 1,
+        EdgeStorage::Destination => -1,
+    };
+    let mut forest = Forest::<L>::new(n);
+    for (channel, offset) in edges {
+        let plane = aff.index_axis(Axis(0), channel);
+        let plane = plane.as_standard_layout();
+        let Some(values) = plane.as_slice() else {
+            continue;
+        };
+        let [dz, dy, dx] = offset.0.map(|d| d * sign);
+        for iz in 0..z {
+            let pz = iz as i64 + dz;
+            let z_in = (0..z as i64).contains(&pz);
+            for iy in 0..y {
+                let py = iy as i64 + dy;
+                let row_in = z_in && (0..y as i64).contains(&py);
+                let base = (iz * y + iy) * x;
+                let partner_base = if row_in {
+                    (pz as usize * y + py as usize) * x
+                } else {
+                    0
+                };
+                let row = &values[base..base + x];
+                for (ix, &v) in row.iter().enumerate() {
+                    if !v.is_on(cut) {
+                        continue;
+                    }
+                    let px = ix as i64 + dx;
+                    if row_in && (0..x as i64).contains(&px) {
+                        forest.union(base + ix, partner_base + px as usize);
+                    } else {
+                        forest.seed(base + ix);
+                    }
+                }
+            }
+        }
+    }
+    let labels = forest.into_labels();
+    Ok(Array3::from_shape_vec((z, y, x), labels).expect("buffer has z·y·x labels"))
+}
+
+/// [`affinity_cc`] for affinities whose element type is known at run time (f32, f16, u8).
+///
+/// # Errors
+/// As [`affinity_cc`]; [`DecodeError::NotFourDimensional`] and
+/// [`DecodeError::InvalidParameter`] for other shapes and element types.
+pub fn affinity_cc_any<L: Label>(aff: &AnyArray, params: &CcParams) -> Result<Array3<L>> {
+    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> Result<ArrayView4<'_, A>> {
+        a.view()
+            .into_dimensionality()
+            .map_err(|_| DecodeError::NotFourDimensional(a.shape().to_vec()))
+    }
+    match aff {
+        AnyArray::F32(a) => affinity_cc(four(a)?, params),
+        AnyArray::F16(a) => affinity_cc(four(a)?, params),
+        AnyArray::U8(a) => affinity_cc(four(a)?, params),
+        other => Err(DecodeError::InvalidParameter {
+            name: "affinities",
+            reason: format!(
+                "{} data; affinities are float32, float16 or uint8 (scaled by 1/255)",
+                other.dtype()
+            ),
+        }),
+    }
+}
+
+/// Union-find over voxel indices, stored in label-sized words so that the same buffer
+/// becomes the output.
+struct Forest<L: Label> {
+    parent: Vec<L>,
+    unset: L,
+}
+
+impl<L: Label> Forest<L> {
+    fn new(n: usize) -> Self {
+        Self {
+            parent: vec![L::MAX; n],
+            unset: L::MAX,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> usize {
+        self.parent[i].to_usize()
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, p: usize) {
+        // p < n < L::MAX, checked when the forest was sized.
+        self.parent[i] = L::from_u64(p as u64).unwrap_or(L::MAX);
+    }
+
+    #[inline(always)]
+    fn seed(&mut self, i: usize) {
+        if self.parent[i] == self.unset {
+            self.set(i, i);
+        }
+    }
+
+    #[inline(always)]
+    fn find(&mut self, mut i: usize) -> usize {
+        loop {
+            let p = self.get(i);
+            if p == i {
+                return i;
+            }
+            let g = self.get(p);
+            self.set(i, g);
+            i = g;
+        }
+    }
+
+    #[inline(always)]
+    fn union(&mut self, a: usize, b: usize) {
+        self.seed(a);
+        self.seed(b);
+        let ra = self.find(a);
+        let rb = self.find(b);
+        // The earlier root wins, so parents always point back in raster order.
+        match ra.cmp(&rb) {
+            std::cmp::Ordering::Less => self.set(rb, ra),
+            std::cmp::Ordering::Greater => self.set(ra, rb),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+
+    /// Rewrites the forest into labels `1..=K` (first appearance) and 0, in place.
+    fn into_labels(mut self) -> Vec<L> {
+        let mut next: u64 = 0;
+        for i in 0..self.parent.len() {
+            let p = self.parent[i];
+            self.parent[i] = if p == self.unset {
+                L::BACKGROUND
+            } else if p.to_usize() == i {
+                next += 1;
+                L::from_u64(next).unwrap_or(L::MAX)
+            } else {
+                // Parents point to earlier voxels, already rewritten to their final label.
+                self.parent[p.to_usize()]
+            };
+        }
+        self.parent
+    }
+}

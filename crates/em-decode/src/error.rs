@@ -1,0 +1,49 @@
+/// Result alias of em-decode.
+pub type Result<T, E = DecodeError> = std::result::Result<T, E>;
+
+/// Why a decoding request was refused; every variant says which value is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The affinity array is not `(C, Z, Y, X)`.
+    #[error("affinities must have 4 axes (C, Z, Y, X), got shape {0:?}")]
+    NotFourDimensional(Vec<usize>),
+    /// A selected channel does not exist.
+    #[error("channel {channel} selected but the affinities have {available} channels")]
+    NoSuchChannel {
+        /// The channel asked for.
+        channel: usize,
+        /// How many there are.
+        available: usize,
+    },
+    /// The number of offsets differs from the number of selected channels.
+    #[error("{offsets} offsets given for {channels} selected channels; give one (dz, dy, dx) per channel")]
+    OffsetCountMismatch {
+        /// Offsets given.
+        offsets: usize,
+        /// Channels selected.
+        channels: usize,
+    },
+    /// No channel selected.
+    #[error("no channel selected; select at least one (default 0,1,2)")]
+    NoChannels,
+    /// The threshold is not a finite number.
+    #[error("threshold {0} is not a finite number")]
+    BadThreshold(f64),
+    /// The volume has more voxels than the label type can index.
+    #[error("{voxels} voxels do not fit {label_type} labels; decode to u64 labels")]
+    TooManyVoxels {
+        /// Voxels in the volume.
+        voxels: usize,
+        /// The label type asked for.
+        label_type: &'static str,
+    },
+    /// A parameter is out of range.
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// Why, and what is allowed.
+        reason: String,
+    },
+}

@@ -1,0 +1,105 @@
+//! The decoder reproduces BANIS's segmentations exactly (`tests/fixtures`, copied from
+//! `shared/fixtures/cases`: `c1_32_*`, see cc_cases.json).
+
+use std::path::PathBuf;
+
+use em_core::EdgeStorage;
+use em_decode::{affinity_cc, remove_small_objects, CcParams, SmallObjectMode};
+use ndarray::{Array3, Array4};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn affinities(name: &str) -> Array4<f32> {
+    em_io::read(fixture(name))
+        .unwrap()
+        .into_typed::<f32>()
+        .unwrap()
+        .into_dimensionality()
+        .unwrap()
+}
+
+fn segmentation(name: &str) -> Array3<u32> {
+    em_io::read(fixture(name))
+        .unwrap()
+        .into_typed::<u32>()
+        .unwrap()
+        .into_dimensionality()
+        .unwrap()
+}
+
+#[test]
+fn both_storages_match_banis_at_every_threshold_and_min_size() {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("cc_cases.json")).unwrap()).unwrap();
+    let expected = &cases["c1_32"]["expected"];
+    let mut checked = 0;
+    for (storage, file) in [
+        (EdgeStorage::Source, "c1_32_aff_fwd.npy"),
+        (EdgeStorage::Destination, "c1_32_aff_bwd.npy"),
+    ] {
+        let aff = affinities(file);
+        for thr in ["0.5", "0.8"] {
+            let params = CcParams {
+                threshold: thr.parse().unwrap(),
+                storage,
+                ..CcParams::default()
+            };
+            let seg = affinity_cc::<f32, u32>(aff.view(), &params).unwrap();
+            let case = &expected[thr];
+            let want = segmentation(case["file"].as_str().unwrap());
+            assert_eq!(seg, want, "{storage:?} threshold {thr}");
+            assert_eq!(
+                u64::from(*seg.iter().max().unwrap()),
+                case["n_components"].as_u64().unwrap()
+            );
+            for min in ["10", "500"] {
+                let sub = &case[format!("min_size_{min}")];
+                let mut s = seg.clone();
+                let kept = remove_small_objects(
+                    s.view_mut(),
+                    min.parse().unwrap(),
+                    SmallObjectMode::Background,
+                )
+                .unwrap();
+                assert_eq!(
+                    s,
+                    segmentation(sub["file"].as_str().unwrap()),
+                    "{storage:?} {thr} min {min}"
+                );
+                assert_eq!(kept, sub["n_components"].as_u64().unwrap());
+                assert_eq!(
+                    s.iter().filter(|&&v| v == 0).count() as u64,
+                    sub["n_zero_voxels"].as_u64().unwrap()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 8);
+}
+
+#[test]
+fn values_exactly_at_the_threshold_do_not_connect() {
+    // The fixture's boundary edges are exactly 0.5: at 0.5 they stay off, just below they
+    // join objects (so the count drops).
+    let aff = affinities("c1_32_aff_fwd.npy");
+    let at = affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap();
+    let below = CcParams {
+        threshold: 0.499_999_9,
+        ..CcParams::default()
+    };
+    let merged = affinity_cc::<f32, u32>(aff.view(), &below).unwrap();
+    assert!(merged.iter().max() < at.iter().max());
+}
+
+#[test]
+fn u32_and_u64_labels_agree() {
+    let aff = affinities("c1_32_aff_fwd.npy");
+    let a = affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap();
+    let b = affinity_cc::<f32, u64>(aff.view(), &CcParams::default()).unwrap();
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| u64::from(*x) == *y));
+}
