@@ -1,6 +1,7 @@
 //! `em`: the command-line front end of em-connectomics. It parses arguments, calls one
 //! library function per subcommand and reports; the work lives in the library crates.
 
+mod decode;
 mod info;
 mod progress;
 mod unbuilt;
@@ -24,8 +25,8 @@ struct Cli {
 enum Command {
     /// Format, shape, dtype, chunks, value range and label count of a volume.
     Info(info::InfoArgs),
-    /// Affinities → segmentation by connected components (not built yet).
-    Decode(unbuilt::Rest),
+    /// Affinities → segmentation by connected components (BANIS semantics).
+    Decode(decode::DecodeArgs),
     /// VOI, adapted Rand, IoU/Dice of a segmentation against ground truth (not built yet).
     Evaluate(unbuilt::Rest),
     /// ERL/NERL of a segmentation against skeletons (not built yet).
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
-        Command::Decode(_) => unbuilt::fail("decode", 3),
+        Command::Decode(args) => decode::run(&args),
         Command::Evaluate(_) => unbuilt::fail("evaluate", 4),
         Command::EvaluateSkeletons(_) => unbuilt::fail("evaluate-skeletons", 4),
         Command::Tune(_) => unbuilt::fail("tune", 4),

@@ -25,8 +25,15 @@ impl std::fmt::Display for NotBuilt {
     }
 }
 
+impl NotBuilt {
+    /// The error for `em COMMAND`, planned in issue `issue`.
+    pub(crate) fn new(command: &'static str, issue: u32) -> Self {
+        Self { command, issue }
+    }
+}
+
 pub(crate) fn fail(command: &'static str, issue: u32) -> anyhow::Result<()> {
-    Err(NotBuilt { command, issue }.into())
+    Err(NotBuilt::new(command, issue).into())
 }
 
 impl std::error::Error for NotBuilt {}

@@ -114,7 +114,7 @@ fn bad_input_is_a_clear_error_with_status_1() {
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
     for (cmd, issue) in [
-        ("decode", 3),
+        ("tune", 4),
         ("evaluate", 4),
         ("train", 8),
         ("model", 5),
@@ -151,4 +151,109 @@ fn help_lists_the_whole_surface() {
     ] {
         assert!(text.contains(cmd), "{cmd} missing from help");
     }
+}
+
+fn decode_fixture(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../em-decode/tests/fixtures")
+        .join(name);
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn decode_reproduces_banis_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for (storage, file) in [
+        ("source", "c1_32_aff_fwd.npy"),
+        ("destination", "c1_32_aff_bwd.npy"),
+    ] {
+        let out = dir.path().join(format!("{storage}.zarr/seg"));
+        let o = em(&[
+            "decode",
+            "--affinities",
+            &decode_fixture(file),
+            "--out",
+            out.to_str().unwrap(),
+            "--storage",
+            storage,
+            "--min-size",
+            "500",
+            "--json",
+        ]);
+        let v = json(&o);
+        assert_eq!(v["components"], 26);
+        assert_eq!(v["voxels"], 32 * 32 * 32);
+        assert_eq!(v["labelled_voxels"], 32 * 32 * 32 - 5350);
+        assert!(v["seconds"].as_f64().unwrap() >= 0.0);
+        let got = em_io::read(&out).unwrap();
+        let want = em_io::read(decode_fixture("c1_32_seg_thr0.5_min500.npy")).unwrap();
+        assert_eq!(got, want, "{storage}");
+    }
+    // Human output, threshold 0.8, no removal.
+    let out = dir.path().join("seg.npy");
+    let o = em(&[
+        "decode",
+        "--affinities",
+        &decode_fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--threshold",
+        "0.8",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("36 components"));
+}
+
+#[test]
+fn decode_bad_input_and_unbuilt_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seg.npy");
+    // A 3-D volume is not affinities.
+    let o = em(&[
+        "decode",
+        "--affinities",
+        &decode_fixture("c1_32_seg_thr0.5.npy"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("c1_32_seg_thr0.5.npy") && err.contains("uint32"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let o = em(&[
+        "decode",
+        "--affinities",
+        &decode_fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--channels",
+        "0,7",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("channel 7"));
+    let o = em(&[
+        "decode",
+        "--affinities",
+        "a.npy",
+        "--out",
+        "b.npy",
+        "--storage",
+        "sideways",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("allowed"));
+    let o = em(&[
+        "decode",
+        "--affinities",
+        "a.npy",
+        "--out",
+        "b.npy",
+        "--block",
+        "64,64,64",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not built yet"));
 }
