@@ -37,7 +37,7 @@ pub(crate) struct DecodeArgs {
     /// Decode block by block (out of core); not built yet.
     #[arg(long, value_delimiter = ',')]
     block: Option<Vec<u64>>,
-    /// Threads for the parallel decoder; not built yet.
+    /// Worker threads (default: all cores); the output is the same for any number.
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object on stdout instead of text.
@@ -57,8 +57,8 @@ struct Summary {
 }
 
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
-    if args.block.is_some() || args.threads.is_some() {
-        return Err(NotBuilt::new("decode --block/--threads", 3).into());
+    if args.block.is_some() {
+        return Err(NotBuilt::new("decode --block", 3).into());
     }
     let start = Instant::now();
     let aff = em_io::read(&args.affinities)?;
@@ -67,6 +67,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         channels: args.channels.clone(),
         offsets: None,
         storage: args.storage,
+        threads: args.threads,
     };
     let mut seg = affinity_cc_any::<u32>(&aff, &params)
         .with_context(|| format!("decoding {}", args.affinities.display()))?;

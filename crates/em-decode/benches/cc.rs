@@ -1,4 +1,4 @@
-//! Single-threaded `affinity_cc` on synthetic cell affinities (wavy cells of ~16³ voxels,
+//! `affinity_cc` (1 and 2 threads) on synthetic cell affinities (wavy cells of ~16³ voxels,
 //! 0.9 inside / 0.1 across boundaries, ±0.08 deterministic noise).
 //!
 //! `cargo bench -p em-decode --bench cc`
@@ -40,9 +40,15 @@ fn bench(c: &mut Criterion) {
     for n in [64usize, 128] {
         let aff = cell_affinities(n);
         g.throughput(Throughput::Elements((n * n * n) as u64));
-        g.bench_function(format!("{n}^3_single_thread_u32"), |b| {
-            b.iter(|| affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap())
-        });
+        for threads in [1, 2] {
+            let params = CcParams {
+                threads: Some(threads),
+                ..CcParams::default()
+            };
+            g.bench_function(format!("{n}^3_{threads}_threads_u32"), |b| {
+                b.iter(|| affinity_cc::<f32, u32>(aff.view(), &params).unwrap())
+            });
+        }
     }
     g.finish();
 }

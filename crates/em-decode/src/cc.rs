@@ -23,7 +23,7 @@ use crate::{DecodeError, Result};
 /// An affinity element type and how it is compared with a threshold.
 pub trait Affinity: Copy + Send + Sync + 'static {
     /// The threshold prepared once for fast comparisons.
-    type Cut: Copy;
+    type Cut: Copy + Send + Sync;
     /// Prepares `threshold` (in affinity units, 0..1).
     fn cut(threshold: f32) -> Self::Cut;
     /// True when the edge is on: `value > threshold`, NaN and +inf off.
@@ -78,6 +78,9 @@ pub struct CcParams {
     pub offsets: Option<Vec<Offset>>,
     /// Which voxel of an edge holds its value (default [`EdgeStorage::Source`], BANIS).
     pub storage: EdgeStorage,
+    /// Worker threads: `None` uses rayon's global pool (all cores), `Some(1)` runs on the
+    /// calling thread. The output is identical for every thread count.
+    pub threads: Option<usize>,
 }
 
 impl Default for CcParams {
@@ -87,6 +90,7 @@ impl Default for CcParams {
             channels: vec![0, 1, 2],
             offsets: None,
             storage: EdgeStorage::Source,
+            threads: None,
         }
     }
 }
@@ -164,43 +168,79 @@ pub fn affinity_cc<A: Affinity, L: Label>(
         EdgeStorage::Source => 1,
         EdgeStorage::Destination => -1,
     };
-    let mut forest = Forest::<L>::new(n);
-    for (channel, offset) in edges {
-        let plane = aff.index_axis(Axis(0), channel);
-        let plane = plane.as_standard_layout();
-        let Some(values) = plane.as_slice() else {
-            continue;
+    // Contiguous planes of the selected channels (a copy only for strided input).
+    let copies: Vec<Option<Array3<A>>> = edges
+        .iter()
+        .map(|&(channel, _)| {
+            let plane = aff.index_axis(Axis(0), channel);
+            (!plane.is_standard_layout()).then(|| plane.as_standard_layout().into_owned())
+        })
+        .collect();
+    let mut channels: Vec<Channel<'_, A>> = Vec::with_capacity(edges.len());
+    for (copy, &(channel, offset)) in copies.iter().zip(&edges) {
+        let values = match copy {
+            Some(owned) => owned.as_slice(),
+            None => aff.clone().index_axis_move(Axis(0), channel).to_slice(),
         };
-        let [dz, dy, dx] = offset.0.map(|d| d * sign);
-        for iz in 0..z {
-            let pz = iz as i64 + dz;
-            let z_in = (0..z as i64).contains(&pz);
-            for iy in 0..y {
-                let py = iy as i64 + dy;
-                let row_in = z_in && (0..y as i64).contains(&py);
-                let base = (iz * y + iy) * x;
-                let partner_base = if row_in {
-                    (pz as usize * y + py as usize) * x
-                } else {
-                    0
-                };
-                let row = &values[base..base + x];
-                for (ix, &v) in row.iter().enumerate() {
-                    if !v.is_on(cut) {
-                        continue;
-                    }
-                    let px = ix as i64 + dx;
-                    if row_in && (0..x as i64).contains(&px) {
-                        forest.union(base + ix, partner_base + px as usize);
-                    } else {
-                        forest.seed(base + ix);
-                    }
-                }
-            }
+        if let Some(values) = values {
+            channels.push(Channel {
+                values,
+                offset: offset.0.map(|d| d * sign),
+            });
         }
     }
-    let labels = forest.into_labels();
-    Ok(Array3::from_shape_vec((z, y, x), labels).expect("buffer has z·y·x labels"))
+    let dims = [z, y, x];
+    let mut parent = vec![L::MAX; n];
+    // Slabs of whole z-sections are labelled in parallel, each in its own part of the
+    // forest; edges that leave a slab are joined afterwards. Any split gives the same
+    // partition, and numbering depends only on the partition, so output never depends on it.
+    let threads = match params.threads {
+        Some(t) => t.max(1),
+        None => rayon::current_num_threads(),
+    };
+    let slabs = threads.min(z.max(1));
+    let slab_depth = z.div_ceil(slabs.max(1)).max(1);
+    let plane_len = y * x;
+    let label_slab = |(k, part): (usize, &mut [L])| {
+        let z0 = k * slab_depth;
+        let z1 = (z0 + slab_depth).min(z);
+        let mut forest = Forest::new(part, z0 * plane_len);
+        let mut crossing = Vec::new();
+        for channel in &channels {
+            label_channel(&mut forest, channel, cut, dims, z0..z1, &mut crossing);
+        }
+        crossing
+    };
+    let crossing: Vec<(usize, usize)> = if slabs <= 1 || plane_len == 0 {
+        label_slab((0, &mut parent[..]))
+    } else {
+        let mut work = || {
+            use rayon::prelude::*;
+            parent
+                .par_chunks_mut(slab_depth * plane_len)
+                .enumerate()
+                .map(label_slab)
+                .flatten_iter()
+                .collect()
+        };
+        match params.threads {
+            Some(t) => rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .map_err(|e| DecodeError::InvalidParameter {
+                    name: "threads",
+                    reason: e.to_string(),
+                })?
+                .install(work),
+            None => work(),
+        }
+    };
+    let mut forest = Forest::new(&mut parent[..], 0);
+    for (a, b) in crossing {
+        forest.union(a, b);
+    }
+    forest.into_labels();
+    Ok(Array3::from_shape_vec((z, y, x), parent).expect("buffer has z·y·x labels"))
 }
 
 /// [`affinity_cc`] for affinities whose element type is known at run time (f32, f16, u8).
@@ -228,35 +268,86 @@ pub fn affinity_cc_any<L: Label>(aff: &AnyArray, params: &CcParams) -> Result<Ar
     }
 }
 
-/// Union-find over voxel indices, stored in label-sized words so that the same buffer
-/// becomes the output.
-struct Forest<L: Label> {
-    parent: Vec<L>,
-    unset: L,
+/// One selected channel: its values and its offset with the storage's sign applied.
+struct Channel<'a, A> {
+    values: &'a [A],
+    offset: [i64; 3],
 }
 
-impl<L: Label> Forest<L> {
-    fn new(n: usize) -> Self {
-        Self {
-            parent: vec![L::MAX; n],
-            unset: L::MAX,
+/// Streams one channel over the z-sections `zs`: on edges inside the slab are joined now,
+/// edges to other slabs are collected in `crossing`, on values pointing out of the volume
+/// label their voxel.
+fn label_channel<A: Affinity, L: Label>(
+    forest: &mut Forest<'_, L>,
+    channel: &Channel<'_, A>,
+    cut: A::Cut,
+    [z, y, x]: [usize; 3],
+    zs: std::ops::Range<usize>,
+    crossing: &mut Vec<(usize, usize)>,
+) {
+    let [dz, dy, dx] = channel.offset;
+    for iz in zs.clone() {
+        let pz = iz as i64 + dz;
+        let z_in = (0..z as i64).contains(&pz);
+        let same_slab = zs.contains(&(pz.max(0) as usize)) && z_in;
+        for iy in 0..y {
+            let py = iy as i64 + dy;
+            let row_in = z_in && (0..y as i64).contains(&py);
+            let base = (iz * y + iy) * x;
+            let partner_base = if row_in {
+                (pz as usize * y + py as usize) * x
+            } else {
+                0
+            };
+            let row = &channel.values[base..base + x];
+            for (ix, &v) in row.iter().enumerate() {
+                if !v.is_on(cut) {
+                    continue;
+                }
+                let px = ix as i64 + dx;
+                if row_in && (0..x as i64).contains(&px) {
+                    let (a, b) = (base + ix, partner_base + px as usize);
+                    if same_slab {
+                        forest.union(a, b);
+                    } else {
+                        forest.seed(a);
+                        crossing.push((a, b));
+                    }
+                } else {
+                    forest.seed(base + ix);
+                }
+            }
         }
+    }
+}
+
+/// Union-find over voxel indices, stored in label-sized words so that the same buffer
+/// becomes the output. A forest may cover a slab: `base` is the global index of its first
+/// word, and every tree lies inside it.
+struct Forest<'a, L: Label> {
+    parent: &'a mut [L],
+    base: usize,
+}
+
+impl<'a, L: Label> Forest<'a, L> {
+    fn new(parent: &'a mut [L], base: usize) -> Self {
+        Self { parent, base }
     }
 
     #[inline(always)]
     fn get(&self, i: usize) -> usize {
-        self.parent[i].to_usize()
+        self.parent[i - self.base].to_usize()
     }
 
     #[inline(always)]
     fn set(&mut self, i: usize, p: usize) {
-        // p < n < L::MAX, checked when the forest was sized.
-        self.parent[i] = L::from_u64(p as u64).unwrap_or(L::MAX);
+        // p < n < L::MAX, checked when the buffer was sized.
+        self.parent[i - self.base] = L::from_u64(p as u64).unwrap_or(L::MAX);
     }
 
     #[inline(always)]
     fn seed(&mut self, i: usize) {
-        if self.parent[i] == self.unset {
+        if self.parent[i - self.base] == L::MAX {
             self.set(i, i);
         }
     }
@@ -288,12 +379,12 @@ impl<L: Label> Forest<L> {
         }
     }
 
-    /// Rewrites the forest into labels `1..=K` (first appearance) and 0, in place.
-    fn into_labels(mut self) -> Vec<L> {
+    /// Rewrites the whole forest (base 0) into labels `1..=K` (first appearance) and 0.
+    fn into_labels(self) {
         let mut next: u64 = 0;
         for i in 0..self.parent.len() {
             let p = self.parent[i];
-            self.parent[i] = if p == self.unset {
+            self.parent[i] = if p == L::MAX {
                 L::BACKGROUND
             } else if p.to_usize() == i {
                 next += 1;
@@ -303,6 +394,5 @@ impl<L: Label> Forest<L> {
                 self.parent[p.to_usize()]
             };
         }
-        self.parent
     }
 }

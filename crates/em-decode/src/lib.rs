@@ -18,8 +18,8 @@
 //! # Ok::<(), em_decode::DecodeError>(())
 //! ```
 //!
-//! Not built yet (issue #3): the parallel and blockwise (out-of-core) decoders, the
-//! `neighbor` small-object mode, output resizing, `em decode`, and the benchmarks.
+//! Not built yet (issue #3): the blockwise (out-of-core) decoder, the `neighbor`
+//! small-object mode, output resizing, and the side-by-side benchmark against cc3d/BANIS.
 
 mod cc;
 mod error;

@@ -205,9 +205,10 @@ proptest! {
         destination in any::<bool>(),
         long_range in any::<bool>(),
         negative in any::<bool>(),
+        threads in 1usize..5,
     ) {
         let storage = if destination { EdgeStorage::Destination } else { EdgeStorage::Source };
-        let mut params = CcParams { storage, ..CcParams::default() };
+        let mut params = CcParams { storage, threads: Some(threads), ..CcParams::default() };
         if long_range {
             params.channels = vec![0, 1, 2, 3, 4, 5];
             params.offsets = Some(vec![
