@@ -180,7 +180,7 @@ pub fn affinity_cc<A: Affinity, L: Label>(
     for (copy, &(channel, offset)) in copies.iter().zip(&edges) {
         let values = match copy {
             Some(owned) => owned.as_slice(),
-            None => aff.clone().index_axis_move(Axis(0), channel).to_slice(),
+            None => aff.index_axis_move(Axis(0), channel).to_slice(),
         };
         if let Some(values) = values {
             channels.push(Channel {
