@@ -37,7 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             best = best.min(t.elapsed().as_secs_f64());
             seg = Some(s);
         }
-        let k = seg.as_ref().and_then(|s| s.iter().max().copied()).unwrap_or(0);
+        let k = seg
+            .as_ref()
+            .and_then(|s| s.iter().max().copied())
+            .unwrap_or(0);
         println!("{{\"threads\": {threads}, \"seconds\": {best}, \"components\": {k}}}");
     }
     if let Some(s) = seg {
