@@ -134,17 +134,17 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
     if !header.big_endian && cfg!(target_endian = "little") {
         let direct = match header.dtype {
             DType::Bool => None,
-            DType::U8 => Some(read_native::<u8>(path, &header)?),
-            DType::U16 => Some(read_native::<u16>(path, &header)?),
-            DType::U32 => Some(read_native::<u32>(path, &header)?),
-            DType::U64 => Some(read_native::<u64>(path, &header)?),
-            DType::I8 => Some(read_native::<i8>(path, &header)?),
-            DType::I16 => Some(read_native::<i16>(path, &header)?),
-            DType::I32 => Some(read_native::<i32>(path, &header)?),
-            DType::I64 => Some(read_native::<i64>(path, &header)?),
-            DType::F16 => Some(read_native::<f16>(path, &header)?),
-            DType::F32 => Some(read_native::<f32>(path, &header)?),
-            DType::F64 => Some(read_native::<f64>(path, &header)?),
+            DType::U8 => Some(AnyArray::from(read_native::<u8>(path, &header)?)),
+            DType::U16 => Some(AnyArray::from(read_native::<u16>(path, &header)?)),
+            DType::U32 => Some(AnyArray::from(read_native::<u32>(path, &header)?)),
+            DType::U64 => Some(AnyArray::from(read_native::<u64>(path, &header)?)),
+            DType::I8 => Some(AnyArray::from(read_native::<i8>(path, &header)?)),
+            DType::I16 => Some(AnyArray::from(read_native::<i16>(path, &header)?)),
+            DType::I32 => Some(AnyArray::from(read_native::<i32>(path, &header)?)),
+            DType::I64 => Some(AnyArray::from(read_native::<i64>(path, &header)?)),
+            DType::F16 => Some(AnyArray::from(read_native::<f16>(path, &header)?)),
+            DType::F32 => Some(AnyArray::from(read_native::<f32>(path, &header)?)),
+            DType::F64 => Some(AnyArray::from(read_native::<f64>(path, &header)?)),
         };
         if let Some(array) = direct {
             return Ok(array.into_standard_layout());
@@ -180,10 +180,7 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
 
 /// Reads the data block into a zeroed array of the header's shape; Fortran-ordered data is
 /// read into the reversed shape and transposed (a view change, no copy).
-fn read_native<T>(path: &Path, header: &NpyHeader) -> Result<AnyArray>
-where
-    T: bytemuck::Pod + em_core::Element,
-{
+fn read_native<T: bytemuck::Pod>(path: &Path, header: &NpyHeader) -> Result<ArrayD<T>> {
     let shape: Vec<usize> = if header.fortran_order {
         header.shape.iter().rev().copied().collect()
     } else {
@@ -202,18 +199,12 @@ where
     if header.fortran_order {
         array = array.reversed_axes();
     }
-    Ok(T::into_any(array))
+    Ok(array)
 }
 
 /// ndarray-npy has no half precision: big-endian float16 is read and swapped here.
 fn read_big_endian_f16(path: &Path, header: &NpyHeader) -> Result<AnyArray> {
-    let AnyArray::U16(bits) = read_native::<u16>(path, header)? else {
-        return Err(Error::corrupt(
-            path,
-            FORMAT,
-            "internal: expected 16-bit data",
-        ));
-    };
+    let bits = read_native::<u16>(path, header)?;
     Ok(bits.mapv(|b| f16::from_bits(u16::from_be(b))).into())
 }
 

@@ -188,17 +188,16 @@ pub fn write_tiff(path: &Path, array: &AnyArray) -> Result<()> {
             "a page side exceeds 2^32 pixels",
         ));
     };
-    let array = array.clone().into_standard_layout();
     let big = array.len() * array.dtype().size_bytes() > (7 << 29);
     let mut file = AtomicFile::create(path)?;
     if big {
         let enc = TiffEncoder::new_big(file.writer())
             .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
-        write_pages(path, enc, &array, depth, w, h)?;
+        write_pages(path, enc, array, depth, w, h)?;
     } else {
         let enc = TiffEncoder::new(file.writer())
             .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
-        write_pages(path, enc, &array, depth, w, h)?;
+        write_pages(path, enc, array, depth, w, h)?;
     }
     file.flush().map_err(Error::io(path))?;
     file.commit()

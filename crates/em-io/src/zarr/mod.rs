@@ -268,7 +268,11 @@ impl ChunkedVolume for ZarrVolume {
         macro_rules! write {
             ($a:expr) => {
                 self.array
-                    .store_array_subset(&subset, $a.as_standard_layout().into_owned())
+                    // A borrowed slice: no copy of the block unless it is strided.
+                    .store_array_subset(
+                        &subset,
+                        $a.as_standard_layout().as_slice().unwrap_or_default(),
+                    )
                     .map_err(bad)
             };
         }
