@@ -6,7 +6,7 @@ use std::hash::Hash;
 use crate::{AnyArray, Element, Error, Result};
 
 /// A segment id type: `u32` (default) or `u64`. 0 is background.
-pub trait Label: Element + Eq + Ord + Hash + fmt::Display {
+pub trait Label: Element + Eq + Ord + Hash + fmt::Display + bytemuck::Zeroable {
     /// The background label, 0.
     const BACKGROUND: Self;
     /// The largest label.

@@ -27,6 +27,7 @@
 //! ```
 
 mod affinity;
+mod alloc;
 mod array;
 mod blocks;
 mod error;
@@ -38,6 +39,7 @@ mod stats;
 mod volume;
 
 pub use affinity::{AffinityOffsets, EdgeStorage, Offset};
+pub use alloc::zeroed_vec;
 pub use array::{AnyArray, DType, Element};
 pub use blocks::{Block, BlockGrid};
 pub use error::{Error, Result};

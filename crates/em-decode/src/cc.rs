@@ -1,12 +1,12 @@
 //! Connected components of an affinity graph, with BANIS's semantics.
 //!
-//! Method: one union-find over all voxels, held in the output buffer itself (one label-sized
-//! word per voxel, no other per-voxel memory). Each selected channel is streamed once;
-//! thresholding is fused with the union step, so no boolean copy of the affinities exists.
-//! Unions always hang the larger root under the smaller, so every parent pointer points to
-//! an earlier voxel in raster order and each component's root is its first voxel. A final
-//! raster pass then numbers components in order of first appearance and rewrites each voxel
-//! from its parent's (already final) label, in place. Time O(N·C·α(N)), memory N labels.
+//! Two methods, same output. The short-range channels (unit offsets along z, y, x: BANIS's
+//! channels 0–2, in either storage) take a two-pass raster scan with a small equivalence table
+//! over provisional labels. Any other offsets (long-range channels) take a union-find
+//! over all voxels, held in the output buffer itself: each selected channel is streamed once,
+//! thresholding is fused with the union step, unions hang the larger root under the smaller
+//! so each component's root is its first voxel, and a final raster pass numbers components in
+//! order of first appearance. Neither builds a boolean copy of the affinities.
 //!
 //! Semantics (BANIS `compute_connected_component_segmentation`, generalised to any offsets
 //! and both storages): an edge is on when its value is `> threshold` (strict; NaN and +inf
@@ -18,7 +18,7 @@
 use em_core::{f16, AnyArray, EdgeStorage, Label, Offset};
 use ndarray::{Array3, ArrayView4, Axis};
 
-use crate::{DecodeError, Result};
+use crate::{fast, DecodeError, Result};
 
 /// An affinity element type and how it is compared with a threshold.
 pub trait Affinity: Copy + Send + Sync + 'static {
@@ -190,14 +190,21 @@ pub fn affinity_cc<A: Affinity, L: Label>(
         }
     }
     let dims = [z, y, x];
-    let mut parent = vec![L::MAX; n];
-    // Slabs of whole z-sections are labelled in parallel, each in its own part of the
-    // forest; edges that leave a slab are joined afterwards. Any split gives the same
-    // partition, and numbering depends only on the partition, so output never depends on it.
     let threads = match params.threads {
         Some(t) => t.max(1),
         None => rayon::current_num_threads(),
     };
+    if let Some((axes, layout)) = unit_axes(&channels) {
+        let mut out: Vec<L> = em_core::zeroed_vec(n);
+        in_pool(params.threads, || {
+            fast::label(&axes, cut, dims, layout, threads, &mut out)
+        })??;
+        return Ok(Array3::from_shape_vec((z, y, x), out).expect("buffer has z·y·x labels"));
+    }
+    let mut parent = vec![L::MAX; n];
+    // Slabs of whole z-sections are labelled in parallel, each in its own part of the
+    // forest; edges that leave a slab are joined afterwards. Any split gives the same
+    // partition, and numbering depends only on the partition, so output never depends on it.
     let slabs = threads.min(z.max(1));
     let slab_depth = z.div_ceil(slabs.max(1)).max(1);
     let plane_len = y * x;
@@ -214,7 +221,7 @@ pub fn affinity_cc<A: Affinity, L: Label>(
     let crossing: Vec<(usize, usize)> = if slabs <= 1 || plane_len == 0 {
         label_slab((0, &mut parent[..]))
     } else {
-        let mut work = || {
+        in_pool(params.threads, || {
             use rayon::prelude::*;
             parent
                 .par_chunks_mut(slab_depth * plane_len)
@@ -222,18 +229,7 @@ pub fn affinity_cc<A: Affinity, L: Label>(
                 .map(label_slab)
                 .flatten_iter()
                 .collect()
-        };
-        match params.threads {
-            Some(t) => rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .map_err(|e| DecodeError::InvalidParameter {
-                    name: "threads",
-                    reason: e.to_string(),
-                })?
-                .install(work),
-            None => work(),
-        }
+        })?
     };
     let mut forest = Forest::new(&mut parent[..], 0);
     for (a, b) in crossing {
@@ -241,6 +237,51 @@ pub fn affinity_cc<A: Affinity, L: Label>(
     }
     forest.into_labels();
     Ok(Array3::from_shape_vec((z, y, x), parent).expect("buffer has z·y·x labels"))
+}
+
+/// Runs `work` in a pool of `threads` workers, or in rayon's global pool for `None`.
+fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
+    match threads {
+        Some(t) => Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build()
+            .map_err(|e| DecodeError::InvalidParameter {
+                name: "threads",
+                reason: e.to_string(),
+            })?
+            .install(work)),
+        None => Ok(work()),
+    }
+}
+
+/// The channels as z/y/x unit-offset channels when they are exactly that (each axis at most
+/// once, every value pointing the same way), for the fast path; with the layout they are in:
+/// `Source` when each value links its voxel to the next one, `Destination` to the previous.
+fn unit_axes<'a, A>(channels: &[Channel<'a, A>]) -> Option<(fast::UnitAxes<'a, A>, EdgeStorage)> {
+    let mut axes = fast::UnitAxes {
+        z: None,
+        y: None,
+        x: None,
+    };
+    let direction = channels.first()?.offset.iter().sum::<i64>();
+    for c in channels {
+        let slot = match c.offset.map(i64::abs) {
+            [1, 0, 0] => &mut axes.z,
+            [0, 1, 0] => &mut axes.y,
+            [0, 0, 1] => &mut axes.x,
+            _ => return None,
+        };
+        if c.offset.iter().sum::<i64>() != direction || slot.is_some() {
+            return None;
+        }
+        *slot = Some(c.values);
+    }
+    let layout = if direction > 0 {
+        EdgeStorage::Source
+    } else {
+        EdgeStorage::Destination
+    };
+    Some((axes, layout))
 }
 
 /// [`affinity_cc`] for affinities whose element type is known at run time (f32, f16, u8).

@@ -38,6 +38,12 @@ pub enum DecodeError {
         /// The label type asked for.
         label_type: &'static str,
     },
+    /// More components than the label type can number.
+    #[error("more components than {label_type} labels can number; decode to u64 labels")]
+    TooManyComponents {
+        /// The label type asked for.
+        label_type: &'static str,
+    },
     /// A parameter is out of range.
     #[error("invalid {name}: {reason}")]
     InvalidParameter {

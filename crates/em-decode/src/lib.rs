@@ -23,6 +23,7 @@
 
 mod cc;
 mod error;
+mod fast;
 mod small;
 
 pub use cc::{affinity_cc, affinity_cc_any, Affinity, CcParams};

@@ -187,7 +187,7 @@ fn read_native<T: bytemuck::Pod>(path: &Path, header: &NpyHeader) -> Result<Arra
         header.shape.clone()
     };
     let len = shape.iter().product();
-    let mut array = ArrayD::from_shape_vec(shape, crate::alloc::zeroed_vec::<T>(len))
+    let mut array = ArrayD::from_shape_vec(shape, em_core::zeroed_vec::<T>(len))
         .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
     let mut file = File::open(path).map_err(Error::io(path))?;
     file.seek(std::io::SeekFrom::Start(header.data_offset))

@@ -110,7 +110,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
                     format!("{depth} pages of {width}×{height} pixels are implausibly large for a {file_len}-byte file"),
                 ));
             }
-            let mut all: Vec<$t> = crate::alloc::zeroed_vec(depth * plane);
+            let mut all: Vec<$t> = em_core::zeroed_vec(depth * plane);
             let mut page = Some(DecodingResult::$variant($first));
             for z in 0..depth {
                 let data = match page.take() {

@@ -1,9 +1,9 @@
-//! Buffers for whole volumes. Reading a large file into fresh memory is dominated by page
+//! Buffers for whole volumes (and whole outputs, e.g. label volumes). Reading a large file into fresh memory is dominated by page
 //! faults (one per 4 KiB page); asking the kernel for transparent huge pages first, as numpy
 //! does for its arrays, cuts them 512-fold and makes npy/TIFF reads 2–3× faster.
 
 /// A zero-filled vector of `len` elements, backed by huge pages where the OS allows.
-pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
+pub fn zeroed_vec<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
     // `vec![zeroed; n]` becomes calloc: for large sizes fresh, untouched pages, so the advice
     // below applies before the first fault.
     let v = vec![T::zeroed(); len];
