@@ -1,14 +1,17 @@
-//! `em decode`: affinities → segmentation by connected components (in memory).
+//! `em decode`: affinities → segmentation by connected components, in memory or block by
+//! block (out of core).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use em_core::{AnyArray, EdgeStorage};
-use em_decode::{affinity_cc_any, remove_small_objects, CcParams, SmallObjectMode};
+use em_core::{AnyArray, ChunkedVolumeExt, DType, EdgeStorage, InMemoryVolume, Progress};
+use em_decode::{decode, decode_blockwise, CcParams, DecodeParams, DecodeSummary, SmallObjectMode};
+use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
+use ndarray::{ArrayView4, Ix4};
 use serde::Serialize;
 
-use crate::unbuilt::NotBuilt;
+use crate::progress::Bar;
 
 /// Arguments of `em decode`.
 #[derive(clap::Args, Debug)]
@@ -16,7 +19,7 @@ pub(crate) struct DecodeArgs {
     /// Affinities `(C, Z, Y, X)`: float32, float16 or uint8 (scaled by 1/255).
     #[arg(long)]
     affinities: PathBuf,
-    /// Output segmentation (uint32 labels; .npy, .tif, DIR.zarr[/array], FILE.h5/dataset).
+    /// Output segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset).
     #[arg(long)]
     out: PathBuf,
     /// Edges with affinity strictly above this connect.
@@ -31,12 +34,20 @@ pub(crate) struct DecodeArgs {
     /// Remove objects with fewer voxels than this (0: keep all).
     #[arg(long, default_value_t = 0)]
     min_size: u64,
-    /// Where small objects go: background or background_2d (per z-section).
+    /// Where small objects go: background, background_2d (per z-section), neighbor (merged
+    /// into the most frequent label around them) or neighbor_2d.
     #[arg(long, default_value = "background")]
     small_mode: SmallObjectMode,
-    /// Decode block by block (out of core); not built yet.
-    #[arg(long, value_delimiter = ',')]
-    block: Option<Vec<u64>>,
+    /// Upscale the output by integer factors z,y,x (nearest), e.g. 1,2,2.
+    #[arg(long, value_parser = triple::<usize>)]
+    scale: Option<[usize; 3]>,
+    /// Label type of the output: u32 or u64.
+    #[arg(long, default_value = "u32")]
+    label_type: LabelType,
+    /// Decode block by block with blocks of z,y,x voxels: memory stays at a few blocks per
+    /// thread, whatever the volume size (out of core with zarr input and output).
+    #[arg(long, value_parser = triple::<u64>)]
+    block: Option<[u64; 3]>,
     /// Worker threads (default: all cores); the output is the same for any number.
     #[arg(long)]
     threads: Option<usize>,
@@ -45,55 +56,68 @@ pub(crate) struct DecodeArgs {
     json: bool,
 }
 
+/// Output label type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LabelType {
+    U32,
+    U64,
+}
+
 /// The `--json` summary (stable key names).
 #[derive(Serialize)]
 struct Summary {
     out: String,
+    mode: &'static str,
     components: u64,
+    removed: u64,
     voxels: u64,
     labelled_voxels: u64,
+    blocks: u64,
     seconds: f64,
     threshold: f32,
+    peak_rss_bytes: Option<u64>,
 }
 
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
-    if args.block.is_some() {
-        return Err(NotBuilt::new("decode --block", 3).into());
-    }
     let start = Instant::now();
-    let aff = em_io::read(&args.affinities)?;
-    let params = CcParams {
-        threshold: args.threshold,
-        channels: args.channels.clone(),
-        offsets: None,
-        storage: args.storage,
-        threads: args.threads,
+    let scale = args.scale.unwrap_or([1, 1, 1]);
+    let params = DecodeParams {
+        cc: CcParams {
+            threshold: args.threshold,
+            channels: args.channels.clone(),
+            offsets: None,
+            storage: args.storage,
+            threads: args.threads,
+        },
+        min_size: args.min_size,
+        small_mode: args.small_mode,
+        scale,
     };
-    let mut seg = affinity_cc_any::<u32>(&aff, &params)
-        .with_context(|| format!("decoding {}", args.affinities.display()))?;
-    drop(aff);
-    let components = if args.min_size > 0 {
-        remove_small_objects(seg.view_mut(), args.min_size, args.small_mode)?
-    } else {
-        u64::from(seg.iter().copied().max().unwrap_or(0))
+    let bar = Bar::new();
+    let result = match args.block {
+        None => in_memory(args, &params, &bar),
+        Some(block) => blockwise(args, &params, block, &bar),
     };
-    let labelled = seg.iter().filter(|&&v| v != 0).count() as u64;
-    let voxels = seg.len() as u64;
-    em_io::write(&args.out, &AnyArray::from(seg.into_dyn()))?;
+    let (mode, s) = result.with_context(|| format!("decoding {}", args.affinities.display()))?;
     let summary = Summary {
         out: args.out.display().to_string(),
-        components,
-        voxels,
-        labelled_voxels: labelled,
+        mode,
+        components: s.components,
+        removed: s.removed,
+        voxels: s.voxels,
+        labelled_voxels: s.labelled_voxels,
+        blocks: s.blocks,
         seconds: start.elapsed().as_secs_f64(),
         threshold: args.threshold,
+        peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "{} components, {} of {} voxels labelled, {:.2} s → {}",
+            "{} components ({} removed), {} of {} voxels labelled, {:.2} s → {}",
             summary.components,
+            summary.removed,
             summary.labelled_voxels,
             summary.voxels,
             summary.seconds,
@@ -101,4 +125,138 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads everything, decodes, writes.
+fn in_memory(
+    args: &DecodeArgs,
+    params: &DecodeParams,
+    bar: &Bar,
+) -> anyhow::Result<(&'static str, DecodeSummary)> {
+    bar.start("reading affinities", 3);
+    let aff = em_io::read(&args.affinities)?;
+    bar.advance(1);
+    bar.0.set_message("decoding");
+    let (data, summary) = match args.label_type {
+        LabelType::U32 => decode_any::<u32>(&aff, params)?,
+        LabelType::U64 => decode_any::<u64>(&aff, params)?,
+    };
+    drop(aff);
+    bar.advance(1);
+    bar.0.set_message("writing");
+    em_io::write(&args.out, &data)?;
+    bar.advance(1);
+    bar.finish();
+    Ok(("memory", summary))
+}
+
+fn decode_any<L: em_core::Label>(
+    aff: &AnyArray,
+    params: &DecodeParams,
+) -> anyhow::Result<(AnyArray, DecodeSummary)> {
+    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> anyhow::Result<ArrayView4<'_, A>> {
+        a.view().into_dimensionality::<Ix4>().map_err(|_| {
+            anyhow::anyhow!("affinities must have 4 axes (C, Z, Y, X), got shape {:?}", a.shape())
+        })
+    }
+    let (seg, k) = match aff {
+        AnyArray::F32(a) => decode::<f32, L>(four(a)?, params)?,
+        AnyArray::F16(a) => decode::<em_core::f16, L>(four(a)?, params)?,
+        AnyArray::U8(a) => decode::<u8, L>(four(a)?, params)?,
+        other => anyhow::bail!(
+            "affinities are {} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
+            other.dtype(),
+            other.shape()
+        ),
+    };
+    let voxels = aff.shape().iter().skip(1).product::<usize>() as u64;
+    let f: u64 = params.scale.iter().product::<usize>() as u64;
+    let labelled = seg.iter().filter(|&&v| v != L::BACKGROUND).count() as u64 / f.max(1);
+    let summary = DecodeSummary {
+        components: k,
+        removed: 0,
+        voxels,
+        labelled_voxels: labelled,
+        blocks: 1,
+    };
+    Ok((L::into_any(seg.into_dyn()), summary))
+}
+
+/// Streams blocks from the input to the output: zarr outputs are written chunk by chunk,
+/// other formats are assembled in memory and written at the end.
+fn blockwise(
+    args: &DecodeArgs,
+    params: &DecodeParams,
+    block: [u64; 3],
+    bar: &Bar,
+) -> anyhow::Result<(&'static str, DecodeSummary)> {
+    let aff = em_io::open(&args.affinities)?;
+    let shape = aff.shape().to_vec();
+    anyhow::ensure!(
+        shape.len() == 4,
+        "{} has shape {:?}; affinities are (C, Z, Y, X)",
+        aff.describe(),
+        shape
+    );
+    let out_shape: Vec<u64> = shape[1..]
+        .iter()
+        .zip(params.scale)
+        .map(|(&n, f)| n * f as u64)
+        .collect();
+    let dtype = match args.label_type {
+        LabelType::U32 => DType::U32,
+        LabelType::U64 => DType::U64,
+    };
+    let target = VolumePath::parse(&args.out)?;
+    if target.format == Format::Zarr {
+        // One output chunk per block, so that parallel block writes never share a chunk.
+        let chunk: Vec<u64> = block
+            .iter()
+            .zip(params.scale)
+            .zip(&out_shape)
+            .map(|((&b, f), &n)| (b * f as u64).min(n.max(1)))
+            .collect();
+        let options = ZarrOptions {
+            chunk_shape: Some(chunk),
+            ..ZarrOptions::default()
+        };
+        let writer = ZarrWriter::create(&target, &out_shape, dtype, &options)?;
+        let summary = decode_blockwise(aff.as_ref(), writer.volume(), params, block, bar)?;
+        writer.commit()?;
+        Ok(("blockwise", summary))
+    } else {
+        let shape_usize: Vec<usize> = out_shape.iter().map(|&n| n as usize).collect();
+        let zeros = match dtype {
+            DType::U64 => AnyArray::from(ndarray::ArrayD::<u64>::zeros(shape_usize)),
+            _ => AnyArray::from(ndarray::ArrayD::<u32>::zeros(shape_usize)),
+        };
+        let out = InMemoryVolume::new(zeros, args.out.display().to_string());
+        let summary = decode_blockwise(aff.as_ref(), &out, params, block, bar)?;
+        em_io::write(&args.out, &out.read_all()?)?;
+        Ok(("blockwise", summary))
+    }
+}
+
+/// Parses `z,y,x` (three positive integers).
+fn triple<T: std::str::FromStr + Default + Copy + PartialEq>(s: &str) -> Result<[T; 3], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [z, y, x] = parts.as_slice() else {
+        return Err(format!("{s:?}: give three values z,y,x, e.g. 64,256,256"));
+    };
+    let mut out = [T::default(); 3];
+    for (o, p) in out.iter_mut().zip([z, y, x]) {
+        *o = p.parse().map_err(|_| format!("{p:?} in {s:?} is not a whole number"))?;
+        if *o == T::default() {
+            return Err(format!("{s:?}: every value must be at least 1"));
+        }
+    }
+    Ok(out)
+}
+
+/// Peak resident memory of this process so far (Linux), for the `--json` summary.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

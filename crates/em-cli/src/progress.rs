@@ -6,7 +6,7 @@ use em_core::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
-pub(crate) struct Bar(ProgressBar);
+pub(crate) struct Bar(pub(crate) ProgressBar);
 
 impl Bar {
     pub(crate) fn new() -> Self {

@@ -248,12 +248,82 @@ fn decode_bad_input_and_unbuilt_options() {
     let o = em(&[
         "decode",
         "--affinities",
-        "a.npy",
+        &decode_fixture("c1_32_aff_fwd.npy"),
         "--out",
-        "b.npy",
+        out.to_str().unwrap(),
         "--block",
-        "64,64,64",
+        "64,64",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not built yet"));
+    assert_eq!(o.status.code(), Some(2), "clap refuses two sides");
+    let o = em(&[
+        "decode",
+        "--affinities",
+        &decode_fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--block",
+        "8,8,8",
+        "--small-mode",
+        "background_2d",
+        "--min-size",
+        "10",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs the whole volume"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn decode_block_by_block_matches_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = em_io::read(decode_fixture("c1_32_seg_thr0.5_min500.npy")).unwrap();
+    for (i, out) in ["seg.zarr/labels", "seg.npy", "seg.tif"].iter().enumerate() {
+        let out = dir.path().join(out);
+        let block = ["8,8,8", "5,7,32", "32,3,4"][i];
+        let o = em(&[
+            "decode",
+            "--affinities",
+            &decode_fixture("c1_32_aff_fwd.npy"),
+            "--out",
+            out.to_str().unwrap(),
+            "--min-size",
+            "500",
+            "--block",
+            block,
+            "--json",
+        ]);
+        let v = json(&o);
+        assert_eq!(v["mode"], "blockwise");
+        assert_eq!(v["components"], 26);
+        assert_eq!(v["labelled_voxels"], 32 * 32 * 32 - 5350);
+        assert!(v["blocks"].as_u64().unwrap() > 1);
+        assert!(v["removed"].as_u64().unwrap() > 0);
+        assert!(v["peak_rss_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(em_io::read(&out).unwrap(), want, "{block}");
+    }
+    // Upscaled u64 output.
+    let out = dir.path().join("up.zarr");
+    let o = em(&[
+        "decode",
+        "--affinities",
+        &decode_fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--min-size",
+        "500",
+        "--block",
+        "16,16,16",
+        "--scale",
+        "1,2,2",
+        "--label-type",
+        "u64",
+        "--json",
+    ]);
+    assert_eq!(json(&o)["components"], 26);
+    let got = em_io::read(&out).unwrap();
+    assert_eq!(got.shape(), &[32, 64, 64]);
+    let got = got.into_typed::<u64>().unwrap();
+    let want = want.into_typed::<u32>().unwrap();
+    assert_eq!(got[[5, 9, 17]], u64::from(want[[5, 4, 8]]));
+    assert_eq!(got[[31, 63, 62]], u64::from(want[[31, 31, 31]]));
 }

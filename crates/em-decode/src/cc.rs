@@ -97,7 +97,7 @@ impl Default for CcParams {
 
 impl CcParams {
     /// The (channel, offset) pairs, checked against a channel count.
-    fn edges(&self, available: usize) -> Result<Vec<(usize, Offset)>> {
+    pub(crate) fn edges(&self, available: usize) -> Result<Vec<(usize, Offset)>> {
         if !self.threshold.is_finite() {
             return Err(DecodeError::BadThreshold(f64::from(self.threshold)));
         }
@@ -240,7 +240,7 @@ pub fn affinity_cc<A: Affinity, L: Label>(
 }
 
 /// Runs `work` in a pool of `threads` workers, or in rayon's global pool for `None`.
-fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
     match threads {
         Some(t) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(t.max(1))

@@ -44,6 +44,9 @@ pub enum DecodeError {
         /// The label type asked for.
         label_type: &'static str,
     },
+    /// Reading or writing a volume failed.
+    #[error(transparent)]
+    Volume(#[from] em_core::Error),
     /// A parameter is out of range.
     #[error("invalid {name}: {reason}")]
     InvalidParameter {

@@ -21,11 +21,17 @@
 //! Not built yet (issue #3): the blockwise (out-of-core) decoder, the `neighbor`
 //! small-object mode, output resizing, and the side-by-side benchmark against cc3d/BANIS.
 
+mod blockwise;
 mod cc;
+mod decode;
 mod error;
 mod fast;
 mod small;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 
+pub use blockwise::{decode_blockwise, DecodeSummary};
 pub use cc::{affinity_cc, affinity_cc_any, Affinity, CcParams};
+pub use decode::{decode, upscale, DecodeParams};
 pub use error::{DecodeError, Result};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};
