@@ -223,7 +223,8 @@ proptest! {
     }
 
     #[test]
-    fn small_object_removal_commutes_with_relabelling(aff in volumes(), min in 1u64..6, perm_seed in any::<u64>()) {
+    fn small_object_removal_commutes_with_relabelling(aff in volumes(), min in 1u64..6, perm_seed in any::<u64>(), mode_index in 0usize..4) {
+        let mode = [SmallObjectMode::Background, SmallObjectMode::Background2d, SmallObjectMode::Neighbor, SmallObjectMode::Neighbor2d][mode_index];
         let seg = cc(&aff, &CcParams::default());
         let k = *seg.iter().max().unwrap_or(&0);
         // Permute ids (keeping 0): the result after removal + renumbering is the same.
@@ -235,13 +236,24 @@ proptest! {
         }
         let permuted = seg.mapv(|v| if v == 0 { 0 } else { ids[v as usize - 1] });
         let (mut a, mut b) = (seg.clone(), permuted);
-        let ka = remove_small_objects(a.view_mut(), min, SmallObjectMode::Background).unwrap();
-        let kb = remove_small_objects(b.view_mut(), min, SmallObjectMode::Background).unwrap();
+        let ka = remove_small_objects(a.view_mut(), min, mode).unwrap();
+        let kb = remove_small_objects(b.view_mut(), min, mode).unwrap();
         prop_assert_eq!(ka, kb);
         prop_assert_eq!(&a, &b);
-        // Every survivor has at least `min` voxels.
-        for id in 1..=ka as u32 {
-            prop_assert!(a.iter().filter(|&&v| v == id).count() as u64 >= min);
+        // 3-D modes: every survivor has at least `min` voxels; neighbor modes only relabel
+        // (background stays background), background modes only erase.
+        if matches!(mode, SmallObjectMode::Background | SmallObjectMode::Neighbor) {
+            for id in 1..=ka as u32 {
+                prop_assert!(a.iter().filter(|&&v| v == id).count() as u64 >= min);
+            }
+        }
+        for (&before, &after) in seg.iter().zip(a.iter()) {
+            match mode {
+                SmallObjectMode::Background | SmallObjectMode::Background2d => {
+                    prop_assert!(after == 0 || before != 0);
+                }
+                _ => prop_assert!(before != 0 || after == 0),
+            }
         }
     }
 }
@@ -258,9 +270,39 @@ fn per_section_removal_measures_each_section() {
     let kept = remove_small_objects(seg.view_mut(), 2, SmallObjectMode::Background2d).unwrap();
     assert_eq!(kept, 1);
     assert_eq!(seg.as_slice().unwrap(), &[1, 1, 1, 0, 0, 0, 0, 0]);
-    assert!("neighbor"
+    assert!("nearest"
         .parse::<SmallObjectMode>()
         .unwrap_err()
         .to_string()
-        .contains("allowed"));
+        .contains("allowed: background, background_2d, neighbor, neighbor_2d"));
+}
+
+#[test]
+fn neighbor_mode_merges_into_the_most_frequent_rim_label() {
+    // Section 0: a 1-voxel object (3) between labels 1 and 2.
+    //   1 1 2 2
+    //   1 3 2 2
+    //   1 1 2 2
+    // Rim of 3 (8-neighbourhood): five 1s, three 2s → 1 wins.
+    let mut seg = ndarray::array![[[1u32, 1, 2, 2], [1, 3, 2, 2], [1, 1, 2, 2]]];
+    let kept = remove_small_objects(seg.view_mut(), 2, SmallObjectMode::Neighbor).unwrap();
+    assert_eq!(kept, 2);
+    assert_eq!(seg, ndarray::array![[[1u32, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2]]]);
+    // Background never wins against a label, even when it is more frequent; an object with
+    // only background around it becomes background; z-contact does not count.
+    let mut seg = ndarray::array![
+        [[0u32, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 7]],
+        [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+        [[8, 8, 8, 8], [8, 9, 8, 8], [8, 8, 8, 8]]
+    ];
+    seg[[1, 1, 1]] = 8; // touches 5 across z only
+    seg[[0, 2, 2]] = 6; // 7's only labelled neighbour, 1 of 3 rim voxels
+    let kept = remove_small_objects(seg.view_mut(), 2, SmallObjectMode::Neighbor).unwrap();
+    // In order of first appearance: 5's in-plane rim holds 6 → 5 joins 6; 6 (still small:
+    // sizes are taken once) touches 7 → joins 7; 7's rim is background only → 0. 9 → 8.
+    assert_eq!(kept, 1);
+    assert_eq!(seg.iter().filter(|&&v| v == 1).count(), 12 + 1);
+    assert_eq!(seg[[0, 1, 1]], 0);
+    assert_eq!(seg[[0, 2, 3]], 0);
+    assert_eq!(seg[[2, 1, 1]], 1);
 }
