@@ -156,7 +156,10 @@ fn decode_any<L: em_core::Label>(
 ) -> anyhow::Result<(AnyArray, DecodeSummary)> {
     fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> anyhow::Result<ArrayView4<'_, A>> {
         a.view().into_dimensionality::<Ix4>().map_err(|_| {
-            anyhow::anyhow!("affinities must have 4 axes (C, Z, Y, X), got shape {:?}", a.shape())
+            anyhow::anyhow!(
+                "affinities must have 4 axes (C, Z, Y, X), got shape {:?}",
+                a.shape()
+            )
         })
     }
     let (seg, k) = match aff {
@@ -245,7 +248,9 @@ fn triple<T: std::str::FromStr + Default + Copy + PartialEq>(s: &str) -> Result<
     };
     let mut out = [T::default(); 3];
     for (o, p) in out.iter_mut().zip([z, y, x]) {
-        *o = p.parse().map_err(|_| format!("{p:?} in {s:?} is not a whole number"))?;
+        *o = p
+            .parse()
+            .map_err(|_| format!("{p:?} in {s:?} is not a whole number"))?;
         if *o == T::default() {
             return Err(format!("{s:?}: every value must be at least 1"));
         }

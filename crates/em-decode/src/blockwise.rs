@@ -57,13 +57,20 @@ pub fn decode_blockwise(
     match (aff.dtype(), out.dtype()) {
         (DType::F32, DType::U32) => run::<f32, u32>(aff, out, params, block_shape, progress),
         (DType::F32, DType::U64) => run::<f32, u64>(aff, out, params, block_shape, progress),
-        (DType::F16, DType::U32) => run::<em_core::f16, u32>(aff, out, params, block_shape, progress),
-        (DType::F16, DType::U64) => run::<em_core::f16, u64>(aff, out, params, block_shape, progress),
+        (DType::F16, DType::U32) => {
+            run::<em_core::f16, u32>(aff, out, params, block_shape, progress)
+        }
+        (DType::F16, DType::U64) => {
+            run::<em_core::f16, u64>(aff, out, params, block_shape, progress)
+        }
         (DType::U8, DType::U32) => run::<u8, u32>(aff, out, params, block_shape, progress),
         (DType::U8, DType::U64) => run::<u8, u64>(aff, out, params, block_shape, progress),
         (DType::F32 | DType::F16 | DType::U8, other) => Err(DecodeError::InvalidParameter {
             name: "output",
-            reason: format!("{} is {other}; labels are written as uint32 or uint64", out.describe()),
+            reason: format!(
+                "{} is {other}; labels are written as uint32 or uint64",
+                out.describe()
+            ),
         }),
         (other, _) => Err(DecodeError::InvalidParameter {
             name: "affinities",
@@ -166,7 +173,11 @@ fn run<A: Affinity + Element, L: Label>(
     if voxels == 0 {
         return Ok(summary);
     }
-    let threads = params.cc.threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    let threads = params
+        .cc
+        .threads
+        .unwrap_or_else(rayon::current_num_threads)
+        .max(1);
     in_pool(params.cc.threads, || -> Result<DecodeSummary> {
         use rayon::prelude::*;
         // Pass 1: label, collect first voxels, sizes, shells and halo pairs.
@@ -185,15 +196,24 @@ fn run<A: Affinity + Element, L: Label>(
                 let base = table.push(&p.first, &p.size);
                 bases.push(base);
                 for (local, h) in p.halo {
-                    let owner: Vec<u64> =
-                        h.iter().zip(plan.grid.block_shape()).map(|(c, b)| c / b).collect();
+                    let owner: Vec<u64> = h
+                        .iter()
+                        .zip(plan.grid.block_shape())
+                        .map(|(c, b)| c / b)
+                        .collect();
                     if let Some(stored) = shells.get(&flat_index(&owner, &grid_shape)) {
                         if let Some(l) = stored.label_at(&h) {
                             table.union(base + local as usize - 1, stored.base + l as usize - 1);
                         }
                     }
                 }
-                shells.insert(flat, Stored { base, shells: p.shells });
+                shells.insert(
+                    flat,
+                    Stored {
+                        base,
+                        shells: p.shells,
+                    },
+                );
                 shells.retain(|&k, _| k + lookback >= flat);
                 progress.advance(1);
             }
@@ -202,7 +222,9 @@ fn run<A: Affinity + Element, L: Label>(
         progress.finish();
         let numbering = table.number(params.min_size)?;
         if numbering.components > L::MAX.to_u64() {
-            return Err(DecodeError::TooManyComponents { label_type: L::NAME });
+            return Err(DecodeError::TooManyComponents {
+                label_type: L::NAME,
+            });
         }
         summary.components = numbering.components;
         summary.removed = numbering.removed;
@@ -220,8 +242,7 @@ fn run<A: Affinity + Element, L: Label>(
                         if l == 0 {
                             L::BACKGROUND
                         } else {
-                            L::from_u64(numbering.finals[base + l as usize - 1])
-                                .unwrap_or(L::MAX)
+                            L::from_u64(numbering.finals[base + l as usize - 1]).unwrap_or(L::MAX)
                         }
                     });
                     let (data, roi) = if params.scale == [1, 1, 1] {
@@ -241,7 +262,10 @@ fn run<A: Affinity + Element, L: Label>(
                             .zip(params.scale)
                             .map(|(s, f)| s * f as u64)
                             .collect();
-                        (upscale(mapped.view(), params.scale)?, Roi::new(start, shape)?)
+                        (
+                            upscale(mapped.view(), params.scale)?,
+                            Roi::new(start, shape)?,
+                        )
                     };
                     out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
                     progress.advance(1);
@@ -272,14 +296,14 @@ fn label_block<A: Affinity + Element>(plan: &Plan<'_>, block: &Block) -> Result<
     let mut values: Vec<A> = Vec::with_capacity(plan.edges.len() * region.num_elements() as usize);
     for &(channel, _) in &plan.edges {
         let roi = region.with_leading_axis(channel as u64, 1);
-        let data: ArrayD<A> = plan
-            .aff
-            .read_roi(&roi)?
-            .into_typed()
-            .map_err(|e| em_core::Error::InVolume {
-                volume: plan.aff.describe(),
-                source: Box::new(e),
-            })?;
+        let data: ArrayD<A> =
+            plan.aff
+                .read_roi(&roi)?
+                .into_typed()
+                .map_err(|e| em_core::Error::InVolume {
+                    volume: plan.aff.describe(),
+                    source: Box::new(e),
+                })?;
         values.extend(data.iter());
     }
     let aff = Array4::from_shape_vec((plan.edges.len(), shape[0], shape[1], shape[2]), values)

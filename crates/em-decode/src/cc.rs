@@ -240,7 +240,10 @@ pub fn affinity_cc<A: Affinity, L: Label>(
 }
 
 /// Runs `work` in a pool of `threads` workers, or in rayon's global pool for `None`.
-pub(crate) fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(
+    threads: Option<usize>,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T> {
     match threads {
         Some(t) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(t.max(1))

@@ -73,7 +73,10 @@ pub fn decode<A: Affinity, L: Label>(
 ///
 /// # Errors
 /// [`DecodeError::InvalidParameter`] for a zero factor or an output whose size overflows.
-pub fn upscale<T: Copy + Default>(labels: ArrayView3<'_, T>, [fz, fy, fx]: [usize; 3]) -> Result<Array3<T>> {
+pub fn upscale<T: Copy + Default>(
+    labels: ArrayView3<'_, T>,
+    [fz, fy, fx]: [usize; 3],
+) -> Result<Array3<T>> {
     if fz == 0 || fy == 0 || fx == 0 {
         return Err(DecodeError::InvalidParameter {
             name: "scale",

@@ -10,8 +10,8 @@
 //! once; background counts only when nothing else touches it, and an object touching only
 //! background becomes background. As in PyTC, sizes are taken once before any merge and
 //! merges are applied one after another (a later object sees the earlier merges). Unlike
-//! PyTC, objects are visited, and vote ties broken, in order of first appearance rather
-//! than of id, so the result does not depend on how the input is numbered (on the decoder's
+//! PyTC, objects are visited, and vote ties broken, in order of first appearance in the
+//! volume rather than of id, so the result does not depend on how the input is numbered (on the decoder's
 //! output, whose ids follow first appearance, both orders agree).
 //!
 //! Every mode ends with a raster pass that renumbers the survivors `1..=K` in order of first
@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use em_core::Label;
-use ndarray::{ArrayViewMut3, Axis};
+use ndarray::{ArrayView3, ArrayViewMut3, Axis};
 
 use crate::{DecodeError, Result};
 
@@ -69,15 +69,22 @@ pub fn remove_small_objects<L: Label>(
     if min_size > 1 {
         match mode {
             SmallObjectMode::Background => zero_small(labels.view_mut(), min_size),
-            SmallObjectMode::Neighbor => merge_small(labels.view_mut(), min_size),
-            SmallObjectMode::Background2d | SmallObjectMode::Neighbor2d => {
+            SmallObjectMode::Background2d => {
+                for section in labels.axis_iter_mut(Axis(0)) {
+                    zero_small(section.insert_axis(Axis(0)), min_size);
+                }
+            }
+            SmallObjectMode::Neighbor => {
+                let (sizes, order) = census(&labels.view());
+                merge_small(labels.view_mut(), min_size, &sizes, &order);
+            }
+            SmallObjectMode::Neighbor2d => {
+                // Order and ties follow first appearance in the whole volume.
+                let (_, order) = census(&labels.view());
                 for section in labels.axis_iter_mut(Axis(0)) {
                     let section = section.insert_axis(Axis(0));
-                    if mode == SmallObjectMode::Background2d {
-                        zero_small(section, min_size);
-                    } else {
-                        merge_small(section, min_size);
-                    }
+                    let (sizes, _) = census(&section.view());
+                    merge_small(section, min_size, &sizes, &order);
                 }
             }
         }
@@ -86,7 +93,7 @@ pub fn remove_small_objects<L: Label>(
 }
 
 /// Voxels per non-zero label, and each label's rank in order of first appearance.
-fn census<L: Label>(labels: &ArrayViewMut3<'_, L>) -> (HashMap<L, u64>, HashMap<L, usize>) {
+fn census<L: Label>(labels: &ArrayView3<'_, L>) -> (HashMap<L, u64>, HashMap<L, usize>) {
     let mut sizes: HashMap<L, u64> = HashMap::new();
     let mut order: HashMap<L, usize> = HashMap::new();
     let mut run: Option<(L, u64)> = None;
@@ -116,7 +123,7 @@ fn census<L: Label>(labels: &ArrayViewMut3<'_, L>) -> (HashMap<L, u64>, HashMap<
 }
 
 fn zero_small<L: Label>(mut labels: ArrayViewMut3<'_, L>, min_size: u64) {
-    let (sizes, _) = census(&labels);
+    let (sizes, _) = census(&labels.view());
     for v in labels.iter_mut() {
         if *v != L::BACKGROUND && sizes.get(v).is_some_and(|&n| n < min_size) {
             *v = L::BACKGROUND;
@@ -124,8 +131,12 @@ fn zero_small<L: Label>(mut labels: ArrayViewMut3<'_, L>, min_size: u64) {
     }
 }
 
-fn merge_small<L: Label>(mut labels: ArrayViewMut3<'_, L>, min_size: u64) {
-    let (sizes, order) = census(&labels);
+fn merge_small<L: Label>(
+    mut labels: ArrayViewMut3<'_, L>,
+    min_size: u64,
+    sizes: &HashMap<L, u64>,
+    order: &HashMap<L, usize>,
+) {
     let mut small: Vec<L> = sizes
         .iter()
         .filter(|&(_, &n)| n < min_size)
@@ -136,7 +147,8 @@ fn merge_small<L: Label>(mut labels: ArrayViewMut3<'_, L>, min_size: u64) {
     }
     small.sort_unstable_by_key(|id| order[id]);
     // The voxels of each small object, grown as earlier objects merge into it.
-    let mut members: HashMap<L, Vec<[usize; 3]>> = small.iter().map(|&id| (id, Vec::new())).collect();
+    let mut members: HashMap<L, Vec<[usize; 3]>> =
+        small.iter().map(|&id| (id, Vec::new())).collect();
     for ((z, y, x), v) in labels.indexed_iter() {
         if let Some(list) = members.get_mut(v) {
             list.push([z, y, x]);

@@ -61,7 +61,12 @@ pub fn affinity_cases(max_shape: [usize; 3]) -> impl Strategy<Value = AffinityCa
 }
 
 /// The case for a segmentation: affinities, parameters and expected labels.
-pub fn case(segmentation: Array3<u32>, storage: EdgeStorage, threshold: f32, seed: u64) -> AffinityCase {
+pub fn case(
+    segmentation: Array3<u32>,
+    storage: EdgeStorage,
+    threshold: f32,
+    seed: u64,
+) -> AffinityCase {
     let (z, y, x) = segmentation.dim();
     let mut rng = SplitMix(seed);
     let mut affinities = Array4::<f32>::zeros((3, z, y, x));

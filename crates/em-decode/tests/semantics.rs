@@ -287,7 +287,10 @@ fn neighbor_mode_merges_into_the_most_frequent_rim_label() {
     let mut seg = ndarray::array![[[1u32, 1, 2, 2], [1, 3, 2, 2], [1, 1, 2, 2]]];
     let kept = remove_small_objects(seg.view_mut(), 2, SmallObjectMode::Neighbor).unwrap();
     assert_eq!(kept, 2);
-    assert_eq!(seg, ndarray::array![[[1u32, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2]]]);
+    assert_eq!(
+        seg,
+        ndarray::array![[[1u32, 1, 2, 2], [1, 1, 2, 2], [1, 1, 2, 2]]]
+    );
     // Background never wins against a label, even when it is more frequent; an object with
     // only background around it becomes background; z-contact does not count.
     let mut seg = ndarray::array![
