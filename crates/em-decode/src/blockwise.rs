@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use em_core::{Block, BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi};
+use em_core::{BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi};
 use ndarray::{Array3, Array4, ArrayD};
 
 use crate::cc::{affinity_cc, in_pool, Affinity, CcParams};
@@ -82,11 +82,31 @@ pub fn decode_blockwise(
     }
 }
 
+/// Which side of a block its halo lies on: where the edges into the block are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Halo {
+    /// Every edge into a voxel is stored at or below it (`Source` with non-negative offsets):
+    /// blocks go in raster order and take their halo from earlier blocks' high faces.
+    Low,
+    /// Every edge into a voxel is stored at or above it (`Destination`): reverse raster order,
+    /// halo from later blocks' low faces.
+    High,
+    /// Mixed-sign offsets: the halo is read from the volume on both sides.
+    Both,
+}
+
 /// The fixed facts of one run.
 struct Plan<'a> {
     aff: &'a dyn ChunkedVolume,
-    grid: BlockGrid,
+    out: &'a dyn ChunkedVolume,
     dims: [u64; 3],
+    block: [u64; 3],
+    reach: [u64; 3],
+    grid: [u64; 3],
+    halo: Halo,
+    scale: [usize; 3],
+    /// Block writes may run in parallel: every block covers whole output chunks.
+    aligned: bool,
     /// Selected channels with their offsets.
     edges: Vec<(usize, em_core::Offset)>,
     cc: CcParams,
@@ -135,12 +155,24 @@ fn run<A: Affinity + Element, L: Label>(
         });
     }
     let edges = params.cc.edges(shape[0] as usize)?;
+    let sign: i64 = match params.cc.storage {
+        em_core::EdgeStorage::Source => 1,
+        em_core::EdgeStorage::Destination => -1,
+    };
     let mut reach = [0u64; 3];
+    let (mut up, mut down) = (false, false);
     for (_, o) in &edges {
         for (r, d) in reach.iter_mut().zip(o.0) {
             *r = (*r).max(d.unsigned_abs());
+            up |= d * sign > 0;
+            down |= d * sign < 0;
         }
     }
+    let halo = match (up, down) {
+        (true, true) => Halo::Both,
+        (false, true) => Halo::High,
+        _ => Halo::Low,
+    };
     if block_shape.contains(&0) || block_shape.iter().zip(&reach).any(|(b, r)| b < r) {
         return Err(DecodeError::InvalidParameter {
             name: "block shape",
@@ -149,11 +181,25 @@ fn run<A: Affinity + Element, L: Label>(
             ),
         });
     }
-    let grid = BlockGrid::new(&dims, &block_shape, &reach)?;
+    let grid_blocks = BlockGrid::new(&dims, &block_shape, &[0, 0, 0])?;
+    let g = grid_blocks.grid_shape();
+    let chunks = out.chunk_shape();
+    let aligned = (0..3).all(|a| {
+        let side = block_shape[a] * params.scale[a] as u64;
+        chunks
+            .get(a)
+            .is_some_and(|&c| c > 0 && side.is_multiple_of(c))
+    });
     let plan = Plan {
         aff,
-        grid,
+        out,
         dims,
+        block: block_shape,
+        reach,
+        grid: [g[0], g[1], g[2]],
+        halo,
+        scale: params.scale,
+        aligned,
         cc: CcParams {
             threshold: params.cc.threshold,
             channels: (0..edges.len()).collect(),
@@ -164,10 +210,10 @@ fn run<A: Affinity + Element, L: Label>(
         edges,
     };
     let voxels: u64 = dims.iter().product();
-    let blocks: Vec<Block> = plan.grid.iter().collect();
+    let n_blocks = grid_blocks.num_blocks();
     let mut summary = DecodeSummary {
         voxels,
-        blocks: blocks.len() as u64,
+        blocks: n_blocks,
         ..DecodeSummary::default()
     };
     if voxels == 0 {
@@ -178,47 +224,56 @@ fn run<A: Affinity + Element, L: Label>(
         .threads
         .unwrap_or_else(rayon::current_num_threads)
         .max(1);
+    let positions: Vec<u64> = (0..n_blocks).collect();
     in_pool(params.cc.threads, || -> Result<DecodeSummary> {
         use rayon::prelude::*;
-        // Pass 1: label, collect first voxels, sizes, shells and halo pairs.
-        progress.start("labelling blocks", blocks.len() as u64);
+        // Pass 1: label blocks (local labels go to the output), join them across faces.
+        progress.start("labelling blocks", n_blocks);
         let mut table = Table::default();
-        let mut bases = Vec::with_capacity(blocks.len());
-        let mut shells: HashMap<u64, Stored> = HashMap::new();
-        let grid_shape = plan.grid.grid_shape();
-        let lookback = grid_shape[1] * grid_shape[2] + grid_shape[2] + 1;
-        for group in blocks.chunks(threads) {
-            let results: Vec<Result<Pass1>> =
-                group.par_iter().map(|b| pass1::<A>(&plan, b)).collect();
-            for (block, result) in group.iter().zip(results) {
-                let p = result?;
-                let flat = flat_index(&block.index, &grid_shape);
-                let base = table.push(&p.first, &p.size);
-                bases.push(base);
-                for (local, h) in p.halo {
-                    let owner: Vec<u64> = h
-                        .iter()
-                        .zip(plan.grid.block_shape())
-                        .map(|(c, b)| c / b)
-                        .collect();
-                    if let Some(stored) = shells.get(&flat_index(&owner, &grid_shape)) {
-                        if let Some(l) = stored.label_at(&h) {
-                            table.union(base + local as usize - 1, stored.base + l as usize - 1);
+        let mut bases = vec![0usize; n_blocks as usize];
+        let mut aff_store: HashMap<u64, Vec<Piece<A>>> = HashMap::new();
+        let mut label_store: HashMap<u64, (usize, Vec<Piece<u32>>)> = HashMap::new();
+        let lookback = plan.grid[1] * plan.grid[2] + plan.grid[2] + 1;
+        for group in positions.chunks(threads) {
+            let cores: Vec<Result<CoreRead<A>>> = group
+                .par_iter()
+                .map(|&p| read_core::<A>(&plan, p))
+                .collect();
+            let mut core_aff = Vec::with_capacity(group.len());
+            for (&p, c) in group.iter().zip(cores) {
+                let (values, shells) = c?;
+                aff_store.insert(p, shells);
+                core_aff.push(values);
+            }
+            let labelled: Vec<Result<Pass1<L>>> = group
+                .par_iter()
+                .zip(core_aff)
+                .map(|(&p, values)| pass1::<A, L>(&plan, p, values, &aff_store))
+                .collect();
+            for (&p, result) in group.iter().zip(labelled) {
+                let r = result?;
+                if let Some((roi, data)) = r.write {
+                    write_block(&plan, &roi, data)?;
+                }
+                let base = table.push(&r.first, &r.size);
+                bases[p as usize] = base;
+                for (local, h) in r.halo {
+                    let owner = plan.position(&plan.block_of(&h));
+                    if let Some((obase, shells)) = label_store.get(&owner) {
+                        if let Some(l) = label_at(shells, &h) {
+                            table.union(base + local as usize - 1, obase + l as usize - 1);
                         }
                     }
                 }
-                shells.insert(
-                    flat,
-                    Stored {
-                        base,
-                        shells: p.shells,
-                    },
-                );
-                shells.retain(|&k, _| k + lookback >= flat);
+                label_store.insert(p, (base, r.shells));
                 progress.advance(1);
             }
+            if let Some(&last) = group.last() {
+                aff_store.retain(|&k, _| k + lookback > last);
+                label_store.retain(|&k, _| k + lookback > last);
+            }
         }
-        drop(shells);
+        drop((aff_store, label_store));
         progress.finish();
         let numbering = table.number(params.min_size)?;
         if numbering.components > L::MAX.to_u64() {
@@ -229,182 +284,405 @@ fn run<A: Affinity + Element, L: Label>(
         summary.components = numbering.components;
         summary.removed = numbering.removed;
         summary.labelled_voxels = numbering.labelled_voxels;
-        // Pass 2: relabel and write through the table.
-        progress.start("writing blocks", blocks.len() as u64);
-        for (group, group_bases) in blocks.chunks(threads).zip(bases.chunks(threads)) {
-            group
-                .par_iter()
-                .zip(group_bases)
-                .map(|(block, &base)| {
-                    let labels = label_block::<A>(&plan, block)?;
-                    let core = crop(&labels, &block.core_in_halo());
-                    let mapped: Array3<L> = core.mapv(|l| {
-                        if l == 0 {
-                            L::BACKGROUND
-                        } else {
-                            L::from_u64(numbering.finals[base + l as usize - 1]).unwrap_or(L::MAX)
-                        }
-                    });
-                    let (data, roi) = if params.scale == [1, 1, 1] {
-                        (mapped, block.core.clone())
-                    } else {
-                        let start: Vec<u64> = block
-                            .core
-                            .start()
-                            .iter()
-                            .zip(params.scale)
-                            .map(|(s, f)| s * f as u64)
-                            .collect();
-                        let shape: Vec<u64> = block
-                            .core
-                            .shape()
-                            .iter()
-                            .zip(params.scale)
-                            .map(|(s, f)| s * f as u64)
-                            .collect();
-                        (
-                            upscale(mapped.view(), params.scale)?,
-                            Roi::new(start, shape)?,
-                        )
-                    };
+        // Pass 2: local labels → final labels, block by block.
+        progress.start("relabelling blocks", n_blocks);
+        let relabel = |p: u64| -> Result<(Roi, Array3<L>)> {
+            let roi = plan.out_roi(&plan.core(p))?;
+            let local: ArrayD<L> =
+                out.read_roi(&roi)?
+                    .into_typed()
+                    .map_err(|e| em_core::Error::InVolume {
+                        volume: out.describe(),
+                        source: Box::new(e),
+                    })?;
+            let base = bases[p as usize];
+            let mapped = local.mapv(|l| {
+                let l = l.to_usize();
+                if l == 0 {
+                    L::BACKGROUND
+                } else {
+                    L::from_u64(numbering.finals[base + l - 1]).unwrap_or(L::MAX)
+                }
+            });
+            let shape = roi.shape_usize();
+            let mapped = mapped
+                .into_shape_with_order((shape[0], shape[1], shape[2]))
+                .map_err(|_| DecodeError::NotFourDimensional(shape.clone()))?;
+            Ok((roi, mapped))
+        };
+        for group in positions.chunks(threads) {
+            if plan.aligned {
+                group
+                    .par_iter()
+                    .map(|&p| {
+                        let (roi, data) = relabel(p)?;
+                        out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
+                        progress.advance(1);
+                        Ok(())
+                    })
+                    .collect::<Result<Vec<()>>>()?;
+            } else {
+                let done: Vec<Result<(Roi, Array3<L>)>> =
+                    group.par_iter().map(|&p| relabel(p)).collect();
+                for d in done {
+                    let (roi, data) = d?;
                     out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
                     progress.advance(1);
-                    Ok(())
-                })
-                .collect::<Result<Vec<()>>>()?;
+                }
+            }
         }
         progress.finish();
         Ok(summary)
     })?
 }
 
-/// The part of a block's labels at `local` (coordinates within the block's region).
-fn crop<'a>(labels: &'a Array3<u32>, local: &Roi) -> ndarray::ArrayView3<'a, u32> {
-    let r = local.ranges();
-    let u = |i: usize| r[i].start as usize..r[i].end as usize;
-    labels.slice(ndarray::s![u(0), u(1), u(2)])
-}
-
-fn flat_index(index: &[u64], grid: &[u64]) -> u64 {
-    index.iter().zip(grid).fold(0, |acc, (i, g)| acc * g + i)
-}
-
-/// Labels one block on its grown region (block-local labels `1..=n`, raster order).
-fn label_block<A: Affinity + Element>(plan: &Plan<'_>, block: &Block) -> Result<Array3<u32>> {
-    let region = &block.with_halo;
-    let shape = region.shape_usize();
-    let mut values: Vec<A> = Vec::with_capacity(plan.edges.len() * region.num_elements() as usize);
-    for &(channel, _) in &plan.edges {
-        let roi = region.with_leading_axis(channel as u64, 1);
-        let data: ArrayD<A> =
-            plan.aff
-                .read_roi(&roi)?
-                .into_typed()
-                .map_err(|e| em_core::Error::InVolume {
-                    volume: plan.aff.describe(),
-                    source: Box::new(e),
-                })?;
-        values.extend(data.iter());
+impl Plan<'_> {
+    /// Grid index of the block at processing position `p`.
+    fn index(&self, p: u64) -> [u64; 3] {
+        let total = self.grid.iter().product::<u64>();
+        let flat = if self.halo == Halo::High {
+            total - 1 - p
+        } else {
+            p
+        };
+        [
+            flat / (self.grid[1] * self.grid[2]),
+            flat / self.grid[2] % self.grid[1],
+            flat % self.grid[2],
+        ]
     }
-    let aff = Array4::from_shape_vec((plan.edges.len(), shape[0], shape[1], shape[2]), values)
-        .map_err(|_| DecodeError::NotFourDimensional(shape.clone()))?;
-    affinity_cc::<A, u32>(aff.view(), &plan.cc)
+
+    /// Processing position of the block with grid index `i`.
+    fn position(&self, i: &[u64; 3]) -> u64 {
+        let flat = (i[0] * self.grid[1] + i[1]) * self.grid[2] + i[2];
+        if self.halo == Halo::High {
+            self.grid.iter().product::<u64>() - 1 - flat
+        } else {
+            flat
+        }
+    }
+
+    fn block_of(&self, v: &[u64; 3]) -> [u64; 3] {
+        [
+            v[0] / self.block[0],
+            v[1] / self.block[1],
+            v[2] / self.block[2],
+        ]
+    }
+
+    fn core(&self, p: u64) -> Roi {
+        let i = self.index(p);
+        let start: Vec<u64> = (0..3).map(|a| i[a] * self.block[a]).collect();
+        let shape: Vec<u64> = (0..3)
+            .map(|a| self.block[a].min(self.dims[a] - start[a]))
+            .collect();
+        Roi::from_ranges(&[
+            start[0]..start[0] + shape[0],
+            start[1]..start[1] + shape[1],
+            start[2]..start[2] + shape[2],
+        ])
+    }
+
+    /// The core grown by the reach on the halo side(s), clipped to the volume.
+    fn region(&self, core: &Roi) -> Roi {
+        let (s, e) = (core.start(), core.end());
+        let r: Vec<std::ops::Range<u64>> = (0..3)
+            .map(|a| {
+                let lo = match self.halo {
+                    Halo::High => s[a],
+                    _ => s[a].saturating_sub(self.reach[a]),
+                };
+                let hi = match self.halo {
+                    Halo::Low => e[a],
+                    _ => (e[a] + self.reach[a]).min(self.dims[a]),
+                };
+                lo..hi
+            })
+            .collect();
+        Roi::from_ranges(&r)
+    }
+
+    /// The slabs of a core that later blocks need: high faces in raster order, low faces
+    /// in reverse order, each as thick as the reach along its axis.
+    fn shell_rois(&self, core: &Roi) -> Vec<Roi> {
+        let (s, e) = (core.start(), core.end());
+        let mut out = Vec::new();
+        for a in 0..3 {
+            let r = self.reach[a].min(e[a] - s[a]);
+            let (lo, hi) = if self.halo == Halo::High {
+                if s[a] == 0 || r == 0 {
+                    continue;
+                }
+                (s[a], s[a] + r)
+            } else {
+                if e[a] >= self.dims[a] || r == 0 {
+                    continue;
+                }
+                (e[a] - r, e[a])
+            };
+            let mut ranges: Vec<std::ops::Range<u64>> = (0..3).map(|b| s[b]..e[b]).collect();
+            ranges[a] = lo..hi;
+            out.push(Roi::from_ranges(&ranges));
+        }
+        out
+    }
+
+    /// The output region of a core (scaled).
+    fn out_roi(&self, core: &Roi) -> Result<Roi> {
+        let start: Vec<u64> = core
+            .start()
+            .iter()
+            .zip(self.scale)
+            .map(|(s, f)| s * f as u64)
+            .collect();
+        let shape: Vec<u64> = core
+            .shape()
+            .iter()
+            .zip(self.scale)
+            .map(|(s, f)| s * f as u64)
+            .collect();
+        Ok(Roi::new(start, shape)?)
+    }
+}
+
+/// A block's own affinities and the face slabs kept for later blocks.
+type CoreRead<A> = (Array4<A>, Vec<Piece<A>>);
+
+/// A box of values (all selected channels for affinities) at a place in the volume.
+struct Piece<T> {
+    roi: Roi,
+    values: ndarray::ArrayD<T>,
+}
+
+fn label_at(pieces: &[Piece<u32>], p: &[u64; 3]) -> Option<u32> {
+    pieces.iter().find_map(|s| {
+        if !s.roi.contains_point(p) {
+            return None;
+        }
+        let st = s.roi.start();
+        let l = s.values[[
+            (p[0] - st[0]) as usize,
+            (p[1] - st[1]) as usize,
+            (p[2] - st[2]) as usize,
+        ]];
+        (l != 0).then_some(l)
+    })
+}
+
+/// Reads the selected channels of `roi` as `(k, z, y, x)`.
+fn read_channels<A: Affinity + Element>(plan: &Plan<'_>, roi: &Roi) -> Result<Array4<A>> {
+    let shape = roi.shape_usize();
+    let mut values: Vec<A> = Vec::with_capacity(plan.edges.len() * roi.num_elements() as usize);
+    for &(channel, _) in &plan.edges {
+        let data: ArrayD<A> = plan
+            .aff
+            .read_roi(&roi.with_leading_axis(channel as u64, 1))?
+            .into_typed()
+            .map_err(|e| em_core::Error::InVolume {
+                volume: plan.aff.describe(),
+                source: Box::new(e),
+            })?;
+        match data.as_slice() {
+            Some(slice) => values.extend_from_slice(slice),
+            None => values.extend(data.iter()),
+        }
+    }
+    Array4::from_shape_vec((plan.edges.len(), shape[0], shape[1], shape[2]), values)
+        .map_err(|_| DecodeError::NotFourDimensional(shape))
+}
+
+/// Step 1 of a block: its own affinities (the whole region where the halo is read from the
+/// volume) and the face slabs later blocks take their halo from.
+fn read_core<A: Affinity + Element>(plan: &Plan<'_>, p: u64) -> Result<CoreRead<A>> {
+    let core = plan.core(p);
+    if plan.halo == Halo::Both {
+        return Ok((read_channels(plan, &plan.region(&core))?, Vec::new()));
+    }
+    let values = read_channels::<A>(plan, &core)?;
+    let mut shells = Vec::new();
+    for roi in plan.shell_rois(&core) {
+        let local = roi.relative_to(&core)?;
+        let r = local.ranges();
+        let u = |i: usize| r[i].start as usize..r[i].end as usize;
+        let piece = values
+            .slice(ndarray::s![.., u(0), u(1), u(2)])
+            .to_owned()
+            .into_dyn();
+        shells.push(Piece { roi, values: piece });
+    }
+    Ok((values, shells))
 }
 
 /// What pass 1 keeps of a block.
-struct Pass1 {
+struct Pass1<L> {
     /// First voxel (global raster index) of each local label in the core; `u64::MAX` for
     /// labels seen only in the halo.
     first: Vec<u64>,
     /// Core voxels of each local label.
     size: Vec<u64>,
-    /// Labels near the high faces of the core.
-    shells: Vec<Shell>,
-    /// (local label, global voxel) for labelled halo voxels owned by earlier blocks.
+    /// Labels of the face slabs later blocks join with.
+    shells: Vec<Piece<u32>>,
+    /// (local label, global voxel) for labelled halo voxels of blocks processed before.
     halo: Vec<(u32, [u64; 3])>,
+    /// Local labels still to be written (when writes are not parallel).
+    write: Option<(Roi, Array3<L>)>,
 }
 
-/// Labels of a region of a block's core.
-struct Shell {
-    roi: Roi,
-    labels: Array3<u32>,
-}
-
-/// A processed block's shells and where its labels start in the global table.
-struct Stored {
-    base: usize,
-    shells: Vec<Shell>,
-}
-
-impl Stored {
-    fn label_at(&self, p: &[u64; 3]) -> Option<u32> {
-        self.shells.iter().find_map(|s| {
-            if !s.roi.contains_point(p) {
-                return None;
-            }
-            let i: Vec<usize> = p
-                .iter()
-                .zip(s.roi.start())
-                .map(|(a, b)| (a - b) as usize)
-                .collect();
-            let l = s.labels[[i[0], i[1], i[2]]];
-            (l != 0).then_some(l)
-        })
-    }
-}
-
-fn pass1<A: Affinity + Element>(plan: &Plan<'_>, block: &Block) -> Result<Pass1> {
-    let labels = label_block::<A>(plan, block)?;
+fn pass1<A: Affinity + Element, L: Label>(
+    plan: &Plan<'_>,
+    p: u64,
+    values: Array4<A>,
+    aff_store: &HashMap<u64, Vec<Piece<A>>>,
+) -> Result<Pass1<L>> {
+    let core = plan.core(p);
+    let region = plan.region(&core);
+    let aff = if plan.halo == Halo::Both {
+        values
+    } else {
+        assemble(plan, p, &core, &region, values, aff_store)?
+    };
+    let labels = affinity_cc::<A, u32>(aff.view(), &plan.cc)?;
+    drop(aff);
     let n = labels.iter().copied().max().unwrap_or(0) as usize;
     let mut first = vec![u64::MAX; n];
     let mut size = vec![0u64; n];
     let [_, dy, dx] = plan.dims;
-    let region = &block.with_halo;
-    let (r0, c0, c1) = (region.start(), block.core.start(), block.core.end());
+    let (r0, r1) = (region.start().to_vec(), region.end());
+    let (c0, c1) = (core.start().to_vec(), core.end());
+    let me = plan.index(p);
     let mut halo = Vec::new();
-    let block_shape = plan.grid.block_shape();
-    for ((iz, iy, ix), &l) in labels.indexed_iter() {
-        if l == 0 {
-            continue;
-        }
-        let g = [r0[0] + iz as u64, r0[1] + iy as u64, r0[2] + ix as u64];
-        let in_core = (0..3).all(|a| g[a] >= c0[a] && g[a] < c1[a]);
-        if in_core {
-            let k = l as usize - 1;
-            if first[k] == u64::MAX {
-                first[k] = (g[0] * dy + g[1]) * dx + g[2];
+    for (iz, plane) in labels.outer_iter().enumerate() {
+        let gz = r0[0] + iz as u64;
+        for (iy, row) in plane.outer_iter().enumerate() {
+            let gy = r0[1] + iy as u64;
+            let row = row.as_slice().unwrap_or(&[]);
+            let core_row = (c0[0]..c1[0]).contains(&gz) && (c0[1]..c1[1]).contains(&gy);
+            if core_row {
+                let (a, b) = ((c0[2] - r0[2]) as usize, (c1[2] - r0[2]) as usize);
+                let base = (gz * dy + gy) * dx + c0[2];
+                for (i, &l) in row[a..b].iter().enumerate() {
+                    if l != 0 {
+                        let k = l as usize - 1;
+                        if first[k] == u64::MAX {
+                            first[k] = base + i as u64;
+                        }
+                        size[k] += 1;
+                    }
+                }
             }
-            size[k] += 1;
-        } else {
-            let owner: Vec<u64> = g.iter().zip(block_shape).map(|(c, b)| c / b).collect();
-            if owner < block.index {
-                halo.push((l, g));
+            for (ix, &l) in row.iter().enumerate() {
+                let gx = r0[2] + ix as u64;
+                if l == 0 || (core_row && (c0[2]..c1[2]).contains(&gx)) {
+                    continue;
+                }
+                let h = [gz, gy, gx];
+                let owner = plan.block_of(&h);
+                if owner != me && plan.position(&owner) < p {
+                    halo.push((l, h));
+                }
             }
         }
     }
-    // High-face shells, as thick as the reach along their axis.
+    let _ = r1;
+    let crop = |roi: &Roi| -> Result<Array3<u32>> {
+        let r = roi.relative_to(&region)?.ranges();
+        let u = |i: usize| r[i].start as usize..r[i].end as usize;
+        Ok(labels.slice(ndarray::s![u(0), u(1), u(2)]).to_owned())
+    };
     let mut shells = Vec::new();
-    let reach = plan.grid.halo();
-    for axis in 0..3 {
-        let r = reach[axis].min(block.core.shape()[axis]);
-        if r == 0 || c1[axis] >= plan.dims[axis] {
-            continue;
-        }
-        let mut start = c0.to_vec();
-        let mut shape = block.core.shape().to_vec();
-        start[axis] = c1[axis] - r;
-        shape[axis] = r;
-        let roi = Roi::new(start, shape)?;
-        let local = roi.relative_to(region)?;
-        let labels = crop(&labels, &local).to_owned();
-        shells.push(Shell { roi, labels });
+    for roi in plan.shell_rois(&core) {
+        let values = crop(&roi)?.into_dyn();
+        shells.push(Piece { roi, values });
     }
+    let local: Array3<L> = crop(&core)?.mapv(|l| L::from_u64(u64::from(l)).unwrap_or(L::MAX));
+    let out_roi = plan.out_roi(&core)?;
+    let local = if plan.scale == [1, 1, 1] {
+        local
+    } else {
+        upscale(local.view(), plan.scale)?
+    };
+    let write = if plan.aligned {
+        plan.out
+            .write_roi(&out_roi, &L::into_any(local.into_dyn()))?;
+        None
+    } else {
+        Some((out_roi, local))
+    };
     Ok(Pass1 {
         first,
         size,
         shells,
         halo,
+        write,
     })
+}
+
+/// The block's region: its core values plus the halo from the face slabs of the blocks
+/// processed before it.
+fn assemble<A: Affinity + Element>(
+    plan: &Plan<'_>,
+    p: u64,
+    core: &Roi,
+    region: &Roi,
+    values: Array4<A>,
+    aff_store: &HashMap<u64, Vec<Piece<A>>>,
+) -> Result<Array4<A>> {
+    if region == core {
+        return Ok(values);
+    }
+    let shape = region.shape_usize();
+    let k = plan.edges.len();
+    let mut aff = Array4::<A>::from_elem((k, shape[0], shape[1], shape[2]), A::default());
+    let place = |aff: &mut Array4<A>, roi: &Roi, src: ndarray::ArrayView4<'_, A>| -> Result<()> {
+        let r = roi.relative_to(region)?.ranges();
+        let u = |i: usize| r[i].start as usize..r[i].end as usize;
+        aff.slice_mut(ndarray::s![.., u(0), u(1), u(2)])
+            .assign(&src);
+        Ok(())
+    };
+    place(&mut aff, core, values.view())?;
+    let me = plan.index(p);
+    // Neighbours within one block on the halo side.
+    for dz in [-1i64, 0, 1] {
+        for dy in [-1i64, 0, 1] {
+            for dx in [-1i64, 0, 1] {
+                let n = [me[0] as i64 + dz, me[1] as i64 + dy, me[2] as i64 + dx];
+                if n.iter()
+                    .zip(plan.grid)
+                    .any(|(&c, g)| c < 0 || c >= g as i64)
+                {
+                    continue;
+                }
+                let n = n.map(|c| c as u64);
+                let pos = plan.position(&n);
+                if pos >= p {
+                    continue;
+                }
+                for piece in aff_store.get(&pos).map_or(&[][..], Vec::as_slice) {
+                    let Some(overlap) = piece.roi.intersect(region) else {
+                        continue;
+                    };
+                    let r = overlap.relative_to(&piece.roi)?.ranges();
+                    let u = |i: usize| r[i].start as usize..r[i].end as usize;
+                    let src = piece
+                        .values
+                        .view()
+                        .into_dimensionality::<ndarray::Ix4>()
+                        .map_err(|_| {
+                            DecodeError::NotFourDimensional(piece.values.shape().to_vec())
+                        })?;
+                    let src = src.slice(ndarray::s![.., u(0), u(1), u(2)]);
+                    place(&mut aff, &overlap, src)?;
+                }
+            }
+        }
+    }
+    Ok(aff)
+}
+
+fn write_block<L: Label>(plan: &Plan<'_>, roi: &Roi, data: Array3<L>) -> Result<()> {
+    plan.out.write_roi(roi, &L::into_any(data.into_dyn()))?;
+    Ok(())
 }
 
 /// The global union-find over all block-local labels.
