@@ -1,10 +1,13 @@
 //! `affinity_cc` (1 and 2 threads) on synthetic cell affinities (wavy cells of ~16³ voxels,
 //! 0.9 inside / 0.1 across boundaries, ±0.08 deterministic noise).
 //!
+//! Also `decode_blockwise` between in-memory volumes.
+//!
 //! `cargo bench -p em-decode --bench cc`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use em_decode::{affinity_cc, CcParams};
+use em_core::{AnyArray, InMemoryVolume, NoProgress};
+use em_decode::{affinity_cc, decode_blockwise, CcParams, DecodeParams};
 use ndarray::Array4;
 
 /// Affinities of a volume of wavy cells; also used to time larger sizes by hand.
@@ -53,5 +56,34 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Blockwise decoding between in-memory volumes: the cost of blocks, halos and stitching
+/// without storage codecs.
+fn bench_blockwise(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_blockwise");
+    g.sample_size(10);
+    let n = 128usize;
+    let aff = InMemoryVolume::new(AnyArray::from(cell_affinities(n).into_dyn()), "aff");
+    g.throughput(Throughput::Elements((n * n * n) as u64));
+    for block in [32u64, 64] {
+        let out = InMemoryVolume::new(
+            AnyArray::from(ndarray::Array3::<u32>::zeros((n, n, n)).into_dyn()),
+            "seg",
+        )
+        .with_chunk_shape(&[block; 3])
+        .unwrap();
+        let params = DecodeParams {
+            cc: CcParams {
+                threads: Some(1),
+                ..CcParams::default()
+            },
+            ..DecodeParams::default()
+        };
+        g.bench_function(format!("{n}^3_block_{block}_1_thread"), |b| {
+            b.iter(|| decode_blockwise(&aff, &out, &params, [block; 3], &NoProgress).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_blockwise);
 criterion_main!(benches);

@@ -570,9 +570,19 @@ fn pass1<A: Affinity + Element, L: Label>(
                     }
                 }
             }
-            for (ix, &l) in row.iter().enumerate() {
+            // Halo voxels of this row: all of it outside the core's rows, else its ends.
+            let (a, b) = if core_row {
+                ((c0[2] - r0[2]) as usize, (c1[2] - r0[2]) as usize)
+            } else {
+                (row.len(), row.len())
+            };
+            let ends = row[..a]
+                .iter()
+                .enumerate()
+                .chain(row[b..].iter().enumerate().map(|(i, l)| (i + b, l)));
+            for (ix, &l) in ends {
                 let gx = r0[2] + ix as u64;
-                if l == 0 || (core_row && (c0[2]..c1[2]).contains(&gx)) {
+                if l == 0 {
                     continue;
                 }
                 let h = [gz, gy, gx];
