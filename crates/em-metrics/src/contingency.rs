@@ -1,0 +1,128 @@
+//! The contingency table of two label volumes: voxel counts per (ground truth, prediction)
+//! pair, in one pass that every voxel metric shares.
+//!
+//! Method: voxels are scanned in raster order and runs of one (gt, pred) pair are counted
+//! before touching the hash table (label volumes are mostly long runs), in parallel chunks
+//! merged at the end. Memory is one entry per distinct pair, whatever the id range.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use em_core::Label;
+use ndarray::ArrayView3;
+
+use crate::{MetricsError, Result};
+
+/// A fast hasher for integer keys (multiply-rotate, as rustc's FxHash).
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` keyed by ids, with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Voxel counts per (ground truth id, prediction id) pair, including id 0 on both sides.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Contingency {
+    /// Count of each pair that occurs.
+    pub pairs: IdMap<(u64, u64), u64>,
+    /// Total voxels.
+    pub voxels: u64,
+}
+
+impl Contingency {
+    /// Counts the pairs of two volumes of the same shape.
+    ///
+    /// # Errors
+    /// [`MetricsError::ShapeMismatch`].
+    pub fn new<G: Label, P: Label>(gt: ArrayView3<'_, G>, pred: ArrayView3<'_, P>) -> Result<Self> {
+        if gt.shape() != pred.shape() {
+            return Err(MetricsError::ShapeMismatch {
+                gt: gt.shape().to_vec(),
+                pred: pred.shape().to_vec(),
+            });
+        }
+        let (g, p) = (gt.as_standard_layout(), pred.as_standard_layout());
+        let (g, p) = (g.as_slice().unwrap_or(&[]), p.as_slice().unwrap_or(&[]));
+        Ok(Self::from_slices(g, p))
+    }
+
+    /// Counts the pairs of two equally long slices (raster order).
+    pub fn from_slices<G: Label, P: Label>(gt: &[G], pred: &[P]) -> Self {
+        use rayon::prelude::*;
+        let n = gt.len().min(pred.len());
+        let chunk = (n / (4 * rayon::current_num_threads().max(1))).max(1 << 16);
+        let parts: Vec<IdMap<(u64, u64), u64>> = gt[..n]
+            .par_chunks(chunk)
+            .zip(pred[..n].par_chunks(chunk))
+            .map(|(g, p)| count_runs(g, p))
+            .collect();
+        let mut pairs = IdMap::default();
+        for part in parts {
+            if pairs.is_empty() {
+                pairs = part;
+                continue;
+            }
+            for (k, v) in part {
+                *pairs.entry(k).or_insert(0) += v;
+            }
+        }
+        Self {
+            pairs,
+            voxels: n as u64,
+        }
+    }
+
+    /// Adds another table (e.g. of another block of the same volumes).
+    pub fn merge(&mut self, other: &Contingency) {
+        for (&k, &v) in &other.pairs {
+            *self.pairs.entry(k).or_insert(0) += v;
+        }
+        self.voxels += other.voxels;
+    }
+
+    /// Voxels per ground-truth id and per prediction id (each over all voxels).
+    pub fn marginals(&self) -> (IdMap<u64, u64>, IdMap<u64, u64>) {
+        let mut a: IdMap<u64, u64> = IdMap::default();
+        let mut b: IdMap<u64, u64> = IdMap::default();
+        for (&(g, p), &n) in &self.pairs {
+            *a.entry(g).or_insert(0) += n;
+            *b.entry(p).or_insert(0) += n;
+        }
+        (a, b)
+    }
+}
+
+fn count_runs<G: Label, P: Label>(gt: &[G], pred: &[P]) -> IdMap<(u64, u64), u64> {
+    let mut map: IdMap<(u64, u64), u64> = IdMap::default();
+    let mut iter = gt.iter().zip(pred);
+    let Some((&g0, &p0)) = iter.next() else {
+        return map;
+    };
+    let (mut g, mut p, mut run) = (g0, p0, 1u64);
+    for (&gi, &pi) in iter {
+        if gi == g && pi == p {
+            run += 1;
+        } else {
+            *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
+            (g, p, run) = (gi, pi, 1);
+        }
+    }
+    *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
+    map
+}
