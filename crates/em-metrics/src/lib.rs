@@ -16,11 +16,15 @@
 //! ```
 
 mod contingency;
+mod erl;
 mod error;
 mod semantic;
+mod skeleton;
 mod voxel;
 
 pub use contingency::{Contingency, IdHasher, IdMap};
+pub use erl::{erl, EdgeStats, ErlReport};
 pub use error::{MetricsError, Result};
 pub use semantic::{binary_scores, class_scores, match_instances, ClassScores, InstanceMatching};
+pub use skeleton::{Node, Skeletons};
 pub use voxel::VoxelMetrics;

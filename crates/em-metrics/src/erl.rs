@@ -1,0 +1,187 @@
+//! Expected run length (ERL) and its normalised and merge-tolerant variants, as
+//! funlib.evaluate and BANIS compute them, plus VOI over skeleton nodes.
+//!
+//! A prediction segment that holds nodes of two or more skeletons is a *merger* (segment 0
+//! included). Each skeleton edge is *omitted* if an end lies in segment 0, a *split* if its
+//! ends lie in different segments, *merged* if both lie in one merger, else *correct*. With
+//! `c` the summed length (nm) of the correct edges of a skeleton inside one segment and `L`
+//! the total edge length of all skeletons, ERL = Σ c² / L over (skeleton, segment) pairs;
+//! max ERL is the same with the ground truth as prediction (Σ Lₛ² / L) and NERL = ERL / max
+//! ERL. The merge-tolerant variant with threshold k ignores (skeleton, segment) pairs of at
+//! most k nodes when it looks for mergers (k = ∞: no segment is a merger). Sums are f64;
+//! funlib sums in f32, so its values differ from these in the 7th digit.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::contingency::{Contingency, IdMap};
+use crate::skeleton::Skeletons;
+use crate::{MetricsError, Result};
+
+/// Edge counts by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EdgeStats {
+    /// An end in segment 0.
+    pub omitted: u64,
+    /// Ends in different segments.
+    pub split: u64,
+    /// Both ends in a merging segment.
+    pub merged: u64,
+    /// Neither.
+    pub correct: u64,
+}
+
+/// Every skeleton number of one prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErlReport {
+    /// Expected run length (nm).
+    pub erl: f64,
+    /// ERL of a perfect prediction (nm).
+    pub max_erl: f64,
+    /// `erl / max_erl`.
+    pub nerl: f64,
+    /// Total skeleton edge length (nm).
+    pub total_length: f64,
+    /// Skeletons that share a segment with another skeleton (segment 0 counts).
+    pub n_mergers: u64,
+    /// As `n_mergers`, counting only non-zero segments.
+    pub n_non0_mergers: u64,
+    /// Split edges.
+    pub n_splits: u64,
+    /// Edge counts.
+    pub edges: EdgeStats,
+    /// Ids of the merging segments, ascending.
+    pub merging_segments: Vec<u64>,
+    /// NERL with merge threshold k, for each requested k (`None`: ∞), in request order.
+    pub adapted_nerl: Vec<(Option<u64>, f64)>,
+    /// VOI over nodes: H(prediction | skeleton) (prediction 0 is an ordinary segment).
+    pub node_voi_split: f64,
+    /// H(skeleton | prediction) over nodes.
+    pub node_voi_merge: f64,
+    /// Nodes evaluated.
+    pub nodes: u64,
+}
+
+/// Computes ERL, NERL, edge statistics, merge-tolerant NERL for each threshold in
+/// `merge_thresholds` (`None` = ∞) and node VOI, from the prediction id of every node
+/// (`pred[i]` for `skeletons.nodes[i]`, e.g. from [`Skeletons::lookup`]).
+///
+/// # Errors
+/// [`MetricsError::InvalidParameter`] when `pred` does not have one id per node;
+/// [`MetricsError::BadSkeleton`] when the skeletons have no edge length at all.
+pub fn erl(skeletons: &Skeletons, pred: &[u64], merge_thresholds: &[Option<u64>]) -> Result<ErlReport> {
+    if pred.len() != skeletons.nodes.len() {
+        return Err(MetricsError::InvalidParameter {
+            name: "prediction ids",
+            reason: format!("{} ids for {} nodes", pred.len(), skeletons.nodes.len()),
+        });
+    }
+    let skel: Vec<u64> = skeletons.nodes.iter().map(|n| n.skeleton).collect();
+    // Nodes per (skeleton, segment).
+    let mut pair_nodes: IdMap<(u64, u64), u64> = IdMap::default();
+    for (&s, &p) in skel.iter().zip(pred) {
+        *pair_nodes.entry((s, p)).or_insert(0) += 1;
+    }
+    let lengths: Vec<f64> = skeletons
+        .edges
+        .iter()
+        .map(|&(a, b)| {
+            let (u, v) = (skeletons.nodes[a].position_nm, skeletons.nodes[b].position_nm);
+            ((u[0] - v[0]).powi(2) + (u[1] - v[1]).powi(2) + (u[2] - v[2]).powi(2)).sqrt()
+        })
+        .collect();
+    let total_length: f64 = lengths.iter().sum();
+    if total_length <= 0.0 {
+        return Err(MetricsError::BadSkeleton {
+            source_name: "skeletons".into(),
+            reason: "no edge of positive length; ERL is undefined".into(),
+        });
+    }
+    let mut per_skeleton: HashMap<u64, f64> = HashMap::new();
+    for (&(a, _), &l) in skeletons.edges.iter().zip(&lengths) {
+        *per_skeleton.entry(skel[a]).or_insert(0.0) += l;
+    }
+    let max_erl = per_skeleton.values().map(|l| l * l).sum::<f64>() / total_length;
+
+    let mergers = |k: Option<u64>| -> IdMap<u64, Vec<u64>> {
+        // Segment → skeletons present with more than k nodes.
+        let mut seen: IdMap<u64, Vec<u64>> = IdMap::default();
+        if k.is_none() {
+            return seen;
+        }
+        let k = k.unwrap_or(0);
+        for (&(s, p), &n) in &pair_nodes {
+            if n > k {
+                seen.entry(p).or_default().push(s);
+            }
+        }
+        seen.retain(|_, v| v.len() >= 2);
+        seen
+    };
+    let run = |merging: &IdMap<u64, Vec<u64>>| -> (f64, EdgeStats) {
+        let mut correct: IdMap<(u64, u64), f64> = IdMap::default();
+        let mut stats = EdgeStats::default();
+        for (&(a, b), &l) in skeletons.edges.iter().zip(&lengths) {
+            let (pa, pb) = (pred[a], pred[b]);
+            if pa == 0 || pb == 0 {
+                stats.omitted += 1;
+            } else if pa != pb {
+                stats.split += 1;
+            } else if merging.contains_key(&pa) {
+                stats.merged += 1;
+            } else {
+                stats.correct += 1;
+                *correct.entry((skel[a], pa)).or_insert(0.0) += l;
+            }
+        }
+        (correct.values().map(|c| c * c).sum::<f64>() / total_length, stats)
+    };
+    let merging = mergers(Some(0));
+    let (erl, edges) = run(&merging);
+    let mut merged_skeletons: Vec<u64> = merging.values().flatten().copied().collect();
+    merged_skeletons.sort_unstable();
+    merged_skeletons.dedup();
+    let mut non0: Vec<u64> = merging
+        .iter()
+        .filter(|(&p, _)| p != 0)
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    non0.sort_unstable();
+    non0.dedup();
+    let mut merging_segments: Vec<u64> = merging.keys().copied().collect();
+    merging_segments.sort_unstable();
+    let adapted_nerl = merge_thresholds
+        .iter()
+        .map(|&k| (k, run(&mergers(k)).0 / max_erl))
+        .collect();
+    // Node VOI: skeletons as ground truth, renamed 1..S so that none reads as unlabelled.
+    let mut dense: IdMap<u64, u64> = IdMap::default();
+    let nodes_gt: Vec<u64> = skel
+        .iter()
+        .map(|&s| {
+            let next = dense.len() as u64 + 1;
+            *dense.entry(s).or_insert(next)
+        })
+        .collect();
+    let table = Contingency::from_slices(&nodes_gt, pred);
+    let (node_voi_split, node_voi_merge) = match crate::VoxelMetrics::from_contingency(&table) {
+        Ok(m) => (m.voi_split, m.voi_merge),
+        Err(_) => (0.0, 0.0),
+    };
+    Ok(ErlReport {
+        erl,
+        max_erl,
+        nerl: erl / max_erl,
+        total_length,
+        n_mergers: merged_skeletons.len() as u64,
+        n_non0_mergers: non0.len() as u64,
+        n_splits: edges.split,
+        edges,
+        merging_segments,
+        adapted_nerl,
+        node_voi_split,
+        node_voi_merge,
+        nodes: pred.len() as u64,
+    })
+}
