@@ -2,6 +2,7 @@
 //! library function per subcommand and reports; the work lives in the library crates.
 
 mod decode;
+mod evaluate;
 mod info;
 mod progress;
 mod unbuilt;
@@ -27,12 +28,12 @@ enum Command {
     Info(info::InfoArgs),
     /// Affinities → segmentation by connected components (BANIS semantics).
     Decode(decode::DecodeArgs),
-    /// VOI, adapted Rand, IoU/Dice of a segmentation against ground truth (not built yet).
-    Evaluate(unbuilt::Rest),
-    /// ERL/NERL of a segmentation against skeletons (not built yet).
-    EvaluateSkeletons(unbuilt::Rest),
-    /// Decode at several thresholds and report NERL/VOI of each (not built yet).
-    Tune(unbuilt::Rest),
+    /// VOI, adapted Rand, IoU/Dice and instance matching against ground-truth labels.
+    Evaluate(evaluate::EvaluateArgs),
+    /// ERL/NERL (and merge-tolerant NERL) of a segmentation against skeletons.
+    EvaluateSkeletons(evaluate::SkeletonArgs),
+    /// Decode at several thresholds and report NERL/VOI of each and the best.
+    Tune(evaluate::TuneArgs),
     /// Apply an augmentation preset and write PNG montages (not built yet).
     Augment(unbuilt::Rest),
     /// Model summary, weight import and single forward passes (not built yet).
@@ -54,9 +55,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Decode(args) => decode::run(&args),
-        Command::Evaluate(_) => unbuilt::fail("evaluate", 4),
-        Command::EvaluateSkeletons(_) => unbuilt::fail("evaluate-skeletons", 4),
-        Command::Tune(_) => unbuilt::fail("tune", 4),
+        Command::Evaluate(args) => evaluate::evaluate(&args),
+        Command::EvaluateSkeletons(args) => evaluate::evaluate_skeletons(&args),
+        Command::Tune(args) => evaluate::tune(&args),
         Command::Augment(_) => unbuilt::fail("augment", 6),
         Command::Model(_) => unbuilt::fail("model", 5),
         Command::Train(_) => unbuilt::fail("train", 8),

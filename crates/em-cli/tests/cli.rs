@@ -113,13 +113,7 @@ fn bad_input_is_a_clear_error_with_status_1() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for (cmd, issue) in [
-        ("tune", 4),
-        ("evaluate", 4),
-        ("train", 8),
-        ("model", 5),
-        ("slurm", 10),
-    ] {
+    for (cmd, issue) in [("augment", 6), ("train", 8), ("model", 5), ("slurm", 10)] {
         let out = em(&[cmd, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -326,4 +320,154 @@ fn decode_block_by_block_matches_in_memory() {
     let want = want.into_typed::<u32>().unwrap();
     assert_eq!(got[[5, 9, 17]], u64::from(want[[5, 4, 8]]));
     assert_eq!(got[[31, 63, 62]], u64::from(want[[31, 31, 31]]));
+}
+
+fn metrics_fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../em-metrics/tests/fixtures/shared")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn evaluate_prints_funlib_numbers() {
+    let o = em(&[
+        "evaluate",
+        "--gt",
+        &metrics_fixture("m1_funlib_1x1x11_gt.npy"),
+        "--pred",
+        &metrics_fixture("m1_funlib_1x1x11_pred.npy"),
+        "--json",
+    ]);
+    let v = json(&o);
+    assert!((v["voi_split"].as_f64().unwrap() - 0.6140806820148608).abs() < 1e-12);
+    assert!((v["arand"].as_f64().unwrap() - 0.4).abs() < 1e-12);
+    for k in [
+        "voi_merge",
+        "rand_split",
+        "rand_merge",
+        "nvi_split",
+        "nid",
+        "iou",
+        "dice",
+        "instance_f1",
+        "seconds",
+    ] {
+        assert!(v[k].is_number(), "{k} missing");
+    }
+    // Human output and bad input.
+    let o = em(&[
+        "evaluate",
+        "--gt",
+        &metrics_fixture("m1_funlib_1x1x11_gt.npy"),
+        "--pred",
+        &metrics_fixture("m1_funlib_1x1x11_pred.npy"),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("VOI split 0.6141"));
+    let o = em(&[
+        "evaluate",
+        "--gt",
+        &metrics_fixture("m1_funlib_1x1x11_gt.npy"),
+        "--pred",
+        &decode_fixture("c1_32_seg_thr0.5.npy"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("shape"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn evaluate_skeletons_and_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two straight skeletons through the 32³ BANIS fixture volume.
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for (s, &(y, x)) in [(5u64, 5u64), (20, 25)].iter().enumerate() {
+        for z in 0..32u64 {
+            let id = s as u64 * 100 + z;
+            nodes.push(
+                serde_json::json!({"id": id, "skeleton": s as u64 + 1, "position": [z, y, x]}),
+            );
+            if z > 0 {
+                edges.push(serde_json::json!([id - 1, id]));
+            }
+        }
+    }
+    let skel = dir.path().join("skel.json");
+    std::fs::write(
+        &skel,
+        serde_json::json!({"nodes": nodes, "edges": edges}).to_string(),
+    )
+    .unwrap();
+    let o = em(&[
+        "evaluate-skeletons",
+        "--skeletons",
+        skel.to_str().unwrap(),
+        "--pred",
+        &decode_fixture("c1_32_seg_thr0.5.npy"),
+        "--voxel-size",
+        "40,4,4",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert!((v["total_length"].as_f64().unwrap() - 2.0 * 31.0 * 40.0).abs() < 1e-9);
+    let nerl = v["nerl"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&nerl));
+    for k in [
+        "erl",
+        "max_erl",
+        "nerl_5",
+        "nerl_20",
+        "nerl_100",
+        "nerl_inf",
+        "n_mergers",
+        "n_splits",
+        "node_voi_split",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing");
+    }
+    // Tune over three thresholds: one row each, the best is the highest NERL.
+    let o = em(&[
+        "tune",
+        "--affinities",
+        &decode_fixture("c1_32_aff_fwd.npy"),
+        "--skeletons",
+        skel.to_str().unwrap(),
+        "--gt",
+        &decode_fixture("c1_32_seg_thr0.5.npy"),
+        "--thresholds",
+        "0.3:0.7:0.2",
+        "--json",
+    ]);
+    let v = json(&o);
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let best = rows
+        .iter()
+        .map(|r| r["nerl"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(v["best"]["nerl"].as_f64().unwrap(), best);
+    // At 0.5 the decode equals the ground truth used here: VOI 0.
+    assert!(rows[1]["voi"].as_f64().unwrap().abs() < 1e-12);
+    let o = em(&["tune", "--affinities", &decode_fixture("c1_32_aff_fwd.npy")]);
+    assert_eq!(o.status.code(), Some(1));
+    // A node outside the volume is named.
+    std::fs::write(
+        &skel,
+        r#"{"nodes": [{"id": 4, "skeleton": 1, "position": [40, 0, 0]}], "edges": []}"#,
+    )
+    .unwrap();
+    let o = em(&[
+        "evaluate-skeletons",
+        "--skeletons",
+        skel.to_str().unwrap(),
+        "--pred",
+        &decode_fixture("c1_32_seg_thr0.5.npy"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("node 4"));
 }

@@ -88,6 +88,40 @@ impl Contingency {
         }
     }
 
+    /// Counts the pairs of two chunked volumes block by block (blocks of the ground truth's
+    /// chunks), so neither volume is ever in memory whole.
+    ///
+    /// # Errors
+    /// Shape mismatch, non-integer volumes, storage errors.
+    pub fn from_volumes(
+        gt: &dyn em_core::ChunkedVolume,
+        pred: &dyn em_core::ChunkedVolume,
+        progress: &dyn em_core::Progress,
+    ) -> Result<Self> {
+        use em_core::ChunkedVolumeExt;
+        if gt.shape() != pred.shape() || gt.ndim() != 3 {
+            return Err(MetricsError::ShapeMismatch {
+                gt: gt.shape().iter().map(|&n| n as usize).collect(),
+                pred: pred.shape().iter().map(|&n| n as usize).collect(),
+            });
+        }
+        let grid = gt.chunk_grid(&[0, 0, 0])?;
+        progress.start("counting label pairs", grid.num_blocks());
+        let mut total = Self::default();
+        for block in grid.iter() {
+            let (g, _) = em_core::to_labels_and_mask::<u64>(&gt.read_roi(&block.core)?)?;
+            let p = em_core::to_labels::<u64>(&pred.read_roi(&block.core)?)?;
+            let (g, p) = (g.as_standard_layout(), p.as_standard_layout());
+            total.merge(&Self::from_slices(
+                g.as_slice().unwrap_or(&[]),
+                p.as_slice().unwrap_or(&[]),
+            ));
+            progress.advance(1);
+        }
+        progress.finish();
+        Ok(total)
+    }
+
     /// Adds another table (e.g. of another block of the same volumes).
     pub fn merge(&mut self, other: &Contingency) {
         for (&k, &v) in &other.pairs {

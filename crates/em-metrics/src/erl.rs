@@ -70,7 +70,11 @@ pub struct ErlReport {
 /// # Errors
 /// [`MetricsError::InvalidParameter`] when `pred` does not have one id per node;
 /// [`MetricsError::BadSkeleton`] when the skeletons have no edge length at all.
-pub fn erl(skeletons: &Skeletons, pred: &[u64], merge_thresholds: &[Option<u64>]) -> Result<ErlReport> {
+pub fn erl(
+    skeletons: &Skeletons,
+    pred: &[u64],
+    merge_thresholds: &[Option<u64>],
+) -> Result<ErlReport> {
     if pred.len() != skeletons.nodes.len() {
         return Err(MetricsError::InvalidParameter {
             name: "prediction ids",
@@ -87,7 +91,10 @@ pub fn erl(skeletons: &Skeletons, pred: &[u64], merge_thresholds: &[Option<u64>]
         .edges
         .iter()
         .map(|&(a, b)| {
-            let (u, v) = (skeletons.nodes[a].position_nm, skeletons.nodes[b].position_nm);
+            let (u, v) = (
+                skeletons.nodes[a].position_nm,
+                skeletons.nodes[b].position_nm,
+            );
             ((u[0] - v[0]).powi(2) + (u[1] - v[1]).powi(2) + (u[2] - v[2]).powi(2)).sqrt()
         })
         .collect();
@@ -135,7 +142,10 @@ pub fn erl(skeletons: &Skeletons, pred: &[u64], merge_thresholds: &[Option<u64>]
                 *correct.entry((skel[a], pa)).or_insert(0.0) += l;
             }
         }
-        (correct.values().map(|c| c * c).sum::<f64>() / total_length, stats)
+        (
+            correct.values().map(|c| c * c).sum::<f64>() / total_length,
+            stats,
+        )
     };
     let merging = mergers(Some(0));
     let (erl, edges) = run(&merging);

@@ -65,7 +65,12 @@ impl Skeletons {
             if index.insert(n.id, i).is_some() {
                 return Err(bad(format!("node id {} appears twice", n.id)));
             }
-            if !n.position.iter().chain(&n.position_nm).all(|v| v.is_finite()) {
+            if !n
+                .position
+                .iter()
+                .chain(&n.position_nm)
+                .all(|v| v.is_finite())
+            {
                 return Err(bad(format!(
                     "node {} has a non-finite position {:?} / {:?} nm",
                     n.id, n.position, n.position_nm
@@ -76,7 +81,9 @@ impl Skeletons {
         for &[a, b] in edges {
             let (Some(&i), Some(&j)) = (index.get(&a), index.get(&b)) else {
                 let missing = if index.contains_key(&a) { b } else { a };
-                return Err(bad(format!("edge [{a}, {b}] names node {missing}, which does not exist")));
+                return Err(bad(format!(
+                    "edge [{a}, {b}] names node {missing}, which does not exist"
+                )));
             };
             if i == j {
                 return Err(bad(format!("edge [{a}, {b}] links a node to itself")));
@@ -110,9 +117,11 @@ impl Skeletons {
                 id: n.id,
                 skeleton: n.skeleton,
                 position: n.position,
-                position_nm: n
-                    .position_nm
-                    .unwrap_or([n.position[0] * vs[0], n.position[1] * vs[1], n.position[2] * vs[2]]),
+                position_nm: n.position_nm.unwrap_or([
+                    n.position[0] * vs[0],
+                    n.position[1] * vs[1],
+                    n.position[2] * vs[2],
+                ]),
             })
             .collect();
         Self::new(nodes, &parsed.edges, source_name)
@@ -143,7 +152,10 @@ impl Skeletons {
     pub fn read(path: impl AsRef<Path>, voxel_size: VoxelSize) -> Result<Self> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let io = |source| MetricsError::Io { path: name.clone(), source };
+        let io = |source| MetricsError::Io {
+            path: name.clone(),
+            source,
+        };
         if path.is_dir() {
             let mut files: Vec<_> = std::fs::read_dir(path)
                 .map_err(io)?
@@ -164,14 +176,23 @@ impl Skeletons {
                     source,
                 })?;
                 // Node ids of file k are k·2^32 + SWC id: unique across files.
-                let (n, e) = parse_swc(&text, k as u64 + 1, (k as u64) << 32, voxel_size, &file.display().to_string())?;
+                let (n, e) = parse_swc(
+                    &text,
+                    k as u64 + 1,
+                    (k as u64) << 32,
+                    voxel_size,
+                    &file.display().to_string(),
+                )?;
                 nodes.extend(n);
                 edges.extend(e);
             }
             return Self::new(nodes, &edges, &name);
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("swc")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("swc"))
+        {
             Self::from_swc(&text, 1, 0, voxel_size, &name)
         } else {
             Self::from_json(&text, voxel_size, &name)
@@ -243,7 +264,9 @@ impl Skeletons {
         keys.sort_unstable();
         for key in keys {
             let start: Vec<u64> = (0..3).map(|a| key[a] * chunk[a]).collect();
-            let end: Vec<u64> = (0..3).map(|a| (start[a] + chunk[a]).min(pred.shape()[a])).collect();
+            let end: Vec<u64> = (0..3)
+                .map(|a| (start[a] + chunk[a]).min(pred.shape()[a]))
+                .collect();
             let roi = Roi::from_ranges(&[start[0]..end[0], start[1]..end[1], start[2]..end[2]]);
             let block = em_core::to_labels::<u64>(&pred.read_roi(&roi)?)?;
             for &i in &by_chunk[&key] {
@@ -278,7 +301,10 @@ fn parse_swc(
         }
         let bad = |what: &str| MetricsError::BadSkeleton {
             source_name: source_name.to_string(),
-            reason: format!("line {}: {what}: {line:?} (SWC: id type x y z radius parent)", line_no + 1),
+            reason: format!(
+                "line {}: {what}: {line:?} (SWC: id type x y z radius parent)",
+                line_no + 1
+            ),
         };
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 7 {
@@ -290,7 +316,9 @@ fn parse_swc(
             .map(|s| s.parse::<f64>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| bad("coordinate is not a number"))?;
-        let parent: i64 = f[6].parse().map_err(|_| bad("parent is not a whole number"))?;
+        let parent: i64 = f[6]
+            .parse()
+            .map_err(|_| bad("parent is not a whole number"))?;
         let nm = [coords[2], coords[1], coords[0]];
         nodes.push(Node {
             id: id + id_offset,

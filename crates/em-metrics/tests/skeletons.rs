@@ -12,19 +12,35 @@ fn fixtures() -> PathBuf {
 
 /// The shared hand case: its own JSON layout (node, id = skeleton, index/nm positions, pred_id).
 fn hand_case() -> (Skeletons, Vec<u64>) {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("shared/e1_hand_skeleton.json")).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("shared/e1_hand_skeleton.json")).unwrap(),
+    )
+    .unwrap();
     let mut nodes = Vec::new();
     let mut pred = Vec::new();
     for n in v["nodes"].as_array().unwrap() {
         let p = |k: &str| -> [f64; 3] {
             let a = n[k].as_array().unwrap();
-            [a[0].as_f64().unwrap(), a[1].as_f64().unwrap(), a[2].as_f64().unwrap()]
+            [
+                a[0].as_f64().unwrap(),
+                a[1].as_f64().unwrap(),
+                a[2].as_f64().unwrap(),
+            ]
         };
-        nodes.push(Node { id: n["node"].as_u64().unwrap(), skeleton: n["id"].as_u64().unwrap(), position: p("index_position"), position_nm: p("nm_position") });
+        nodes.push(Node {
+            id: n["node"].as_u64().unwrap(),
+            skeleton: n["id"].as_u64().unwrap(),
+            position: p("index_position"),
+            position_nm: p("nm_position"),
+        });
         pred.push(n["pred_id"].as_u64().unwrap());
     }
-    let edges: Vec<[u64; 2]> = v["edges"].as_array().unwrap().iter().map(|e| [e[0].as_u64().unwrap(), e[1].as_u64().unwrap()]).collect();
+    let edges: Vec<[u64; 2]> = v["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| [e[0].as_u64().unwrap(), e[1].as_u64().unwrap()])
+        .collect();
     (Skeletons::new(nodes, &edges, "e1").unwrap(), pred)
 }
 
@@ -32,26 +48,53 @@ fn hand_case() -> (Skeletons, Vec<u64>) {
 fn hand_case_exact() {
     let (s, pred) = hand_case();
     let r = erl(&s, &pred, &[Some(5), Some(20), Some(100), None]).unwrap();
-    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{what}: {a} vs {b}");
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(
+            (a - b).abs() < 1e-12 * b.abs().max(1.0),
+            "{what}: {a} vs {b}"
+        )
+    };
     close(r.erl, 120.0 / 7.0, "erl");
     close(r.max_erl, 270.0 / 7.0, "max_erl");
     close(r.nerl, 4.0 / 9.0, "nerl");
     close(r.total_length, 140.0, "total length");
-    assert_eq!((r.edges.omitted, r.edges.split, r.edges.merged, r.edges.correct), (2, 1, 3, 8));
+    assert_eq!(
+        (
+            r.edges.omitted,
+            r.edges.split,
+            r.edges.merged,
+            r.edges.correct
+        ),
+        (2, 1, 3, 8)
+    );
     assert_eq!(r.merging_segments, vec![9]);
     let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("shared/erl_cases.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixtures().join("shared/erl_cases.json")).unwrap())
+            .unwrap();
     let f = &cases["e1_hand"]["funlib_banis"];
     assert_eq!(r.n_mergers, f["n_mergers"].as_u64().unwrap());
     assert_eq!(r.n_non0_mergers, f["n_non0_mergers"].as_u64().unwrap());
     assert_eq!(r.n_splits, f["n_splits"].as_u64().unwrap());
     // funlib sums in f32: agreement to 1e-6 relative.
-    let rel = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-6 * b.abs(), "{what}: {a} vs {b}");
+    let rel =
+        |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-6 * b.abs(), "{what}: {a} vs {b}");
     rel(r.erl, f["erl"].as_f64().unwrap(), "funlib erl");
     rel(r.nerl, f["nerl"].as_f64().unwrap(), "funlib nerl");
-    rel(r.node_voi_split, f["node_voi_split"].as_f64().unwrap(), "node voi split");
-    rel(r.node_voi_merge, f["node_voi_merge"].as_f64().unwrap(), "node voi merge");
-    for ((k, nerl), key) in r.adapted_nerl.iter().zip(["nerl_5", "nerl_20", "nerl_100", "nerl_inf"]) {
+    rel(
+        r.node_voi_split,
+        f["node_voi_split"].as_f64().unwrap(),
+        "node voi split",
+    );
+    rel(
+        r.node_voi_merge,
+        f["node_voi_merge"].as_f64().unwrap(),
+        "node voi merge",
+    );
+    for ((k, nerl), key) in r
+        .adapted_nerl
+        .iter()
+        .zip(["nerl_5", "nerl_20", "nerl_100", "nerl_inf"])
+    {
         rel(*nerl, f[key].as_f64().unwrap(), &format!("{key} ({k:?})"));
     }
 }
@@ -77,13 +120,30 @@ fn json_and_swc_readers_and_their_errors() {
     assert_eq!(s.nodes[0].position_nm, [40.0, 8.0, 12.0]);
     assert_eq!(s.edges, vec![(0, 1)]);
     for (bad, needle) in [
-        (r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}], "edges": [[0, 5]]}"#, "node 5, which does not exist"),
-        (r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}, {"id": 0, "skeleton": 1, "position": [1,0,0]}], "edges": []}"#, "node id 0 appears twice"),
-        (r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}, {"id": 1, "skeleton": 2, "position": [1,0,0]}], "edges": [[0, 1]]}"#, "joins skeletons 1 and 2"),
-        (r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0], "colour": 3}], "edges": []}"#, "colour"),
-        (r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0], "position_nm": [1e400, 0, 0]}], "edges": []}"#, "x.json"),
+        (
+            r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}], "edges": [[0, 5]]}"#,
+            "node 5, which does not exist",
+        ),
+        (
+            r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}, {"id": 0, "skeleton": 1, "position": [1,0,0]}], "edges": []}"#,
+            "node id 0 appears twice",
+        ),
+        (
+            r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0]}, {"id": 1, "skeleton": 2, "position": [1,0,0]}], "edges": [[0, 1]]}"#,
+            "joins skeletons 1 and 2",
+        ),
+        (
+            r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0], "colour": 3}], "edges": []}"#,
+            "colour",
+        ),
+        (
+            r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0,0,0], "position_nm": [1e400, 0, 0]}], "edges": []}"#,
+            "x.json",
+        ),
     ] {
-        let e = Skeletons::from_json(bad, vs, "x.json").unwrap_err().to_string();
+        let e = Skeletons::from_json(bad, vs, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(needle), "{e}");
     }
     // SWC: x y z in nm; a directory holds one skeleton per file.
@@ -95,9 +155,16 @@ fn json_and_swc_readers_and_their_errors() {
     assert_eq!(s.nodes.len(), 6);
     assert_eq!(s.nodes[0].position, [2.0, 2.0, 3.0]);
     std::fs::write(dir.path().join("bad.swc"), "1 0 12 8\n").unwrap();
-    let e = Skeletons::read(dir.path().join("bad.swc"), vs).unwrap_err().to_string();
-    assert!(e.contains("line 1") && e.contains("fewer than 7 fields"), "{e}");
-    let e = Skeletons::read(dir.path().join("missing.json"), vs).unwrap_err().to_string();
+    let e = Skeletons::read(dir.path().join("bad.swc"), vs)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 1") && e.contains("fewer than 7 fields"),
+        "{e}"
+    );
+    let e = Skeletons::read(dir.path().join("missing.json"), vs)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.json"), "{e}");
 }
 
@@ -108,11 +175,18 @@ fn node_lookup_in_memory_and_chunked_and_outside() {
     let json = r#"{"nodes": [{"id": 0, "skeleton": 1, "position": [0, 1, 2]},
                               {"id": 1, "skeleton": 1, "position": [3, 3, 3.4]}], "edges": [[0, 1]]}"#;
     let s = Skeletons::from_json(json, vs, "s").unwrap();
-    let pred = ndarray::Array3::<u32>::from_shape_fn((4, 4, 4), |(z, y, x)| (z * 16 + y * 4 + x) as u32);
+    let pred =
+        ndarray::Array3::<u32>::from_shape_fn((4, 4, 4), |(z, y, x)| (z * 16 + y * 4 + x) as u32);
     assert_eq!(s.lookup(pred.view()).unwrap(), vec![6, 63]);
-    let vol = InMemoryVolume::new(AnyArray::from(pred.clone().into_dyn()), "pred").with_chunk_shape(&[2, 2, 2]).unwrap();
+    let vol = InMemoryVolume::new(AnyArray::from(pred.clone().into_dyn()), "pred")
+        .with_chunk_shape(&[2, 2, 2])
+        .unwrap();
     assert_eq!(s.lookup_volume(&vol).unwrap(), vec![6, 63]);
     let far = r#"{"nodes": [{"id": 9, "skeleton": 1, "position": [0, 7, 2]}], "edges": []}"#;
-    let e = Skeletons::from_json(far, vs, "s").unwrap().lookup(pred.view()).unwrap_err().to_string();
+    let e = Skeletons::from_json(far, vs, "s")
+        .unwrap()
+        .lookup(pred.view())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("node 9") && e.contains("[4, 4, 4]"), "{e}");
 }

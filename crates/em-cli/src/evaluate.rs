@@ -1,0 +1,352 @@
+//! `em evaluate`, `em evaluate-skeletons` and `em tune`: segmentation quality against
+//! ground-truth labels or skeletons.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use em_core::{AnyArray, EdgeStorage, Progress, VoxelSize};
+use em_decode::{affinity_cc_any, CcParams};
+use em_metrics::{
+    binary_scores, erl, match_instances, Contingency, ErlReport, Skeletons, VoxelMetrics,
+};
+use serde_json::{json, Map, Value};
+
+use crate::progress::Bar;
+
+/// Arguments of `em evaluate`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct EvaluateArgs {
+    /// Ground-truth labels (0 and −1 are unlabelled and ignored).
+    #[arg(long)]
+    gt: PathBuf,
+    /// Predicted segmentation (0 is an ordinary segment, as in funlib.evaluate).
+    #[arg(long)]
+    pred: PathBuf,
+    /// IoU a ground-truth and a predicted instance need to match (strictly more).
+    #[arg(long, default_value_t = 0.5)]
+    iou_threshold: f64,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `em evaluate-skeletons`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SkeletonArgs {
+    /// Skeleton JSON (ARCHITECTURE.md), one .swc file, or a directory of .swc files.
+    #[arg(long)]
+    skeletons: PathBuf,
+    /// Predicted segmentation.
+    #[arg(long)]
+    pred: PathBuf,
+    /// Voxel size z,y,x in nm (positions_nm default to position × this; SWC nm → voxels).
+    #[arg(long, value_parser = voxel_size, default_value = "1,1,1")]
+    voxel_size: VoxelSize,
+    /// Merge thresholds k for merge-tolerant NERL (`inf` allowed); reported as `nerl_K`.
+    #[arg(long, value_delimiter = ',', default_value = "5,20,100,inf")]
+    merge_threshold: Vec<String>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `em tune`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TuneArgs {
+    /// Affinities `(C, Z, Y, X)` (float32, float16 or uint8).
+    #[arg(long)]
+    affinities: PathBuf,
+    /// Skeletons (JSON, .swc or a directory of .swc) to score each threshold by NERL.
+    #[arg(long)]
+    skeletons: Option<PathBuf>,
+    /// Ground-truth labels to score each threshold by VOI / adapted Rand.
+    #[arg(long)]
+    gt: Option<PathBuf>,
+    /// Thresholds: a list `0.5,0.7` or a range `start:stop:step` (stop included); default
+    /// BANIS's sigmoid(0.2k), k = −1..11.
+    #[arg(long)]
+    thresholds: Option<String>,
+    /// Which voxel holds an edge's value.
+    #[arg(long, default_value = "source")]
+    storage: EdgeStorage,
+    /// Channels to use.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    channels: Vec<usize>,
+    /// Voxel size z,y,x in nm, for skeleton lengths.
+    #[arg(long, value_parser = voxel_size, default_value = "1,1,1")]
+    voxel_size: VoxelSize,
+    /// Worker threads for decoding.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn voxel_size(s: &str) -> Result<VoxelSize, String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{p:?} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let [z, y, x] = v.as_slice() else {
+        return Err(format!("{s:?}: give z,y,x, e.g. 40,4,4"));
+    };
+    VoxelSize::new([*z, *y, *x]).map_err(|e| e.to_string())
+}
+
+fn merge_thresholds(list: &[String]) -> anyhow::Result<Vec<Option<u64>>> {
+    list.iter()
+        .map(|k| match k.trim() {
+            "inf" | "∞" => Ok(None),
+            n => n
+                .parse()
+                .map(Some)
+                .with_context(|| format!("merge threshold {n:?}: a whole number or inf")),
+        })
+        .collect()
+}
+
+fn key(k: Option<u64>) -> String {
+    k.map_or("nerl_inf".into(), |k| format!("nerl_{k}"))
+}
+
+/// Contingency of two volumes: in memory for small ones, chunk by chunk for zarr/HDF5.
+fn contingency(gt: &PathBuf, pred: &PathBuf, bar: &Bar) -> anyhow::Result<Contingency> {
+    let g = em_io::open(gt)?;
+    let p = em_io::open(pred)?;
+    Contingency::from_volumes(g.as_ref(), p.as_ref(), bar)
+        .with_context(|| format!("comparing {} with {}", gt.display(), pred.display()))
+}
+
+fn voxel_json(m: &VoxelMetrics, table: &Contingency, iou_threshold: f64) -> Map<String, Value> {
+    let b = binary_scores(table);
+    let inst = match_instances(table, iou_threshold);
+    let mut o = match serde_json::to_value(m) {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    for (k, v) in [
+        ("iou", b.iou),
+        ("dice", b.dice),
+        ("precision", b.precision),
+        ("recall", b.recall),
+        ("instance_precision", inst.precision),
+        ("instance_recall", inst.recall),
+        ("instance_f1", inst.f1),
+        ("mean_matched_iou", inst.mean_matched_iou),
+    ] {
+        o.insert(k.into(), json!(v));
+    }
+    o.insert("n_matched".into(), json!(inst.matches.len()));
+    o.insert("gt_instances".into(), json!(inst.gt_instances));
+    o.insert("pred_instances".into(), json!(inst.pred_instances));
+    o.insert("iou_threshold".into(), json!(iou_threshold));
+    o
+}
+
+pub(crate) fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let bar = Bar::new();
+    let table = contingency(&args.gt, &args.pred, &bar)?;
+    let m = VoxelMetrics::from_contingency(&table)
+        .with_context(|| format!("ground truth {}", args.gt.display()))?;
+    let mut o = voxel_json(&m, &table, args.iou_threshold);
+    o.insert("seconds".into(), json!(start.elapsed().as_secs_f64()));
+    if args.json {
+        println!("{}", Value::Object(o));
+    } else {
+        println!(
+            "VOI split {:.4}  merge {:.4}  (sum {:.4})\nadapted Rand error {:.4}  (Rand split {:.4}, merge {:.4})\nforeground IoU {:.4}  Dice {:.4}\ninstances matched at IoU > {}: {} of {} gt / {} pred, F1 {:.4}",
+            m.voi_split, m.voi_merge, m.voi, m.arand, m.rand_split, m.rand_merge,
+            o["iou"].as_f64().unwrap_or(0.0), o["dice"].as_f64().unwrap_or(0.0),
+            args.iou_threshold, o["n_matched"], o["gt_instances"], o["pred_instances"],
+            o["instance_f1"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn erl_json(r: &ErlReport) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("erl".into(), json!(r.erl));
+    o.insert("max_erl".into(), json!(r.max_erl));
+    o.insert("nerl".into(), json!(r.nerl));
+    for (k, v) in &r.adapted_nerl {
+        o.insert(key(*k), json!(v));
+    }
+    o.insert("n_mergers".into(), json!(r.n_mergers));
+    o.insert("n_non0_mergers".into(), json!(r.n_non0_mergers));
+    o.insert("n_splits".into(), json!(r.n_splits));
+    o.insert("n_merging_segments".into(), json!(r.merging_segments.len()));
+    o.insert("edges_omitted".into(), json!(r.edges.omitted));
+    o.insert("edges_split".into(), json!(r.edges.split));
+    o.insert("edges_merged".into(), json!(r.edges.merged));
+    o.insert("edges_correct".into(), json!(r.edges.correct));
+    o.insert("total_length".into(), json!(r.total_length));
+    o.insert("node_voi_split".into(), json!(r.node_voi_split));
+    o.insert("node_voi_merge".into(), json!(r.node_voi_merge));
+    o.insert("nodes".into(), json!(r.nodes));
+    o
+}
+
+pub(crate) fn evaluate_skeletons(args: &SkeletonArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let ks = merge_thresholds(&args.merge_threshold)?;
+    let skeletons = Skeletons::read(&args.skeletons, args.voxel_size)?;
+    let pred = em_io::open(&args.pred)?;
+    let ids = skeletons
+        .lookup_volume(pred.as_ref())
+        .with_context(|| format!("looking up skeleton nodes in {}", args.pred.display()))?;
+    let r = erl(&skeletons, &ids, &ks)?;
+    let mut o = erl_json(&r);
+    o.insert("skeletons".into(), json!(skeletons.num_skeletons()));
+    o.insert("seconds".into(), json!(start.elapsed().as_secs_f64()));
+    if args.json {
+        println!("{}", Value::Object(o));
+    } else {
+        let adapted: Vec<String> = r
+            .adapted_nerl
+            .iter()
+            .map(|(k, v)| format!("{} {v:.4}", key(*k)))
+            .collect();
+        println!(
+            "ERL {:.1} nm of max {:.1} nm: NERL {:.4}  ({})\n{} mergers, {} split edges; edges omitted {}, split {}, merged {}, correct {}",
+            r.erl, r.max_erl, r.nerl, adapted.join(", "), r.n_mergers, r.n_splits,
+            r.edges.omitted, r.edges.split, r.edges.merged, r.edges.correct
+        );
+    }
+    Ok(())
+}
+
+/// BANIS's threshold list: sigmoid(0.2k), k = −1..11.
+fn default_thresholds() -> Vec<f32> {
+    (-1..=11)
+        .map(|k| 1.0 / (1.0 + (-0.2 * k as f64).exp()))
+        .map(|t| t as f32)
+        .collect()
+}
+
+fn parse_thresholds(s: &str) -> anyhow::Result<Vec<f32>> {
+    let bad =
+        || anyhow::anyhow!("--thresholds {s:?}: give a list 0.5,0.7 or a range start:stop:step");
+    if s.contains(':') {
+        let p: Vec<f64> = s
+            .split(':')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad())?;
+        let [a, b, step] = p.as_slice() else {
+            return Err(bad());
+        };
+        anyhow::ensure!(
+            *step > 0.0 && b >= a,
+            "--thresholds {s:?}: step must be positive and stop ≥ start"
+        );
+        let n = ((b - a) / step + 1e-9).floor() as usize;
+        Ok((0..=n).map(|i| (a + i as f64 * step) as f32).collect())
+    } else {
+        s.split(',')
+            .map(|x| x.trim().parse::<f32>().map_err(|_| bad()))
+            .collect()
+    }
+}
+
+pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.skeletons.is_some() || args.gt.is_some(),
+        "give --skeletons (NERL) and/or --gt (VOI) to score the thresholds"
+    );
+    let start = Instant::now();
+    let thresholds = match &args.thresholds {
+        Some(s) => parse_thresholds(s)?,
+        None => default_thresholds(),
+    };
+    let ks = [Some(5), Some(20), Some(100), None];
+    let bar = Bar::new();
+    let aff: AnyArray = em_io::read(&args.affinities)?;
+    let skeletons = match &args.skeletons {
+        Some(p) => Some(Skeletons::read(p, args.voxel_size)?),
+        None => None,
+    };
+    let gt = match &args.gt {
+        Some(p) => Some(em_core::to_labels_and_mask::<u64>(&em_io::read(p)?)?.0),
+        None => None,
+    };
+    bar.start("decoding thresholds", thresholds.len() as u64);
+    let mut rows = Vec::new();
+    for &t in &thresholds {
+        let params = CcParams {
+            threshold: t,
+            channels: args.channels.clone(),
+            offsets: None,
+            storage: args.storage,
+            threads: args.threads,
+        };
+        let seg = affinity_cc_any::<u64>(&aff, &params)
+            .with_context(|| format!("decoding {} at {t}", args.affinities.display()))?;
+        let mut row = Map::new();
+        row.insert("threshold".into(), json!(t));
+        row.insert(
+            "components".into(),
+            json!(seg.iter().copied().max().unwrap_or(0)),
+        );
+        if let Some(s) = &skeletons {
+            let ids = s.lookup(seg.view())?;
+            let r = erl(s, &ids, &ks)?;
+            row.extend(erl_json(&r));
+        }
+        if let Some(g) = &gt {
+            let g3 = g
+                .view()
+                .into_dimensionality::<ndarray::Ix3>()
+                .context("ground truth must be 3-D")?;
+            let table = Contingency::new(g3, seg.view())?;
+            let m = VoxelMetrics::from_contingency(&table)?;
+            row.insert("voi_split".into(), json!(m.voi_split));
+            row.insert("voi_merge".into(), json!(m.voi_merge));
+            row.insert("voi".into(), json!(m.voi));
+            row.insert("arand".into(), json!(m.arand));
+        }
+        rows.push(Value::Object(row));
+        bar.advance(1);
+    }
+    bar.finish();
+    // Best: highest NERL when skeletons are given, else lowest VOI.
+    let score = |r: &Value| match &args.skeletons {
+        Some(_) => r["nerl"].as_f64().unwrap_or(f64::NEG_INFINITY),
+        None => -r["voi"].as_f64().unwrap_or(f64::INFINITY),
+    };
+    let best = rows
+        .iter()
+        .max_by(|a, b| score(a).total_cmp(&score(b)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let criterion = if args.skeletons.is_some() {
+        "nerl"
+    } else {
+        "voi"
+    };
+    if args.json {
+        println!(
+            "{}",
+            json!({"results": rows, "best": best, "criterion": criterion, "seconds": start.elapsed().as_secs_f64()})
+        );
+    } else {
+        for r in &rows {
+            let mut line = format!("threshold {:.4}:", r["threshold"].as_f64().unwrap_or(0.0));
+            for k in ["nerl", "voi", "arand", "components"] {
+                if let Some(v) = r.get(k) {
+                    line.push_str(&format!(" {k} {v}"));
+                }
+            }
+            println!("{line}");
+        }
+        println!("best ({criterion}): threshold {}", best["threshold"]);
+    }
+    Ok(())
+}
