@@ -7,8 +7,11 @@
 //! `c` the summed length (nm) of the correct edges of a skeleton inside one segment and `L`
 //! the total edge length of all skeletons, ERL = Σ c² / L over (skeleton, segment) pairs;
 //! max ERL is the same with the ground truth as prediction (Σ Lₛ² / L) and NERL = ERL / max
-//! ERL. The merge-tolerant variant with threshold k ignores (skeleton, segment) pairs of at
-//! most k nodes when it looks for mergers (k = ∞: no segment is a merger). Sums are f64;
+//! ERL (skeleton 0 is unlabelled there, but its length counts in L). The merge-tolerant
+//! variant with threshold k ignores (skeleton, segment) pairs of at most k nodes when it
+//! looks for mergers (k = ∞: no segment is a merger); as in BANIS an edge is then merged
+//! when its segment merges and its skeleton is merged in some kept pair. Repeated edges
+//! count once. Sums are f64;
 //! funlib sums in f32, so its values differ from these in the 7th digit.
 
 use std::collections::HashMap;
@@ -43,9 +46,9 @@ pub struct ErlReport {
     pub nerl: f64,
     /// Total skeleton edge length (nm).
     pub total_length: f64,
-    /// Skeletons that share a segment with another skeleton (segment 0 counts).
+    /// (skeleton, segment) pairs in merging segments, segment 0 included (BANIS).
     pub n_mergers: u64,
-    /// As `n_mergers`, counting only non-zero segments.
+    /// As `n_mergers`, without segment 0.
     pub n_non0_mergers: u64,
     /// Split edges.
     pub n_splits: u64,
@@ -61,6 +64,12 @@ pub struct ErlReport {
     pub node_voi_merge: f64,
     /// Nodes evaluated.
     pub nodes: u64,
+}
+
+/// Segments holding several skeletons, and the skeletons in them.
+struct Mergers {
+    by_segment: IdMap<u64, Vec<u64>>,
+    skeletons: IdMap<u64, ()>,
 }
 
 /// Computes ERL, NERL, edge statistics, merge-tolerant NERL for each threshold in
@@ -109,24 +118,33 @@ pub fn erl(
     for (&(a, _), &l) in skeletons.edges.iter().zip(&lengths) {
         *per_skeleton.entry(skel[a]).or_insert(0.0) += l;
     }
-    let max_erl = per_skeleton.values().map(|l| l * l).sum::<f64>() / total_length;
+    // Skeleton 0 counts as unlabelled here (funlib): its length stays in the total.
+    let max_erl = per_skeleton
+        .iter()
+        .filter(|(&s, _)| s != 0)
+        .map(|(_, l)| l * l)
+        .sum::<f64>()
+        / total_length;
 
-    let mergers = |k: Option<u64>| -> IdMap<u64, Vec<u64>> {
-        // Segment → skeletons present with more than k nodes.
-        let mut seen: IdMap<u64, Vec<u64>> = IdMap::default();
-        if k.is_none() {
-            return seen;
-        }
-        let k = k.unwrap_or(0);
-        for (&(s, p), &n) in &pair_nodes {
-            if n > k {
-                seen.entry(p).or_default().push(s);
+    // Merging segments (holding two or more skeletons) and merged skeletons, from the
+    // (skeleton, segment) pairs with more than k nodes (k = None: ∞, none kept).
+    let mergers = |k: Option<u64>| -> Mergers {
+        let mut by_segment: IdMap<u64, Vec<u64>> = IdMap::default();
+        if let Some(k) = k {
+            for (&(s, p), &n) in &pair_nodes {
+                if n > k {
+                    by_segment.entry(p).or_default().push(s);
+                }
             }
         }
-        seen.retain(|_, v| v.len() >= 2);
-        seen
+        by_segment.retain(|_, v| v.len() >= 2);
+        let skeletons = by_segment.values().flatten().map(|&s| (s, ())).collect();
+        Mergers {
+            by_segment,
+            skeletons,
+        }
     };
-    let run = |merging: &IdMap<u64, Vec<u64>>| -> (f64, EdgeStats) {
+    let run = |m: &Mergers| -> (f64, EdgeStats) {
         let mut correct: IdMap<(u64, u64), f64> = IdMap::default();
         let mut stats = EdgeStats::default();
         for (&(a, b), &l) in skeletons.edges.iter().zip(&lengths) {
@@ -135,7 +153,8 @@ pub fn erl(
                 stats.omitted += 1;
             } else if pa != pb {
                 stats.split += 1;
-            } else if merging.contains_key(&pa) {
+            } else if m.by_segment.contains_key(&pa) && m.skeletons.contains_key(&skel[a]) {
+                // As BANIS: the skeleton is merged somewhere and this segment merges.
                 stats.merged += 1;
             } else {
                 stats.correct += 1;
@@ -149,32 +168,21 @@ pub fn erl(
     };
     let merging = mergers(Some(0));
     let (erl, edges) = run(&merging);
-    let mut merged_skeletons: Vec<u64> = merging.values().flatten().copied().collect();
-    merged_skeletons.sort_unstable();
-    merged_skeletons.dedup();
-    let mut non0: Vec<u64> = merging
+    let n_mergers = merging.by_segment.values().map(|v| v.len() as u64).sum();
+    let n_non0_mergers = merging
+        .by_segment
         .iter()
         .filter(|(&p, _)| p != 0)
-        .flat_map(|(_, v)| v.iter().copied())
-        .collect();
-    non0.sort_unstable();
-    non0.dedup();
-    let mut merging_segments: Vec<u64> = merging.keys().copied().collect();
+        .map(|(_, v)| v.len() as u64)
+        .sum();
+    let mut merging_segments: Vec<u64> = merging.by_segment.keys().copied().collect();
     merging_segments.sort_unstable();
     let adapted_nerl = merge_thresholds
         .iter()
         .map(|&k| (k, run(&mergers(k)).0 / max_erl))
         .collect();
-    // Node VOI: skeletons as ground truth, renamed 1..S so that none reads as unlabelled.
-    let mut dense: IdMap<u64, u64> = IdMap::default();
-    let nodes_gt: Vec<u64> = skel
-        .iter()
-        .map(|&s| {
-            let next = dense.len() as u64 + 1;
-            *dense.entry(s).or_insert(next)
-        })
-        .collect();
-    let table = Contingency::from_slices(&nodes_gt, pred);
+    // Node VOI with skeleton ids as ground truth (skeleton 0 unlabelled, as in funlib).
+    let table = Contingency::from_slices(&skel, pred);
     let (node_voi_split, node_voi_merge) = match crate::VoxelMetrics::from_contingency(&table) {
         Ok(m) => (m.voi_split, m.voi_merge),
         Err(_) => (0.0, 0.0),
@@ -184,8 +192,8 @@ pub fn erl(
         max_erl,
         nerl: erl / max_erl,
         total_length,
-        n_mergers: merged_skeletons.len() as u64,
-        n_non0_mergers: non0.len() as u64,
+        n_mergers,
+        n_non0_mergers,
         n_splits: edges.split,
         edges,
         merging_segments,

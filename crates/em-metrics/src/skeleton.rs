@@ -78,6 +78,8 @@ impl Skeletons {
             }
         }
         let mut out = Vec::with_capacity(edges.len());
+        // An undirected graph: a repeated edge, either way round, counts once.
+        let mut seen: HashMap<(usize, usize), ()> = HashMap::with_capacity(edges.len());
         for &[a, b] in edges {
             let (Some(&i), Some(&j)) = (index.get(&a), index.get(&b)) else {
                 let missing = if index.contains_key(&a) { b } else { a };
@@ -94,7 +96,9 @@ impl Skeletons {
                     nodes[i].skeleton, nodes[j].skeleton
                 )));
             }
-            out.push((i, j));
+            if seen.insert((i.min(j), i.max(j)), ()).is_none() {
+                out.push((i, j));
+            }
         }
         Ok(Self { nodes, edges: out })
     }
