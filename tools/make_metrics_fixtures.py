@@ -19,7 +19,7 @@ same files. The script asserts that the independent reference agrees with funlib
 
 Install (reference libraries are tools only, never runtime dependencies):
 
-    pip install -r tools/requirements.txt        # numpy, scipy, scikit-image, networkx,
+    pip install -r tools/requirements-fixtures.txt  # numpy, scipy, scikit-image, networkx,
                                                   # cython, wheel, tqdm, zarr, imageio, ...
     # funlib.evaluate is not on PyPI. Its setup.py imports Cython and numpy at the top and it
     # has no pyproject.toml, so pip's isolated build fails with "No module named 'Cython'";

@@ -15,7 +15,7 @@ uint64 for uint64 inputs) and `background_small` (PyTC treats the background as 
 in that run: 0 < #zeros < min_size, whole volume for 3-D modes, any z-slice for *_2d modes).
 Identical arrays of a case share one file:
 
-    pip install -r tools/requirements.txt
+    pip install -r tools/requirements-fixtures.txt
     python3 tools/make_small_object_fixtures.py \
         [--out crates/em-decode/tests/fixtures/small_objects] [--pytc /tmp/pytorch_connectomics]
 

@@ -22,7 +22,7 @@ skeleton JSON format).
 
 Install (see also the header of tools/make_metrics_fixtures.py):
 
-    pip install -r tools/requirements.txt
+    pip install -r tools/requirements-fixtures.txt
     # funlib.evaluate is not on PyPI; its setup.py imports Cython and numpy, so build it
     # without build isolation (needs g++):
     git clone https://github.com/funkelab/funlib.evaluate /tmp/funlib.evaluate  # or git archive

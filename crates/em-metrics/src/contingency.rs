@@ -143,20 +143,43 @@ impl Contingency {
 }
 
 fn count_runs<G: Label, P: Label>(gt: &[G], pred: &[P]) -> IdMap<(u64, u64), u64> {
+    const LANES: usize = 16;
     let mut map: IdMap<(u64, u64), u64> = IdMap::default();
-    let mut iter = gt.iter().zip(pred);
-    let Some((&g0, &p0)) = iter.next() else {
+    let (Some(&g0), Some(&p0)) = (gt.first(), pred.first()) else {
         return map;
     };
-    let (mut g, mut p, mut run) = (g0, p0, 1u64);
-    for (&gi, &pi) in iter {
-        if gi == g && pi == p {
-            run += 1;
-        } else {
-            *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
-            (g, p, run) = (gi, pi, 1);
+    let (mut g, mut p, mut run) = (g0, p0, 0u64);
+    let n = gt.len().min(pred.len());
+    let mut i = 0;
+    while i < n {
+        // Whole blocks that continue the current run are checked without branches, so
+        // the long runs of label volumes go at memory speed.
+        if i + LANES <= n {
+            let same = gt[i..i + LANES]
+                .iter()
+                .zip(&pred[i..i + LANES])
+                .fold(true, |acc, (&a, &b)| acc & (a == g) & (b == p));
+            if same {
+                run += LANES as u64;
+                i += LANES;
+                continue;
+            }
         }
+        let end = (i + LANES).min(n);
+        for (&gi, &pi) in gt[i..end].iter().zip(&pred[i..end]) {
+            if gi == g && pi == p {
+                run += 1;
+            } else {
+                if run > 0 {
+                    *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
+                }
+                (g, p, run) = (gi, pi, 1);
+            }
+        }
+        i = end;
     }
-    *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
+    if run > 0 {
+        *map.entry((g.to_u64(), p.to_u64())).or_insert(0) += run;
+    }
     map
 }
