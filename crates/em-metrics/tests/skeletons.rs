@@ -190,3 +190,78 @@ fn node_lookup_in_memory_and_chunked_and_outside() {
         .to_string();
     assert!(e.contains("node 9") && e.contains("[4, 4, 4]"), "{e}");
 }
+
+#[test]
+fn nan_positions_are_refused() {
+    let n = |id, p: [f64; 3]| Node {
+        id,
+        skeleton: 1,
+        position: p,
+        position_nm: p,
+    };
+    let e = Skeletons::new(
+        vec![n(1, [0.0, 0.0, 0.0]), n(2, [f64::NAN, 0.0, 1.0])],
+        &[[1, 2]],
+        "s.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("node 2") && e.contains("non-finite") && e.contains("s.json"),
+        "{e}"
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random skeleton chains (1–5 skeletons of 1–12 nodes) and random predictions.
+    fn case() -> impl Strategy<Value = (Skeletons, Vec<u64>)> {
+        prop::collection::vec(1usize..12, 1..5).prop_flat_map(|sizes| {
+            let total: usize = sizes.iter().sum();
+            prop::collection::vec(0u64..5, total).prop_map(move |pred| {
+                let (mut nodes, mut edges, mut id) = (Vec::new(), Vec::new(), 0u64);
+                for (s, &len) in sizes.iter().enumerate() {
+                    for i in 0..len {
+                        let p = [s as f64 * 3.0, i as f64, (i * i) as f64 * 0.5];
+                        nodes.push(Node {
+                            id,
+                            skeleton: s as u64 + 1,
+                            position: p,
+                            position_nm: p,
+                        });
+                        if i > 0 {
+                            edges.push([id - 1, id]);
+                        }
+                        id += 1;
+                    }
+                }
+                (Skeletons::new(nodes, &edges, "p").unwrap(), pred)
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn erl_invariants((s, pred) in case(), shift in 1u64..1000) {
+            prop_assume!(!s.edges.is_empty());
+            let ks = [Some(0), Some(1), Some(5), None];
+            let r = erl(&s, &pred, &ks).unwrap();
+            prop_assert!(r.erl >= 0.0 && r.nerl <= 1.0 + 1e-12);
+            // Merge tolerance can only help, and k = 0 is the plain NERL.
+            prop_assert!((r.adapted_nerl[0].1 - r.nerl).abs() < 1e-12);
+            prop_assert!(r.adapted_nerl.windows(2).all(|w| w[1].1 >= w[0].1 - 1e-12));
+            // Renaming non-zero prediction ids changes nothing.
+            let renamed: Vec<u64> = pred.iter().map(|&p| if p == 0 { 0 } else { u64::MAX - p * shift }).collect();
+            let r2 = erl(&s, &renamed, &ks).unwrap();
+            prop_assert!((r.erl - r2.erl).abs() < 1e-9 && r.n_mergers == r2.n_mergers);
+            prop_assert_eq!(r.edges, r2.edges);
+            // A perfect prediction scores 1.
+            let perfect: Vec<u64> = s.nodes.iter().map(|n| n.skeleton * 7).collect();
+            prop_assert!((erl(&s, &perfect, &[]).unwrap().nerl - 1.0).abs() < 1e-12);
+        }
+    }
+}
