@@ -1,0 +1,640 @@
+//! MedNeXt (Roy et al., MICCAI 2023) for 3-D segmentation, with MONAI's module names so that
+//! MONAI checkpoints load by name and original (MIC-DKFZ) ones after a key mapping.
+//!
+//! Structure: a 1×1 stem, four encoder stages of ConvNeXt-style blocks (depthwise k³ conv →
+//! GroupNorm with one group per channel → 1×1 expansion → GELU → 1×1 projection, plus the
+//! input), stride-2 down blocks with a 1×1 stride-2 residual, a bottleneck, and four
+//! decoder stages fed by transposed-conv up blocks whose output is padded by one plane at
+//! the front of each axis and added (not concatenated) to the encoder skip. Deep supervision
+//! adds 1×1 heads on the bottleneck and decoder stages 3, 2, 1.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::backend::Backend;
+use burn::tensor::{activation, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelError, Result};
+
+/// The published sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MedNeXtSize {
+    /// Small: ratio 2, two blocks per stage (5.6 M parameters at k3).
+    S,
+    /// Base.
+    B,
+    /// Medium.
+    M,
+    /// Large.
+    L,
+}
+
+impl std::str::FromStr for MedNeXtSize {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "S" => Ok(Self::S),
+            "B" => Ok(Self::B),
+            "M" => Ok(Self::M),
+            "L" => Ok(Self::L),
+            other => Err(ModelError::InvalidConfig {
+                name: "size",
+                reason: format!("{other:?}; allowed: S, B, M, L"),
+            }),
+        }
+    }
+}
+
+/// Which expansion ratio a down block takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// MIC-DKFZ's original: the ratio of the stage the block feeds.
+    #[default]
+    Original,
+    /// MONAI's port: the ratio of the stage it leaves (S is identical; B/M/L differ).
+    Monai,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "original" => Ok(Self::Original),
+            "monai" => Ok(Self::Monai),
+            other => Err(ModelError::InvalidConfig {
+                name: "variant",
+                reason: format!("{other:?}; allowed: original, monai"),
+            }),
+        }
+    }
+}
+
+/// Everything that defines a MedNeXt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MedNeXtConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (classes or affinity channels).
+    pub out_channels: usize,
+    /// Channels after the stem (32 in the paper); doubled at every level.
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// Depthwise kernel side (odd; 3 or 5 in the paper).
+    #[serde(default = "default_kernel")]
+    pub kernel_size: usize,
+    /// Expansion ratio per stage: encoder 0–3, bottleneck, decoder 3–0.
+    pub ratios: [usize; 9],
+    /// Blocks per stage, same order.
+    pub blocks: [usize; 9],
+    /// Extra 1×1 heads at 1/2 … 1/16 resolution.
+    #[serde(default)]
+    pub deep_supervision: bool,
+    /// Down-block ratio convention.
+    #[serde(default)]
+    pub variant: Variant,
+    /// Global response normalisation in the blocks (ConvNeXt-V2).
+    #[serde(default)]
+    pub grn: bool,
+}
+
+fn default_width() -> usize {
+    32
+}
+fn default_kernel() -> usize {
+    3
+}
+
+impl MedNeXtConfig {
+    /// A published size.
+    pub fn size(
+        size: MedNeXtSize,
+        kernel_size: usize,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Self {
+        let (ratios, blocks) = match size {
+            MedNeXtSize::S => ([2; 9], [2; 9]),
+            MedNeXtSize::B => ([2, 3, 4, 4, 4, 4, 4, 3, 2], [2; 9]),
+            MedNeXtSize::M => ([2, 3, 4, 4, 4, 4, 4, 3, 2], [3, 4, 4, 4, 4, 4, 4, 4, 3]),
+            MedNeXtSize::L => ([3, 4, 8, 8, 8, 8, 8, 4, 3], [3, 4, 8, 8, 8, 8, 8, 4, 3]),
+        };
+        Self {
+            in_channels,
+            out_channels,
+            width: 32,
+            kernel_size,
+            ratios,
+            blocks,
+            deep_supervision: false,
+            variant: Variant::Original,
+            grn: false,
+        }
+    }
+
+    /// With deep supervision on or off.
+    pub fn with_deep_supervision(mut self, on: bool) -> Self {
+        self.deep_supervision = on;
+        self
+    }
+
+    /// With a down-block ratio convention.
+    pub fn with_variant(mut self, variant: Variant) -> Self {
+        self.variant = variant;
+        self
+    }
+
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(ModelError::InvalidConfig { name, reason });
+        if self.kernel_size.is_multiple_of(2) {
+            return bad(
+                "kernel_size",
+                format!("{} is even; use an odd side (3, 5, 7)", self.kernel_size),
+            );
+        }
+        if self.in_channels == 0 || self.out_channels == 0 || self.width == 0 {
+            return bad(
+                "channels",
+                format!(
+                    "in {}, out {}, width {}: all must be ≥ 1",
+                    self.in_channels, self.out_channels, self.width
+                ),
+            );
+        }
+        if self.ratios.contains(&0) {
+            return bad("ratios", format!("{:?} has a 0", self.ratios));
+        }
+        Ok(())
+    }
+
+    /// Builds the model with fresh weights (PyTorch's default initialisation scheme).
+    ///
+    /// # Errors
+    /// As [`MedNeXtConfig::validate`].
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MedNeXt<B>> {
+        self.validate()?;
+        let (w, k, r) = (self.width, self.kernel_size, &self.ratios);
+        let ch = |level: usize| w << level;
+        let enc_stages = (0..4)
+            .map(|i| {
+                (0..self.blocks[i])
+                    .map(|_| Block::new(ch(i), ch(i), r[i], k, self.grn, device))
+                    .collect()
+            })
+            .collect();
+        let down_blocks = (0..4)
+            .map(|i| {
+                let ratio = match self.variant {
+                    Variant::Original => r[i + 1],
+                    Variant::Monai => r[i],
+                };
+                Down::new(ch(i), ch(i + 1), ratio, k, self.grn, device)
+            })
+            .collect();
+        let bottleneck = (0..self.blocks[4])
+            .map(|_| Block::new(ch(4), ch(4), r[4], k, self.grn, device))
+            .collect();
+        // Decoder lists run deepest first (MONAI's order): index i feeds level 3 − i.
+        let up_blocks = (0..4)
+            .map(|i| Up::new(ch(4 - i), ch(3 - i), r[5 + i], k, self.grn, device))
+            .collect();
+        let dec_stages = (0..4)
+            .map(|i| {
+                (0..self.blocks[5 + i])
+                    .map(|_| Block::new(ch(3 - i), ch(3 - i), r[5 + i], k, self.grn, device))
+                    .collect()
+            })
+            .collect();
+        let out_blocks = if self.deep_supervision {
+            (0..4)
+                .map(|i| Head::new(ch(4 - i), self.out_channels, device))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(MedNeXt {
+            stem: Conv3dConfig::new([self.in_channels, w], [1, 1, 1]).init(device),
+            enc_stages,
+            down_blocks,
+            bottleneck,
+            up_blocks,
+            dec_stages,
+            out_0: Head::new(w, self.out_channels, device),
+            out_blocks,
+        })
+    }
+}
+
+/// The network. Field names follow MONAI's state-dict keys.
+#[derive(Module, Debug)]
+pub struct MedNeXt<B: Backend> {
+    stem: Conv3d<B>,
+    enc_stages: Vec<Vec<Block<B>>>,
+    down_blocks: Vec<Down<B>>,
+    bottleneck: Vec<Block<B>>,
+    up_blocks: Vec<Up<B>>,
+    dec_stages: Vec<Vec<Block<B>>>,
+    out_0: Head<B>,
+    out_blocks: Vec<Head<B>>,
+}
+
+impl<B: Backend> MedNeXt<B> {
+    /// Checks that an input `(N, C, Z, Y, X)` fits: `in_channels` and every side a multiple
+    /// of 16 (four halvings).
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] naming the expected and found shapes.
+    pub fn check_input(&self, shape: &[usize]) -> Result<()> {
+        let c = self.stem.weight.dims()[1];
+        if shape.len() != 5 || shape[1] != c || shape[2..].iter().any(|&s| s == 0 || s % 16 != 0) {
+            return Err(ModelError::BadInput {
+                expected: format!("(N, {c}, Z, Y, X) with Z, Y, X positive multiples of 16"),
+                found: shape.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The main output `(N, out, Z, Y, X)` (logits).
+    ///
+    /// # Errors
+    /// As [`MedNeXt::check_input`].
+    pub fn forward(&self, x: Tensor<B, 5>) -> Result<Tensor<B, 5>> {
+        Ok(self.run(x, false)?.swap_remove(0))
+    }
+
+    /// The main output followed by the deep-supervision outputs at 1/2, 1/4, 1/8, 1/16
+    /// resolution (only the main one without deep supervision).
+    ///
+    /// # Errors
+    /// As [`MedNeXt::check_input`].
+    pub fn forward_all(&self, x: Tensor<B, 5>) -> Result<Vec<Tensor<B, 5>>> {
+        self.run(x, true)
+    }
+
+    /// Whether the model has deep-supervision heads.
+    pub fn deep_supervision(&self) -> bool {
+        !self.out_blocks.is_empty()
+    }
+
+    fn run(&self, x: Tensor<B, 5>, heads: bool) -> Result<Vec<Tensor<B, 5>>> {
+        self.check_input(&x.dims())?;
+        let mut x = self.stem.forward(x);
+        let mut skips = Vec::with_capacity(4);
+        for (stage, down) in self.enc_stages.iter().zip(&self.down_blocks) {
+            for block in stage {
+                x = block.forward(x);
+            }
+            skips.push(x.clone());
+            x = down.forward(x);
+        }
+        for block in &self.bottleneck {
+            x = block.forward(x);
+        }
+        let mut ds = Vec::new();
+        for (i, (up, stage)) in self.up_blocks.iter().zip(&self.dec_stages).enumerate() {
+            if heads {
+                if let Some(head) = self.out_blocks.get(i) {
+                    ds.push(head.forward(x.clone()));
+                }
+            }
+            x = up.forward(x);
+            if let Some(skip) = skips.pop() {
+                x = x + skip;
+            }
+            for block in stage {
+                x = block.forward(x);
+            }
+        }
+        let mut out = vec![self.out_0.forward(x)];
+        ds.reverse();
+        out.extend(ds);
+        Ok(out)
+    }
+}
+
+/// Global response normalisation parameters (MONAI names).
+#[derive(Module, Debug)]
+struct Grn<B: Backend> {
+    global_resp_gamma: Param<Tensor<B, 5>>,
+    global_resp_beta: Param<Tensor<B, 5>>,
+}
+
+/// The shared path of every block: depthwise conv → norm → expand → GELU (→ GRN) → project.
+#[derive(Module, Debug)]
+struct Block<B: Backend> {
+    conv1: Conv3d<B>,
+    norm: GroupNorm<B>,
+    conv2: Conv3d<B>,
+    conv3: Conv3d<B>,
+    grn: Option<Grn<B>>,
+}
+
+fn depthwise<B: Backend>(c: usize, k: usize, stride: usize, device: &B::Device) -> Conv3d<B> {
+    Conv3dConfig::new([c, c], [k; 3])
+        .with_stride([stride; 3])
+        .with_padding(PaddingConfig3d::Explicit(k / 2, k / 2, k / 2))
+        .with_groups(c)
+        .init(device)
+}
+
+impl<B: Backend> Block<B> {
+    fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
+        Self::with_conv1(depthwise(c_in, k, 1, device), c_in, c_out, r, grn, device)
+    }
+
+    fn with_conv1(
+        conv1: Conv3d<B>,
+        c_in: usize,
+        c_out: usize,
+        r: usize,
+        grn: bool,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            conv1,
+            norm: GroupNormConfig::new(c_in, c_in).init(device),
+            conv2: Conv3dConfig::new([c_in, r * c_in], [1, 1, 1]).init(device),
+            conv3: Conv3dConfig::new([r * c_in, c_out], [1, 1, 1]).init(device),
+            grn: grn.then(|| Grn {
+                global_resp_gamma: Param::from_tensor(Tensor::zeros(
+                    [1, r * c_in, 1, 1, 1],
+                    device,
+                )),
+                global_resp_beta: Param::from_tensor(Tensor::zeros([1, r * c_in, 1, 1, 1], device)),
+            }),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let path = tail(
+            &self.norm,
+            &self.conv2,
+            &self.conv3,
+            self.grn.as_ref(),
+            self.conv1.forward(x.clone()),
+        );
+        x + path
+    }
+}
+
+/// Stride-2 down block: path + 1×1 stride-2 residual, no identity.
+#[derive(Module, Debug)]
+struct Down<B: Backend> {
+    conv1: Conv3d<B>,
+    norm: GroupNorm<B>,
+    conv2: Conv3d<B>,
+    conv3: Conv3d<B>,
+    grn: Option<Grn<B>>,
+    res_conv: Conv3d<B>,
+}
+
+impl<B: Backend> Down<B> {
+    fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
+        let b = Block::with_conv1(depthwise(c_in, k, 2, device), c_in, c_out, r, grn, device);
+        Self {
+            conv1: b.conv1,
+            norm: b.norm,
+            conv2: b.conv2,
+            conv3: b.conv3,
+            grn: b.grn,
+            res_conv: Conv3dConfig::new([c_in, c_out], [1, 1, 1])
+                .with_stride([2; 3])
+                .init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let path = tail(
+            &self.norm,
+            &self.conv2,
+            &self.conv3,
+            self.grn.as_ref(),
+            self.conv1.forward(x.clone()),
+        );
+        path + self.res_conv.forward(x)
+    }
+}
+
+/// Transposed-conv up block: path + 1×1 stride-2 transposed residual, each padded by one
+/// plane at the front of every axis (2n − 1 → 2n).
+#[derive(Module, Debug)]
+struct Up<B: Backend> {
+    conv1: ConvTranspose3d<B>,
+    norm: GroupNorm<B>,
+    conv2: Conv3d<B>,
+    conv3: Conv3d<B>,
+    grn: Option<Grn<B>>,
+    res_conv: ConvTranspose3d<B>,
+}
+
+impl<B: Backend> Up<B> {
+    fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
+        let b = Block::with_conv1(depthwise(1, 1, 1, device), c_in, c_out, r, grn, device);
+        Self {
+            conv1: ConvTranspose3dConfig::new([c_in, c_in], [k; 3])
+                .with_stride([2; 3])
+                .with_padding([k / 2; 3])
+                .with_groups(c_in)
+                .init(device),
+            norm: b.norm,
+            conv2: b.conv2,
+            conv3: b.conv3,
+            grn: b.grn,
+            res_conv: ConvTranspose3dConfig::new([c_in, c_out], [1, 1, 1])
+                .with_stride([2; 3])
+                .init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let path = tail(
+            &self.norm,
+            &self.conv2,
+            &self.conv3,
+            self.grn.as_ref(),
+            self.conv1.forward(x.clone()),
+        );
+        pad_front(path) + pad_front(self.res_conv.forward(x))
+    }
+}
+
+/// Everything after `conv1`: norm → expand → GELU (→ GRN) → project.
+fn tail<B: Backend>(
+    norm: &GroupNorm<B>,
+    conv2: &Conv3d<B>,
+    conv3: &Conv3d<B>,
+    grn: Option<&Grn<B>>,
+    x: Tensor<B, 5>,
+) -> Tensor<B, 5> {
+    let mut x = activation::gelu(conv2.forward(norm.forward(x)));
+    if let Some(g) = grn {
+        let gx = x
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(2)
+            .sum_dim(3)
+            .sum_dim(4)
+            .sqrt();
+        let nx = gx.clone() / (gx.mean_dim(1) + 1e-6);
+        x = g.global_resp_gamma.val() * (x.clone() * nx) + g.global_resp_beta.val() + x;
+    }
+    conv3.forward(x)
+}
+
+/// One zero plane in front of each spatial axis.
+fn pad_front<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let [n, c, z, y, w] = x.dims();
+    let out = Tensor::zeros([n, c, z + 1, y + 1, w + 1], &x.device());
+    out.slice_assign([0..n, 0..c, 1..z + 1, 1..y + 1, 1..w + 1], x)
+}
+
+/// 1×1 transposed-conv output head (MONAI's `conv_out`).
+#[derive(Module, Debug)]
+struct Head<B: Backend> {
+    conv_out: ConvTranspose3d<B>,
+}
+
+impl<B: Backend> Head<B> {
+    fn new(c_in: usize, c_out: usize, device: &B::Device) -> Self {
+        Self {
+            conv_out: ConvTranspose3dConfig::new([c_in, c_out], [1, 1, 1]).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        self.conv_out.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Gradients of `mean(output)` against PyTorch's (shared fixture): the input and one
+    //! parameter of every kind of layer.
+    use std::path::{Path, PathBuf};
+
+    use burn::backend::Autodiff;
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::*;
+    use crate::{load_mednext, Cpu};
+
+    type A = Autodiff<Cpu>;
+
+    fn read(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let bytes = std::fs::read(path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let t = &header[name];
+        let shape = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let off = t["data_offsets"].as_array().unwrap();
+        let a = 8 + len + off[0].as_u64().unwrap() as usize;
+        let b = 8 + len + off[1].as_u64().unwrap() as usize;
+        (
+            bytes[a..b]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            shape,
+        )
+    }
+
+    fn close(got: Vec<f32>, want: &[f32], what: &str) {
+        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
+        let err = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(got.len(), want.len(), "{what}");
+        assert!(
+            err <= 1e-4 * scale,
+            "{what}: max error {err} relative to max |grad| {scale}"
+        );
+    }
+
+    #[test]
+    fn gradients_match_pytorch() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let weights = dir.join("mednext_s_k3_32.safetensors");
+        let grads_file = dir.join("mednext_s_k3_32_grads.safetensors");
+        let device = Default::default();
+        let mut model = MedNeXtConfig::size(MedNeXtSize::S, 3, 1, 3)
+            .init::<A>(&device)
+            .unwrap();
+        load_mednext(&mut model, &weights, false).unwrap();
+        let (input, shape) = read(&weights, "test.input");
+        let x = Tensor::<A, 5>::from_data(TensorData::new(input, shape), &device).require_grad();
+        let grads = model.forward(x.clone()).unwrap().mean().backward();
+        let g =
+            |t: Tensor<A, 5>| -> Vec<f32> { t.grad(&grads).unwrap().into_data().to_vec().unwrap() };
+        let g1 =
+            |t: Tensor<A, 1>| -> Vec<f32> { t.grad(&grads).unwrap().into_data().to_vec().unwrap() };
+        let want = |k: &str| read(&grads_file, &format!("grad.{k}")).0;
+        close(g(x), &want("test.input"), "input");
+        close(
+            g(model.stem.weight.val()),
+            &want("stem.weight"),
+            "stem (1×1 conv)",
+        );
+        let b = &model.enc_stages[0][0];
+        close(
+            g(b.conv1.weight.val()),
+            &want("enc_stages.0.0.conv1.weight"),
+            "depthwise conv",
+        );
+        close(
+            g1(b.norm.gamma.as_ref().unwrap().val()),
+            &want("enc_stages.0.0.norm.weight"),
+            "group norm γ",
+        );
+        close(
+            g(b.conv2.weight.val()),
+            &want("enc_stages.0.0.conv2.weight"),
+            "expansion conv",
+        );
+        let d = &model.down_blocks[1];
+        close(
+            g(d.conv1.weight.val()),
+            &want("down_blocks.1.conv1.weight"),
+            "strided depthwise conv",
+        );
+        close(
+            g(d.res_conv.weight.val()),
+            &want("down_blocks.1.res_conv.weight"),
+            "strided residual",
+        );
+        let u = &model.up_blocks[2];
+        close(
+            g(u.conv1.weight.val()),
+            &want("up_blocks.2.conv1.weight"),
+            "transposed depthwise conv",
+        );
+        close(
+            g(u.res_conv.weight.val()),
+            &want("up_blocks.2.res_conv.weight"),
+            "transposed residual",
+        );
+        close(
+            g(model.out_0.conv_out.weight.val()),
+            &want("out_0.conv_out.weight"),
+            "output head",
+        );
+        close(
+            g1(model.out_0.conv_out.bias.as_ref().unwrap().val()),
+            &want("out_0.conv_out.bias"),
+            "head bias",
+        );
+    }
+}
