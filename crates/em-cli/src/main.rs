@@ -4,6 +4,7 @@
 mod decode;
 mod evaluate;
 mod info;
+mod model;
 mod progress;
 mod unbuilt;
 
@@ -36,8 +37,9 @@ enum Command {
     Tune(evaluate::TuneArgs),
     /// Apply an augmentation preset and write PNG montages (not built yet).
     Augment(unbuilt::Rest),
-    /// Model summary, weight import and single forward passes (not built yet).
-    Model(unbuilt::Rest),
+    /// Model summary, weight import and single forward passes.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Train a model from a TOML config (not built yet).
     Train(unbuilt::Rest),
     /// Sliding-window inference on a volume (not built yet).
@@ -59,7 +61,7 @@ fn main() -> ExitCode {
         Command::EvaluateSkeletons(args) => evaluate::evaluate_skeletons(&args),
         Command::Tune(args) => evaluate::tune(&args),
         Command::Augment(_) => unbuilt::fail("augment", 6),
-        Command::Model(_) => unbuilt::fail("model", 5),
+        Command::Model(cmd) => model::run(&cmd),
         Command::Train(_) => unbuilt::fail("train", 8),
         Command::Infer(_) => unbuilt::fail("infer", 8),
         Command::Plan(_) => unbuilt::fail("plan", 9),

@@ -1,5 +1,6 @@
 //! Models for EM segmentation on burn: MedNeXt (sizes S/B/M/L, any odd kernel, deep
-//! supervision, original and MONAI conventions) and PyTorch/MONAI weight import.
+//! supervision, original and MONAI conventions), PyTorch/MONAI weight import and UpKern,
+//! training losses, and sliding-window inference over chunked volumes.
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -12,14 +13,23 @@
 //! ```
 
 mod error;
+mod inference;
 mod losses;
 mod mednext;
+mod registry;
+mod rsunet;
 mod weights;
 
 pub use error::{ModelError, Result};
+pub use inference::{mednext_predictor, sliding_window, Blend, OutputActivation, SlidingWindow};
 pub use losses::{bce_with_logits, downsample, soft_dice, LossConfig, PosWeight};
 pub use mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};
-pub use weights::{checkpoint_keys, load_mednext, KeyNaming, LoadReport};
+pub use registry::{Model, ModelConfig};
+pub use rsunet::{RsUNet, RsUNetConfig};
+pub use weights::{
+    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, resample_matrix,
+    upkern, KeyNaming, LoadReport,
+};
 
 /// The default CPU backend.
 pub type Cpu = burn::backend::Flex;

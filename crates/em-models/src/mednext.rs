@@ -19,6 +19,7 @@ use crate::{ModelError, Result};
 
 /// The published sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum MedNeXtSize {
     /// Small: ratio 2, two blocks per stage (5.6 M parameters at k3).
     S,
@@ -234,14 +235,14 @@ impl MedNeXtConfig {
 /// The network. Field names follow MONAI's state-dict keys.
 #[derive(Module, Debug)]
 pub struct MedNeXt<B: Backend> {
-    stem: Conv3d<B>,
-    enc_stages: Vec<Vec<Block<B>>>,
-    down_blocks: Vec<Down<B>>,
-    bottleneck: Vec<Block<B>>,
-    up_blocks: Vec<Up<B>>,
-    dec_stages: Vec<Vec<Block<B>>>,
-    out_0: Head<B>,
-    out_blocks: Vec<Head<B>>,
+    pub(crate) stem: Conv3d<B>,
+    pub(crate) enc_stages: Vec<Vec<Block<B>>>,
+    pub(crate) down_blocks: Vec<Down<B>>,
+    pub(crate) bottleneck: Vec<Block<B>>,
+    pub(crate) up_blocks: Vec<Up<B>>,
+    pub(crate) dec_stages: Vec<Vec<Block<B>>>,
+    pub(crate) out_0: Head<B>,
+    pub(crate) out_blocks: Vec<Head<B>>,
 }
 
 impl<B: Backend> MedNeXt<B> {
@@ -321,19 +322,19 @@ impl<B: Backend> MedNeXt<B> {
 
 /// Global response normalisation parameters (MONAI names).
 #[derive(Module, Debug)]
-struct Grn<B: Backend> {
-    global_resp_gamma: Param<Tensor<B, 5>>,
-    global_resp_beta: Param<Tensor<B, 5>>,
+pub(crate) struct Grn<B: Backend> {
+    pub(crate) global_resp_gamma: Param<Tensor<B, 5>>,
+    pub(crate) global_resp_beta: Param<Tensor<B, 5>>,
 }
 
 /// The shared path of every block: depthwise conv → norm → expand → GELU (→ GRN) → project.
 #[derive(Module, Debug)]
-struct Block<B: Backend> {
-    conv1: Conv3d<B>,
-    norm: GroupNorm<B>,
-    conv2: Conv3d<B>,
-    conv3: Conv3d<B>,
-    grn: Option<Grn<B>>,
+pub(crate) struct Block<B: Backend> {
+    pub(crate) conv1: Conv3d<B>,
+    pub(crate) norm: GroupNorm<B>,
+    pub(crate) conv2: Conv3d<B>,
+    pub(crate) conv3: Conv3d<B>,
+    pub(crate) grn: Option<Grn<B>>,
 }
 
 fn depthwise<B: Backend>(c: usize, k: usize, stride: usize, device: &B::Device) -> Conv3d<B> {
@@ -386,13 +387,13 @@ impl<B: Backend> Block<B> {
 
 /// Stride-2 down block: path + 1×1 stride-2 residual, no identity.
 #[derive(Module, Debug)]
-struct Down<B: Backend> {
-    conv1: Conv3d<B>,
-    norm: GroupNorm<B>,
-    conv2: Conv3d<B>,
-    conv3: Conv3d<B>,
-    grn: Option<Grn<B>>,
-    res_conv: Conv3d<B>,
+pub(crate) struct Down<B: Backend> {
+    pub(crate) conv1: Conv3d<B>,
+    pub(crate) norm: GroupNorm<B>,
+    pub(crate) conv2: Conv3d<B>,
+    pub(crate) conv3: Conv3d<B>,
+    pub(crate) grn: Option<Grn<B>>,
+    pub(crate) res_conv: Conv3d<B>,
 }
 
 impl<B: Backend> Down<B> {
@@ -425,13 +426,13 @@ impl<B: Backend> Down<B> {
 /// Transposed-conv up block: path + 1×1 stride-2 transposed residual, each padded by one
 /// plane at the front of every axis (2n − 1 → 2n).
 #[derive(Module, Debug)]
-struct Up<B: Backend> {
-    conv1: ConvTranspose3d<B>,
-    norm: GroupNorm<B>,
-    conv2: Conv3d<B>,
-    conv3: Conv3d<B>,
-    grn: Option<Grn<B>>,
-    res_conv: ConvTranspose3d<B>,
+pub(crate) struct Up<B: Backend> {
+    pub(crate) conv1: ConvTranspose3d<B>,
+    pub(crate) norm: GroupNorm<B>,
+    pub(crate) conv2: Conv3d<B>,
+    pub(crate) conv3: Conv3d<B>,
+    pub(crate) grn: Option<Grn<B>>,
+    pub(crate) res_conv: ConvTranspose3d<B>,
 }
 
 impl<B: Backend> Up<B> {
@@ -497,8 +498,8 @@ fn pad_front<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
 
 /// 1×1 transposed-conv output head (MONAI's `conv_out`).
 #[derive(Module, Debug)]
-struct Head<B: Backend> {
-    conv_out: ConvTranspose3d<B>,
+pub(crate) struct Head<B: Backend> {
+    pub(crate) conv_out: ConvTranspose3d<B>,
 }
 
 impl<B: Backend> Head<B> {

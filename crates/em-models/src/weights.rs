@@ -199,3 +199,309 @@ pub fn load_mednext<B: Backend>(
     }
     Ok(report)
 }
+
+/// The per-axis linear resampling matrix `m × n` of PyTorch's trilinear interpolation with
+/// `align_corners=False` (for 3 → 5: rows [1,0,0], [.6,.4,0], [0,1,0], [0,.4,.6], [0,0,1]).
+pub fn resample_matrix(n: usize, m: usize) -> Vec<Vec<f32>> {
+    (0..m)
+        .map(|o| {
+            let x = ((o as f64 + 0.5) * n as f64 / m as f64 - 0.5).clamp(0.0, (n - 1) as f64);
+            let i = (x.floor() as usize).min(n - 1);
+            let t = x - i as f64;
+            let mut row = vec![0f32; n];
+            row[i] += (1.0 - t) as f32;
+            if t > 0.0 && i + 1 < n {
+                row[i + 1] += t as f32;
+            }
+            row
+        })
+        .collect()
+}
+
+/// Resamples `[C, 1, n, n, n]` depthwise kernels to side `m` (separable, per axis).
+fn resample_kernels(data: &[f32], c: usize, n: usize, m: usize) -> Vec<f32> {
+    let w = resample_matrix(n, m);
+    let mut out = vec![0f32; c * m * m * m];
+    for ch in 0..c {
+        let src = &data[ch * n * n * n..(ch + 1) * n * n * n];
+        let dst = &mut out[ch * m * m * m..(ch + 1) * m * m * m];
+        for (a, wa) in w.iter().enumerate() {
+            for (b, wb) in w.iter().enumerate() {
+                for (d, wd) in w.iter().enumerate() {
+                    let mut acc = 0f32;
+                    for (i, &xa) in wa.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                        for (j, &xb) in wb.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                            for (k, &xd) in wd.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                                acc += xa * xb * xd * src[(i * n + j) * n + k];
+                            }
+                        }
+                    }
+                    dst[(a * m + b) * m + d] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// UpKern (MedNeXt paper): initialises `target` from a trained `source` of the same
+/// architecture with a smaller kernel. Depthwise kernels are resampled trilinearly
+/// (`align_corners=False`); every other tensor is copied. Returns the number of tensors set.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] when the two models differ in anything but the kernel.
+pub fn upkern<B: Backend>(source: &MedNeXt<B>, target: &mut MedNeXt<B>) -> Result<usize> {
+    use burn::module::ParamId;
+    use burn_store::TensorSnapshot;
+    let wanted: std::collections::HashMap<String, Vec<usize>> = target
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: "UpKern source".into(),
+        reason,
+    };
+    let mut snapshots = Vec::new();
+    for s in source.collect(None, None, false) {
+        let path = s.full_path();
+        let from = s.shape.to_vec();
+        let to = wanted
+            .get(&path)
+            .ok_or_else(|| bad(format!("{path} has no counterpart in the target")))?;
+        let data = s.to_data().map_err(|e| bad(format!("{path}: {e:?}")))?;
+        let data = if &from == to {
+            data
+        } else if from.len() == 5
+            && from[1] == 1
+            && to.len() == 5
+            && to[..2] == from[..2]
+            && from[2..].iter().all(|&k| k == from[2])
+            && to[2..].iter().all(|&k| k == to[2])
+        {
+            let values: Vec<f32> = data.to_vec().map_err(|e| bad(format!("{path}: {e:?}")))?;
+            burn::tensor::TensorData::new(
+                resample_kernels(&values, from[0], from[2], to[2]),
+                to.clone(),
+            )
+        } else {
+            return Err(bad(format!(
+                "{path}: shape {from:?} cannot become {to:?} (only depthwise kernels change)"
+            )));
+        };
+        let path_stack = s.path_stack.clone().unwrap_or_default();
+        let containers = s.container_stack.clone().unwrap_or_default();
+        snapshots.push(TensorSnapshot::from_data(
+            data,
+            path_stack,
+            containers,
+            ParamId::new(),
+        ));
+    }
+    let n = snapshots.len();
+    let result = target.apply(snapshots, None, None, false);
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(bad(format!(
+            "missing {:?}, errors {:?}",
+            result.missing, result.errors
+        )));
+    }
+    Ok(n)
+}
+
+/// Tensor names and shapes of a checkpoint.
+///
+/// # Errors
+/// I/O errors and unreadable files.
+pub fn checkpoint_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
+    let name = path.display().to_string();
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: name.clone(),
+        reason,
+    };
+    if is_safetensors(path) {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        let len = bytes
+            .get(..8)
+            .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
+        let len =
+            u64::from_le_bytes(len.try_into().map_err(|_| bad("bad header".into()))?) as usize;
+        let header = bytes
+            .get(8..8 + len)
+            .ok_or_else(|| bad("header runs past the end of the file".into()))?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        Ok(map
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .map(|(k, v)| {
+                let shape = v["shape"].as_array().map_or(Vec::new(), |a| {
+                    a.iter()
+                        .filter_map(|d| d.as_u64())
+                        .map(|d| d as usize)
+                        .collect()
+                });
+                (k.clone(), shape)
+            })
+            .collect())
+    } else {
+        let reader =
+            burn_store::pytorch::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
+        Ok(reader
+            .tensors()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.shape.to_vec()))
+            .collect())
+    }
+}
+
+/// Reads a MedNeXt's configuration off a checkpoint's tensor shapes: channels, width,
+/// kernel, blocks and ratios per stage, deep supervision, GRN and the key naming. The
+/// down-block convention cannot be told apart for size S (both agree); for others it follows
+/// from the down blocks' expansion.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] when the file is not a MedNeXt.
+pub fn config_from_checkpoint(path: &Path) -> Result<crate::MedNeXtConfig> {
+    let shapes: std::collections::HashMap<String, Vec<usize>> =
+        checkpoint_shapes(path)?.into_iter().collect();
+    let original = shapes.keys().any(|k| k.starts_with("enc_block_"));
+    let bad = |what: &str| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason: format!("not a MedNeXt checkpoint: {what}"),
+    };
+    let get = |k: &str| {
+        shapes
+            .get(k)
+            .cloned()
+            .ok_or_else(|| bad(&format!("no tensor {k}")))
+    };
+    let stem = get("stem.weight")?;
+    let out = get("out_0.conv_out.weight")?;
+    let (enc, down, dec) = if original {
+        ("enc_block_", "down_", "dec_block_")
+    } else {
+        ("enc_stages.", "down_blocks.", "dec_stages.")
+    };
+    let conv1 = get(&format!("{enc}0.0.conv1.weight"))?;
+    let (width, in_channels, kernel_size) = (stem[0], stem[1], conv1[2]);
+    let count = |prefix: &str| {
+        (0..)
+            .take_while(|j| shapes.contains_key(&format!("{prefix}{j}.conv1.weight")))
+            .count()
+    };
+    let ratio = |key: String, c: usize| -> Result<usize> { Ok(get(&key)?[0] / c.max(1)) };
+    let mut blocks = [0usize; 9];
+    let mut ratios = [0usize; 9];
+    for i in 0..4 {
+        blocks[i] = count(&format!("{enc}{i}."));
+        ratios[i] = ratio(format!("{enc}{i}.0.conv2.weight"), width << i)?;
+        // Decoder stage for level i sits at index 8 − i; MONAI lists it deepest first.
+        let d = if original { i } else { 3 - i };
+        blocks[8 - i] = count(&format!("{dec}{d}."));
+        ratios[8 - i] = ratio(format!("{dec}{d}.0.conv2.weight"), width << i)?;
+    }
+    blocks[4] = count("bottleneck.");
+    ratios[4] = ratio("bottleneck.0.conv2.weight".into(), width << 4)?;
+    let down0 = ratio(format!("{down}0.conv2.weight"), width)?;
+    let variant = if down0 == ratios[0] && ratios[0] != ratios[1] {
+        crate::Variant::Monai
+    } else {
+        crate::Variant::Original
+    };
+    Ok(crate::MedNeXtConfig {
+        in_channels,
+        out_channels: out[1],
+        width,
+        kernel_size,
+        ratios,
+        blocks,
+        deep_supervision: shapes
+            .keys()
+            .any(|k| k.starts_with("out_blocks.") || k.starts_with("out_1.")),
+        variant,
+        grn: shapes.keys().any(|k| k.contains("global_resp_gamma")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cpu, MedNeXtConfig};
+
+    #[test]
+    fn upkern_kernel_values() {
+        let tiny = |k| MedNeXtConfig {
+            in_channels: 1,
+            out_channels: 1,
+            width: 2,
+            kernel_size: k,
+            ratios: [1; 9],
+            blocks: [1; 9],
+            deep_supervision: false,
+            variant: crate::Variant::Monai,
+            grn: false,
+        };
+        let device = Default::default();
+        let k3 = tiny(3).init::<Cpu>(&device).unwrap();
+        let mut k5 = tiny(5).init::<Cpu>(&device).unwrap();
+        upkern(&k3, &mut k5).unwrap();
+        let w3: Vec<f32> = k3.enc_stages[0][0]
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let w5: Vec<f32> = k5.enc_stages[0][0]
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let at3 = |c: usize, i: usize, j: usize, k: usize| w3[c * 27 + (i * 3 + j) * 3 + k];
+        let at5 = |c: usize, i: usize, j: usize, k: usize| w5[c * 125 + (i * 5 + j) * 5 + k];
+        for c in 0..2 {
+            assert_eq!(at5(c, 2, 2, 2), at3(c, 1, 1, 1));
+            assert_eq!(at5(c, 0, 4, 0), at3(c, 0, 2, 0));
+            let mixed = 0.6 * at3(c, 0, 1, 1) + 0.4 * at3(c, 1, 1, 1);
+            assert!((at5(c, 1, 2, 2) - mixed).abs() < 1e-6);
+        }
+        // Everything else is copied.
+        let a: Vec<f32> = k3.enc_stages[0][0]
+            .conv2
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let b: Vec<f32> = k5.enc_stages[0][0]
+            .conv2
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(a, b);
+        // Transposed depthwise kernels too.
+        let u3: Vec<f32> = k3.up_blocks[0]
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let u5: Vec<f32> = k5.up_blocks[0]
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(u5[62], u3[13]);
+    }
+}

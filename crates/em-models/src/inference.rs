@@ -1,0 +1,403 @@
+//! Sliding-window inference over a volume: windows of the training patch size on a grid
+//! with overlap (the last window snapped to the volume's far edge), blended with a weight
+//! map, optionally averaged over the 8 flips (un-flipping direction-dependent affinity
+//! channels), and written out slab by slab so that the float output never has to fit in
+//! memory when the input is chunked.
+
+use em_core::{AnyArray, ChunkedVolume, DType, Progress, Roi};
+use ndarray::{s, Array3, Array4, Array5, ArrayD, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelError, Result};
+
+/// How the windows' predictions are weighted where they overlap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blend {
+    /// Every voxel of a window counts the same.
+    Constant,
+    /// A Gaussian centred on the window, σ = side / 8 (MONAI's "gaussian").
+    #[default]
+    Gaussian,
+    /// A smooth bump `exp(1 − 1/(1 − t²))` per axis, t ∈ (−1, 1) across the window.
+    Bump,
+    /// Chessboard distance to the window face, 1 at the face (BANIS).
+    DistanceToFace,
+}
+
+/// What is applied to the network's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputActivation {
+    /// Raw logits.
+    None,
+    /// `sigmoid(x)`.
+    #[default]
+    Sigmoid,
+    /// BANIS's `sigmoid(0.2·x)`.
+    BanisSigmoid,
+}
+
+/// Sliding-window settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingWindow {
+    /// Window side per axis (use the training patch: GroupNorm statistics depend on it).
+    pub window: [usize; 3],
+    /// Fraction of the window that neighbouring windows share, per axis (0 ≤ f < 1).
+    #[serde(default = "half")]
+    pub overlap: [f32; 3],
+    /// Blend weights.
+    #[serde(default)]
+    pub blend: Blend,
+    /// Output activation (applied before blending).
+    #[serde(default)]
+    pub activation: OutputActivation,
+    /// Average over the 8 flips of the window.
+    #[serde(default)]
+    pub flip_tta: bool,
+    /// Offset `(dz, dy, dx)` of each output channel whose meaning changes under flips
+    /// (affinities, `Source` storage: channel c at v is the edge v — v + o); `None` for
+    /// channels such as masks that flip plainly.
+    #[serde(default)]
+    pub offsets: Option<Vec<[i64; 3]>>,
+}
+
+fn half() -> [f32; 3] {
+    [0.5; 3]
+}
+
+impl SlidingWindow {
+    /// Settings with `window`, half overlap, Gaussian blending, sigmoid, no TTA.
+    pub fn new(window: [usize; 3]) -> Self {
+        Self {
+            window,
+            overlap: half(),
+            blend: Blend::default(),
+            activation: OutputActivation::default(),
+            flip_tta: false,
+            offsets: None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.window.contains(&0) || self.overlap.iter().any(|o| !(0.0..1.0).contains(o)) {
+            return Err(ModelError::InvalidConfig {
+                name: "sliding window",
+                reason: format!(
+                    "window {:?} (sides ≥ 1) and overlap {:?} (each in [0, 1))",
+                    self.window, self.overlap
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Window start positions along one axis of length `n`: a regular grid, the last window
+    /// snapped to the end (one window at 0 when the axis is shorter than the window).
+    pub fn starts(n: usize, window: usize, overlap: f32) -> Vec<usize> {
+        if n <= window {
+            return vec![0];
+        }
+        let step = ((window as f32 * (1.0 - overlap)).round() as usize).max(1);
+        let mut v: Vec<usize> = (0..)
+            .map(|i| i * step)
+            .take_while(|&s| s + window < n)
+            .collect();
+        v.push(n - window);
+        v
+    }
+
+    /// The blend weight map of one window.
+    pub fn weights(&self) -> Array3<f32> {
+        let [wz, wy, wx] = self.window;
+        let axis = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let t = (2.0 * i as f32 + 1.0) / n as f32 - 1.0; // in (−1, 1)
+                    match self.blend {
+                        Blend::Constant | Blend::DistanceToFace => 1.0,
+                        Blend::Gaussian => {
+                            let sigma = n as f32 / 8.0;
+                            let d = i as f32 - (n as f32 - 1.0) / 2.0;
+                            (-(d * d) / (2.0 * sigma * sigma)).exp()
+                        }
+                        Blend::Bump => (1.0 - 1.0 / (1.0 - t * t).max(1e-6)).exp(),
+                    }
+                })
+                .collect()
+        };
+        let (az, ay, ax) = (axis(wz), axis(wy), axis(wx));
+        Array3::from_shape_fn((wz, wy, wx), |(z, y, x)| {
+            let w = match self.blend {
+                Blend::DistanceToFace => {
+                    let d = |i: usize, n: usize| (i + 1).min(n - i) as f32;
+                    d(z, wz).min(d(y, wy)).min(d(x, wx))
+                }
+                _ => az[z] * ay[y] * ax[x],
+            };
+            // Never exactly 0, so that every voxel is covered by some weight.
+            w.max(1e-6)
+        })
+    }
+}
+
+/// Runs `predict` (a batch `(1, C, wz, wy, wx)` → `(1, K, wz, wy, wx)`) over `input`
+/// `(C, Z, Y, X)` (float32, or uint8 scaled to [0, 1]) and writes the blended result to
+/// `output` `(K, Z, Y, X)` float32. Windows are processed in z order and finished slabs are
+/// written as soon as no later window touches them.
+///
+/// # Errors
+/// Bad settings or shapes, storage errors, and whatever `predict` returns.
+pub fn sliding_window(
+    input: &dyn ChunkedVolume,
+    output: &dyn ChunkedVolume,
+    settings: &SlidingWindow,
+    predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    settings.validate()?;
+    let (ish, osh) = (input.shape().to_vec(), output.shape().to_vec());
+    if ish.len() != 4 || osh.len() != 4 || ish[1..] != osh[1..] || output.dtype() != DType::F32 {
+        return Err(ModelError::BadInput {
+            expected: format!(
+                "input (C, Z, Y, X) and a float32 output (K, Z, Y, X) of the same Z, Y, X; output is {} {:?}",
+                output.dtype(),
+                osh
+            ),
+            found: ish.iter().map(|&v| v as usize).collect(),
+        });
+    }
+    let (c, k) = (ish[0] as usize, osh[0] as usize);
+    let dims = [ish[1] as usize, ish[2] as usize, ish[3] as usize];
+    if let Some(o) = &settings.offsets {
+        if o.len() != k {
+            return Err(ModelError::InvalidConfig {
+                name: "offsets",
+                reason: format!("{} offsets for {k} output channels", o.len()),
+            });
+        }
+    }
+    let win = settings.window;
+    // Windows larger than the volume are cropped to it (the model still sees `win`, padded).
+    let starts: Vec<Vec<usize>> = (0..3)
+        .map(|a| SlidingWindow::starts(dims[a], win[a], settings.overlap[a]))
+        .collect();
+    let weights = settings.weights();
+    let total = (starts[0].len() * starts[1].len() * starts[2].len()) as u64;
+    progress.start("sliding window", total);
+    let (ny, nx) = (dims[1], dims[2]);
+    // Accumulators for the z-planes not yet written, [lo, lo + planes).
+    let mut lo = 0usize;
+    let mut acc = Array4::<f32>::zeros((k, 0, ny, nx));
+    let mut wsum = Array3::<f32>::zeros((0, ny, nx));
+    for (zi, &z0) in starts[0].iter().enumerate() {
+        let z1 = (z0 + win[0]).min(dims[0]);
+        // Grow the accumulators to cover this window's planes.
+        let hi = lo + acc.len_of(Axis(1));
+        if z1 > hi {
+            let extra = z1 - hi;
+            let mut a2 = Array4::<f32>::zeros((k, acc.len_of(Axis(1)) + extra, ny, nx));
+            a2.slice_mut(s![.., ..acc.len_of(Axis(1)), .., ..])
+                .assign(&acc);
+            acc = a2;
+            let mut w2 = Array3::<f32>::zeros((wsum.len_of(Axis(0)) + extra, ny, nx));
+            w2.slice_mut(s![..wsum.len_of(Axis(0)), .., ..])
+                .assign(&wsum);
+            wsum = w2;
+        }
+        for &y0 in &starts[1] {
+            for &x0 in &starts[2] {
+                let ext = [
+                    z1 - z0,
+                    (y0 + win[1]).min(ny) - y0,
+                    (x0 + win[2]).min(nx) - x0,
+                ];
+                let roi = Roi::new(
+                    vec![0, z0 as u64, y0 as u64, x0 as u64],
+                    vec![c as u64, ext[0] as u64, ext[1] as u64, ext[2] as u64],
+                )
+                .map_err(volume_err)?;
+                let patch = to_f32(input.read_roi(&roi).map_err(volume_err)?)?;
+                let mut window = Array5::<f32>::zeros((1, c, win[0], win[1], win[2]));
+                window
+                    .slice_mut(s![0, .., ..ext[0], ..ext[1], ..ext[2]])
+                    .assign(
+                        &patch
+                            .into_shape_with_order((c, ext[0], ext[1], ext[2]))
+                            .map_err(|_| ModelError::BadInput {
+                                expected: "a window read of the requested shape".into(),
+                                found: ext.to_vec(),
+                            })?,
+                    );
+                let pred = predict_window(window, settings, k, predict)?;
+                let wz = weights.slice(s![..ext[0], ..ext[1], ..ext[2]]);
+                for ch in 0..k {
+                    let mut dst =
+                        acc.slice_mut(s![ch, z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
+                    let src = pred.slice(s![ch, ..ext[0], ..ext[1], ..ext[2]]);
+                    ndarray::Zip::from(&mut dst)
+                        .and(&src)
+                        .and(&wz)
+                        .for_each(|d, &p, &w| *d += p * w);
+                }
+                let mut dw = wsum.slice_mut(s![z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
+                dw += &wz;
+                progress.advance(1);
+            }
+        }
+        // Planes before the next window's start are final.
+        let done_until = starts[0].get(zi + 1).copied().unwrap_or(dims[0]);
+        if done_until > lo {
+            let n = done_until - lo;
+            let mut out = acc.slice(s![.., ..n, .., ..]).to_owned();
+            let w = wsum.slice(s![..n, .., ..]);
+            for mut plane in out.outer_iter_mut() {
+                ndarray::Zip::from(&mut plane)
+                    .and(&w)
+                    .for_each(|v, &w| *v /= w.max(1e-12));
+            }
+            let roi = Roi::new(
+                vec![0, lo as u64, 0, 0],
+                vec![k as u64, n as u64, ny as u64, nx as u64],
+            )
+            .map_err(volume_err)?;
+            output
+                .write_roi(&roi, &AnyArray::from(out.into_dyn()))
+                .map_err(volume_err)?;
+            acc = acc.slice(s![.., n.., .., ..]).to_owned();
+            wsum = wsum.slice(s![n.., .., ..]).to_owned();
+            lo = done_until;
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+fn volume_err(e: em_core::Error) -> ModelError {
+    ModelError::Checkpoint {
+        path: "volume".into(),
+        reason: e.to_string(),
+    }
+}
+
+fn to_f32(a: AnyArray) -> Result<ArrayD<f32>> {
+    match a {
+        AnyArray::F32(a) => Ok(a),
+        AnyArray::U8(a) => Ok(a.mapv(|v| f32::from(v) / 255.0)),
+        other => Err(ModelError::BadInput {
+            expected: format!("float32 or uint8 input, not {}", other.dtype()),
+            found: other.shape().to_vec(),
+        }),
+    }
+}
+
+/// One window through the model (with flips if asked), activation applied, `(K, w, w, w)`.
+fn predict_window(
+    window: Array5<f32>,
+    settings: &SlidingWindow,
+    k: usize,
+    predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>,
+) -> Result<Array4<f32>> {
+    let act = |x: f32| match settings.activation {
+        OutputActivation::None => x,
+        OutputActivation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        OutputActivation::BanisSigmoid => 1.0 / (1.0 + (-0.2 * x).exp()),
+    };
+    let run = |w: Array5<f32>,
+               predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>|
+     -> Result<Array4<f32>> {
+        let out = predict(w)?;
+        let dims = out.dim();
+        if dims.0 != 1 || dims.1 != k {
+            return Err(ModelError::BadInput {
+                expected: format!("model output (1, {k}, …)"),
+                found: out.shape().to_vec(),
+            });
+        }
+        Ok(out.index_axis_move(Axis(0), 0).mapv(act))
+    };
+    if !settings.flip_tta {
+        return run(window, predict);
+    }
+    let shape = window.dim();
+    let mut sum = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
+    let mut count = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
+    for flips in 0..8u8 {
+        let axes: Vec<usize> = (0..3).filter(|a| flips & (1 << a) != 0).collect();
+        let mut w = window.clone();
+        for &a in &axes {
+            w.invert_axis(Axis(2 + a));
+        }
+        let mut p = run(w, predict)?;
+        for &a in &axes {
+            p.invert_axis(Axis(1 + a));
+        }
+        for ch in 0..k {
+            // A flipped affinity predicts the edge v — v − o at v: move it back to v − o.
+            let shift: [i64; 3] = match &settings.offsets {
+                Some(o) => {
+                    let mut sft = [0i64; 3];
+                    for &a in &axes {
+                        sft[a] = o[ch][a];
+                    }
+                    sft
+                }
+                None => [0; 3],
+            };
+            let src = p.index_axis(Axis(0), ch);
+            let (mut dst, mut cnt) = (
+                sum.index_axis_mut(Axis(0), ch),
+                count.index_axis_mut(Axis(0), ch),
+            );
+            let d = src.dim();
+            for ((z, y, x), v) in dst.indexed_iter_mut() {
+                let (sz, sy, sx) = (
+                    z as i64 + shift[0],
+                    y as i64 + shift[1],
+                    x as i64 + shift[2],
+                );
+                if sz >= 0
+                    && sy >= 0
+                    && sx >= 0
+                    && (sz as usize) < d.0
+                    && (sy as usize) < d.1
+                    && (sx as usize) < d.2
+                {
+                    *v += src[[sz as usize, sy as usize, sx as usize]];
+                    cnt[[z, y, x]] += 1.0;
+                }
+            }
+        }
+    }
+    // The unflipped pass always counts, so every count is ≥ 1.
+    Ok(sum / count)
+}
+
+/// A predictor for [`sliding_window`] from a MedNeXt: each window goes through
+/// [`crate::MedNeXt::forward`] on `device` (eval mode: no deep-supervision heads).
+pub fn mednext_predictor<'a, B: burn::tensor::backend::Backend>(
+    model: &'a crate::MedNeXt<B>,
+    device: &'a B::Device,
+) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
+    move |window: Array5<f32>| {
+        let shape = window.shape().to_vec();
+        let data = burn::tensor::TensorData::new(window.into_raw_vec_and_offset().0, shape);
+        let y = model.forward(burn::tensor::Tensor::<B, 5>::from_data(data, device))?;
+        let dims = y.dims();
+        let values: Vec<f32> =
+            y.into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| ModelError::BadInput {
+                    expected: format!("float output ({e:?})"),
+                    found: dims.to_vec(),
+                })?;
+        Array5::from_shape_vec((dims[0], dims[1], dims[2], dims[3], dims[4]), values).map_err(
+            |_| ModelError::BadInput {
+                expected: "a model output of its stated shape".into(),
+                found: dims.to_vec(),
+            },
+        )
+    }
+}
