@@ -243,3 +243,57 @@ fn registry_builds_by_name_and_rejects_unknown_keys() {
     .to_string();
     assert!(e.contains("depth"), "{e}");
 }
+
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    use em_models::{CpuTrain, CpuTrainCheckpointed};
+    let config = MedNeXtConfig {
+        in_channels: 1,
+        out_channels: 2,
+        width: 4,
+        kernel_size: 3,
+        ratios: [2; 9],
+        blocks: [1; 9],
+        deep_supervision: false,
+        variant: Variant::Monai,
+        grn: true,
+    };
+    let device = Default::default();
+    let input: Vec<f32> = (0..16 * 16 * 16)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    // The same weights in both backends: through the inner (non-autodiff) model.
+    use burn::module::AutodiffModule;
+    let plain = config.init::<CpuTrain>(&device).unwrap();
+    let ckpt = em_models::MedNeXt::<CpuTrainCheckpointed>::from_inner(plain.valid());
+    let x1 = Tensor::<CpuTrain, 5>::from_data(
+        TensorData::new(input.clone(), vec![1, 1, 16, 16, 16]),
+        &device,
+    )
+    .require_grad();
+    let x2 = Tensor::<CpuTrainCheckpointed, 5>::from_data(
+        TensorData::new(input, vec![1, 1, 16, 16, 16]),
+        &device,
+    )
+    .require_grad();
+    let (y1, y2) = (
+        plain.forward(x1.clone()).unwrap(),
+        ckpt.forward(x2.clone()).unwrap(),
+    );
+    let (v1, v2): (Vec<f32>, Vec<f32>) = (
+        y1.clone().into_data().to_vec().unwrap(),
+        y2.clone().into_data().to_vec().unwrap(),
+    );
+    assert_eq!(v1, v2, "same weights");
+    let g1 = y1.powi_scalar(2).mean().backward();
+    let g2 = y2.powi_scalar(2).mean().backward();
+    let a: Vec<f32> = x1.grad(&g1).unwrap().into_data().to_vec().unwrap();
+    let b: Vec<f32> = x2.grad(&g2).unwrap().into_data().to_vec().unwrap();
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-6, "{err}");
+    assert!(a.iter().any(|v| *v != 0.0));
+}
