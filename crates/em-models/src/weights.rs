@@ -40,43 +40,26 @@ pub struct LoadReport {
 /// # Errors
 /// I/O errors and unreadable files.
 pub fn checkpoint_keys(path: &Path) -> Result<Vec<String>> {
-    let name = path.display().to_string();
-    if is_safetensors(path) {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-            path: name.clone(),
-            source,
-        })?;
-        let bad = |reason: &str| ModelError::Checkpoint {
-            path: name.clone(),
-            reason: reason.to_string(),
-        };
-        let len = bytes
-            .get(..8)
-            .ok_or_else(|| bad("shorter than a safetensors header"))?;
-        let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("bad header"))?) as usize;
-        let header = bytes
-            .get(8..8 + len)
-            .ok_or_else(|| bad("header runs past the end of the file"))?;
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(header).map_err(|e| bad(&format!("header is not JSON: {e}")))?;
-        Ok(map
-            .keys()
-            .filter(|k| *k != "__metadata__")
-            .cloned()
-            .collect())
-    } else {
-        let reader =
-            burn_store::pytorch::PytorchReader::new(path).map_err(|e| ModelError::Checkpoint {
-                path: name,
-                reason: e.to_string(),
-            })?;
-        Ok(reader.keys())
-    }
+    Ok(checkpoint_shapes(path)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect())
 }
 
 fn is_safetensors(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// Applies a store to the model; the error as text (the stores' error types differ).
+fn apply<B: Backend, S: burn_store::ModuleStore>(
+    model: &mut MedNeXt<B>,
+    mut store: S,
+) -> std::result::Result<burn_store::ApplyResult, String>
+where
+    S::Error: std::fmt::Display,
+{
+    model.load_from(&mut store).map_err(|e| e.to_string())
 }
 
 /// Renames original keys (and GRN parameters) to this crate's module paths.
@@ -139,22 +122,11 @@ pub fn load_mednext<B: Backend>(
         }
     };
     let result = if is_safetensors(path) {
-        let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .remap(remap)
-            .allow_partial(true)
-            .validate(true);
-        model
-            .load_from(&mut store)
-            .map_err(|e| mismatch(e.to_string()))?
+        let store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter);
+        apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
     } else {
-        let mut store = PytorchStore::from_file(path)
-            .remap(remap)
-            .allow_partial(true)
-            .validate(true);
-        model
-            .load_from(&mut store)
-            .map_err(|e| mismatch(e.to_string()))?
+        let store = PytorchStore::from_file(path);
+        apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
     };
     let report = LoadReport {
         naming,
