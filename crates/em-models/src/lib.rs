@@ -27,8 +27,8 @@ pub use mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};
 pub use registry::{Model, ModelConfig};
 pub use rsunet::{RsUNet, RsUNetConfig};
 pub use weights::{
-    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, resample_matrix,
-    upkern, KeyNaming, LoadReport,
+    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, read_f32_tensor,
+    resample_matrix, upkern, KeyNaming, LoadReport,
 };
 
 /// The default CPU backend (burn's `Flex`: REFERENCE's probe measured its 3-D convolution

@@ -345,31 +345,38 @@ fn depthwise<B: Backend>(c: usize, k: usize, stride: usize, device: &B::Device) 
         .init(device)
 }
 
-impl<B: Backend> Block<B> {
-    fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
-        Self::with_conv1(depthwise(c_in, k, 1, device), c_in, c_out, r, grn, device)
-    }
+/// The layers after `conv1` that every block kind has, built once for all of them.
+struct TailLayers<B: Backend> {
+    norm: GroupNorm<B>,
+    conv2: Conv3d<B>,
+    conv3: Conv3d<B>,
+    grn: Option<Grn<B>>,
+}
 
-    fn with_conv1(
-        conv1: Conv3d<B>,
-        c_in: usize,
-        c_out: usize,
-        r: usize,
-        grn: bool,
-        device: &B::Device,
-    ) -> Self {
+impl<B: Backend> TailLayers<B> {
+    fn new(c_in: usize, c_out: usize, r: usize, grn: bool, device: &B::Device) -> Self {
+        let grn_param = || Param::from_tensor(Tensor::zeros([1, r * c_in, 1, 1, 1], device));
         Self {
-            conv1,
             norm: GroupNormConfig::new(c_in, c_in).init(device),
             conv2: Conv3dConfig::new([c_in, r * c_in], [1, 1, 1]).init(device),
             conv3: Conv3dConfig::new([r * c_in, c_out], [1, 1, 1]).init(device),
             grn: grn.then(|| Grn {
-                global_resp_gamma: Param::from_tensor(Tensor::zeros(
-                    [1, r * c_in, 1, 1, 1],
-                    device,
-                )),
-                global_resp_beta: Param::from_tensor(Tensor::zeros([1, r * c_in, 1, 1, 1], device)),
+                global_resp_gamma: grn_param(),
+                global_resp_beta: grn_param(),
             }),
+        }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
+        let t = TailLayers::new(c_in, c_out, r, grn, device);
+        Self {
+            conv1: depthwise(c_in, k, 1, device),
+            norm: t.norm,
+            conv2: t.conv2,
+            conv3: t.conv3,
+            grn: t.grn,
         }
     }
 
@@ -398,13 +405,13 @@ pub(crate) struct Down<B: Backend> {
 
 impl<B: Backend> Down<B> {
     fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
-        let b = Block::with_conv1(depthwise(c_in, k, 2, device), c_in, c_out, r, grn, device);
+        let t = TailLayers::new(c_in, c_out, r, grn, device);
         Self {
-            conv1: b.conv1,
-            norm: b.norm,
-            conv2: b.conv2,
-            conv3: b.conv3,
-            grn: b.grn,
+            conv1: depthwise(c_in, k, 2, device),
+            norm: t.norm,
+            conv2: t.conv2,
+            conv3: t.conv3,
+            grn: t.grn,
             res_conv: Conv3dConfig::new([c_in, c_out], [1, 1, 1])
                 .with_stride([2; 3])
                 .init(device),
@@ -437,17 +444,17 @@ pub(crate) struct Up<B: Backend> {
 
 impl<B: Backend> Up<B> {
     fn new(c_in: usize, c_out: usize, r: usize, k: usize, grn: bool, device: &B::Device) -> Self {
-        let b = Block::with_conv1(depthwise(1, 1, 1, device), c_in, c_out, r, grn, device);
+        let t = TailLayers::new(c_in, c_out, r, grn, device);
         Self {
             conv1: ConvTranspose3dConfig::new([c_in, c_in], [k; 3])
                 .with_stride([2; 3])
                 .with_padding([k / 2; 3])
                 .with_groups(c_in)
                 .init(device),
-            norm: b.norm,
-            conv2: b.conv2,
-            conv3: b.conv3,
-            grn: b.grn,
+            norm: t.norm,
+            conv2: t.conv2,
+            conv3: t.conv3,
+            grn: t.grn,
             res_conv: ConvTranspose3dConfig::new([c_in, c_out], [1, 1, 1])
                 .with_stride([2; 3])
                 .init(device),
@@ -529,26 +536,7 @@ mod tests {
     type A = Autodiff<Cpu>;
 
     fn read(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let bytes = std::fs::read(path).unwrap();
-        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-        let t = &header[name];
-        let shape = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let off = t["data_offsets"].as_array().unwrap();
-        let a = 8 + len + off[0].as_u64().unwrap() as usize;
-        let b = 8 + len + off[1].as_u64().unwrap() as usize;
-        (
-            bytes[a..b]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            shape,
-        )
+        crate::read_f32_tensor(path, name).unwrap()
     }
 
     fn close(got: Vec<f32>, want: &[f32], what: &str) {

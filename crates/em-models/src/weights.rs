@@ -35,6 +35,71 @@ pub struct LoadReport {
     pub errors: Vec<String>,
 }
 
+/// The parsed JSON header of a safetensors file and the offset of its data.
+fn safetensors_header(
+    path: &Path,
+) -> Result<(Vec<u8>, serde_json::Map<String, serde_json::Value>, usize)> {
+    let name = path.display().to_string();
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: name.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let len = bytes
+        .get(..8)
+        .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
+    let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("bad header".into()))?) as usize;
+    let header = bytes
+        .get(8..8 + len)
+        .ok_or_else(|| bad("header runs past the end of the file".into()))?;
+    let map =
+        serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    Ok((bytes, map, 8 + len))
+}
+
+/// One float32 tensor of a safetensors file (e.g. a fixture's `test.input`), with its shape.
+///
+/// # Errors
+/// I/O errors, a missing tensor or another dtype.
+pub fn read_f32_tensor(path: &Path, tensor: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (bytes, header, data) = safetensors_header(path)?;
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let t = header
+        .get(tensor)
+        .ok_or_else(|| bad(format!("no tensor {tensor}")))?;
+    if t["dtype"] != "F32" {
+        return Err(bad(format!("{tensor} is {}, not F32", t["dtype"])));
+    }
+    let dims = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array().map_or(Vec::new(), |a| {
+            a.iter()
+                .filter_map(|d| d.as_u64())
+                .map(|d| d as usize)
+                .collect()
+        })
+    };
+    let (shape, off) = (dims(&t["shape"]), dims(&t["data_offsets"]));
+    let range = match off.as_slice() {
+        &[a, b] => data + a..data + b,
+        _ => return Err(bad(format!("{tensor} has no data offsets"))),
+    };
+    let raw = bytes
+        .get(range)
+        .ok_or_else(|| bad(format!("{tensor} runs past the end of the file")))?;
+    Ok((
+        raw.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        shape,
+    ))
+}
+
 /// Tensor names in a checkpoint.
 ///
 /// # Errors
@@ -292,20 +357,7 @@ pub fn checkpoint_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
         reason,
     };
     if is_safetensors(path) {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-            path: name.clone(),
-            source,
-        })?;
-        let len = bytes
-            .get(..8)
-            .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
-        let len =
-            u64::from_le_bytes(len.try_into().map_err(|_| bad("bad header".into()))?) as usize;
-        let header = bytes
-            .get(8..8 + len)
-            .ok_or_else(|| bad("header runs past the end of the file".into()))?;
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        let (_, map, _) = safetensors_header(path)?;
         Ok(map
             .iter()
             .filter(|(k, _)| *k != "__metadata__")
@@ -421,20 +473,11 @@ mod tests {
         let k3 = tiny(3).init::<Cpu>(&device).unwrap();
         let mut k5 = tiny(5).init::<Cpu>(&device).unwrap();
         upkern(&k3, &mut k5).unwrap();
-        let w3: Vec<f32> = k3.enc_stages[0][0]
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let w5: Vec<f32> = k5.enc_stages[0][0]
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        fn values(p: &burn::module::Param<burn::tensor::Tensor<Cpu, 5>>) -> Vec<f32> {
+            p.val().into_data().to_vec().unwrap()
+        }
+        let w3 = values(&k3.enc_stages[0][0].conv1.weight);
+        let w5 = values(&k5.enc_stages[0][0].conv1.weight);
         let at3 = |c: usize, i: usize, j: usize, k: usize| w3[c * 27 + (i * 3 + j) * 3 + k];
         let at5 = |c: usize, i: usize, j: usize, k: usize| w5[c * 125 + (i * 5 + j) * 5 + k];
         for c in 0..2 {
@@ -444,36 +487,12 @@ mod tests {
             assert!((at5(c, 1, 2, 2) - mixed).abs() < 1e-6);
         }
         // Everything else is copied.
-        let a: Vec<f32> = k3.enc_stages[0][0]
-            .conv2
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let b: Vec<f32> = k5.enc_stages[0][0]
-            .conv2
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let a = values(&k3.enc_stages[0][0].conv2.weight);
+        let b = values(&k5.enc_stages[0][0].conv2.weight);
         assert_eq!(a, b);
         // Transposed depthwise kernels too.
-        let u3: Vec<f32> = k3.up_blocks[0]
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let u5: Vec<f32> = k5.up_blocks[0]
-            .conv1
-            .weight
-            .val()
-            .into_data()
-            .to_vec()
-            .unwrap();
+        let u3 = values(&k3.up_blocks[0].conv1.weight);
+        let u5 = values(&k5.up_blocks[0].conv1.weight);
         assert_eq!(u5[62], u3[13]);
     }
 }

@@ -11,29 +11,9 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// One f32 tensor of a safetensors file, read from its header offsets.
+/// One f32 tensor of a safetensors file.
 fn read_tensor(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let t = &header[name];
-    assert_eq!(t["dtype"], "F32");
-    let shape = t["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let off = t["data_offsets"].as_array().unwrap();
-    let (a, b) = (
-        8 + len + off[0].as_u64().unwrap() as usize,
-        8 + len + off[1].as_u64().unwrap() as usize,
-    );
-    let data = bytes[a..b]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (data, shape)
+    em_models::read_f32_tensor(path, name).unwrap()
 }
 
 #[test]
