@@ -2,7 +2,8 @@
 //! (which runs PyTorch + MONAI on the same weights and input).
 //!
 //! ```text
-//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3]
+//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray]
+//! cargo run --release --example mednext_step --features ndarray -- W 64 1 ndarray
 //! ```
 //! The configuration is read off the weights. Input `(1, C, SIDE, SIDE, SIDE)` with value
 //! `sin(0.001·i)` at linear index `i`. Prints one JSON line: best `forward_s`,
@@ -12,8 +13,9 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::{Tensor, TensorData};
-use em_connectomics::models::{config_from_checkpoint, load_mednext, Cpu};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use em_connectomics::models::{config_from_checkpoint, load_mednext, Cpu, MedNeXtConfig};
 
 fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -34,47 +36,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let side: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let backend = args.get(4).map_or("flex", String::as_str);
     let config = config_from_checkpoint(&weights)?;
-    let device = Default::default();
     let n = config.in_channels * side * side * side;
     let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.001).sin()).collect();
     let shape = vec![1, config.in_channels, side, side, side];
+    let (forward_s, fb_s, mean) = match backend {
+        "flex" => time::<Cpu>(&config, &weights, &input, &shape, repeats)?,
+        #[cfg(feature = "ndarray")]
+        "ndarray" => time::<burn::backend::NdArray>(&config, &weights, &input, &shape, repeats)?,
+        other => {
+            return Err(
+                format!("backend {other:?}: flex (or ndarray with --features ndarray)").into(),
+            )
+        }
+    };
+    println!(
+        "{{\"backend\": \"{backend}\", \"forward_s\": {forward_s}, \"forward_backward_s\": {fb_s}, \"peak_rss_bytes\": {}, \"output_mean\": {mean}}}",
+        peak_rss()
+    );
+    Ok(())
+}
 
-    let mut model = config.init::<Cpu>(&device)?;
-    load_mednext(&mut model, &weights, false)?;
+/// Best forward and forward+backward seconds over `repeats`, and the output mean.
+fn time<B: Backend>(
+    config: &MedNeXtConfig,
+    weights: &std::path::Path,
+    input: &[f32],
+    shape: &[usize],
+    repeats: usize,
+) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    let mut model = config.init::<B>(&device)?;
+    load_mednext(&mut model, weights, false)?;
     let mut forward_s = f64::INFINITY;
     let mut mean = 0f64;
+    let tensor = |d: &B::Device| {
+        Tensor::<B, 5>::from_data(TensorData::new(input.to_vec(), shape.to_vec()), d)
+    };
     // One untimed pass first, as the PyTorch side warms up.
-    let warm = Tensor::<Cpu, 5>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
-    let _: f32 = model.forward(warm)?.mean().into_scalar();
+    let _: f32 = model.forward(tensor(&device))?.mean().into_scalar().elem();
     for _ in 0..repeats {
-        let x = Tensor::<Cpu, 5>::from_data(TensorData::new(input.clone(), shape.clone()), &device);
+        let x = tensor(&device);
         let t = Instant::now();
-        let y = model.forward(x)?;
-        let m: f32 = y.mean().into_scalar();
+        let m: f32 = model.forward(x)?.mean().into_scalar().elem();
         forward_s = forward_s.min(t.elapsed().as_secs_f64());
         mean = f64::from(m);
     }
     drop(model);
 
-    let mut model = config.init::<Autodiff<Cpu>>(&device)?;
-    load_mednext(&mut model, &weights, false)?;
+    let mut model = config.init::<Autodiff<B>>(&device)?;
+    load_mednext(&mut model, weights, false)?;
     let mut fb_s = f64::INFINITY;
     for _ in 0..repeats {
-        let x = Tensor::<Autodiff<Cpu>, 5>::from_data(
-            TensorData::new(input.clone(), shape.clone()),
+        let x = Tensor::<Autodiff<B>, 5>::from_data(
+            TensorData::new(input.to_vec(), shape.to_vec()),
             &device,
         )
         .require_grad();
         let t = Instant::now();
-        let loss = model.forward(x)?.mean();
-        let grads = loss.backward();
+        let grads = model.forward(x)?.mean().backward();
         drop(grads);
         fb_s = fb_s.min(t.elapsed().as_secs_f64());
     }
-    println!(
-        "{{\"forward_s\": {forward_s}, \"forward_backward_s\": {fb_s}, \"peak_rss_bytes\": {}, \"output_mean\": {mean}}}",
-        peak_rss()
-    );
-    Ok(())
+    Ok((forward_s, fb_s, mean))
 }

@@ -486,6 +486,12 @@ fn model_summary_forward_and_import() {
     ]);
     let v = json(&o);
     assert_eq!(v["parameters"], 5_550_947);
+    // 16 bytes per parameter (weights, gradients, two AdamW moments) plus activations.
+    let m = &v["training_memory"];
+    assert_eq!(m["parameter_bytes"], 16 * 5_550_947u64);
+    assert_eq!(m["patch_voxels"], 128u64 * 128 * 128);
+    let per_voxel = m["activation_bytes_per_voxel"].as_f64().unwrap();
+    assert!((5_000.0..20_000.0).contains(&per_voxel), "{per_voxel}");
     let o = em(&[
         "model",
         "summary",

@@ -36,3 +36,82 @@ fn advise_huge_pages<T>(v: &[T]) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages<T>(_v: &[T]) {}
+
+/// A global allocator that counts live heap bytes and their high-water mark, for measuring
+/// what a computation really holds (`#[global_allocator] static A: PeakAlloc = PeakAlloc::new();`).
+/// Resident-set figures include freed pages the allocator keeps; this counts requests only.
+#[derive(Debug, Default)]
+pub struct PeakAlloc {
+    live: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl PeakAlloc {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        Self {
+            live: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes allocated and not yet freed.
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most bytes live at once since the last [`PeakAlloc::reset_peak`].
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts a new high-water mark at the current live bytes.
+    pub fn reset_peak(&self) {
+        self.peak
+            .store(self.live(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.live.fetch_add(n, Relaxed) + n;
+        self.peak.fetch_max(now, Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.live.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call forwards to the system allocator with the caller's layout unchanged;
+// the counters never touch the memory.
+unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            self.add(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            self.add(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        self.sub(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            self.sub(layout.size());
+            self.add(new);
+        }
+        p
+    }
+}

@@ -56,6 +56,11 @@ pub struct SlidingWindow {
     /// Average over the 8 flips of the window.
     #[serde(default)]
     pub flip_tta: bool,
+    /// Also average over the y↔x transpose (with the flips: all 16 in-plane rotations and
+    /// reflections × z flips). Needs a window with equal y and x sides, and for offset
+    /// channels, the transposed offset of every channel among the channels.
+    #[serde(default)]
+    pub rot90_tta: bool,
     /// Offset `(dz, dy, dx)` of each output channel whose meaning changes under flips
     /// (affinities, `Source` storage: channel c at v is the edge v — v + o); `None` for
     /// channels such as masks that flip plainly.
@@ -76,6 +81,7 @@ impl SlidingWindow {
             blend: Blend::default(),
             activation: OutputActivation::default(),
             flip_tta: false,
+            rot90_tta: false,
             offsets: None,
         }
     }
@@ -90,7 +96,39 @@ impl SlidingWindow {
                 ),
             });
         }
+        if self.rot90_tta {
+            if self.window[1] != self.window[2] {
+                return Err(ModelError::InvalidConfig {
+                    name: "rot90_tta",
+                    reason: format!("needs equal y and x window sides, got {:?}", self.window),
+                });
+            }
+            self.transposed_channels(usize::MAX)?;
+        }
         Ok(())
+    }
+
+    /// For each output channel, the channel that holds its meaning after a y↔x transpose
+    /// (itself without offsets). `k` is the channel count when known.
+    fn transposed_channels(&self, k: usize) -> Result<Vec<usize>> {
+        let Some(offsets) = &self.offsets else {
+            return Ok((0..if k == usize::MAX { 0 } else { k }).collect());
+        };
+        offsets
+            .iter()
+            .map(|&[z, y, x]| {
+                offsets.iter().position(|&o| o == [z, x, y]).ok_or_else(|| {
+                    ModelError::InvalidConfig {
+                        name: "rot90_tta",
+                        reason: format!(
+                            "offset {:?} has no transposed partner {:?} among {offsets:?}",
+                            [z, y, x],
+                            [z, x, y]
+                        ),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Window start positions along one axis of length `n`: a regular grid, the last window
@@ -317,61 +355,101 @@ fn predict_window(
         }
         Ok(out.index_axis_move(Axis(0), 0).mapv(act))
     };
-    if !settings.flip_tta {
+    if !settings.flip_tta && !settings.rot90_tta {
         return run(window, predict);
     }
     let shape = window.dim();
     let mut sum = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
     let mut count = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
-    for flips in 0..8u8 {
-        let axes: Vec<usize> = (0..3).filter(|a| flips & (1 << a) != 0).collect();
-        let mut w = window.clone();
-        for &a in &axes {
-            w.invert_axis(Axis(2 + a));
-        }
-        let mut p = run(w, predict)?;
-        for &a in &axes {
-            p.invert_axis(Axis(1 + a));
-        }
-        for ch in 0..k {
-            // A flipped affinity predicts the edge v — v − o at v: move it back to v − o.
-            let shift: [i64; 3] = match &settings.offsets {
-                Some(o) => {
-                    let mut sft = [0i64; 3];
-                    for &a in &axes {
-                        sft[a] = o[ch][a];
-                    }
-                    sft
+    let transposes: &[bool] = if settings.rot90_tta {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let flip_sets = if settings.flip_tta { 8u8 } else { 1 };
+    let partner = if settings.rot90_tta {
+        settings.transposed_channels(k)?
+    } else {
+        Vec::new()
+    };
+    for &transpose in transposes {
+        for flips in 0..flip_sets {
+            let axes: Vec<usize> = (0..3).filter(|a| flips & (1 << a) != 0).collect();
+            let mut w = window.clone();
+            if transpose {
+                w.swap_axes(3, 4);
+            }
+            for &a in &axes {
+                w.invert_axis(Axis(2 + a));
+            }
+            let mut p = run(w.as_standard_layout().into_owned(), predict)?;
+            for &a in &axes {
+                p.invert_axis(Axis(1 + a));
+            }
+            let (mut s, mut c) = unflip_offsets(&p, &axes, settings.offsets.as_deref());
+            if transpose {
+                // In the transposed frame channel ch predicted the edge with y and x swapped,
+                // i.e. channel partner[ch] of the original frame.
+                s.swap_axes(2, 3);
+                c.swap_axes(2, 3);
+                for ch in 0..k {
+                    let to = partner.get(ch).copied().unwrap_or(ch);
+                    sum.index_axis_mut(Axis(0), to)
+                        .zip_mut_with(&s.index_axis(Axis(0), ch), |a, b| *a += b);
+                    count
+                        .index_axis_mut(Axis(0), to)
+                        .zip_mut_with(&c.index_axis(Axis(0), ch), |a, b| *a += b);
                 }
-                None => [0; 3],
-            };
-            let src = p.index_axis(Axis(0), ch);
-            let (mut dst, mut cnt) = (
-                sum.index_axis_mut(Axis(0), ch),
-                count.index_axis_mut(Axis(0), ch),
-            );
-            let d = src.dim();
-            for ((z, y, x), v) in dst.indexed_iter_mut() {
-                let (sz, sy, sx) = (
-                    z as i64 + shift[0],
-                    y as i64 + shift[1],
-                    x as i64 + shift[2],
-                );
-                if sz >= 0
-                    && sy >= 0
-                    && sx >= 0
-                    && (sz as usize) < d.0
-                    && (sy as usize) < d.1
-                    && (sx as usize) < d.2
-                {
-                    *v += src[[sz as usize, sy as usize, sx as usize]];
-                    cnt[[z, y, x]] += 1.0;
-                }
+            } else {
+                sum += &s;
+                count += &c;
             }
         }
     }
     // The unflipped pass always counts, so every count is ≥ 1.
     Ok(sum / count)
+}
+
+/// A flipped prediction moved back to the unflipped frame: a flipped affinity predicts the
+/// edge v — v − o at v, so it moves back to v − o. Returns values and a 0/1 coverage map
+/// (edges shifted out of the window are not predicted by this pass).
+fn unflip_offsets(
+    p: &Array4<f32>,
+    axes: &[usize],
+    offsets: Option<&[[i64; 3]]>,
+) -> (Array4<f32>, Array4<f32>) {
+    let mut out = Array4::<f32>::zeros(p.dim());
+    let mut cnt = Array4::<f32>::zeros(p.dim());
+    for ch in 0..p.dim().0 {
+        let mut shift = [0i64; 3];
+        if let Some(o) = offsets {
+            for &a in axes {
+                shift[a] = o[ch][a];
+            }
+        }
+        let src = p.index_axis(Axis(0), ch);
+        let d = src.dim();
+        let mut dst = out.index_axis_mut(Axis(0), ch);
+        let mut c = cnt.index_axis_mut(Axis(0), ch);
+        for ((z, y, x), v) in dst.indexed_iter_mut() {
+            let (sz, sy, sx) = (
+                z as i64 + shift[0],
+                y as i64 + shift[1],
+                x as i64 + shift[2],
+            );
+            if sz >= 0
+                && sy >= 0
+                && sx >= 0
+                && (sz as usize) < d.0
+                && (sy as usize) < d.1
+                && (sx as usize) < d.2
+            {
+                *v = src[[sz as usize, sy as usize, sx as usize]];
+                c[[z, y, x]] = 1.0;
+            }
+        }
+    }
+    (out, cnt)
 }
 
 /// A predictor for [`sliding_window`] from a MedNeXt: each window goes through
@@ -382,7 +460,9 @@ pub fn mednext_predictor<'a, B: burn::tensor::backend::Backend>(
 ) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
     move |window: Array5<f32>| {
         let shape = window.shape().to_vec();
-        let data = burn::tensor::TensorData::new(window.into_raw_vec_and_offset().0, shape);
+        // Logical order: a flipped window's raw buffer is in the unflipped order.
+        let data =
+            burn::tensor::TensorData::new(window.iter().copied().collect::<Vec<f32>>(), shape);
         let y = model.forward(burn::tensor::Tensor::<B, 5>::from_data(data, device))?;
         let dims = y.dims();
         let values: Vec<f32> =

@@ -16,6 +16,7 @@ mod error;
 mod inference;
 mod losses;
 mod mednext;
+mod memory;
 mod registry;
 mod rsunet;
 mod weights;
@@ -24,7 +25,8 @@ pub use error::{ModelError, Result};
 pub use inference::{mednext_predictor, sliding_window, Blend, OutputActivation, SlidingWindow};
 pub use losses::{bce_with_logits, downsample, soft_dice, LossConfig, PosWeight};
 pub use mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};
-pub use registry::{Model, ModelConfig};
+pub use memory::MemoryEstimate;
+pub use registry::{Model, ModelConfig, PRESETS as MODEL_PRESETS};
 pub use rsunet::{RsUNet, RsUNetConfig};
 pub use weights::{
     checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, read_f32_tensor,

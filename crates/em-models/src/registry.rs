@@ -80,7 +80,69 @@ fn three() -> usize {
     3
 }
 
+/// The model presets shipped in `presets/models/`, by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "mednext_s_k3",
+        include_str!("../../../presets/models/mednext_s_k3.toml"),
+    ),
+    (
+        "mednext_b_k3",
+        include_str!("../../../presets/models/mednext_b_k3.toml"),
+    ),
+    (
+        "mednext_l_k5",
+        include_str!("../../../presets/models/mednext_l_k5.toml"),
+    ),
+    (
+        "mednext_cpu",
+        include_str!("../../../presets/models/mednext_cpu.toml"),
+    ),
+    (
+        "rsunet",
+        include_str!("../../../presets/models/rsunet.toml"),
+    ),
+];
+
 impl ModelConfig {
+    /// Parses a TOML configuration.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] with the parser's message (unknown keys and
+    /// architectures are named with the allowed ones).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| ModelError::InvalidConfig {
+            name: "model config",
+            reason: e.to_string(),
+        })
+    }
+
+    /// A preset by name (see [`PRESETS`]) or a TOML file by path.
+    ///
+    /// # Errors
+    /// Unknown names (the known ones are listed), unreadable files, bad TOML.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::from_toml(text);
+        }
+        let path = std::path::Path::new(name_or_path);
+        if !path.exists() {
+            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(ModelError::InvalidConfig {
+                name: "model preset",
+                reason: format!(
+                    "{name_or_path:?} is neither a preset ({}) nor a file",
+                    names.join(", ")
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
     /// The MedNeXt configuration this names (`None` for other architectures).
     pub fn mednext(&self) -> Option<MedNeXtConfig> {
         Some(match self {

@@ -69,6 +69,7 @@ fn identity_model_reconstructs_the_input_for_every_blend() {
                 blend,
                 activation: OutputActivation::None,
                 flip_tta: false,
+                rot90_tta: false,
                 offsets: None,
             };
             let got = run(&input, 2, &settings, &mut |w| Ok(w));
@@ -119,6 +120,80 @@ fn flip_tta_unflips_affinities() {
     let wrong = run(&labels, 1, &tta, &mut affinity_model);
     assert!(wrong.iter().zip(&want).any(|(a, b)| (a - b).abs() > 0.1));
     let _ = Axis(0);
+}
+
+/// Affinities of a label image for any offsets, from the window's raw buffer (so a window
+/// whose layout does not match its logical order would be caught).
+fn offsets_model(
+    offsets: Vec<[i64; 3]>,
+) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>, ModelError> {
+    move |w: Array5<f32>| {
+        let (n, _, z, y, x) = w.dim();
+        let raw = w
+            .as_slice()
+            .expect("windows arrive in standard layout")
+            .to_vec();
+        let at = |i: usize, j: usize, k: usize| raw[(i * y + j) * x + k];
+        let _ = n;
+        Ok(Array5::from_shape_fn(
+            (1, offsets.len(), z, y, x),
+            |(_, c, i, j, k)| {
+                let [dz, dy, dx] = offsets[c];
+                let (p, q, r) = (i as i64 + dz, j as i64 + dy, k as i64 + dx);
+                let inside = (0..z as i64).contains(&p)
+                    && (0..y as i64).contains(&q)
+                    && (0..x as i64).contains(&r);
+                f32::from(inside && at(i, j, k) == at(p as usize, q as usize, r as usize))
+            },
+        ))
+    }
+}
+
+#[test]
+fn rot90_and_flip_tta_return_each_affinity_to_its_channel() {
+    let labels = Array4::from_shape_fn((1, 8, 12, 12), |(_, z, y, x)| {
+        ((x / 3) * 10 + (y / 4) * 3 + z / 5) as f32
+    });
+    let offsets = vec![[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 3], [0, 3, 0]];
+    let mut plain = SlidingWindow::new([8, 12, 12]);
+    plain.activation = OutputActivation::None;
+    plain.blend = Blend::Constant;
+    let want = run(&labels, 5, &plain, &mut offsets_model(offsets.clone()));
+    let mut tta = plain.clone();
+    tta.rot90_tta = true;
+    tta.flip_tta = true;
+    tta.offsets = Some(offsets.clone());
+    let got = run(&labels, 5, &tta, &mut offsets_model(offsets.clone()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-6, "16-fold TTA differs by {err}");
+    // Treating the channels as plain images puts y affinities in x channels.
+    tta.offsets = None;
+    let wrong = run(&labels, 5, &tta, &mut offsets_model(offsets.clone()));
+    assert!(wrong.iter().zip(&want).any(|(a, b)| (a - b).abs() > 0.1));
+
+    // An offset without its transposed partner, or a non-square window, is refused.
+    let input = vol(labels.clone());
+    let out = vol(Array4::zeros((1, 8, 12, 12)));
+    let mut lone = plain.clone();
+    lone.rot90_tta = true;
+    lone.offsets = Some(vec![[0, 0, 1]]);
+    let e = sliding_window(
+        &input,
+        &out,
+        &lone,
+        &mut offsets_model(vec![[0, 0, 1]]),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("[0, 1, 0]"), "{e}");
+    let mut oblong = SlidingWindow::new([8, 8, 12]);
+    oblong.rot90_tta = true;
+    let e = sliding_window(&input, &out, &oblong, &mut |w| Ok(w), &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("equal y and x"), "{e}");
 }
 
 #[test]

@@ -225,6 +225,55 @@ fn registry_builds_by_name_and_rejects_unknown_keys() {
 }
 
 #[test]
+fn model_presets_parse_and_name_the_known_ones() {
+    use em_models::{ModelConfig, MODEL_PRESETS};
+    let want = [
+        ("mednext_s_k3", 5_550_947 - 3 * 32 - 3 + 32 + 1),
+        ("mednext_cpu", 0),
+        ("rsunet", 0),
+    ];
+    for (name, _) in MODEL_PRESETS {
+        let c = ModelConfig::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(&(_, params)) = want.iter().find(|(n, _)| n == name) {
+            if params > 0 {
+                let m = c.build::<Cpu>(&Default::default()).unwrap();
+                assert_eq!(m.num_params(), params, "{name}");
+            }
+        }
+    }
+    // A file path works too; unknown names list the presets.
+    let dir = tempfile_dir();
+    let path = dir.join("m.toml");
+    std::fs::write(
+        &path,
+        "arch = \"rsunet\"\nin_channels = 1\nout_channels = 2\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        ModelConfig::load(path.to_str().unwrap()).unwrap(),
+        ModelConfig::Rsunet(_)
+    ));
+    let e = ModelConfig::load("mednext_xl").unwrap_err().to_string();
+    assert!(e.contains("mednext_s_k3") && e.contains("rsunet"), "{e}");
+    std::fs::write(
+        &path,
+        "arch = \"mednext\"\nsize = \"S\"\nin_channels = 1\nout_channels = 1\nwidht = 3\n",
+    )
+    .unwrap();
+    let e = ModelConfig::load(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("widht"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("em-models-presets-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
 fn gradient_checkpointing_gives_the_same_gradients() {
     use em_models::{CpuTrain, CpuTrainCheckpointed};
     let config = MedNeXtConfig {

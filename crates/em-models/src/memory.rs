@@ -1,0 +1,113 @@
+//! Training-step memory of a MedNeXt, counted from what the autodiff graph keeps alive.
+//!
+//! Every operation of the forward pass stores the tensors its backward pass needs (a
+//! convolution its input, GELU its input, GroupNorm — built from elementary tensor ops in
+//! burn — its centred input and its normalised output). Summing those per block and per
+//! level gives the activation floats per input voxel; the backward pass then needs, at its
+//! worst point, the gradients of the widest layer on top. [`MemoryEstimate`] adds parameters,
+//! their gradients and AdamW's two moments. `examples/mednext_memory.rs` measures real steps
+//! against it (table in `docs/models.md`).
+
+use serde::Serialize;
+
+use crate::MedNeXtConfig;
+
+/// Bytes a training step needs, split by what holds them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Weights, gradients and AdamW's two moments (4 floats per parameter).
+    pub parameter_bytes: u64,
+    /// Activations kept for the backward pass, per input voxel per batch item.
+    pub activation_bytes_per_voxel: f64,
+    /// Transient gradients at the backward pass's widest point, per input voxel per item.
+    pub backward_bytes_per_voxel: f64,
+    /// Input voxels per patch.
+    pub patch_voxels: u64,
+    /// Batch size.
+    pub batch: usize,
+    /// Bytes of one element (4 for float32).
+    pub element_bytes: usize,
+    /// Peak estimate: parameters + batch × voxels × (activations + backward).
+    pub total_bytes: u64,
+}
+
+impl MedNeXtConfig {
+    /// Floats the autodiff graph keeps per input voxel (one batch item), summed over the
+    /// network, and the transient floats of the widest backward step.
+    pub fn activation_floats_per_voxel(&self) -> (f64, f64) {
+        let w = self.width as f64;
+        let c = |l: usize| w * f64::from(1u32 << l);
+        let f = |l: usize| 0.125f64.powi(l as i32);
+        // The shared tail after the depthwise conv, on `ch` channels with ratio `r`: GroupNorm
+        // keeps the centred and normalised input, the expansion its input, GELU its input,
+        // the projection GELU's output (GRN keeps its input and the scaled copy too).
+        let tail = |ch: f64, r: usize| {
+            let r = r as f64;
+            let grn = if self.grn { 2.0 * r * ch } else { 0.0 };
+            3.0 * ch + 2.0 * r * ch + grn
+        };
+        let mut saved = self.in_channels as f64; // the stem's input
+                                                 // The backward pass frees each node's saved tensors as it goes; on top of them it holds
+                                                 // the gradients of the widest expansion (input and output of a GELU) at one time.
+        let mut widest = 0f64;
+        let mut expansion = |ch: f64, r: usize, l: usize| {
+            widest = f64::max(widest, 2.0 * r as f64 * ch * f(l));
+        };
+        for l in 0..5 {
+            // Encoder stages 0–3 and the bottleneck (stage 4).
+            saved += self.blocks[l] as f64 * (c(l) + tail(c(l), self.ratios[l])) * f(l);
+            expansion(c(l), self.ratios[l], l);
+        }
+        for l in 0..4 {
+            // Down block l → l + 1: its input (also the skip) at level l, the rest at l + 1.
+            let r = match self.variant {
+                crate::Variant::Original => self.ratios[l + 1],
+                crate::Variant::Monai => self.ratios[l],
+            };
+            saved += c(l) * f(l) + tail(c(l), r) * f(l + 1);
+            expansion(c(l), r, l + 1);
+            // Decoder stage l (index 8 − l) and its up block from l + 1, whose transposed
+            // depthwise conv already runs at level l's resolution with level l + 1's channels.
+            let r = self.ratios[8 - l];
+            saved += self.blocks[8 - l] as f64 * (c(l) + tail(c(l), r)) * f(l);
+            saved += c(l + 1) * f(l + 1) + tail(c(l + 1), r) * f(l);
+            expansion(c(l + 1), r, l);
+        }
+        saved += w; // the output head's input
+        if self.deep_supervision {
+            // The heads read tensors the up blocks keep anyway; their outputs are new.
+            saved += (1..5).map(|l| self.out_channels as f64 * f(l)).sum::<f64>();
+        }
+        saved += self.out_channels as f64; // the output itself, alive until the loss is reduced
+        (saved, widest)
+    }
+
+    /// Training-step memory for `batch` patches of `patch` voxels with `element_bytes`-byte
+    /// activations (4 for float32, 2 for half precision) and float32 parameters.
+    pub fn training_memory(
+        &self,
+        patch: [usize; 3],
+        batch: usize,
+        element_bytes: usize,
+        parameters: usize,
+    ) -> MemoryEstimate {
+        let (saved, widest) = self.activation_floats_per_voxel();
+        let eb = element_bytes as f64;
+        let patch_voxels = patch.iter().map(|&s| s as u64).product::<u64>();
+        let parameter_bytes = 16 * parameters as u64;
+        let per_voxel = (saved + widest) * eb;
+        let total = parameter_bytes as f64 + per_voxel * (batch as u64 * patch_voxels) as f64;
+        MemoryEstimate {
+            parameters,
+            parameter_bytes,
+            activation_bytes_per_voxel: saved * eb,
+            backward_bytes_per_voxel: widest * eb,
+            patch_voxels,
+            batch,
+            element_bytes,
+            total_bytes: total.ceil() as u64,
+        }
+    }
+}
