@@ -27,6 +27,7 @@
 mod error;
 mod geometry;
 mod pipeline;
+mod pool;
 mod sample;
 mod transforms;
 

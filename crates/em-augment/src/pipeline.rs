@@ -4,6 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::geometry::ViewOp;
 use crate::transforms::{uniform, Transform, Weighted};
 use crate::{AugmentError, Result, Sample};
 
@@ -42,8 +43,8 @@ fn split_table(
 
 impl<'de> Deserialize<'de> for Step {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (p, transform) =
-            split_table(toml::Table::deserialize(d)?, "p", 1.0).map_err(serde::de::Error::custom)?;
+        let (p, transform) = split_table(toml::Table::deserialize(d)?, "p", 1.0)
+            .map_err(serde::de::Error::custom)?;
         Ok(Self { p, transform })
     }
 }
@@ -183,17 +184,36 @@ impl Pipeline {
     pub fn apply(&self, sample: &mut Sample, rng: &mut AugmentRng) -> Result<Vec<&'static str>> {
         sample.check()?;
         self.check(sample.shape())?;
+        sample.standardize();
         let mut ran = Vec::new();
+        // Runs of flips, turns and permutations compose into one copy of each volume.
+        let mut pending = ViewOp::IDENTITY;
+        let flush = |sample: &mut Sample, op: &mut ViewOp| {
+            if *op != ViewOp::IDENTITY {
+                let o = *op;
+                sample.map_volumes(|a| o.apply(a), |a| o.apply(a), |a| o.apply(a));
+                *op = ViewOp::IDENTITY;
+            }
+        };
         for step in &self.transforms {
             if matches!(step.transform, Transform::Mixup { .. }) {
                 continue;
             }
             // Always draw, so that one step's probability does not shift later draws.
             let fire = rng.random::<f32>() < step.p;
-            if fire {
+            if !fire {
+                continue;
+            }
+            let shape = pending.shape(sample.shape());
+            if let Some(op) = step.transform.view_op(rng, shape) {
+                pending = pending.then(op);
+                ran.push(step.transform.name());
+            } else {
+                flush(sample, &mut pending);
                 ran.push(step.transform.apply(sample, rng, self.anisotropic)?);
             }
         }
+        flush(sample, &mut pending);
         Ok(ran)
     }
 
@@ -233,7 +253,7 @@ impl Pipeline {
                 "mixup needs images of one shape across the batch".into(),
             ));
         }
-        let mut rng = rng_from_seed(seed.wrapping_add(0x6d69_7875_70));
+        let mut rng = rng_from_seed(seed.wrapping_add(0x006d_6978_7570));
         for (p, alpha) in mixups {
             let originals: Vec<_> = batch.iter().map(|s| s.image.clone()).collect();
             for (i, s) in batch.iter_mut().enumerate() {

@@ -1,6 +1,6 @@
 //! A training sample: an image and the volumes that must move with it.
 
-use ndarray::{Array3, Array4};
+use ndarray::{Array3, Array4, ArrayView3};
 
 use crate::{AugmentError, Result};
 
@@ -85,6 +85,22 @@ impl Sample {
         Ok(())
     }
 
+    /// Puts every volume in standard (C-order, contiguous) layout, which the transforms'
+    /// inner loops read directly.
+    pub(crate) fn standardize(&mut self) {
+        fn fix<A: Clone, D: ndarray::Dimension>(a: &mut ndarray::Array<A, D>) {
+            if !a.is_standard_layout() {
+                *a = a.as_standard_layout().into_owned();
+            }
+        }
+        fix(&mut self.image);
+        self.labels.iter_mut().for_each(fix);
+        self.masks.iter_mut().for_each(fix);
+        if let Some(v) = &mut self.valid {
+            fix(v);
+        }
+    }
+
     /// The valid mask, created (all 1) on first use.
     pub(crate) fn valid_mut(&mut self) -> &mut Array3<u8> {
         let s = self.shape();
@@ -96,29 +112,39 @@ impl Sample {
     /// then labels, masks and the valid mask (nearest).
     pub(crate) fn map_volumes(
         &mut self,
-        mut f32_op: impl FnMut(&Array3<f32>) -> Array3<f32>,
-        mut u32_op: impl FnMut(&Array3<u32>) -> Array3<u32>,
-        mut u8_op: impl FnMut(&Array3<u8>) -> Array3<u8>,
+        mut f32_op: impl FnMut(ArrayView3<'_, f32>) -> Array3<f32>,
+        mut u32_op: impl FnMut(ArrayView3<'_, u32>) -> Array3<u32>,
+        mut u8_op: impl FnMut(ArrayView3<'_, u8>) -> Array3<u8>,
     ) {
-        let channels: Vec<Array3<f32>> = self
-            .image
-            .outer_iter()
-            .map(|c| f32_op(&c.to_owned()))
-            .collect();
+        use crate::pool::give_array;
+        let mut channels: Vec<Array3<f32>> = self.image.outer_iter().map(&mut f32_op).collect();
         let s = channels[0].dim();
-        let mut image = Array4::zeros((channels.len(), s.0, s.1, s.2));
-        for (mut dst, c) in image.outer_iter_mut().zip(&channels) {
-            dst.assign(c);
-        }
-        self.image = image;
+        let image = if channels.len() == 1 {
+            channels
+                .pop()
+                .expect("one channel")
+                .insert_axis(ndarray::Axis(0))
+        } else {
+            let n = channels.len();
+            let mut data = crate::pool::take(n * s.0 * s.1 * s.2);
+            for c in channels {
+                data.extend_from_slice(c.as_slice().expect("fresh arrays are standard"));
+                give_array(c);
+            }
+            Array4::from_shape_vec((n, s.0, s.1, s.2), data).expect("one element per voxel")
+        };
+        give_array(std::mem::replace(&mut self.image, image));
         for l in &mut self.labels {
-            *l = u32_op(l);
+            let new = u32_op(l.view());
+            give_array(std::mem::replace(l, new));
         }
         for m in &mut self.masks {
-            *m = u8_op(m);
+            let new = u8_op(m.view());
+            give_array(std::mem::replace(m, new));
         }
         if let Some(v) = &mut self.valid {
-            *v = u8_op(v);
+            let new = u8_op(v.view());
+            give_array(std::mem::replace(v, new));
         }
     }
 }

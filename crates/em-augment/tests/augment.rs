@@ -11,7 +11,9 @@ fn coordinate_sample(shape: [usize; 3]) -> Sample {
     let [z, y, x] = shape;
     let image = Array4::from_shape_fn((3, z, y, x), |(c, i, j, k)| [i, j, k][c] as f32);
     let label = Array3::from_shape_fn((z, y, x), |(i, j, k)| ((i * y + j) * x + k + 1) as u32);
-    Sample::new(image).with_label(label.clone()).with_mask(label.mapv(|v| (v % 2) as u8))
+    Sample::new(image)
+        .with_label(label.clone())
+        .with_mask(label.mapv(|v| (v % 2) as u8))
 }
 
 fn single(step: &str, anisotropic: bool) -> Pipeline {
@@ -46,7 +48,11 @@ fn geometric_transforms_move_labels_with_the_image() {
         ("type = \"flip\"\naxes = [\"z\", \"x\"]", true, slab),
         ("type = \"rot90\"\nplane = [\"y\", \"x\"]", true, slab),
         ("type = \"rot90\"\nplane = [\"z\", \"y\"]", false, cube),
-        ("type = \"rot90\"\nplane = [\"z\", \"x\"]", false, [6, 8, 10]),
+        (
+            "type = \"rot90\"\nplane = [\"z\", \"x\"]",
+            false,
+            [6, 8, 10],
+        ),
         ("type = \"permute\"", false, cube),
         (
             "type = \"slice_shift\"\naxes = [\"z\", \"y\", \"x\"]\nmax_shift = 4",
@@ -169,11 +175,8 @@ fn probabilities_are_honoured() {
     let n = 1500;
     for (i, step) in steps.iter().enumerate() {
         let p = [0.1, 0.3, 0.5, 0.8][i % 4];
-        let pipe = Pipeline::from_toml(
-            &format!("[[transforms]]\n{step}\np = {p}\n"),
-            "rate",
-        )
-        .unwrap();
+        let pipe =
+            Pipeline::from_toml(&format!("[[transforms]]\n{step}\np = {p}\n"), "rate").unwrap();
         let mut fired = 0;
         for seed in 0..n {
             let mut s = Sample::new(Array4::from_elem((1, 4, 8, 8), 0.5));
@@ -275,7 +278,9 @@ fn bad_settings_are_refused_when_loaded() {
     assert!(e.contains("anisotropic"), "{e}");
     let e = err("[[transforms]]\ntype = \"permute\"\n");
     assert!(e.contains("anisotropic"), "{e}");
-    let e = err("[[transforms]]\ntype = \"one_of\"\n[[transforms.transforms]]\ntype = \"flip\"\np = 0.5\n");
+    let e = err(
+        "[[transforms]]\ntype = \"one_of\"\n[[transforms.transforms]]\ntype = \"flip\"\np = 0.5\n",
+    );
     assert!(e.contains("weight"), "{e}");
     let e = err("flavour = 1\n");
     assert!(e.contains("flavour"), "{e}");

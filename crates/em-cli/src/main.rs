@@ -1,6 +1,7 @@
 //! `em`: the command-line front end of em-connectomics. It parses arguments, calls one
 //! library function per subcommand and reports; the work lives in the library crates.
 
+mod augment;
 mod decode;
 mod evaluate;
 mod info;
@@ -35,8 +36,8 @@ enum Command {
     EvaluateSkeletons(evaluate::SkeletonArgs),
     /// Decode at several thresholds and report NERL/VOI of each and the best.
     Tune(evaluate::TuneArgs),
-    /// Apply an augmentation preset and write PNG montages (not built yet).
-    Augment(unbuilt::Rest),
+    /// Apply an augmentation preset and write PNG montages of what each transform does.
+    Augment(augment::AugmentArgs),
     /// Model summary, weight import and single forward passes.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::EvaluateSkeletons(args) => evaluate::evaluate_skeletons(&args),
         Command::Tune(args) => evaluate::tune(&args),
-        Command::Augment(_) => unbuilt::fail("augment", 6),
+        Command::Augment(args) => augment::run(&args),
         Command::Model(cmd) => model::run(&cmd),
         Command::Train(_) => unbuilt::fail("train", 8),
         Command::Infer(_) => unbuilt::fail("infer", 8),

@@ -567,3 +567,96 @@ fn model_summary_forward_and_import() {
         "converted weights give the same output"
     );
 }
+
+#[test]
+fn augment_writes_one_montage_per_transform() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("light");
+    let o = em(&[
+        "augment",
+        "--preset",
+        "light",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--crop",
+        "8,48,48",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // light: three flips, rot90, intensity, then the whole pipeline.
+    assert_eq!(
+        names,
+        [
+            "01_flip.png",
+            "02_flip.png",
+            "03_flip.png",
+            "04_rot90.png",
+            "05_intensity.png",
+            "pipeline.png"
+        ]
+    );
+    let bytes = std::fs::read(out.join("04_rot90.png")).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+
+    // A user volume: uint8 (Z, Y, X) with labels.
+    let img = dir.path().join("img.npy");
+    let lab = dir.path().join("lab.npy");
+    let a =
+        ndarray::Array3::<u8>::from_shape_fn((6, 48, 48), |(z, y, x)| (z * 7 + y * 3 + x) as u8);
+    em_io::write(&img, &em_core::AnyArray::from(a.into_dyn())).unwrap();
+    let l =
+        ndarray::Array3::<u32>::from_shape_fn((6, 48, 48), |(_, y, x)| (y / 8 * 4 + x / 8) as u32);
+    em_io::write(&lab, &em_core::AnyArray::from(l.into_dyn())).unwrap();
+    let out2 = dir.path().join("em_neuron");
+    let o = em(&[
+        "augment",
+        "--preset",
+        "em_neuron",
+        "--input",
+        img.to_str().unwrap(),
+        "--labels",
+        lab.to_str().unwrap(),
+        "--out-dir",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out2.join("pipeline.png").exists());
+
+    // Errors: unknown preset (names the known ones), a preset that does not fit the volume.
+    let o = em(&[
+        "augment",
+        "--preset",
+        "realistik",
+        "--out-dir",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("realistic"));
+    let o = em(&[
+        "augment",
+        "--preset",
+        "realistic",
+        "--input",
+        img.to_str().unwrap(),
+        "--crop",
+        "6,30,30",
+        "--out-dir",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("displacement 16") && err.contains("30 × 30"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("nope").exists(),
+        "nothing written for a failed check"
+    );
+}

@@ -1,4 +1,12 @@
-//! Not yet built: this crate will hold training targets (affinities, masks, boundaries, SDT), patch datasets, `WeightedConcatDataset` and loaders.
+//! Data for training: synthetic EM-like volumes (more of this crate — targets, patch
+//! datasets, `WeightedConcatDataset`, loaders — arrives with issue #7).
 //!
-//! It is a placeholder so that the workspace layout matches ARCHITECTURE.md; see the
-//! project issues for the plan.
+//! ```
+//! use em_data::synth::{neurons, NeuronSettings};
+//!
+//! let v = neurons([4, 32, 32], 7, &NeuronSettings::default());
+//! assert_eq!(v.image.dim(), (4, 32, 32));
+//! assert!(v.labels.iter().all(|&l| l >= 1));
+//! ```
+
+pub mod synth;

@@ -28,6 +28,7 @@ mod format;
 #[cfg(feature = "hdf5")]
 mod hdf5;
 mod npy;
+pub mod png;
 mod tiff;
 mod zarr;
 
