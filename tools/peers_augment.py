@@ -62,7 +62,7 @@ def pick(rng, n, k, margin=0):
 
 # ------------------------------------------------------------------ numpy / scipy steps
 
-def elastic(d, rng, sigma=(5.0, 8.0), alpha=(50.0, 150.0)):
+def elastic(d, rng, sigma=(6.0, 10.0), alpha=(20.0, 60.0)):
     """PyTC-style in-plane elastic warp: one smoothed random (dy, dx) field for all sections."""
     img, lab = d["image"], d["label"]
     _, nz, ny, nx = img.shape

@@ -203,7 +203,7 @@ fn montage(before: &Sample, after: &Sample, title: &str, settings: &str, n: usiz
     };
     let (tw, th) = (nx * scale, ny * scale);
     let width = (LEFT + zs.len() * (tw + GAP)).max(8 * settings.len().min(160) + 2 * GAP);
-    let top = 44;
+    let top = 52;
     let mut c = Canvas::new(width, top + rows.len() * (th + GAP), [250, 250, 250]);
     c.text(GAP, 6, title, TEXT, 2);
     c.text(
