@@ -10,3 +10,4 @@
 //! ```
 
 pub mod synth;
+pub mod targets;

@@ -1,0 +1,299 @@
+//! Training targets from label volumes: affinities with masks, foreground, instance
+//! boundaries, signed distance (`tanh(d/8)`), DeepEM-style erosion, and relabelling of
+//! pieces a crop cut apart. Labels: 0 = background; an optional `known` mask marks voxels
+//! whose label is unknown (they are masked out, never treated as background).
+
+use em_core::{AffinityOffsets, EdgeStorage};
+use ndarray::{Array3, Array4, ArrayView3, Axis};
+
+/// Affinities `(C, Z, Y, X)` for `offsets` in `storage`, and their mask. An affinity is 1
+/// where both ends exist and carry the same non-zero label (so 0 where the source is
+/// background, as in BANIS); the mask is 1 where the other end is inside the volume and
+/// both ends are known.
+pub fn affinities(
+    labels: ArrayView3<'_, u32>,
+    known: Option<ArrayView3<'_, bool>>,
+    offsets: &AffinityOffsets,
+    storage: EdgeStorage,
+) -> (Array4<f32>, Array4<u8>) {
+    let (nz, ny, nx) = labels.dim();
+    let c = offsets.len();
+    let mut aff = Array4::<f32>::zeros((c, nz, ny, nx));
+    let mut mask = Array4::<u8>::zeros((c, nz, ny, nx));
+    let sign = match storage {
+        EdgeStorage::Source => 1,
+        EdgeStorage::Destination => -1,
+    };
+    for (ch, o) in offsets.as_slice().iter().enumerate() {
+        let d = o.0.map(|v| v * sign);
+        // The voxels whose partner v + d lies inside, as index ranges per axis.
+        let range = |n: usize, d: i64| -> (usize, usize) {
+            let lo = (-d).max(0) as usize;
+            let hi = (n as i64 - d.max(0)).max(0) as usize;
+            (lo.min(n), hi.max(lo.min(n)))
+        };
+        let (rz, ry, rx) = (range(nz, d[0]), range(ny, d[1]), range(nx, d[2]));
+        let mut a = aff.index_axis_mut(Axis(0), ch);
+        let mut m = mask.index_axis_mut(Axis(0), ch);
+        for z in rz.0..rz.1 {
+            let pz = (z as i64 + d[0]) as usize;
+            for y in ry.0..ry.1 {
+                let py = (y as i64 + d[1]) as usize;
+                for x in rx.0..rx.1 {
+                    let px = (x as i64 + d[2]) as usize;
+                    let (l, p) = (labels[[z, y, x]], labels[[pz, py, px]]);
+                    let ok = known.as_ref().is_none_or(|k| k[[z, y, x]] && k[[pz, py, px]]);
+                    m[[z, y, x]] = u8::from(ok);
+                    a[[z, y, x]] = if l != 0 && l == p { 1.0 } else { 0.0 };
+                }
+            }
+        }
+    }
+    (aff, mask)
+}
+
+/// 1 where labelled (non-zero), else 0.
+pub fn foreground(labels: ArrayView3<'_, u32>) -> Array3<f32> {
+    labels.mapv(|l| f32::from(u8::from(l != 0)))
+}
+
+/// 1 on labelled voxels with a face neighbour (inside the volume) of another label,
+/// background included; `planar` looks at the 4 in-plane neighbours only.
+pub fn boundaries(labels: ArrayView3<'_, u32>, planar: bool) -> Array3<u8> {
+    let (nz, ny, nx) = labels.dim();
+    let mut out = Array3::<u8>::zeros((nz, ny, nx));
+    let steps: &[[i64; 3]] = if planar {
+        &[[0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
+    } else {
+        &[
+            [1, 0, 0],
+            [-1, 0, 0],
+            [0, 1, 0],
+            [0, -1, 0],
+            [0, 0, 1],
+            [0, 0, -1],
+        ]
+    };
+    for ((z, y, x), o) in out.indexed_iter_mut() {
+        let l = labels[[z, y, x]];
+        if l == 0 {
+            continue;
+        }
+        let differs = steps.iter().any(|s| {
+            let p = [z as i64 + s[0], y as i64 + s[1], x as i64 + s[2]];
+            p[0] >= 0
+                && p[1] >= 0
+                && p[2] >= 0
+                && (p[0] as usize) < nz
+                && (p[1] as usize) < ny
+                && (p[2] as usize) < nx
+                && labels[[p[0] as usize, p[1] as usize, p[2] as usize]] != l
+        });
+        *o = u8::from(differs);
+    }
+    out
+}
+
+/// DeepEM-style erosion: labelled voxels with another label (background included) within
+/// the in-plane square of half-width `width` become background, opening gaps between
+/// touching objects.
+pub fn erode(labels: ArrayView3<'_, u32>, width: usize) -> Array3<u32> {
+    let (nz, ny, nx) = labels.dim();
+    let w = width as i64;
+    Array3::from_shape_fn((nz, ny, nx), |(z, y, x)| {
+        let l = labels[[z, y, x]];
+        if l == 0 {
+            return 0;
+        }
+        for dy in -w..=w {
+            for dx in -w..=w {
+                let (py, px) = (y as i64 + dy, x as i64 + dx);
+                if py >= 0
+                    && px >= 0
+                    && (py as usize) < ny
+                    && (px as usize) < nx
+                    && labels[[z, py as usize, px as usize]] != l
+                {
+                    return 0;
+                }
+            }
+        }
+        l
+    })
+}
+
+/// Splits every label into its 6-connected pieces (a crop can cut one object into several),
+/// numbered `1..=K` in order of first appearance in a raster scan; 0 stays 0.
+pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
+    let (nz, ny, nx) = labels.dim();
+    let n = nz * ny * nx;
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    fn find(p: &mut [u32], mut i: u32) -> u32 {
+        while p[i as usize] != i {
+            p[i as usize] = p[p[i as usize] as usize];
+            i = p[i as usize];
+        }
+        i
+    }
+    let idx = |z: usize, y: usize, x: usize| ((z * ny + y) * nx + x) as u32;
+    for ((z, y, x), &l) in labels.indexed_iter() {
+        if l == 0 {
+            continue;
+        }
+        let here = idx(z, y, x);
+        for (back, ok) in [
+            ((z.wrapping_sub(1), y, x), z > 0),
+            ((z, y.wrapping_sub(1), x), y > 0),
+            ((z, y, x.wrapping_sub(1)), x > 0),
+        ] {
+            if ok && labels[[back.0, back.1, back.2]] == l {
+                let (a, b) = (find(&mut parent, here), find(&mut parent, idx(back.0, back.1, back.2)));
+                // The root is always the earlier voxel, so roots are first appearances.
+                let (lo, hi) = (a.min(b), a.max(b));
+                parent[hi as usize] = lo;
+            }
+        }
+    }
+    let mut number = vec![0u32; n];
+    let mut next = 0u32;
+    let mut out = Array3::<u32>::zeros((nz, ny, nx));
+    for ((z, y, x), o) in out.indexed_iter_mut() {
+        if labels[[z, y, x]] == 0 {
+            continue;
+        }
+        let r = find(&mut parent, idx(z, y, x)) as usize;
+        if number[r] == 0 {
+            next += 1;
+            number[r] = next;
+        }
+        *o = number[r];
+    }
+    out
+}
+
+/// Signed distance target `tanh(d / 8)`: inside an object `d` is the Euclidean distance (in
+/// units of `voxel_size`, z first) to the nearest voxel of another label, in background
+/// minus the distance to the nearest labelled voxel. Objects or background filling the
+/// whole volume get distance 0 (no boundary to measure from).
+pub fn signed_distance(labels: ArrayView3<'_, u32>, voxel_size: [f32; 3]) -> Array3<f32> {
+    let (nz, ny, nx) = labels.dim();
+    let mut out = Array3::<f32>::zeros((nz, ny, nx));
+    // One transform per label on its bounding box grown by one voxel: the grown box's rim
+    // holds other labels, and no voxel beyond it can be nearer (the rim point on the way
+    // is at least as close), so the result is exact at a cost near one pass per voxel.
+    let mut boxes: std::collections::BTreeMap<u32, ([usize; 3], [usize; 3])> =
+        std::collections::BTreeMap::new();
+    for ((z, y, x), &l) in labels.indexed_iter() {
+        let b = boxes.entry(l).or_insert(([z, y, x], [z, y, x]));
+        for (a, v) in [z, y, x].into_iter().enumerate() {
+            b.0[a] = b.0[a].min(v);
+            b.1[a] = b.1[a].max(v);
+        }
+    }
+    let dims = [nz, ny, nx];
+    for (&id, &(lo, hi)) in &boxes {
+        let lo = lo.map(|v| v.saturating_sub(1));
+        let hi = [0, 1, 2].map(|a| (hi[a] + 2).min(dims[a]));
+        let window = ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]];
+        let inside = labels.slice(window).mapv(|l| l == id);
+        if inside.iter().all(|&b| b) {
+            continue; // fills the volume: nothing to measure from
+        }
+        let d = edt(inside.view(), voxel_size);
+        let sign = if id == 0 { -1.0 } else { 1.0 };
+        let mut o = out.slice_mut(window);
+        for ((v, &m), &dist) in o.iter_mut().zip(inside.iter()).zip(d.iter()) {
+            if m {
+                *v = sign * dist;
+            }
+        }
+    }
+    out.mapv_inplace(|d| (d / 8.0).tanh());
+    out
+}
+
+/// Exact Euclidean distance from every `true` voxel to the nearest `false` voxel (0 on
+/// `false` voxels), by three separable passes of the lower-envelope transform
+/// (Felzenszwalb & Huttenlocher); voxels with no `false` voxel at all get +∞.
+pub fn edt(mask: ArrayView3<'_, bool>, voxel_size: [f32; 3]) -> Array3<f32> {
+    let mut f = mask.mapv(|b| if b { f32::INFINITY } else { 0.0 });
+    for axis in 0..3 {
+        let w = voxel_size[axis] * voxel_size[axis];
+        for mut lane in f.lanes_mut(Axis(axis)) {
+            let src: Vec<f32> = lane.iter().copied().collect();
+            let dst = envelope(&src, w);
+            for (o, v) in lane.iter_mut().zip(dst) {
+                *o = v;
+            }
+        }
+    }
+    f.mapv_inplace(f32::sqrt);
+    f
+}
+
+/// One dimension of the squared distance transform: `d[i] = min_j (f[j] + w (i − j)²)`.
+fn envelope(f: &[f32], w: f32) -> Vec<f32> {
+    let n = f.len();
+    let mut d = vec![f32::INFINITY; n];
+    let mut v = vec![0usize; n];
+    let mut z = vec![0f32; n + 1];
+    let mut k = 0usize;
+    let first = match f.iter().position(|x| x.is_finite()) {
+        Some(i) => i,
+        None => return d,
+    };
+    v[0] = first;
+    z[0] = f32::NEG_INFINITY;
+    z[1] = f32::INFINITY;
+    let inter = |q: usize, p: usize| -> f32 {
+        let (q2, p2) = ((q * q) as f32, (p * p) as f32);
+        ((f[q] + w * q2) - (f[p] + w * p2)) / (2.0 * w * (q as f32 - p as f32))
+    };
+    for q in first + 1..n {
+        if !f[q].is_finite() {
+            continue;
+        }
+        let mut s = inter(q, v[k]);
+        while s <= z[k] {
+            k -= 1;
+            s = inter(q, v[k]);
+        }
+        k += 1;
+        v[k] = q;
+        z[k] = s;
+        z[k + 1] = f32::INFINITY;
+    }
+    k = 0;
+    for (q, out) in d.iter_mut().enumerate() {
+        while z[k + 1] < q as f32 {
+            k += 1;
+        }
+        let dq = q as f32 - v[k] as f32;
+        *out = w * dq * dq + f[v[k]];
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edt_matches_brute_force() {
+        let mask = Array3::from_shape_fn((5, 7, 6), |(z, y, x)| (z * 3 + y * 5 + x * 7) % 11 != 0);
+        let vs = [3.0, 1.0, 1.5];
+        let d = edt(mask.view(), vs);
+        for ((z, y, x), &got) in d.indexed_iter() {
+            let mut best = f32::INFINITY;
+            for ((a, b, c), &m) in mask.indexed_iter() {
+                if !m {
+                    let dd = ((z as f32 - a as f32) * vs[0]).powi(2)
+                        + ((y as f32 - b as f32) * vs[1]).powi(2)
+                        + ((x as f32 - c as f32) * vs[2]).powi(2);
+                    best = best.min(dd);
+                }
+            }
+            assert!((got - best.sqrt()).abs() < 1e-4, "{z} {y} {x}: {got} vs {}", best.sqrt());
+        }
+    }
+}
