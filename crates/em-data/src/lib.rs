@@ -9,5 +9,15 @@
 //! assert!(v.labels.iter().all(|&l| l >= 1));
 //! ```
 
+mod dataset;
+mod error;
+mod loader;
 pub mod synth;
 pub mod targets;
+
+pub use dataset::{
+    grid_starts, Dataset, GridDataset, LengthPolicy, MixMode, PatchDataset, PatchSettings,
+    WeightedConcatDataset,
+};
+pub use error::{DataError, Result};
+pub use loader::{make_batch, Batch, Loader, LoaderConfig, TargetSpec};

@@ -42,7 +42,9 @@ pub fn affinities(
                 for x in rx.0..rx.1 {
                     let px = (x as i64 + d[2]) as usize;
                     let (l, p) = (labels[[z, y, x]], labels[[pz, py, px]]);
-                    let ok = known.as_ref().is_none_or(|k| k[[z, y, x]] && k[[pz, py, px]]);
+                    let ok = known
+                        .as_ref()
+                        .is_none_or(|k| k[[z, y, x]] && k[[pz, py, px]]);
                     m[[z, y, x]] = u8::from(ok);
                     a[[z, y, x]] = if l != 0 && l == p { 1.0 } else { 0.0 };
                 }
@@ -147,7 +149,10 @@ pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
             ((z, y, x.wrapping_sub(1)), x > 0),
         ] {
             if ok && labels[[back.0, back.1, back.2]] == l {
-                let (a, b) = (find(&mut parent, here), find(&mut parent, idx(back.0, back.1, back.2)));
+                let (a, b) = (
+                    find(&mut parent, here),
+                    find(&mut parent, idx(back.0, back.1, back.2)),
+                );
                 // The root is always the earlier voxel, so roots are first appearances.
                 let (lo, hi) = (a.min(b), a.max(b));
                 parent[hi as usize] = lo;
@@ -293,7 +298,11 @@ mod tests {
                     best = best.min(dd);
                 }
             }
-            assert!((got - best.sqrt()).abs() < 1e-4, "{z} {y} {x}: {got} vs {}", best.sqrt());
+            assert!(
+                (got - best.sqrt()).abs() < 1e-4,
+                "{z} {y} {x}: {got} vs {}",
+                best.sqrt()
+            );
         }
     }
 }
