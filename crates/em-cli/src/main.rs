@@ -2,6 +2,7 @@
 //! library function per subcommand and reports; the work lives in the library crates.
 
 mod augment;
+mod data;
 mod decode;
 mod evaluate;
 mod info;
@@ -47,8 +48,9 @@ enum Command {
     Infer(unbuilt::Rest),
     /// Show the automatic run plan for this machine (not built yet).
     Plan(unbuilt::Rest),
-    /// Synthetic data sets (not built yet).
-    Data(unbuilt::Rest),
+    /// Synthetic data sets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Render, submit and sweep Slurm jobs (not built yet).
     Slurm(unbuilt::Rest),
 }
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
         Command::Train(_) => unbuilt::fail("train", 8),
         Command::Infer(_) => unbuilt::fail("infer", 8),
         Command::Plan(_) => unbuilt::fail("plan", 9),
-        Command::Data(_) => unbuilt::fail("data", 7),
+        Command::Data(cmd) => data::run(&cmd),
         Command::Slurm(_) => unbuilt::fail("slurm", 10),
     };
     match result {

@@ -113,7 +113,7 @@ fn bad_input_is_a_clear_error_with_status_1() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for (cmd, issue) in [("data", 7), ("train", 8), ("slurm", 10)] {
+    for (cmd, issue) in [("plan", 9), ("train", 8), ("slurm", 10)] {
         let out = em(&[cmd, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
