@@ -12,6 +12,7 @@
 mod dataset;
 mod error;
 mod loader;
+mod sources;
 pub mod synth;
 pub mod targets;
 
@@ -21,3 +22,6 @@ pub use dataset::{
 };
 pub use error::{DataError, Result};
 pub use loader::{make_batch, Batch, Loader, LoaderConfig, TargetSpec};
+pub use sources::{
+    DataConfig, Opener, SourceConfig, SourceVolumes, Split, SynthKind, WeightedSource,
+};

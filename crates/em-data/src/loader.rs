@@ -67,48 +67,76 @@ impl TargetSpec {
     /// # Errors
     /// A sample without labels.
     pub fn compute(&self, s: &Sample) -> Result<(Array4<f32>, Array4<f32>)> {
+        let (_, z, y, x) = s.image.dim();
+        let k = self.channels();
+        let mut t = Array4::zeros((k, z, y, x));
+        let mut m = Array4::zeros((k, z, y, x));
+        self.compute_into(s, [0; 3], t.view_mut(), m.view_mut())?;
+        Ok((t, m))
+    }
+
+    /// Targets and mask of the window starting at `lo` (the outputs' spatial shape),
+    /// written into `target` and `mask` `(K, z, y, x)`: computed on the whole sample (so
+    /// long-range affinities at the window's edge see the context), stored for the window.
+    ///
+    /// # Errors
+    /// A sample without labels.
+    pub fn compute_into(
+        &self,
+        s: &Sample,
+        lo: [usize; 3],
+        mut target: ndarray::ArrayViewMut4<'_, f32>,
+        mut mask: ndarray::ArrayViewMut4<'_, f32>,
+    ) -> Result<()> {
         let labels = s
             .labels
             .first()
             .ok_or_else(|| invalid("targets", "the sample has no label volume"))?;
+        let (_, wz, wy, wx) = target.dim();
+        let win = s![lo[0]..lo[0] + wz, lo[1]..lo[1] + wy, lo[2]..lo[2] + wx];
         let valid = s.valid.as_ref().map(|v| v.mapv(|b| b != 0));
-        let plain_mask = |k: usize| -> Array4<f32> {
-            let (z, y, x) = labels.dim();
-            let m = valid.as_ref().map_or_else(
-                || ndarray::Array3::ones((z, y, x)),
-                |v| v.mapv(|b| f32::from(u8::from(b))),
-            );
-            m.insert_axis(Axis(0))
-                .broadcast((k, z, y, x))
-                .expect("same shape")
-                .to_owned()
+        let plain_mask = |mask: &mut ndarray::ArrayViewMut4<'_, f32>| match &valid {
+            Some(v) => {
+                let v = v.slice(win);
+                for mut ch in mask.outer_iter_mut() {
+                    ch.zip_mut_with(&v, |o, &b| *o = f32::from(u8::from(b)));
+                }
+            }
+            None => mask.fill(1.0),
         };
-        Ok(match self {
+        match self {
             Self::Affinities { offsets, storage } => {
                 let pieces = targets::relabel_connected(labels.view());
-                let (aff, mask) = targets::affinities(
+                targets::affinities_into(
                     pieces.view(),
                     valid.as_ref().map(|v| v.view()),
                     offsets,
                     *storage,
+                    lo,
+                    target,
+                    mask,
                 );
-                (aff, mask.mapv(f32::from))
             }
-            Self::Foreground => (
-                targets::foreground(labels.view()).insert_axis(Axis(0)),
-                plain_mask(1),
-            ),
-            Self::Boundary { planar } => (
-                targets::boundaries(labels.view(), *planar)
-                    .mapv(f32::from)
-                    .insert_axis(Axis(0)),
-                plain_mask(1),
-            ),
-            Self::SignedDistance { voxel_size } => (
-                targets::signed_distance(labels.view(), *voxel_size).insert_axis(Axis(0)),
-                plain_mask(1),
-            ),
-        })
+            Self::Foreground => {
+                target
+                    .index_axis_mut(Axis(0), 0)
+                    .zip_mut_with(&labels.slice(win), |o, &l| *o = f32::from(u8::from(l != 0)));
+                plain_mask(&mut mask);
+            }
+            Self::Boundary { planar } => {
+                let b = targets::boundaries(labels.view(), *planar);
+                target
+                    .index_axis_mut(Axis(0), 0)
+                    .zip_mut_with(&b.slice(win), |o, &v| *o = f32::from(v));
+                plain_mask(&mut mask);
+            }
+            Self::SignedDistance { voxel_size } => {
+                let d = targets::signed_distance(labels.view(), *voxel_size);
+                target.index_axis_mut(Axis(0), 0).assign(&d.slice(win));
+                plain_mask(&mut mask);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -153,9 +181,6 @@ pub fn make_batch(
     epoch: u64,
     b: usize,
 ) -> Result<Batch> {
-    let mut images = Vec::with_capacity(cfg.batch_size);
-    let mut tgts = Vec::with_capacity(cfg.batch_size);
-    let mut masks = Vec::with_capacity(cfg.batch_size);
     let base = cfg.seed
         ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ (b as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
@@ -168,37 +193,51 @@ pub fn make_batch(
         p.apply_batch(&mut batch, base.wrapping_add(1))?;
     }
     let c = cfg.context;
-    for smp in &batch {
-        let (t, m) = cfg.targets.compute(smp)?;
-        let (_, z, y, x) = smp.image.dim();
-        if z < 2 * c[0] || y < 2 * c[1] || x < 2 * c[2] {
+    let (ch, z, y, x) = batch[0].image.dim();
+    if z < 2 * c[0] || y < 2 * c[1] || x < 2 * c[2] {
+        return Err(invalid(
+            "loader",
+            format!(
+                "sample {:?} is smaller than twice the context {c:?}",
+                [z, y, x]
+            ),
+        ));
+    }
+    let (pz, py, px) = (z - 2 * c[0], y - 2 * c[1], x - 2 * c[2]);
+    let k = cfg.targets.channels();
+    let n = batch.len();
+    let mut image = Array5::<f32>::zeros((n, ch, pz, py, px));
+    let mut target = Array5::<f32>::zeros((n, k, pz, py, px));
+    let mut mask = Array5::<f32>::zeros((n, k, pz, py, px));
+    for (i, smp) in batch.iter().enumerate() {
+        if smp.image.dim() != (ch, z, y, x) {
             return Err(invalid(
                 "loader",
                 format!(
-                    "sample {:?} is smaller than twice the context {c:?}",
-                    [z, y, x]
+                    "samples of different shapes in one batch: {:?} and {:?}",
+                    smp.image.dim(),
+                    (ch, z, y, x)
                 ),
             ));
         }
-        let win = s![.., c[0]..z - c[0], c[1]..y - c[1], c[2]..x - c[2]];
-        images.push(smp.image.slice(win).to_owned());
-        tgts.push(t.slice(win).to_owned());
-        masks.push(m.slice(win).to_owned());
+        image.index_axis_mut(Axis(0), i).assign(&smp.image.slice(s![
+            ..,
+            c[0]..z - c[0],
+            c[1]..y - c[1],
+            c[2]..x - c[2]
+        ]));
+        cfg.targets.compute_into(
+            smp,
+            c,
+            target.index_axis_mut(Axis(0), i),
+            mask.index_axis_mut(Axis(0), i),
+        )?;
     }
-    let stack = |v: Vec<Array4<f32>>| -> Result<Array5<f32>> {
-        let views: Vec<_> = v.iter().map(|a| a.view()).collect();
-        ndarray::stack(Axis(0), &views).map_err(|e| {
-            invalid(
-                "loader",
-                format!("samples of different shapes in one batch: {e}"),
-            )
-        })
-    };
     Ok(Batch {
         index: b,
-        image: stack(images)?,
-        target: stack(tgts)?,
-        mask: stack(masks)?,
+        image,
+        target,
+        mask,
     })
 }
 

@@ -19,39 +19,80 @@ pub fn affinities(
     let (nz, ny, nx) = labels.dim();
     let c = offsets.len();
     let mut aff = Array4::<f32>::zeros((c, nz, ny, nx));
-    let mut mask = Array4::<u8>::zeros((c, nz, ny, nx));
+    let mut mask = Array4::<f32>::zeros((c, nz, ny, nx));
+    affinities_into(
+        labels,
+        known,
+        offsets,
+        storage,
+        [0; 3],
+        aff.view_mut(),
+        mask.view_mut(),
+    );
+    (aff, mask.mapv(|m| m as u8))
+}
+
+/// [`affinities`] for the window of `labels` starting at `lo` with the outputs' spatial
+/// shape, written into `aff` and `mask` (float 0/1): edges may reach into the context
+/// around the window (BANIS reads +10 voxels so that long-range edges at the patch border
+/// exist).
+pub fn affinities_into(
+    labels: ArrayView3<'_, u32>,
+    known: Option<ArrayView3<'_, bool>>,
+    offsets: &AffinityOffsets,
+    storage: EdgeStorage,
+    lo: [usize; 3],
+    mut aff: ndarray::ArrayViewMut4<'_, f32>,
+    mut mask: ndarray::ArrayViewMut4<'_, f32>,
+) {
+    let (nz, ny, nx) = labels.dim();
+    let (_, wz, wy, wx) = aff.dim();
+    let labels = labels.as_standard_layout();
+    let lab = labels.as_slice().expect("standard layout");
+    let known = known.map(|k| k.as_standard_layout().into_owned());
+    let kn = known
+        .as_ref()
+        .map(|k| k.as_slice().expect("standard layout"));
     let sign = match storage {
         EdgeStorage::Source => 1,
         EdgeStorage::Destination => -1,
     };
     for (ch, o) in offsets.as_slice().iter().enumerate() {
         let d = o.0.map(|v| v * sign);
-        // The voxels whose partner v + d lies inside, as index ranges per axis.
-        let range = |n: usize, d: i64| -> (usize, usize) {
-            let lo = (-d).max(0) as usize;
-            let hi = (n as i64 - d.max(0)).max(0) as usize;
-            (lo.min(n), hi.max(lo.min(n)))
-        };
-        let (rz, ry, rx) = (range(nz, d[0]), range(ny, d[1]), range(nx, d[2]));
         let mut a = aff.index_axis_mut(Axis(0), ch);
         let mut m = mask.index_axis_mut(Axis(0), ch);
-        for z in rz.0..rz.1 {
-            let pz = (z as i64 + d[0]) as usize;
-            for y in ry.0..ry.1 {
-                let py = (y as i64 + d[1]) as usize;
-                for x in rx.0..rx.1 {
-                    let px = (x as i64 + d[2]) as usize;
-                    let (l, p) = (labels[[z, y, x]], labels[[pz, py, px]]);
-                    let ok = known
-                        .as_ref()
-                        .is_none_or(|k| k[[z, y, x]] && k[[pz, py, px]]);
-                    m[[z, y, x]] = u8::from(ok);
-                    a[[z, y, x]] = if l != 0 && l == p { 1.0 } else { 0.0 };
+        a.fill(0.0);
+        m.fill(0.0);
+        // Window x range whose partner stays inside the volume.
+        let gx = lo[2] as i64;
+        let x0 = (-d[2] - gx).clamp(0, wx as i64) as usize;
+        let x1 = ((nx as i64 - d[2] - gx).clamp(0, wx as i64) as usize).max(x0);
+        for z in 0..wz {
+            let (vz, pz) = ((lo[0] + z) as i64, (lo[0] + z) as i64 + d[0]);
+            if pz < 0 || pz >= nz as i64 {
+                continue;
+            }
+            for y in 0..wy {
+                let (vy, py) = ((lo[1] + y) as i64, (lo[1] + y) as i64 + d[1]);
+                if py < 0 || py >= ny as i64 {
+                    continue;
+                }
+                let row = ((vz as usize * ny) + vy as usize) * nx + lo[2];
+                let prow = ((pz as usize * ny) + py as usize) * nx;
+                let mut arow = a.slice_mut(ndarray::s![z, y, ..]);
+                let mut mrow = m.slice_mut(ndarray::s![z, y, ..]);
+                for x in x0..x1 {
+                    let (i, j) = (row + x, (prow as i64 + gx + x as i64 + d[2]) as usize);
+                    let (l, p) = (lab[i], lab[j]);
+                    arow[x] = if l != 0 && l == p { 1.0 } else { 0.0 };
+                    mrow[x] = match kn {
+                        Some(k) => f32::from(u8::from(k[i] && k[j])),
+                        None => 1.0,
+                    };
                 }
             }
         }
     }
-    (aff, mask)
 }
 
 /// 1 where labelled (non-zero), else 0.
@@ -128,7 +169,9 @@ pub fn erode(labels: ArrayView3<'_, u32>, width: usize) -> Array3<u32> {
 /// numbered `1..=K` in order of first appearance in a raster scan; 0 stays 0.
 pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
     let (nz, ny, nx) = labels.dim();
-    let n = nz * ny * nx;
+    let labels = labels.as_standard_layout();
+    let lab = labels.as_slice().expect("standard layout");
+    let n = lab.len();
     let mut parent: Vec<u32> = (0..n as u32).collect();
     fn find(p: &mut [u32], mut i: u32) -> u32 {
         while p[i as usize] != i {
@@ -137,43 +180,47 @@ pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
         }
         i
     }
-    let idx = |z: usize, y: usize, x: usize| ((z * ny + y) * nx + x) as u32;
-    for ((z, y, x), &l) in labels.indexed_iter() {
+    // The root of a set is always its earliest voxel, so roots are first appearances.
+    let join = |p: &mut Vec<u32>, a: usize, b: usize| {
+        let (ra, rb) = (find(p, a as u32), find(p, b as u32));
+        if ra != rb {
+            let (lo, hi) = (ra.min(rb), ra.max(rb));
+            p[hi as usize] = lo;
+        }
+    };
+    let plane = ny * nx;
+    for i in 0..n {
+        let l = lab[i];
         if l == 0 {
             continue;
         }
-        let here = idx(z, y, x);
-        for (back, ok) in [
-            ((z.wrapping_sub(1), y, x), z > 0),
-            ((z, y.wrapping_sub(1), x), y > 0),
-            ((z, y, x.wrapping_sub(1)), x > 0),
-        ] {
-            if ok && labels[[back.0, back.1, back.2]] == l {
-                let (a, b) = (
-                    find(&mut parent, here),
-                    find(&mut parent, idx(back.0, back.1, back.2)),
-                );
-                // The root is always the earlier voxel, so roots are first appearances.
-                let (lo, hi) = (a.min(b), a.max(b));
-                parent[hi as usize] = lo;
-            }
+        let x = i % nx;
+        let y = (i / nx) % ny;
+        if x > 0 && lab[i - 1] == l {
+            join(&mut parent, i, i - 1);
+        }
+        if y > 0 && lab[i - nx] == l {
+            join(&mut parent, i, i - nx);
+        }
+        if i >= plane && lab[i - plane] == l {
+            join(&mut parent, i, i - plane);
         }
     }
     let mut number = vec![0u32; n];
     let mut next = 0u32;
-    let mut out = Array3::<u32>::zeros((nz, ny, nx));
-    for ((z, y, x), o) in out.indexed_iter_mut() {
-        if labels[[z, y, x]] == 0 {
+    let mut out = vec![0u32; n];
+    for i in 0..n {
+        if lab[i] == 0 {
             continue;
         }
-        let r = find(&mut parent, idx(z, y, x)) as usize;
+        let r = find(&mut parent, i as u32) as usize;
         if number[r] == 0 {
             next += 1;
             number[r] = next;
         }
-        *o = number[r];
+        out[i] = number[r];
     }
-    out
+    Array3::from_shape_vec((nz, ny, nx), out).expect("one label per voxel")
 }
 
 /// Signed distance target `tanh(d / 8)`: inside an object `d` is the Euclidean distance (in
