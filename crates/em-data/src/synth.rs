@@ -422,10 +422,13 @@ pub fn mitochondria(shape: [usize; 3], seed: u64, s: &MitoSettings) -> SynthVolu
     SynthVolume { image, labels }
 }
 
+/// A skeleton node: the cell (skeleton id) and its position `(z, y, x)` in voxels.
+pub type SkeletonNode = (u32, [f32; 3]);
+
 /// One skeleton node per cell and section (the centroid of the cell's voxels in that
 /// section), joined in z order: enough structure for ERL on synthetic neurons. Returns
 /// `(nodes [(skeleton id, z, y, x)], edges [(node i, node j)])`.
-pub fn section_skeletons(labels: &Array3<u32>) -> (Vec<(u32, [f32; 3])>, Vec<[usize; 2]>) {
+pub fn section_skeletons(labels: &Array3<u32>) -> (Vec<SkeletonNode>, Vec<[usize; 2]>) {
     let mut sums: std::collections::BTreeMap<(u32, usize), ([f64; 2], f64)> =
         std::collections::BTreeMap::new();
     for ((z, y, x), &l) in labels.indexed_iter() {

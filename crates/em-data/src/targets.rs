@@ -269,8 +269,8 @@ pub fn signed_distance(labels: ArrayView3<'_, u32>, voxel_size: [f32; 3]) -> Arr
 /// (Felzenszwalb & Huttenlocher); voxels with no `false` voxel at all get +∞.
 pub fn edt(mask: ArrayView3<'_, bool>, voxel_size: [f32; 3]) -> Array3<f32> {
     let mut f = mask.mapv(|b| if b { f32::INFINITY } else { 0.0 });
-    for axis in 0..3 {
-        let w = voxel_size[axis] * voxel_size[axis];
+    for (axis, &size) in voxel_size.iter().enumerate() {
+        let w = size * size;
         for mut lane in f.lanes_mut(Axis(axis)) {
             let src: Vec<f32> = lane.iter().copied().collect();
             let dst = envelope(&src, w);
@@ -301,8 +301,8 @@ fn envelope(f: &[f32], w: f32) -> Vec<f32> {
         let (q2, p2) = ((q * q) as f32, (p * p) as f32);
         ((f[q] + w * q2) - (f[p] + w * p2)) / (2.0 * w * (q as f32 - p as f32))
     };
-    for q in first + 1..n {
-        if !f[q].is_finite() {
+    for (q, fq) in f.iter().enumerate().skip(first + 1) {
+        if !fq.is_finite() {
             continue;
         }
         let mut s = inter(q, v[k]);

@@ -128,7 +128,7 @@ fn rejection_sampling_honours_thresholds_or_says_why() {
     }
     st.min_foreground = 0.99;
     st.tries = 5;
-    let lab2 = lab.mapv(|v| if v == 3 { 0 } else { 0 });
+    let lab2 = Array3::<i64>::zeros(lab.dim());
     let ds = PatchDataset::new(
         "empty",
         vol(img.into_dyn()),

@@ -19,14 +19,30 @@ fn load<T: ndarray_npy::ReadableElement>(name: &str) -> ArrayD<T> {
 const CASES: [&str; 3] = ["blocks", "cut", "random"];
 
 fn input(case: &str) -> (Array3<u32>, Array3<bool>) {
-    let raw: Array3<i64> = load::<i64>(&format!("input_{case}.npy")).into_dimensionality::<Ix3>().unwrap();
+    let raw: Array3<i64> = load::<i64>(&format!("input_{case}.npy"))
+        .into_dimensionality::<Ix3>()
+        .unwrap();
     (raw.mapv(|v| v.max(0) as u32), raw.mapv(|v| v != -1))
 }
 
 fn offsets(list: &str) -> AffinityOffsets {
     let o: Vec<[i64; 3]> = match list {
-        "banis" => vec![[1, 0, 0], [0, 1, 0], [0, 0, 1], [10, 0, 0], [0, 10, 0], [0, 0, 10]],
-        _ => vec![[1, 0, 0], [0, 1, 0], [0, 0, 1], [2, 0, 0], [0, 3, 0], [0, 0, -2]],
+        "banis" => vec![
+            [1, 0, 0],
+            [0, 1, 0],
+            [0, 0, 1],
+            [10, 0, 0],
+            [0, 10, 0],
+            [0, 0, 10],
+        ],
+        _ => vec![
+            [1, 0, 0],
+            [0, 1, 0],
+            [0, 0, 1],
+            [2, 0, 0],
+            [0, 3, 0],
+            [0, 0, -2],
+        ],
     };
     AffinityOffsets::new(o.into_iter().map(Offset).collect()).unwrap()
 }
@@ -36,11 +52,23 @@ fn affinities_and_masks_match_numpy() {
     for case in CASES {
         let (lab, known) = input(case);
         for list in ["banis", "mixed"] {
-            for (storage, tag) in [(EdgeStorage::Source, "source"), (EdgeStorage::Destination, "dest")] {
-                let (aff, mask) = targets::affinities(lab.view(), Some(known.view()), &offsets(list), storage);
-                let want_aff: Array4<u8> = load::<u8>(&format!("aff_{tag}_{list}_{case}.npy")).into_dimensionality::<Ix4>().unwrap();
-                let want_mask: Array4<u8> = load::<u8>(&format!("mask_{tag}_{list}_{case}.npy")).into_dimensionality::<Ix4>().unwrap();
-                assert_eq!(aff.mapv(|v| v as u8), want_aff, "{case} {list} {tag} affinities");
+            for (storage, tag) in [
+                (EdgeStorage::Source, "source"),
+                (EdgeStorage::Destination, "dest"),
+            ] {
+                let (aff, mask) =
+                    targets::affinities(lab.view(), Some(known.view()), &offsets(list), storage);
+                let want_aff: Array4<u8> = load::<u8>(&format!("aff_{tag}_{list}_{case}.npy"))
+                    .into_dimensionality::<Ix4>()
+                    .unwrap();
+                let want_mask: Array4<u8> = load::<u8>(&format!("mask_{tag}_{list}_{case}.npy"))
+                    .into_dimensionality::<Ix4>()
+                    .unwrap();
+                assert_eq!(
+                    aff.mapv(|v| v as u8),
+                    want_aff,
+                    "{case} {list} {tag} affinities"
+                );
                 assert_eq!(mask, want_mask, "{case} {list} {tag} mask");
             }
         }
@@ -51,20 +79,40 @@ fn affinities_and_masks_match_numpy() {
 fn relabelling_boundaries_erosion_and_distance_match_the_references() {
     for case in CASES {
         let (lab, _) = input(case);
-        let want: Array3<u32> = load::<u32>(&format!("relabel6_{case}.npy")).into_dimensionality().unwrap();
-        assert_eq!(targets::relabel_connected(lab.view()), want, "{case} relabel");
+        let want: Array3<u32> = load::<u32>(&format!("relabel6_{case}.npy"))
+            .into_dimensionality()
+            .unwrap();
+        assert_eq!(
+            targets::relabel_connected(lab.view()),
+            want,
+            "{case} relabel"
+        );
         for (planar, tag) in [(false, "3d"), (true, "2d")] {
-            let want: Array3<u8> = load::<u8>(&format!("boundary{tag}_{case}.npy")).into_dimensionality().unwrap();
-            assert_eq!(targets::boundaries(lab.view(), planar), want, "{case} boundary {tag}");
+            let want: Array3<u8> = load::<u8>(&format!("boundary{tag}_{case}.npy"))
+                .into_dimensionality()
+                .unwrap();
+            assert_eq!(
+                targets::boundaries(lab.view(), planar),
+                want,
+                "{case} boundary {tag}"
+            );
         }
         for w in [1, 2] {
-            let want: Array3<u32> = load::<u32>(&format!("erode{w}_{case}.npy")).into_dimensionality().unwrap();
+            let want: Array3<u32> = load::<u32>(&format!("erode{w}_{case}.npy"))
+                .into_dimensionality()
+                .unwrap();
             assert_eq!(targets::erode(lab.view(), w), want, "{case} erode {w}");
         }
         for (vs, tag) in [([1.0, 1.0, 1.0], "sdt"), ([4.0, 1.0, 1.0], "sdt_aniso")] {
-            let want: Array3<f32> = load::<f32>(&format!("{tag}_{case}.npy")).into_dimensionality().unwrap();
+            let want: Array3<f32> = load::<f32>(&format!("{tag}_{case}.npy"))
+                .into_dimensionality()
+                .unwrap();
             let got = targets::signed_distance(lab.view(), vs);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err < 1e-5, "{case} {tag}: max error {err}");
         }
     }
