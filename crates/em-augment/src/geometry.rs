@@ -281,26 +281,30 @@ pub(crate) fn affine<T: Voxel>(a: ArrayView3<'_, T>, m: &[[f32; 3]; 3]) -> Array
 /// Separable Gaussian smoothing of a 2-D field `(ny, nx)` with reflection at the borders.
 pub(crate) fn gaussian_2d(field: &mut [f32], ny: usize, nx: usize, sigma: f32) {
     let k = gaussian_kernel(sigma);
+    let mut a = ndarray::Array2::from_shape_vec((ny, nx), field.to_vec()).expect("ny × nx values");
+    convolve_axis(&mut a, &k, 1);
+    convolve_axis(&mut a, &k, 0);
+    field.copy_from_slice(a.as_slice().expect("standard layout"));
+}
+
+/// Convolution of a section along axis 0 (y) or 1 (x) with reflection at the borders.
+pub(crate) fn convolve_axis(sec: &mut ndarray::Array2<f32>, k: &[f32], axis: usize) {
     let r = k.len() / 2;
-    let mut tmp = vec![0f32; field.len()];
-    for y in 0..ny {
-        for x in 0..nx {
-            let mut s = 0.0;
-            for (i, w) in k.iter().enumerate() {
-                let xx = reflect(x as f32 + i as f32 - r as f32, nx) as usize;
-                s += w * field[y * nx + xx];
-            }
-            tmp[y * nx + x] = s;
-        }
-    }
-    for y in 0..ny {
-        for x in 0..nx {
-            let mut s = 0.0;
-            for (i, w) in k.iter().enumerate() {
-                let yy = reflect(y as f32 + i as f32 - r as f32, ny) as usize;
-                s += w * tmp[yy * nx + x];
-            }
-            field[y * nx + x] = s;
+    let mut src = Vec::new();
+    for mut lane in sec.lanes_mut(Axis(axis)) {
+        src.clear();
+        src.extend(lane.iter().copied());
+        let n = src.len();
+        for (i, v) in lane.iter_mut().enumerate() {
+            *v = if i >= r && i + r < n {
+                // Interior: no reflection needed.
+                k.iter().zip(&src[i - r..=i + r]).map(|(w, x)| w * x).sum()
+            } else {
+                k.iter()
+                    .enumerate()
+                    .map(|(t, w)| w * src[reflect(i as f32 + t as f32 - r as f32, n) as usize])
+                    .sum()
+            };
         }
     }
 }

@@ -732,7 +732,7 @@ impl Transform {
                     for mut ch in s.image.outer_iter_mut() {
                         let mut sec = ch.index_axis_mut(Axis(0), z);
                         let mut buf = sec.to_owned();
-                        convolve_axis(&mut buf, &k, usize::from(along_x));
+                        geometry::convolve_axis(&mut buf, &k, usize::from(along_x));
                         sec.assign(&buf);
                     }
                 }
@@ -743,8 +743,8 @@ impl Transform {
                     for mut ch in s.image.outer_iter_mut() {
                         let mut sec = ch.index_axis_mut(Axis(0), z);
                         let mut buf = sec.to_owned();
-                        convolve_axis(&mut buf, &k, 0);
-                        convolve_axis(&mut buf, &k, 1);
+                        geometry::convolve_axis(&mut buf, &k, 0);
+                        geometry::convolve_axis(&mut buf, &k, 1);
                         sec.assign(&buf);
                     }
                 }
@@ -911,23 +911,6 @@ fn cuboid(
         hi[a] = lo[a] + side;
     }
     (lo, hi)
-}
-
-/// Convolution of a section along axis 0 (y) or 1 (x) with reflection at the borders.
-fn convolve_axis(sec: &mut ndarray::Array2<f32>, k: &[f32], axis: usize) {
-    let src = sec.to_owned();
-    let r = (k.len() / 2) as f32;
-    let (h, w) = src.dim();
-    let n = [h, w][axis];
-    for ((a, b), v) in sec.indexed_iter_mut() {
-        let pos = [a, b][axis] as f32;
-        let mut acc = 0.0;
-        for (i, wgt) in k.iter().enumerate() {
-            let j = geometry::reflect(pos + i as f32 - r, n) as usize;
-            acc += wgt * if axis == 0 { src[[j, b]] } else { src[[a, j]] };
-        }
-        *v = acc;
-    }
 }
 
 /// Downsample by `f` per axis (linear sampling at the coarse voxel centres) and back up

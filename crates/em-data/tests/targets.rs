@@ -26,25 +26,18 @@ fn input(case: &str) -> (Array3<u32>, Array3<bool>) {
 }
 
 fn offsets(list: &str) -> AffinityOffsets {
-    let o: Vec<[i64; 3]> = match list {
-        "banis" => vec![
-            [1, 0, 0],
-            [0, 1, 0],
-            [0, 0, 1],
-            [10, 0, 0],
-            [0, 10, 0],
-            [0, 0, 10],
-        ],
-        _ => vec![
-            [1, 0, 0],
-            [0, 1, 0],
-            [0, 0, 1],
-            [2, 0, 0],
-            [0, 3, 0],
-            [0, 0, -2],
-        ],
-    };
-    AffinityOffsets::new(o.into_iter().map(Offset).collect()).unwrap()
+    if list == "banis" {
+        return AffinityOffsets::banis();
+    }
+    let mixed = [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [2, 0, 0],
+        [0, 3, 0],
+        [0, 0, -2],
+    ];
+    AffinityOffsets::new(mixed.into_iter().map(Offset).collect()).unwrap()
 }
 
 #[test]
