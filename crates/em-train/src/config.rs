@@ -1,0 +1,184 @@
+//! The training configuration: one TOML file, every key typed and checked, with
+//! `key=value` overrides from the command line.
+
+use serde::{Deserialize, Serialize};
+
+use em_data::{DataConfig, TargetSpec};
+use em_models::{LossConfig, ModelConfig};
+
+use crate::{Result, TrainError};
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Cosine decay to 0 at the last step.
+    #[default]
+    Cosine,
+    /// `(1 − t)^0.9` (nnU-Net's poly).
+    Poly,
+    /// Constant.
+    Constant,
+}
+
+/// AdamW and its schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate.
+    #[serde(default = "lr")]
+    pub lr: f64,
+    /// Decoupled weight decay.
+    #[serde(default = "wd")]
+    pub weight_decay: f32,
+    /// Gradient norm clip (0 = off).
+    #[serde(default = "one")]
+    pub grad_clip: f32,
+    /// Linear warm-up steps.
+    #[serde(default)]
+    pub warmup: usize,
+    /// Schedule after warm-up.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+fn lr() -> f64 {
+    1e-3
+}
+fn wd() -> f32 {
+    1e-2
+}
+fn one() -> f32 {
+    1.0
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            lr: lr(),
+            weight_decay: wd(),
+            grad_clip: one(),
+            warmup: 0,
+            schedule: Schedule::default(),
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The learning rate at `step` (0-based) of `steps`.
+    pub fn lr_at(&self, step: usize, steps: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = steps.saturating_sub(self.warmup).max(1) as f64;
+        let t = ((step - self.warmup) as f64 / span).clamp(0.0, 1.0);
+        match self.schedule {
+            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            Schedule::Poly => self.lr * (1.0 - t).powf(0.9),
+            Schedule::Constant => self.lr,
+        }
+    }
+}
+
+/// A whole training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of every random draw.
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Loader worker threads.
+    #[serde(default = "two")]
+    pub workers: usize,
+    /// Augmentation preset name or TOML path (`"none"` for none).
+    #[serde(default = "none")]
+    pub augment: String,
+    /// Log a line every this many steps.
+    #[serde(default = "ten")]
+    pub log_every: usize,
+    /// The network.
+    pub model: ModelConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// What it predicts.
+    pub targets: TargetSpec,
+    /// The loss.
+    #[serde(default)]
+    pub loss: LossConfig,
+    /// AdamW and schedule.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+}
+
+fn two() -> usize {
+    2
+}
+fn ten() -> usize {
+    10
+}
+fn none() -> String {
+    "none".into()
+}
+
+impl TrainConfig {
+    /// Parses TOML, applies `key=value` overrides (dotted keys, TOML values; bare words are
+    /// strings), and checks the result.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the unknown key, the bad value or the override.
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        for o in overrides {
+            let (key, value) = o
+                .split_once('=')
+                .ok_or_else(|| TrainError::Config(format!("override {o:?} is not key=value")))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let mut node = &mut table;
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            for p in &parts[..parts.len() - 1] {
+                node = node
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| {
+                        TrainError::Config(format!("override {key}: {p} is not a table"))
+                    })?;
+            }
+            node.insert(parts[parts.len() - 1].to_string(), value);
+        }
+        let cfg: Self = table
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.steps == 0 || self.batch_size == 0 || self.log_every == 0 {
+            return bad(format!(
+                "steps {}, batch_size {} and log_every {} must be ≥ 1",
+                self.steps, self.batch_size, self.log_every
+            ));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad(format!(
+                "optimizer.lr {} must be positive",
+                self.optimizer.lr
+            ));
+        }
+        Ok(())
+    }
+}
