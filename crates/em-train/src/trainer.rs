@@ -64,13 +64,12 @@ pub fn train<B: AutodiffBackend>(
         }
     };
     let mut model: Model<B> = cfg.model.build(device)?;
-    let mut optim =
-        AdamWConfig::new()
-            .with_weight_decay(cfg.optimizer.weight_decay)
-            .with_grad_clipping((cfg.optimizer.grad_clip > 0.0).then(|| {
-                burn::grad_clipping::GradientClippingConfig::Norm(cfg.optimizer.grad_clip)
-            }))
-            .init::<B, Model<B>>();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.optimizer.weight_decay)
+        .with_grad_clipping((cfg.optimizer.grad_clip > 0.0).then_some(
+            burn::grad_clipping::GradientClippingConfig::Norm(cfg.optimizer.grad_clip),
+        ))
+        .init::<B, Model<B>>();
     let loader_cfg = || LoaderConfig {
         batch_size: cfg.batch_size,
         workers: cfg.workers,
