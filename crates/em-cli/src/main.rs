@@ -8,6 +8,7 @@ mod evaluate;
 mod info;
 mod model;
 mod progress;
+mod train;
 mod unbuilt;
 
 use std::path::PathBuf;
@@ -42,8 +43,8 @@ enum Command {
     /// Model summary, weight import and single forward passes.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Train a model from a TOML config (not built yet).
-    Train(unbuilt::Rest),
+    /// Train a model from a TOML config (checkpoints, resume and validation: issue #8).
+    Train(train::TrainArgs),
     /// Sliding-window inference on a volume (not built yet).
     Infer(unbuilt::Rest),
     /// Show the automatic run plan for this machine (not built yet).
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => evaluate::tune(&args),
         Command::Augment(args) => augment::run(&args),
         Command::Model(cmd) => model::run(&cmd),
-        Command::Train(_) => unbuilt::fail("train", 8),
+        Command::Train(args) => train::run(&args),
         Command::Infer(_) => unbuilt::fail("infer", 8),
         Command::Plan(_) => unbuilt::fail("plan", 9),
         Command::Data(cmd) => data::run(&cmd),

@@ -113,7 +113,7 @@ fn bad_input_is_a_clear_error_with_status_1() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for (cmd, issue) in [("plan", 9), ("train", 8), ("slurm", 10)] {
+    for (cmd, issue) in [("plan", 9), ("infer", 8), ("slurm", 10)] {
         let out = em(&[cmd, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -659,4 +659,83 @@ fn augment_writes_one_montage_per_transform() {
         !dir.path().join("nope").exists(),
         "nothing written for a failed check"
     );
+}
+
+#[test]
+fn train_writes_a_log_and_weights_and_refuses_bad_configs_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+steps = 3
+batch_size = 1
+workers = 1
+[model]
+arch = "mednext_custom"
+in_channels = 1
+out_channels = 1
+width = 4
+ratios = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+[data]
+patch = { patch = [16, 16, 16], epoch_len = 8 }
+[[data.sources]]
+source = { kind = "synthetic", synth = "mito", shape = [16, 48, 48] }
+[targets]
+kind = "foreground"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = em(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "optimizer.lr=2e-3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["steps"], 3);
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    assert!(log.contains("\"lr\""));
+    assert!(std::fs::read_to_string(out.join("config.toml"))
+        .unwrap()
+        .contains("lr = 0.002"));
+    // The weights load back by MONAI names (the architecture is read off them).
+    let x = dir.path().join("x.npy");
+    em_io::write(
+        &x,
+        &em_core::AnyArray::from(ndarray::Array4::<f32>::zeros((1, 16, 16, 16)).into_dyn()),
+    )
+    .unwrap();
+    let y = dir.path().join("y.npy");
+    let o = em(&[
+        "model",
+        "forward",
+        "--weights",
+        out.join("model.safetensors").to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--out",
+        y.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An unknown key and an unwritable output directory fail before training.
+    let o = em(&["train", cfg.to_str().unwrap(), "--set", "optimizer.lrate=1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lrate"));
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let o = em(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        blocker.join("run").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("creating"));
 }
