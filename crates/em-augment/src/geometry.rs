@@ -158,14 +158,8 @@ pub(crate) fn warp_plane<T: Voxel>(a: ArrayView3<'_, T>, dy: &[f32], dx: &[f32])
     let dims = a.dim();
     let (nz, ny, nx) = dims;
     debug_assert_eq!(dy.len(), ny * nx);
-    let owned_copy;
-    let src = match a.as_slice() {
-        Some(s) => s,
-        None => {
-            owned_copy = owned(a.view());
-            owned_copy.as_slice().expect("fresh array")
-        }
-    };
+    let a = a.as_standard_layout();
+    let src = a.as_slice().expect("standard layout");
     let (hy, hx) = ((ny - 1) as f32, (nx - 1) as f32);
     let mut out = crate::pool::take(nz * ny * nx);
     for z in 0..nz {
@@ -220,14 +214,8 @@ pub(crate) fn rotation(p: usize, q: usize, angle: f32) -> [[f32; 3]; 3] {
 /// Resamples with input = `m · (output − centre) + centre`.
 pub(crate) fn affine<T: Voxel>(a: ArrayView3<'_, T>, m: &[[f32; 3]; 3]) -> Array3<T> {
     let dims = a.dim();
-    let owned_copy;
-    let src = match a.as_slice() {
-        Some(s) => s,
-        None => {
-            owned_copy = owned(a.view());
-            owned_copy.as_slice().expect("fresh array")
-        }
-    };
+    let a = a.as_standard_layout();
+    let src = a.as_slice().expect("standard layout");
     let (nz, ny, nx) = dims;
     let c = [
         (nz as f32 - 1.0) / 2.0,
