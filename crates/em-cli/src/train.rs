@@ -19,7 +19,7 @@ use serde_json::json;
 pub(crate) struct TrainArgs {
     /// The training config (TOML).
     config: PathBuf,
-    /// Output directory: metrics.jsonl, config.toml (as run), model.safetensors.
+    /// Output directory: metrics.jsonl, config.toml (as run), model.safetensors, loss.png.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
     /// Override a config value: --set optimizer.lr=2e-3 (repeatable).
@@ -89,12 +89,16 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("writing {}: {e}", weights.display()))?;
     std::fs::rename(&tmp, &weights)
         .with_context(|| format!("moving {} into place", weights.display()))?;
+    let losses: Vec<f64> = trained.log.iter().map(|l| l.loss).collect();
+    let curve = a.out.join("loss.png");
+    em_io::png::line_chart("training loss per step", &losses, 720, 360).save_png(&curve)?;
     let last = trained.log.last();
     println!(
         "{}",
         json!({"steps": trained.log.len(), "final_loss": last.map(|l| l.loss),
                "seconds": last.map(|l| l.elapsed_s), "out": a.out.display().to_string(),
-               "model": weights.display().to_string(), "metrics": log_path.display().to_string()})
+               "model": weights.display().to_string(), "metrics": log_path.display().to_string(),
+               "loss_curve": curve.display().to_string()})
     );
     Ok(())
 }

@@ -702,6 +702,7 @@ kind = "foreground"
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
     assert!(log.contains("\"lr\""));
+    assert_eq!(&std::fs::read(out.join("loss.png")).unwrap()[1..4], b"PNG");
     assert!(std::fs::read_to_string(out.join("config.toml"))
         .unwrap()
         .contains("lr = 0.002"));

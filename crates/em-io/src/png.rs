@@ -213,3 +213,100 @@ mod tests {
             .contains("missing"));
     }
 }
+
+/// A line chart of `values` (x = 1, 2, …) with a title, min/max labels and the last value:
+/// loss curves and metric histories at a glance. Non-finite values are skipped.
+pub fn line_chart(title: &str, values: &[f64], width: usize, height: usize) -> Canvas {
+    let mut c = Canvas::new(width, height, [255, 255, 255]);
+    let (left, right, top, bottom) = (70usize, 16usize, 30usize, 24usize);
+    c.text(8, 8, title, [20, 20, 20], 1);
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (pw, ph) = (
+        width.saturating_sub(left + right).max(1),
+        height.saturating_sub(top + bottom).max(1),
+    );
+    let axis = [120, 120, 120];
+    c.line(
+        (left as i64, top as i64),
+        (left as i64, (top + ph) as i64),
+        axis,
+    );
+    c.line(
+        (left as i64, (top + ph) as i64),
+        ((left + pw) as i64, (top + ph) as i64),
+        axis,
+    );
+    if finite.is_empty() {
+        c.text(left + 8, top + ph / 2, "no finite values", [200, 30, 30], 1);
+        return c;
+    }
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    c.text(4, top, &format!("{hi:.4}"), axis, 1);
+    c.text(4, top + ph - 8, &format!("{lo:.4}"), axis, 1);
+    c.text(left, top + ph + 8, "1", axis, 1);
+    let n = values.len().max(1);
+    let label = format!("{n}");
+    c.text(
+        (left + pw).saturating_sub(8 * label.len()),
+        top + ph + 8,
+        &label,
+        axis,
+        1,
+    );
+    let point = |i: usize, v: f64| -> (i64, i64) {
+        let x = left as f64
+            + if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.5
+            } * pw as f64;
+        let y = top as f64 + (1.0 - (v - lo) / span) * ph as f64;
+        (x.round() as i64, y.round() as i64)
+    };
+    let mut prev = None;
+    for (i, &v) in values.iter().enumerate() {
+        if !v.is_finite() {
+            prev = None;
+            continue;
+        }
+        let p = point(i, v);
+        if let Some(q) = prev {
+            c.line(q, p, [30, 90, 200]);
+        } else {
+            c.set(p.0, p.1, [30, 90, 200]);
+        }
+        prev = Some(p);
+    }
+    if let Some(last) = finite.last() {
+        let s = format!("last {last:.4}");
+        c.text(
+            (width.saturating_sub(8 * s.len() + 8)).max(left),
+            8,
+            &s,
+            [30, 90, 200],
+            1,
+        );
+    }
+    c
+}
+
+#[cfg(test)]
+mod chart_tests {
+    use super::*;
+
+    #[test]
+    fn a_falling_curve_is_drawn_from_top_left_to_bottom_right() {
+        let c = line_chart("loss", &[1.0, 0.5, 0.25, f64::NAN, 0.1], 200, 120);
+        let blue = |x: usize, y: usize| c.get(x, y) == Some([30, 90, 200]);
+        // First point at the top of the plot area, last at the bottom.
+        assert!(blue(70, 30));
+        assert!(blue(184, 96));
+        let empty = line_chart("nothing", &[f64::NAN], 200, 120);
+        assert!((0..200).all(|x| (0..120).all(|y| empty.get(x, y) != Some([30, 90, 200]))));
+    }
+}
