@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use em_augment::{Pipeline, Sample, Step, Transform};
-use em_core::AnyArray;
 use em_io::png::Canvas;
 use ndarray::{Array3, Array4, Axis, Ix3, Ix4};
 
@@ -110,12 +109,7 @@ fn load_sample(a: &AugmentArgs, anisotropic: bool) -> anyhow::Result<Sample> {
         }
         Some(path) => {
             let arr = em_io::read(path)?;
-            let scale = if matches!(arr, AnyArray::U8(_)) {
-                1.0 / 255.0
-            } else {
-                1.0
-            };
-            let f = arr.to_f32().mapv(|v| v * scale);
+            let f = arr.to_intensity_f32();
             let image: Array4<f32> = match f.ndim() {
                 3 => f.into_dimensionality::<Ix3>()?.insert_axis(Axis(0)),
                 4 => f.into_dimensionality::<Ix4>()?,

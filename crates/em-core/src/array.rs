@@ -188,6 +188,15 @@ macro_rules! any_array {
                 match self { $(AnyArray::$variant(a) => a.mapv(|v| v.to_f64() as f32),)* }
             }
 
+            /// Image intensities as `f32`: uint8 scaled to [0, 1] (EM images are 8-bit),
+            /// everything else converted as is (float data is taken as already normalised).
+            pub fn to_intensity_f32(&self) -> ArrayD<f32> {
+                match self {
+                    AnyArray::U8(a) => a.mapv(|v| f32::from(v) / 255.0),
+                    other => other.to_f32(),
+                }
+            }
+
             /// Smallest and largest value, ignoring NaN; `None` when empty or all NaN.
             pub fn min_max(&self) -> Option<(f64, f64)> {
                 match self {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use em_augment::{AugmentRng, Sample};
-use em_core::{AnyArray, ChunkedVolume, Roi};
+use em_core::{ChunkedVolume, Roi};
 use ndarray::{s, Array3, Array4, Axis, Ix3, Ix4};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -227,12 +227,7 @@ impl PatchDataset {
                 spatial.clone()
             };
             let raw = self.image.read_roi(&img_roi)?;
-            let scale = if matches!(raw, AnyArray::U8(_)) {
-                1.0 / 255.0
-            } else {
-                1.0
-            };
-            let f = raw.to_f32().mapv(|v| v * scale);
+            let f = raw.to_intensity_f32();
             let f: Array4<f32> = if self.image.ndim() == 4 {
                 f.into_dimensionality::<Ix4>()
                     .map_err(|e| invalid(&self.name, e.to_string()))?

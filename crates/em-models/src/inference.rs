@@ -322,7 +322,7 @@ fn volume_err(e: em_core::Error) -> ModelError {
 fn to_f32(a: AnyArray) -> Result<ArrayD<f32>> {
     match a {
         AnyArray::F32(a) => Ok(a),
-        AnyArray::U8(a) => Ok(a.mapv(|v| f32::from(v) / 255.0)),
+        a @ AnyArray::U8(_) => Ok(a.to_intensity_f32()),
         other => Err(ModelError::BadInput {
             expected: format!("float32 or uint8 input, not {}", other.dtype()),
             found: other.shape().to_vec(),
