@@ -260,6 +260,20 @@ impl Loader {
     /// # Errors
     /// A zero batch size or a zero prefetch with workers.
     pub fn new(dataset: Arc<dyn Dataset>, cfg: LoaderConfig, epoch: u64) -> Result<Self> {
+        Self::starting_at(dataset, cfg, epoch, 0)
+    }
+
+    /// Starts the workers for `epoch` at batch `first`: the batches are those an epoch
+    /// started at 0 would give from `first` on (resuming a run mid-epoch).
+    ///
+    /// # Errors
+    /// As [`Loader::new`].
+    pub fn starting_at(
+        dataset: Arc<dyn Dataset>,
+        cfg: LoaderConfig,
+        epoch: u64,
+        first: usize,
+    ) -> Result<Self> {
         if cfg.batch_size == 0 || (cfg.workers > 0 && cfg.prefetch == 0) {
             return Err(invalid(
                 "loader",
@@ -277,7 +291,7 @@ impl Loader {
                 stop,
                 handles: Vec::new(),
                 pending: BTreeMap::new(),
-                next: 0,
+                next: first,
                 total,
                 failed: false,
                 inline: Some((dataset, cfg, epoch)),
@@ -291,7 +305,7 @@ impl Loader {
                 std::thread::Builder::new()
                     .name(format!("em-loader-{w}"))
                     .spawn(move || {
-                        for b in (w..total).step_by(cfg.workers) {
+                        for b in (first + w..total).step_by(cfg.workers) {
                             if stop.load(Ordering::Relaxed) {
                                 break;
                             }
@@ -325,7 +339,7 @@ impl Loader {
             stop,
             handles,
             pending: BTreeMap::new(),
-            next: 0,
+            next: first,
             total,
             failed: false,
             inline: None,

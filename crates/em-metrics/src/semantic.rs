@@ -27,7 +27,9 @@ pub struct ClassScores {
 }
 
 impl ClassScores {
-    fn new(class: u64, tp: u64, fp: u64, fn_: u64) -> Self {
+    /// The scores of `class` from its true-positive, false-positive and false-negative
+    /// voxel counts.
+    pub fn from_counts(class: u64, tp: u64, fp: u64, fn_: u64) -> Self {
         let r = |num: u64, den: u64| {
             if den == 0 {
                 1.0
@@ -59,7 +61,7 @@ pub fn binary_scores(table: &Contingency) -> ClassScores {
             (false, false) => {}
         }
     }
-    ClassScores::new(1, tp, fp, fn_)
+    ClassScores::from_counts(1, tp, fp, fn_)
 }
 
 /// Scores of every class id present in either volume except 0 (multi-class masks: class ids
@@ -80,7 +82,7 @@ pub fn class_scores(table: &Contingency) -> Vec<ClassScores> {
             let tp = table.pairs.get(&(c, c)).copied().unwrap_or(0);
             let in_gt = a.get(&c).copied().unwrap_or(0);
             let in_pred = b.get(&c).copied().unwrap_or(0);
-            ClassScores::new(c, tp, in_pred - tp, in_gt - tp)
+            ClassScores::from_counts(c, tp, in_pred - tp, in_gt - tp)
         })
         .collect()
 }

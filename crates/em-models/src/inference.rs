@@ -458,12 +458,27 @@ pub fn mednext_predictor<'a, B: burn::tensor::backend::Backend>(
     model: &'a crate::MedNeXt<B>,
     device: &'a B::Device,
 ) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
+    tensor_predictor(move |x| model.forward(x), device)
+}
+
+/// A predictor for [`sliding_window`] from any registered [`crate::Model`].
+pub fn model_predictor<'a, B: burn::tensor::backend::Backend>(
+    model: &'a crate::Model<B>,
+    device: &'a B::Device,
+) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
+    tensor_predictor(move |x| model.forward(x), device)
+}
+
+fn tensor_predictor<'a, B: burn::tensor::backend::Backend>(
+    forward: impl Fn(burn::tensor::Tensor<B, 5>) -> Result<burn::tensor::Tensor<B, 5>> + 'a,
+    device: &'a B::Device,
+) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
     move |window: Array5<f32>| {
         let shape = window.shape().to_vec();
         // Logical order: a flipped window's raw buffer is in the unflipped order.
         let data =
             burn::tensor::TensorData::new(window.iter().copied().collect::<Vec<f32>>(), shape);
-        let y = model.forward(burn::tensor::Tensor::<B, 5>::from_data(data, device))?;
+        let y = forward(burn::tensor::Tensor::<B, 5>::from_data(data, device))?;
         let dims = y.dims();
         let values: Vec<f32> =
             y.into_data()

@@ -22,7 +22,9 @@ mod rsunet;
 mod weights;
 
 pub use error::{ModelError, Result};
-pub use inference::{mednext_predictor, sliding_window, Blend, OutputActivation, SlidingWindow};
+pub use inference::{
+    mednext_predictor, model_predictor, sliding_window, Blend, OutputActivation, SlidingWindow,
+};
 pub use losses::{bce_with_logits, downsample, soft_dice, LossConfig, PosWeight};
 pub use mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};
 pub use memory::MemoryEstimate;

@@ -94,7 +94,7 @@ pub fn soft_dice<B: Backend>(
 
 /// A weighted sum of BCE and Dice.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
     /// Weight of BCE (0 to leave it out).
     pub bce: f32,

@@ -74,6 +74,29 @@ impl<B: Backend> Model<B> {
             Self::RsUNet(m) => m.forward(x),
         }
     }
+
+    /// The main output followed by any deep-supervision outputs (coarser resolutions).
+    ///
+    /// # Errors
+    /// Input shapes the architecture cannot take.
+    pub fn forward_all(&self, x: Tensor<B, 5>) -> Result<Vec<Tensor<B, 5>>> {
+        match self {
+            Self::MedNeXt(m) => m.forward_all(x),
+            Self::RsUNet(m) => Ok(vec![m.forward(x)?]),
+        }
+    }
+
+    /// Checks an input shape `(N, C, Z, Y, X)` before any work (MedNeXt: sides multiples
+    /// of 16; RSUNet checks in its forward pass).
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`] naming the expected shape.
+    pub fn check_input(&self, shape: &[usize]) -> Result<()> {
+        match self {
+            Self::MedNeXt(m) => m.check_input(shape),
+            Self::RsUNet(_) => Ok(()),
+        }
+    }
 }
 
 fn three() -> usize {
@@ -159,6 +182,15 @@ impl ModelConfig {
             Self::MednextCustom(c) => c.clone(),
             Self::Rsunet(_) => return None,
         })
+    }
+
+    /// Input and output channels.
+    pub fn channels(&self) -> (usize, usize) {
+        match (self, self.mednext()) {
+            (Self::Rsunet(c), _) => (c.in_channels, c.out_channels),
+            (_, Some(c)) => (c.in_channels, c.out_channels),
+            (_, None) => (0, 0),
+        }
     }
 
     /// Builds the model with fresh weights.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use em_data::{DataConfig, TargetSpec};
+use em_data::{DataConfig, SourceConfig, TargetSpec};
 use em_models::{LossConfig, ModelConfig};
 
 use crate::{Result, TrainError};
@@ -112,6 +112,99 @@ pub struct TrainConfig {
     /// AdamW and schedule.
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// Batches whose gradients are summed into one optimizer step (the effective batch is
+    /// `batch_size × accumulate`).
+    #[serde(default = "one_usize")]
+    pub accumulate: usize,
+    /// An exponential moving average of the weights, used for validation and saved as the
+    /// final model.
+    #[serde(default)]
+    pub ema: Option<EmaConfig>,
+    /// Periodic validation on a held-out volume.
+    #[serde(default)]
+    pub validation: Option<ValidationConfig>,
+    /// Checkpoint interval and retention.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+/// Weight averaging: `ema ← decay·ema + (1 − decay)·weights` after every step from `start`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaConfig {
+    /// Decay per step (0.999 averages about the last thousand steps).
+    #[serde(default = "ema_decay")]
+    pub decay: f64,
+    /// Steps before averaging starts (the EMA is a copy of the weights until then).
+    #[serde(default)]
+    pub start: usize,
+}
+
+fn ema_decay() -> f64 {
+    0.999
+}
+
+/// Validation: the model (its EMA when there is one) predicts a whole held-out volume by
+/// sliding window; foreground-like targets are scored by IoU/Dice at `threshold`,
+/// affinities are decoded at each of `thresholds` and scored by VOI and adapted Rand.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Validate every this many steps (and after the last).
+    pub every: usize,
+    /// The held-out volume with labels.
+    pub source: SourceConfig,
+    /// Sliding-window side (default: the training patch).
+    #[serde(default)]
+    pub window: Option<[usize; 3]>,
+    /// Window overlap per axis.
+    #[serde(default = "quarter")]
+    pub overlap: [f32; 3],
+    /// Probability threshold for IoU/Dice.
+    #[serde(default = "half")]
+    pub threshold: f32,
+    /// Affinity thresholds tried by the decode (the best VOI is reported).
+    #[serde(default = "aff_thresholds")]
+    pub thresholds: Vec<f32>,
+}
+
+fn quarter() -> [f32; 3] {
+    [0.25; 3]
+}
+fn half() -> f32 {
+    0.5
+}
+fn aff_thresholds() -> Vec<f32> {
+    vec![0.3, 0.5, 0.7, 0.9]
+}
+
+/// When checkpoints are written and how many are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Every this many steps (0: only at the end and when stopped by a signal).
+    #[serde(default = "hundred")]
+    pub every: usize,
+    /// The newest this many are kept (≥ 1).
+    #[serde(default = "two")]
+    pub keep: usize,
+}
+
+fn hundred() -> usize {
+    100
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: hundred(),
+            keep: two(),
+        }
+    }
 }
 
 fn two() -> usize {
@@ -124,6 +217,18 @@ fn none() -> String {
     "none".into()
 }
 
+/// `model = "mednext_cpu"` names a model preset (or a TOML file); it becomes the preset's
+/// table so that overrides such as `model.width=16` apply to it.
+fn expand_model_preset(table: &mut toml::Table) -> Result<()> {
+    if let Some(toml::Value::String(name)) = table.get("model") {
+        let preset = ModelConfig::load(name)?;
+        let value = toml::Value::try_from(&preset)
+            .map_err(|e| TrainError::Config(format!("model {name:?}: {e}")))?;
+        table.insert("model".into(), value);
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// Parses TOML, applies `key=value` overrides (dotted keys, TOML values; bare words are
     /// strings), and checks the result.
@@ -133,6 +238,7 @@ impl TrainConfig {
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        expand_model_preset(&mut table)?;
         for o in overrides {
             let (key, value) = o
                 .split_once('=')
@@ -153,6 +259,7 @@ impl TrainConfig {
                     })?;
             }
             node.insert(parts[parts.len() - 1].to_string(), value);
+            expand_model_preset(&mut table)?;
         }
         let cfg: Self = table
             .try_into()
@@ -172,6 +279,41 @@ impl TrainConfig {
                 "steps {}, batch_size {} and log_every {} must be ≥ 1",
                 self.steps, self.batch_size, self.log_every
             ));
+        }
+        if self.accumulate == 0 || self.checkpoint.keep == 0 {
+            return bad(format!(
+                "accumulate {} and checkpoint.keep {} must be ≥ 1",
+                self.accumulate, self.checkpoint.keep
+            ));
+        }
+        if let Some(e) = &self.ema {
+            if !(0.0..1.0).contains(&e.decay) {
+                return bad(format!("ema.decay {} must be in [0, 1)", e.decay));
+            }
+        }
+        if let Some(v) = &self.validation {
+            if v.every == 0 {
+                return bad("validation.every must be ≥ 1".into());
+            }
+            if v.window.is_some_and(|w| w.contains(&0))
+                || v.overlap.iter().any(|o| !(0.0..1.0).contains(o))
+            {
+                return bad(format!(
+                    "validation.window {:?} (sides ≥ 1) and overlap {:?} (each in [0, 1))",
+                    v.window, v.overlap
+                ));
+            }
+            if v.thresholds.is_empty()
+                || v.thresholds
+                    .iter()
+                    .chain([&v.threshold])
+                    .any(|t| !(0.0..1.0).contains(t))
+            {
+                return bad(format!(
+                    "validation.threshold {} and thresholds {:?} must lie in [0, 1) (and thresholds be non-empty)",
+                    v.threshold, v.thresholds
+                ));
+            }
         }
         if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
             return bad(format!(

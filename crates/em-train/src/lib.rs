@@ -29,11 +29,17 @@
 //! # Ok::<(), em_train::TrainError>(())
 //! ```
 
+pub mod checkpoint;
 mod config;
+mod ema;
 mod trainer;
+pub mod validate;
 
-pub use config::{OptimizerConfig, Schedule, TrainConfig};
-pub use trainer::{inference_model, train, Opener, StepLog, Trained};
+pub use config::{
+    CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
+};
+pub use trainer::{inference_model, train, Event, Opener, RunOptions, StepLog, Trained};
+pub use validate::{ValidationLog, Validator};
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +56,25 @@ pub enum TrainError {
     /// The augmentation preset is wrong for the patch.
     #[error(transparent)]
     Augment(#[from] em_augment::AugmentError),
-    /// The loss became NaN or infinite.
-    #[error("the loss is {loss} at step {step}; lower optimizer.lr or check the data")]
+    /// Decoding validation affinities failed.
+    #[error(transparent)]
+    Decode(#[from] em_decode::DecodeError),
+    /// Scoring a validation failed.
+    #[error(transparent)]
+    Metrics(#[from] em_metrics::MetricsError),
+    /// A checkpoint could not be written, read, or belongs to another run.
+    #[error("checkpoint {0}")]
+    Checkpoint(String),
+    /// The loss became NaN or infinite; the last good checkpoint (if any) is kept.
+    #[error("the loss is {loss} at step {step}; lower optimizer.lr or check the data{}",
+        match last_good { Some(p) => format!(" (last good checkpoint: {})", p.display()), None => String::new() })]
     NonFinite {
         /// Step (1-based).
         step: usize,
         /// The value.
         loss: f64,
+        /// The newest checkpoint written before it.
+        last_good: Option<std::path::PathBuf>,
     },
 }
 

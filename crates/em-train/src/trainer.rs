@@ -1,59 +1,139 @@
 //! The training loop: loader batches → model → loss → AdamW, with a schedule, gradient
-//! clipping and a log record per step.
+//! clipping and accumulation, an EMA of the weights, periodic validation, atomic
+//! checkpoints and exact resumption.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
 use em_augment::Pipeline;
-use em_data::{Loader, LoaderConfig};
+use em_data::{Loader, LoaderConfig, TargetSpec};
 use em_models::Model;
 
-use crate::{Result, TrainConfig, TrainError};
+use crate::checkpoint::{self, CheckpointState};
+use crate::validate::{ValidationLog, Validator};
+use crate::{ema, Result, TrainConfig, TrainError};
 
-/// One logged step.
+/// One logged optimizer step.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StepLog {
     /// Step (1-based).
     pub step: usize,
-    /// Loss of this step's batch.
+    /// Loss of this step's batches (their mean when accumulating).
     pub loss: f64,
     /// Learning rate used.
     pub lr: f64,
-    /// Training voxels per second over this step.
+    /// Training voxels per second over this step, waiting for data included.
     pub voxels_per_s: f64,
-    /// Seconds since the start.
+    /// Seconds of training since the run began (resumed runs keep counting).
     pub elapsed_s: f64,
+}
+
+/// What the loop reports as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Training continues from a checkpoint.
+    Resumed {
+        /// Steps already done.
+        step: usize,
+        /// The checkpoint.
+        path: &'a Path,
+    },
+    /// An optimizer step finished.
+    Step(&'a StepLog),
+    /// A validation finished.
+    Validation(&'a ValidationLog),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Steps it holds.
+        step: usize,
+        /// Its directory.
+        path: &'a Path,
+    },
+}
+
+/// Where checkpoints go, where to resume from, and the stop flag signal handlers set.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Checkpoints are written here (none: no checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Resume from this checkpoint, or from the newest one in this directory (or in its
+    /// `checkpoints/`).
+    pub resume: Option<PathBuf>,
+    /// When set (SIGTERM/SIGUSR1 handlers), the loop checkpoints after the current step
+    /// and returns.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a run produced.
 pub struct Trained<B: AutodiffBackend> {
     /// The model after the last step.
     pub model: Model<B>,
-    /// Every step's record.
+    /// The averaged weights, when `ema` is configured.
+    pub ema: Option<Model<B::InnerBackend>>,
+    /// The records of the steps run by this call.
     pub log: Vec<StepLog>,
+    /// The validations run by this call.
+    pub validations: Vec<ValidationLog>,
+    /// Steps done in total (including those before a resume).
+    pub step: usize,
+    /// Whether the run stopped before `steps` (stop flag or callback).
+    pub stopped: bool,
+    /// The newest checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+impl<B: AutodiffBackend> Trained<B> {
+    /// The weights to predict with: the EMA when there is one, else the model.
+    pub fn inference_model(&self) -> Model<B::InnerBackend> {
+        self.ema.clone().unwrap_or_else(|| self.model.valid())
+    }
 }
 
 /// Opens a volume path for the data sources (em-io's `open` fits).
 pub type Opener<'a> = em_data::Opener<'a>;
 
-/// Trains `cfg` on `device`; `on_step` sees every step's record (progress bars, JSONL logs)
-/// and may return `false` to stop early (signals).
+fn tensor<B: AutodiffBackend>(a: ndarray::Array5<f32>, device: &B::Device) -> Tensor<B, 5> {
+    let shape = a.shape().to_vec();
+    let data = if a.is_standard_layout() {
+        a.into_raw_vec_and_offset().0
+    } else {
+        a.iter().copied().collect()
+    };
+    Tensor::<B, 5>::from_data(TensorData::new(data, shape), device)
+}
+
+/// Trains `cfg` on `device`. `on_event` sees every step, validation and checkpoint and may
+/// return `false` to stop (after a checkpoint, when checkpoints are on).
+///
+/// Everything that can be checked is checked before the first step: data files, the patch
+/// against the volumes and the model, the validation volume, the checkpoint to resume from.
 ///
 /// # Errors
-/// Data that cannot be opened, a model that does not fit the patch, a non-finite loss
-/// (named with its step).
+/// Data that cannot be opened, a model that does not fit the patch or the targets, a
+/// checkpoint of another model, a non-finite loss (named with its step and the last good
+/// checkpoint).
 pub fn train<B: AutodiffBackend>(
     cfg: &TrainConfig,
     opener: Opener<'_>,
     device: &B::Device,
-    on_step: &mut dyn FnMut(&StepLog) -> bool,
+    opts: &RunOptions,
+    on_event: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<Trained<B>> {
+    let (in_ch, out_ch) = cfg.model.channels();
+    if out_ch != cfg.targets.channels() {
+        return Err(TrainError::Config(format!(
+            "the model has {out_ch} output channels but the targets have {}",
+            cfg.targets.channels()
+        )));
+    }
     let dataset = cfg.data.build(opener)?;
     let augment = match cfg.augment.as_str() {
         "none" => None,
@@ -63,30 +143,78 @@ pub fn train<B: AutodiffBackend>(
             Some(Arc::new(p))
         }
     };
-    let mut model: Model<B> = cfg.model.build(device)?;
+    let patch = cfg.data.patch.patch;
+    let mut model: Model<B> = {
+        // Backends keep one global generator: seeding and building under one lock keeps the
+        // initial weights a function of the seed when several runs share a process.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
+        B::seed(device, cfg.seed);
+        cfg.model.build(device)?
+    };
+    model.check_input(&[cfg.batch_size, in_ch, patch[0], patch[1], patch[2]])?;
+    let validator = cfg
+        .validation
+        .as_ref()
+        .map(|v| Validator::new(v, &cfg.targets, patch, opener))
+        .transpose()?;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.optimizer.weight_decay)
         .with_grad_clipping((cfg.optimizer.grad_clip > 0.0).then_some(
             burn::grad_clipping::GradientClippingConfig::Norm(cfg.optimizer.grad_clip),
         ))
         .init::<B, Model<B>>();
-    let loader_cfg = || LoaderConfig {
+    let mut ema_model = cfg.ema.as_ref().map(|_| ema::init(&model));
+
+    let (mut step, mut epoch, mut next_batch, mut elapsed0) = (0usize, 0u64, 0usize, 0.0);
+    let mut last_checkpoint = None;
+    if let Some(from) = &opts.resume {
+        let path = checkpoint::find(from)?;
+        let state: CheckpointState = checkpoint::read_state(&path, cfg)?;
+        let loaded = checkpoint::load(&path, model, optim, ema_model, device)?;
+        (model, optim, ema_model) = loaded;
+        (step, epoch, next_batch, elapsed0) =
+            (state.step, state.epoch, state.batch, state.elapsed_s);
+        if !on_event(Event::Resumed { step, path: &path }) {
+            return Ok(Trained {
+                model,
+                ema: ema_model,
+                log: Vec::new(),
+                validations: Vec::new(),
+                step,
+                stopped: true,
+                last_checkpoint: Some(path),
+            });
+        }
+        last_checkpoint = Some(path);
+    }
+
+    let loader_cfg = LoaderConfig {
         batch_size: cfg.batch_size,
         workers: cfg.workers,
         prefetch: 2 * cfg.workers.max(1),
         seed: cfg.seed,
-        augment: augment.clone(),
+        augment,
         targets: cfg.targets.clone(),
         context: cfg.data.patch.context,
         batches: None,
     };
-    let voxels = (cfg.batch_size * cfg.data.patch.patch.iter().product::<usize>()) as f64;
+    // Deep-supervision targets of binary tasks are subsampled, soft ones averaged.
+    let average = matches!(cfg.targets, TargetSpec::SignedDistance { .. });
+    let voxels =
+        (cfg.batch_size * cfg.accumulate * patch.iter().product::<usize>()) as f64;
     let start = Instant::now();
-    let mut log = Vec::with_capacity(cfg.steps);
-    let mut step = 0;
-    let mut epoch = 0u64;
+    let mut log = Vec::new();
+    let mut validations = Vec::new();
+    let mut accumulator = GradientsAccumulator::new();
+    let (mut micro, mut loss_sum) = (0usize, 0.0f64);
+    let mut step_t0 = Instant::now();
+    let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    let mut stopped = false;
+
     'outer: while step < cfg.steps {
-        let mut loader = Loader::new(dataset.clone(), loader_cfg(), epoch)?;
+        let mut loader =
+            Loader::starting_at(dataset.clone(), loader_cfg.clone(), epoch, next_batch)?;
         if loader.batches() == 0 {
             return Err(TrainError::Config(format!(
                 "an epoch of {} samples holds no batch of {}; raise data.patch.epoch_len",
@@ -94,48 +222,113 @@ pub fn train<B: AutodiffBackend>(
                 cfg.batch_size
             )));
         }
+        let total = loader.batches();
         for batch in loader.by_ref() {
             let batch = batch?;
-            let t0 = Instant::now();
+            next_batch = batch.index + 1;
             let lr = cfg.optimizer.lr_at(step, cfg.steps);
-            let tensor = |a: ndarray::Array5<f32>| {
-                let shape = a.shape().to_vec();
-                Tensor::<B, 5>::from_data(
-                    TensorData::new(a.into_raw_vec_and_offset().0, shape),
-                    device,
-                )
-            };
             let (x, t, m) = (
-                tensor(batch.image),
-                tensor(batch.target),
-                tensor(batch.mask),
+                tensor::<B>(batch.image, device),
+                tensor::<B>(batch.target, device),
+                tensor::<B>(batch.mask, device),
             );
-            let logits = model.forward(x)?;
-            let loss = cfg.loss.loss(logits, t, Some(m))?;
-            let value = loss.clone().into_scalar();
-            let value: f64 = burn::tensor::ElementConversion::elem(value);
-            step += 1;
+            let outputs = model.forward_all(x)?;
+            let loss = if outputs.len() > 1 {
+                cfg.loss
+                    .deep_supervision(&outputs, t, Some(m), None, average)?
+            } else {
+                let logits = outputs.into_iter().next().expect("one output");
+                cfg.loss.loss(logits, t, Some(m))?
+            };
+            let value: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { step, loss: value });
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    loss: value,
+                    last_good: last_checkpoint,
+                });
             }
+            let loss = if cfg.accumulate > 1 {
+                loss / cfg.accumulate as f64
+            } else {
+                loss
+            };
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            accumulator.accumulate(&model, grads);
+            micro += 1;
+            loss_sum += value;
+            if micro < cfg.accumulate {
+                continue;
+            }
+            model = optim.step(lr, model, accumulator.grads());
+            step += 1;
+            if let (Some(e), Some(c)) = (ema_model.take(), &cfg.ema) {
+                ema_model = Some(if step <= c.start {
+                    ema::init(&model)
+                } else {
+                    ema::update(e, &model, c.decay)
+                });
+            }
             let rec = StepLog {
                 step,
-                loss: value,
+                loss: loss_sum / micro as f64,
                 lr,
-                voxels_per_s: voxels / t0.elapsed().as_secs_f64().max(1e-9),
-                elapsed_s: start.elapsed().as_secs_f64(),
+                voxels_per_s: voxels / step_t0.elapsed().as_secs_f64().max(1e-9),
+                elapsed_s: elapsed0 + start.elapsed().as_secs_f64(),
             };
-            let go_on = on_step(&rec);
+            (micro, loss_sum) = (0, 0.0);
+            let mut go_on = on_event(Event::Step(&rec));
             log.push(rec);
-            if step >= cfg.steps || !go_on {
+            let last = step >= cfg.steps;
+            if let (Some(v), Some(vc)) = (&validator, &cfg.validation) {
+                if step % vc.every == 0 || last {
+                    let eval_model = ema_model.clone().unwrap_or_else(|| model.valid());
+                    let (vlog, _) = v.run(&eval_model, device, step)?;
+                    go_on &= on_event(Event::Validation(&vlog));
+                    validations.push(vlog);
+                }
+            }
+            let stop_now = !go_on || stop_requested();
+            let periodic = cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0;
+            if let Some(dir) = &opts.checkpoint_dir {
+                if periodic || last || stop_now {
+                    let (e, b) = if next_batch >= total {
+                        (epoch + 1, 0)
+                    } else {
+                        (epoch, next_batch)
+                    };
+                    let elapsed = elapsed0 + start.elapsed().as_secs_f64();
+                    let state = checkpoint::state(cfg, step, e, b, elapsed);
+                    let path = checkpoint::save(
+                        dir,
+                        cfg.checkpoint.keep,
+                        &state,
+                        &model,
+                        &optim,
+                        ema_model.as_ref(),
+                    )?;
+                    go_on &= on_event(Event::Checkpoint { step, path: &path });
+                    last_checkpoint = Some(path);
+                }
+            }
+            step_t0 = Instant::now();
+            if last || stop_now || !go_on {
+                stopped = !last;
                 break 'outer;
             }
         }
         epoch += 1;
+        next_batch = 0;
     }
-    Ok(Trained { model, log })
+    Ok(Trained {
+        model,
+        ema: ema_model,
+        log,
+        validations,
+        step,
+        stopped,
+        last_checkpoint,
+    })
 }
 
 /// The model without autodiff, for inference after training.

@@ -1,0 +1,270 @@
+//! Validation: predict a whole held-out volume by sliding window and score it — IoU/Dice
+//! for one-channel targets, decoded segmentations' VOI and adapted Rand for affinities.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::Backend;
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
+use serde::Serialize;
+
+use em_core::{AffinityOffsets, AnyArray, EdgeStorage, NoProgress, Progress};
+use em_data::{Opener, PatchDataset, PatchSettings, SourceConfig, TargetSpec};
+use em_metrics::{ClassScores, Contingency, VoxelMetrics};
+use em_models::{model_predictor, sliding_window, Model, SlidingWindow};
+
+use crate::{Result, TrainError, ValidationConfig};
+
+/// One validation's scores.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ValidationLog {
+    /// The step after which it ran.
+    pub step: usize,
+    /// Named scores: `iou`, `dice` (one-channel targets) or `voi`, `voi_split`,
+    /// `voi_merge`, `arand`, `threshold` (affinities, at the best threshold).
+    pub metrics: BTreeMap<String, f64>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+impl ValidationLog {
+    /// The score where higher is better: IoU, or −VOI for affinities.
+    pub fn score(&self) -> f64 {
+        self.metrics
+            .get("iou")
+            .copied()
+            .or_else(|| self.metrics.get("voi").map(|v| -v))
+            .unwrap_or(f64::NEG_INFINITY)
+    }
+}
+
+/// A held-out volume, its targets and how to score predictions of it.
+pub struct Validator {
+    image: Array4<f32>,
+    target: Array4<f32>,
+    mask: Array4<f32>,
+    labels: Array3<u32>,
+    targets: TargetSpec,
+    window: SlidingWindow,
+    threshold: f32,
+    thresholds: Vec<f32>,
+}
+
+/// Reads a whole source as one sample: image `(C, Z, Y, X)` in [0, 1], labels (unknown and
+/// masked voxels 0) and the targets with their mask.
+///
+/// # Errors
+/// Missing files, a source without labels.
+pub fn load_volume(
+    source: &SourceConfig,
+    targets: &TargetSpec,
+    opener: Opener<'_>,
+) -> Result<(Array4<f32>, Array3<u32>, Array4<f32>, Array4<f32>)> {
+    let v = source.open(opener)?;
+    let name = "validation";
+    if v.labels.is_none() {
+        return Err(TrainError::Config(format!(
+            "the {name} source has no labels to score against"
+        )));
+    }
+    let shape: Vec<usize> = v.image.shape().iter().map(|&d| d as usize).collect();
+    let spatial = [
+        shape[shape.len() - 3],
+        shape[shape.len() - 2],
+        shape[shape.len() - 1],
+    ];
+    let ds = PatchDataset::new(name, v.image, v.labels, v.mask, PatchSettings::new(spatial))?;
+    let mut sample = ds.crop([0, 0, 0])?;
+    let (target, mask) = targets.compute(&sample)?;
+    let mut labels = sample.labels.swap_remove(0);
+    if let Some(valid) = &sample.valid {
+        labels.zip_mut_with(valid, |l, &v| {
+            if v == 0 {
+                *l = 0;
+            }
+        });
+    }
+    Ok((sample.image, labels, target, mask))
+}
+
+impl Validator {
+    /// Loads the validation volume and computes its targets.
+    ///
+    /// # Errors
+    /// Missing files, a source without labels, a window larger than the volume is fine
+    /// (it is padded), bad settings are not.
+    pub fn new(
+        cfg: &ValidationConfig,
+        targets: &TargetSpec,
+        patch: [usize; 3],
+        opener: Opener<'_>,
+    ) -> Result<Self> {
+        let (image, labels, target, mask) = load_volume(&cfg.source, targets, opener)?;
+        let mut window = SlidingWindow::new(cfg.window.unwrap_or(patch));
+        window.overlap = cfg.overlap;
+        if let TargetSpec::Affinities { offsets, .. } = targets {
+            window.offsets = Some(offsets.as_slice().iter().map(|o| o.0).collect());
+        }
+        Ok(Self {
+            image,
+            target,
+            mask,
+            labels,
+            targets: targets.clone(),
+            window,
+            threshold: cfg.threshold,
+            thresholds: cfg.thresholds.clone(),
+        })
+    }
+
+    /// The validation image `(C, Z, Y, X)`.
+    pub fn image(&self) -> &Array4<f32> {
+        &self.image
+    }
+
+    /// The ground-truth labels (0 where unknown).
+    pub fn labels(&self) -> &Array3<u32> {
+        &self.labels
+    }
+
+    /// Predicts the volume and scores it.
+    ///
+    /// # Errors
+    /// Model failures; scoring failures (no labelled voxel).
+    pub fn run<B: Backend>(
+        &self,
+        model: &Model<B>,
+        device: &B::Device,
+        step: usize,
+    ) -> Result<(ValidationLog, Array4<f32>)> {
+        let t0 = std::time::Instant::now();
+        let k = self.targets.channels();
+        let pred = predict(model, &self.image, k, &self.window, device, &NoProgress)?;
+        let mut metrics = BTreeMap::new();
+        match &self.targets {
+            TargetSpec::Affinities { offsets, storage } => {
+                let scores =
+                    score_affinities(pred.view(), self.labels.view(), offsets, *storage, &self.thresholds)?;
+                let (t, m) = scores
+                    .iter()
+                    .min_by(|a, b| a.1.voi.total_cmp(&b.1.voi))
+                    .ok_or_else(|| TrainError::Config("no affinity threshold".into()))?;
+                // Through text so that 0.9f32 is reported as 0.9, not 0.8999999761581421.
+                metrics.insert("threshold".into(), t.to_string().parse().unwrap_or(f64::NAN));
+                metrics.insert("voi".into(), m.voi);
+                metrics.insert("voi_split".into(), m.voi_split);
+                metrics.insert("voi_merge".into(), m.voi_merge);
+                metrics.insert("arand".into(), m.arand);
+            }
+            _ => {
+                let s = score_semantic(
+                    pred.index_axis(Axis(0), 0),
+                    self.target.index_axis(Axis(0), 0),
+                    self.mask.index_axis(Axis(0), 0),
+                    self.threshold,
+                );
+                metrics.insert("iou".into(), s.iou);
+                metrics.insert("dice".into(), s.dice);
+            }
+        }
+        let log = ValidationLog {
+            step,
+            metrics,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        Ok((log, pred))
+    }
+}
+
+/// Sliding-window probabilities `(K, Z, Y, X)` of a whole in-memory image `(C, Z, Y, X)`
+/// from a model with `k` output channels.
+///
+/// # Errors
+/// Model failures and bad window settings.
+pub fn predict<B: Backend>(
+    model: &Model<B>,
+    image: &Array4<f32>,
+    k: usize,
+    window: &SlidingWindow,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<Array4<f32>> {
+    let (_, z, y, x) = image.dim();
+    let input = em_core::InMemoryVolume::new(AnyArray::from(image.clone().into_dyn()), "image");
+    let output = em_core::InMemoryVolume::new(
+        AnyArray::from(Array4::<f32>::zeros((k, z, y, x)).into_dyn()),
+        "prediction",
+    );
+    let mut predictor = model_predictor(model, device);
+    sliding_window(&input, &output, window, &mut predictor, progress)?;
+    let out = em_core::ChunkedVolumeExt::read_all(&output)
+        .map_err(|e| TrainError::Config(format!("reading the prediction back: {e}")))?
+        .into_typed::<f32>()
+        .map_err(|e| TrainError::Config(format!("reading the prediction back: {e}")))?;
+    out.into_dimensionality()
+        .map_err(|e| TrainError::Config(format!("prediction shape: {e}")))
+}
+
+/// IoU/Dice of `pred > threshold` against `target > 0.5` where `mask` is non-zero.
+pub fn score_semantic(
+    pred: ArrayView3<'_, f32>,
+    target: ArrayView3<'_, f32>,
+    mask: ArrayView3<'_, f32>,
+    threshold: f32,
+) -> ClassScores {
+    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
+    ndarray::Zip::from(pred)
+        .and(target)
+        .and(mask)
+        .for_each(|&p, &t, &m| {
+            if m > 0.0 {
+                match (p > threshold, t > 0.5) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    (false, false) => {}
+                }
+            }
+        });
+    ClassScores::from_counts(1, tp, fp, fn_)
+}
+
+/// Decodes affinities (their short-range channels) at each threshold and scores the
+/// segmentation against `labels` (0 = unlabelled, left out).
+///
+/// # Errors
+/// Affinities without the three short-range offsets; ground truth with no labelled voxel.
+pub fn score_affinities(
+    pred: ArrayView4<'_, f32>,
+    labels: ArrayView3<'_, u32>,
+    offsets: &AffinityOffsets,
+    storage: EdgeStorage,
+    thresholds: &[f32],
+) -> Result<Vec<(f32, VoxelMetrics)>> {
+    let short: Vec<usize> = offsets
+        .as_slice()
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.0.iter().map(|v| v.abs()).sum::<i64>() == 1)
+        .map(|(i, _)| i)
+        .collect();
+    if short.len() != 3 {
+        return Err(TrainError::Config(format!(
+            "decoding needs the three unit offsets among the affinities, found {short:?}"
+        )));
+    }
+    thresholds
+        .iter()
+        .map(|&t| {
+            let params = em_decode::CcParams {
+                threshold: t,
+                channels: short.clone(),
+                offsets: Some(short.iter().map(|&i| offsets.as_slice()[i]).collect()),
+                storage,
+                threads: None,
+            };
+            let seg = em_decode::affinity_cc::<f32, u32>(pred, &params)?;
+            let m = VoxelMetrics::from_contingency(&Contingency::new(labels, seg.view())?)?;
+            Ok((t, m))
+        })
+        .collect()
+}
