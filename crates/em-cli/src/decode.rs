@@ -56,6 +56,32 @@ pub(crate) struct DecodeArgs {
     json: bool,
 }
 
+impl DecodeArgs {
+    /// The decode `em infer --decode` runs on the affinities it wrote.
+    pub(crate) fn after_inference(
+        affinities: PathBuf,
+        out: PathBuf,
+        threshold: f32,
+        storage: EdgeStorage,
+        min_size: u64,
+    ) -> Self {
+        Self {
+            affinities,
+            out,
+            threshold,
+            storage,
+            channels: vec![0, 1, 2],
+            min_size,
+            small_mode: SmallObjectMode::Background,
+            scale: None,
+            label_type: LabelType::U32,
+            block: None,
+            threads: None,
+            json: true,
+        }
+    }
+}
+
 /// Output label type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LabelType {

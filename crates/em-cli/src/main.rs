@@ -5,6 +5,7 @@ mod augment;
 mod data;
 mod decode;
 mod evaluate;
+mod infer;
 mod info;
 mod model;
 mod progress;
@@ -43,10 +44,10 @@ enum Command {
     /// Model summary, weight import and single forward passes.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Train a model from a TOML config (checkpoints, resume and validation: issue #8).
+    /// Train a model from a TOML config or preset: validation, checkpoints, --resume.
     Train(train::TrainArgs),
-    /// Sliding-window inference on a volume (not built yet).
-    Infer(unbuilt::Rest),
+    /// Sliding-window prediction of a volume with a trained model, then optional decode.
+    Infer(infer::InferArgs),
     /// Show the automatic run plan for this machine (not built yet).
     Plan(unbuilt::Rest),
     /// Synthetic data sets.
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         Command::Augment(args) => augment::run(&args),
         Command::Model(cmd) => model::run(&cmd),
         Command::Train(args) => train::run(&args),
-        Command::Infer(_) => unbuilt::fail("infer", 8),
+        Command::Infer(args) => infer::run(&args),
         Command::Plan(_) => unbuilt::fail("plan", 9),
         Command::Data(cmd) => data::run(&cmd),
         Command::Slurm(_) => unbuilt::fail("slurm", 10),

@@ -1,50 +1,162 @@
-//! `em train CONFIG.toml`: trains with a progress bar, a JSONL log of every step, and the
-//! final weights as safetensors (MONAI key names for MedNeXt, so `em model forward` and
-//! PyTorch read them).
+//! `em train CONFIG.toml`: trains with a progress bar; writes the step and validation logs
+//! (JSONL and CSV), loss and metric curves, checkpoints, and the final weights as
+//! safetensors (MONAI key names for MedNeXt, so `em model forward` and PyTorch read them).
+//! SIGTERM, SIGUSR1 and Ctrl-C make it checkpoint and exit; `--resume` continues exactly.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context;
-use burn::module::AutodiffModule;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use em_core::ChunkedVolume;
-use em_models::{CpuTrain, Model};
-use em_train::{train, TrainConfig};
+use em_models::CpuTrain;
+use em_train::{train, Event, RunOptions, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Arguments of `em train`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct TrainArgs {
-    /// The training config (TOML).
-    config: PathBuf,
-    /// Output directory: metrics.jsonl, config.toml (as run), model.safetensors, loss.png.
+    /// The training config (TOML): a path or a preset name (lucchi_cpu, neurons_cpu, …).
+    config: String,
+    /// Output directory: metrics.jsonl/.csv, validation.csv, config.toml (as run),
+    /// checkpoints/, model.safetensors, loss.png, validation.png.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
     /// Override a config value: --set optimizer.lr=2e-3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Continue from the newest checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    resume: bool,
+    /// Continue from this checkpoint (or the newest in this directory) instead.
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with = "resume")]
+    resume_from: Option<PathBuf>,
 }
 
 fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_io::open(p).map_err(|e| e.to_string())
 }
 
+/// Keeps the JSONL records up to `step` (a resumed run rewrites what came after).
+fn truncate_log(path: &Path, step: usize) -> anyhow::Result<Vec<Value>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let kept: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["step"].as_u64().is_some_and(|s| s as usize <= step))
+        .collect();
+    let mut out = String::new();
+    for v in &kept {
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("rewriting {}", path.display()))?;
+    Ok(kept)
+}
+
+fn csv_line(v: &Value, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| match &v[*c] {
+            Value::Null => String::new(),
+            x => x.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+const STEP_COLUMNS: [&str; 5] = ["step", "loss", "lr", "voxels_per_s", "elapsed_s"];
+
+/// Writes the CSV logs and curves from the JSONL records (all of them, resumed or not).
+fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
+    let steps: Vec<&Value> = records.iter().filter(|r| r["event"] == "step").collect();
+    let vals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "validation")
+        .collect();
+    let mut csv = STEP_COLUMNS.join(",") + "\n";
+    for s in &steps {
+        csv += &(csv_line(s, &STEP_COLUMNS) + "\n");
+    }
+    em_io::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+    let losses: Vec<f64> = steps.iter().filter_map(|s| s["loss"].as_f64()).collect();
+    em_io::png::line_chart("training loss per step", &losses, 720, 360)
+        .save_png(&out.join("loss.png"))?;
+    if let Some(first) = vals.first() {
+        let mut names: Vec<&str> = first["metrics"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        let mut csv = format!("step,{},seconds\n", names.join(","));
+        for v in &vals {
+            let metrics: Vec<String> = names
+                .iter()
+                .map(|n| v["metrics"][*n].to_string())
+                .collect();
+            csv += &format!("{},{},{}\n", v["step"], metrics.join(","), v["seconds"]);
+        }
+        em_io::write_atomic(&out.join("validation.csv"), csv.as_bytes())?;
+        let key = if names.contains(&"iou") { "iou" } else { "voi" };
+        let series: Vec<f64> = vals
+            .iter()
+            .filter_map(|v| v["metrics"][key].as_f64())
+            .collect();
+        em_io::png::line_chart(&format!("validation {key} per validation"), &series, 720, 360)
+            .save_png(&out.join("validation.png"))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading {}", a.config.display()))?;
-    let cfg = TrainConfig::from_toml(&text, &a.set)?;
-    // Everything that can fail before training does so now: the output directory.
+    let cfg = TrainConfig::load(&a.config, &a.set)?;
+    // Everything that can fail before training does so now: a checkpoint of another run,
+    // the output directory.
+    let log_path = a.out.join("metrics.jsonl");
+    let resume = match (&a.resume_from, a.resume) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(a.out.join("checkpoints")),
+        (None, false) => None,
+    };
+    let mut records = match &resume {
+        Some(p) => {
+            let ckpt = em_train::checkpoint::find(p)?;
+            let state = em_train::checkpoint::read_state(&ckpt, &cfg)?;
+            truncate_log(&log_path, state.step)?
+        }
+        None => Vec::new(),
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let resolved = toml::to_string(&cfg).context("serialising the config")?;
-    std::fs::write(a.out.join("config.toml"), resolved)
+    em_io::write_atomic(&a.out.join("config.toml"), resolved.as_bytes())
         .with_context(|| format!("{} is not writable", a.out.display()))?;
-    let log_path = a.out.join("metrics.jsonl");
     let mut log = std::io::BufWriter::new(
-        std::fs::File::create(&log_path)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(resume.is_some())
+            .write(true)
+            .truncate(resume.is_none())
+            .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
     );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGINT,
+    ] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let opts = RunOptions {
+        checkpoint_dir: Some(a.out.join("checkpoints")),
+        resume,
+        stop: Some(stop),
+    };
 
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(
@@ -53,21 +165,55 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let mut write_err = None;
-    let trained = train::<CpuTrain>(&cfg, &opener, &Default::default(), &mut |s| {
-        bar.set_position(s.step as u64);
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} vox/s",
-            s.loss, s.lr, s.voxels_per_s
-        ));
-        if let Err(e) = serde_json::to_writer(&mut log, s)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(log))
-        {
+    let mut last_val = String::new();
+    let trained = train::<CpuTrain>(&cfg, &opener, &Default::default(), &opts, &mut |e| {
+        let record = match e {
+            Event::Resumed { step, path } => {
+                bar.set_position(step as u64);
+                bar.println(format!("resumed from {} at step {step}", path.display()));
+                bar.reset_eta();
+                return true;
+            }
+            Event::Checkpoint { .. } => return true,
+            Event::Step(s) => {
+                bar.set_position(s.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4} lr {:.2e} {:.0} vox/s{last_val}",
+                    s.loss, s.lr, s.voxels_per_s
+                ));
+                let mut v = json!({"event": "step"});
+                v.as_object_mut()
+                    .expect("object")
+                    .extend(json!(s).as_object().cloned().unwrap_or_default());
+                v
+            }
+            Event::Validation(v) => {
+                let shown: Vec<String> = v
+                    .metrics
+                    .iter()
+                    .map(|(k, x)| format!("{k} {x:.4}"))
+                    .collect();
+                last_val = format!(" | val {}", shown.join(" "));
+                bar.println(format!("step {}: validation {}", v.step, shown.join(", ")));
+                json!({"event": "validation", "step": v.step, "metrics": v.metrics,
+                       "seconds": v.seconds})
+            }
+        };
+        let flush = record["event"] != "step"
+            || record["step"]
+                .as_u64()
+                .is_some_and(|s| s as usize % cfg.log_every == 0);
+        let written = writeln!(log, "{record}").and_then(|()| {
+            if flush {
+                log.flush()
+            } else {
+                Ok(())
+            }
+        });
+        records.push(record);
+        if let Err(e) = written {
             write_err = Some(e);
             return false;
-        }
-        if s.step % cfg.log_every == 0 {
-            let _ = log.flush();
         }
         true
     });
@@ -78,27 +224,37 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         return Err(e).with_context(|| format!("writing {}", log_path.display()));
     }
     let trained = trained?;
+    write_summaries(&a.out, &records)?;
+    let checkpoint = trained
+        .last_checkpoint
+        .as_ref()
+        .map(|p| p.display().to_string());
+    if trained.stopped {
+        eprintln!(
+            "stopped at step {} of {}; continue with: em train {} --out {} --resume",
+            trained.step,
+            cfg.steps,
+            a.config,
+            a.out.display()
+        );
+        println!(
+            "{}",
+            json!({"stopped": true, "step": trained.step, "checkpoint": checkpoint})
+        );
+        return Ok(());
+    }
 
     let weights = a.out.join("model.safetensors");
-    let tmp = a.out.join(".model.safetensors.partial");
-    let mut store = SafetensorsStore::from_file(&tmp).with_to_adapter(BurnToPyTorchAdapter);
-    match trained.model.valid() {
-        Model::MedNeXt(m) => m.save_into(&mut store),
-        Model::RsUNet(m) => m.save_into(&mut store),
-    }
-    .map_err(|e| anyhow::anyhow!("writing {}: {e}", weights.display()))?;
-    std::fs::rename(&tmp, &weights)
-        .with_context(|| format!("moving {} into place", weights.display()))?;
-    let losses: Vec<f64> = trained.log.iter().map(|l| l.loss).collect();
-    let curve = a.out.join("loss.png");
-    em_io::png::line_chart("training loss per step", &losses, 720, 360).save_png(&curve)?;
+    em_models::save_weights(&trained.inference_model(), &weights)?;
     let last = trained.log.last();
     println!(
         "{}",
-        json!({"steps": trained.log.len(), "final_loss": last.map(|l| l.loss),
+        json!({"steps": trained.step, "final_loss": last.map(|l| l.loss),
+               "validation": trained.validations.last().map(|v| &v.metrics),
                "seconds": last.map(|l| l.elapsed_s), "out": a.out.display().to_string(),
-               "model": weights.display().to_string(), "metrics": log_path.display().to_string(),
-               "loss_curve": curve.display().to_string()})
+               "model": weights.display().to_string(), "checkpoint": checkpoint,
+               "metrics": log_path.display().to_string(),
+               "loss_curve": a.out.join("loss.png").display().to_string()})
     );
     Ok(())
 }

@@ -702,6 +702,10 @@ kind = "foreground"
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
     assert!(log.contains("\"lr\""));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("step,loss,lr,voxels_per_s,elapsed_s"));
+    assert_eq!(csv.lines().count(), 4);
+    assert!(out.join("checkpoints/step-00000003/state.json").is_file());
     assert_eq!(&std::fs::read(out.join("loss.png")).unwrap()[1..4], b"PNG");
     assert!(std::fs::read_to_string(out.join("config.toml"))
         .unwrap()
@@ -739,4 +743,172 @@ kind = "foreground"
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("creating"));
+}
+
+
+fn tiny_config(dir: &std::path::Path, steps: usize) -> PathBuf {
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+steps = {steps}
+batch_size = 1
+workers = 1
+log_every = 1
+[model]
+arch = "mednext_custom"
+in_channels = 1
+out_channels = 1
+width = 4
+ratios = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+[data]
+patch = {{ patch = [16, 16, 16], epoch_len = 8 }}
+[[data.sources]]
+source = {{ kind = "synthetic", synth = "mito", shape = [16, 48, 48] }}
+[targets]
+kind = "foreground"
+[validation]
+every = 2
+source = {{ kind = "synthetic", synth = "mito", shape = [16, 32, 32], seed = 5 }}
+[checkpoint]
+every = 0
+"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn steps_logged(out: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .filter_map(|v| v["step"].as_u64())
+        .collect()
+}
+
+#[test]
+fn sigterm_checkpoints_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), 100_000);
+    let out = dir.path().join("run");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_em"))
+        .args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while steps_logged(&out).len() < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["stopped"], true, "{v}");
+    let stopped = v["step"].as_u64().unwrap();
+    assert!(stopped >= 3 && stopped < 100_000);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let ckpt = out.join(format!("checkpoints/step-{stopped:08}"));
+    assert!(ckpt.join("state.json").is_file(), "{}", ckpt.display());
+    assert!(!out.join("model.safetensors").exists(), "a stopped run writes no final model");
+    // Resume and finish two steps later.
+    let total = (stopped + 2).to_string();
+    let o = em(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--set",
+        &format!("steps={total}"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["steps"], stopped + 2);
+    assert_eq!(steps_logged(&out), (1..=stopped + 2).collect::<Vec<_>>());
+    let csv = std::fs::read_to_string(out.join("validation.csv")).unwrap();
+    assert!(csv.starts_with("step,dice,iou,seconds"), "{csv}");
+    assert_eq!(&std::fs::read(out.join("validation.png")).unwrap()[1..4], b"PNG");
+    // A checkpoint of another model is refused before training.
+    let o = em(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--set",
+        "model.width=8",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another model"));
+
+    // Inference with the trained model: zarr streamed, TIFF in memory, a 0/1 mask.
+    let img = dir.path().join("img.npy");
+    let image = ndarray::Array3::<u8>::from_shape_fn((20, 40, 36), |(z, y, x)| {
+        ((z * 7 + y * 3 + x) % 251) as u8
+    });
+    em_io::write(&img, &em_core::AnyArray::from(image.into_dyn())).unwrap();
+    let pred = dir.path().join("pred.zarr");
+    let mask = dir.path().join("mask.npy");
+    let o = em(&[
+        "infer",
+        "--run",
+        out.to_str().unwrap(),
+        "--input",
+        img.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+        "--decode",
+        mask.to_str().unwrap(),
+        "--tta",
+        "flip",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["shape"], serde_json::json!([1, 20, 40, 36]));
+    let p = em_io::read(&pred).unwrap().into_typed::<f32>().unwrap();
+    assert_eq!(p.shape(), &[1, 20, 40, 36]);
+    assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+    let m = em_io::read(&mask).unwrap().into_typed::<u8>().unwrap();
+    let expect = p.index_axis(ndarray::Axis(0), 0).mapv(|v| u8::from(v > 0.5));
+    assert_eq!(m, expect.into_dyn());
+    let tif = dir.path().join("pred.tif");
+    let o = em(&[
+        "infer", "--run", out.to_str().unwrap(), "--input", img.to_str().unwrap(),
+        "--out", tif.to_str().unwrap(), "--tta", "flip",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = em_io::read(&tif).unwrap().into_typed::<f32>().unwrap();
+    assert_eq!(t.shape(), &[20, 40, 36]);
+    assert!(t.iter().zip(p.iter()).all(|(a, b)| (a - b).abs() < 1e-6));
+    // A two-channel input for a one-channel model, and weights that are not there.
+    let two = dir.path().join("two.npy");
+    em_io::write(
+        &two,
+        &em_core::AnyArray::from(ndarray::Array4::<f32>::zeros((2, 16, 16, 16)).into_dyn()),
+    )
+    .unwrap();
+    let o = em(&[
+        "infer", "--run", out.to_str().unwrap(), "--input", two.to_str().unwrap(),
+        "--out", dir.path().join("p2.zarr").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 channel"));
+    assert!(!dir.path().join("p2.zarr").exists());
+    let o = em(&[
+        "infer", "--config", out.join("config.toml").to_str().unwrap(), "--weights",
+        dir.path().join("none.safetensors").to_str().unwrap(), "--input", img.to_str().unwrap(),
+        "--out", dir.path().join("p3.zarr").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("none.safetensors"));
 }

@@ -184,27 +184,33 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
 }
 
 /// The best foreground IoU a plain intensity threshold reaches (`image < t`, t swept over
-/// 100 levels): the baseline a trained model must beat.
+/// 100 levels) and its threshold: the baseline a trained model must beat.
 pub fn threshold_baseline_iou(image: &Array3<f32>, labels: &Array3<u32>) -> (f32, f32) {
     let mut best = (0.0f32, 0.0f32);
     for i in 1..100 {
         let t = i as f32 / 100.0;
-        let (mut inter, mut union) = (0usize, 0usize);
-        for (&v, &l) in image.iter().zip(labels.iter()) {
-            let (p, g) = (v < t, l != 0);
-            inter += usize::from(p && g);
-            union += usize::from(p || g);
-        }
-        let iou = if union == 0 {
-            0.0
-        } else {
-            inter as f32 / union as f32
-        };
+        let iou = threshold_iou(image, labels, t);
         if iou > best.0 {
             best = (iou, t);
         }
     }
     best
+}
+
+/// Foreground IoU of `image < t` against `labels ≠ 0` (apply a threshold tuned on one
+/// volume to another).
+pub fn threshold_iou(image: &Array3<f32>, labels: &Array3<u32>, t: f32) -> f32 {
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&v, &l) in image.iter().zip(labels.iter()) {
+        let (p, g) = (v < t, l != 0);
+        inter += usize::from(p && g);
+        union += usize::from(p || g);
+    }
+    if union == 0 {
+        0.0
+    } else {
+        inter as f32 / union as f32
+    }
 }
 
 #[cfg(test)]

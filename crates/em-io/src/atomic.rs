@@ -131,3 +131,13 @@ impl Drop for AtomicDir {
         }
     }
 }
+
+/// Writes `bytes` to `path` atomically: the file appears complete or not at all.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.writer().write_all(bytes).map_err(Error::io(path))?;
+    file.commit()
+}

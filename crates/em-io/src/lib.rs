@@ -36,6 +36,7 @@ use std::path::Path;
 
 use em_core::{AnyArray, ChunkedVolume, InMemoryVolume};
 
+pub use atomic::write_atomic;
 pub use error::{Error, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]

@@ -181,9 +181,9 @@ impl SlidingWindow {
 }
 
 /// Runs `predict` (a batch `(1, C, wz, wy, wx)` → `(1, K, wz, wy, wx)`) over `input`
-/// `(C, Z, Y, X)` (float32, or uint8 scaled to [0, 1]) and writes the blended result to
-/// `output` `(K, Z, Y, X)` float32. Windows are processed in z order and finished slabs are
-/// written as soon as no later window touches them.
+/// `(C, Z, Y, X)` or `(Z, Y, X)` (float32, or uint8 scaled to [0, 1]) and writes the
+/// blended result to `output` `(K, Z, Y, X)` float32. Windows are processed in z order
+/// and finished slabs are written as soon as no later window touches them.
 ///
 /// # Errors
 /// Bad settings or shapes, storage errors, and whatever `predict` returns.
@@ -196,18 +196,24 @@ pub fn sliding_window(
 ) -> Result<()> {
     settings.validate()?;
     let (ish, osh) = (input.shape().to_vec(), output.shape().to_vec());
-    if ish.len() != 4 || osh.len() != 4 || ish[1..] != osh[1..] || output.dtype() != DType::F32 {
+    let planar = ish.len() == 3;
+    if !(planar || ish.len() == 4)
+        || osh.len() != 4
+        || ish[ish.len() - 3..] != osh[1..]
+        || output.dtype() != DType::F32
+    {
         return Err(ModelError::BadInput {
             expected: format!(
-                "input (C, Z, Y, X) and a float32 output (K, Z, Y, X) of the same Z, Y, X; output is {} {:?}",
+                "input (Z, Y, X) or (C, Z, Y, X) and a float32 output (K, Z, Y, X) of the same Z, Y, X; output is {} {:?}",
                 output.dtype(),
                 osh
             ),
             found: ish.iter().map(|&v| v as usize).collect(),
         });
     }
-    let (c, k) = (ish[0] as usize, osh[0] as usize);
-    let dims = [ish[1] as usize, ish[2] as usize, ish[3] as usize];
+    let n = ish.len();
+    let (c, k) = (if planar { 1 } else { ish[0] as usize }, osh[0] as usize);
+    let dims = [ish[n - 3] as usize, ish[n - 2] as usize, ish[n - 1] as usize];
     if let Some(o) = &settings.offsets {
         if o.len() != k {
             return Err(ModelError::InvalidConfig {
@@ -251,11 +257,16 @@ pub fn sliding_window(
                     (y0 + win[1]).min(ny) - y0,
                     (x0 + win[2]).min(nx) - x0,
                 ];
-                let roi = Roi::new(
+                let (mut offset, mut shape) = (
                     vec![0, z0 as u64, y0 as u64, x0 as u64],
                     vec![c as u64, ext[0] as u64, ext[1] as u64, ext[2] as u64],
-                )
-                .map_err(volume_err)?;
+                );
+                if planar {
+                    // A single-channel (Z, Y, X) input has no channel axis to read.
+                    offset.remove(0);
+                    shape.remove(0);
+                }
+                let roi = Roi::new(offset, shape).map_err(volume_err)?;
                 let patch = to_f32(input.read_roi(&roi).map_err(volume_err)?)?;
                 let mut window = Array5::<f32>::zeros((1, c, win[0], win[1], win[2]));
                 window

@@ -31,8 +31,8 @@ pub use memory::MemoryEstimate;
 pub use registry::{Model, ModelConfig, PRESETS as MODEL_PRESETS};
 pub use rsunet::{RsUNet, RsUNetConfig};
 pub use weights::{
-    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, read_f32_tensor,
-    resample_matrix, upkern, KeyNaming, LoadReport,
+    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, load_weights, read_f32_tensor,
+    resample_matrix, save_weights, upkern, KeyNaming, LoadReport,
 };
 
 /// The default CPU backend (burn's `Flex`: REFERENCE's probe measured its 3-D convolution
@@ -41,6 +41,14 @@ pub type Cpu = burn::backend::Flex;
 
 /// [`Cpu`] with automatic differentiation, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+
+/// NVIDIA GPUs through burn's CUDA backend (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type Gpu = burn::backend::Cuda;
+
+/// [`Gpu`] with automatic differentiation, for training.
+#[cfg(feature = "cuda")]
+pub type GpuTrain = burn::backend::Autodiff<Gpu>;
 
 /// [`CpuTrain`] with gradient checkpointing: burn recomputes cheap activations during the
 /// backward pass instead of keeping them, which lowers peak memory; gradients are the same.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use em_data::{DataConfig, SourceConfig, TargetSpec};
-use em_models::{LossConfig, ModelConfig};
+use em_models::{LossConfig, ModelConfig, SlidingWindow};
 
 use crate::{Result, TrainError};
 
@@ -126,6 +126,10 @@ pub struct TrainConfig {
     /// Checkpoint interval and retention.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// How `em infer` and the examples predict volumes with the trained model (default: a
+    /// patch-sized window, half overlap, Gaussian blending, sigmoid).
+    #[serde(default)]
+    pub inference: Option<SlidingWindow>,
 }
 
 fn one_usize() -> usize {
@@ -217,16 +221,47 @@ fn none() -> String {
     "none".into()
 }
 
-/// `model = "mednext_cpu"` names a model preset (or a TOML file); it becomes the preset's
-/// table so that overrides such as `model.width=16` apply to it.
+/// `model = "mednext_cpu"` names a model preset (or a TOML file), and a `[model]` table
+/// with `preset = "…"` starts from one and changes the keys it gives; either becomes the
+/// full table so that overrides such as `model.width=16` apply to it.
 fn expand_model_preset(table: &mut toml::Table) -> Result<()> {
-    if let Some(toml::Value::String(name)) = table.get("model") {
-        let preset = ModelConfig::load(name)?;
-        let value = toml::Value::try_from(&preset)
-            .map_err(|e| TrainError::Config(format!("model {name:?}: {e}")))?;
-        table.insert("model".into(), value);
-    }
+    let (name, extra) = match table.get("model") {
+        Some(toml::Value::String(name)) => (name.clone(), toml::Table::new()),
+        Some(toml::Value::Table(t)) => match t.get("preset") {
+            Some(toml::Value::String(name)) => {
+                let mut extra = t.clone();
+                extra.remove("preset");
+                (name.clone(), extra)
+            }
+            Some(other) => {
+                return Err(TrainError::Config(format!(
+                    "model.preset must be a name, not {other}"
+                )))
+            }
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let preset = ModelConfig::load(&name)?;
+    let mut value = toml::Table::try_from(&preset)
+        .map_err(|e| TrainError::Config(format!("model {name:?}: {e}")))?;
+    value.extend(extra);
+    table.insert("model".into(), toml::Value::Table(value));
     Ok(())
+}
+
+/// The training presets shipped in `presets/train/`, by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("lucchi", include_str!("../../../presets/train/lucchi.toml")),
+    ("lucchi_cpu", include_str!("../../../presets/train/lucchi_cpu.toml")),
+    ("banis_s", include_str!("../../../presets/train/banis_s.toml")),
+    ("banis_l", include_str!("../../../presets/train/banis_l.toml")),
+    ("neurons_cpu", include_str!("../../../presets/train/neurons_cpu.toml")),
+];
+
+/// The text of a training preset.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|p| p.0 == name).map(|p| p.1)
 }
 
 impl TrainConfig {
@@ -266,6 +301,36 @@ impl TrainConfig {
             .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A preset by name (see [`PRESETS`]) or a TOML file by path, with overrides.
+    ///
+    /// # Errors
+    /// Unknown names (the presets are listed), unreadable files, bad values.
+    pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Self> {
+        if let Some(text) = preset(name_or_path) {
+            return Self::from_toml(text, overrides);
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            TrainError::Config(format!(
+                "{name_or_path}: {e} (nor is it a preset: {})",
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        Self::from_toml(&text, overrides)
+    }
+
+    /// The sliding-window settings for predicting with this model: `[inference]`, or a
+    /// patch-sized window with half overlap; affinity offsets filled from the targets.
+    pub fn inference_settings(&self) -> SlidingWindow {
+        let mut w = self
+            .inference
+            .clone()
+            .unwrap_or_else(|| SlidingWindow::new(self.data.patch.patch));
+        if let (None, TargetSpec::Affinities { offsets, .. }) = (&w.offsets, &self.targets) {
+            w.offsets = Some(offsets.as_slice().iter().map(|o| o.0).collect());
+        }
+        w
     }
 
     /// Checks values that parse but make no sense.

@@ -36,7 +36,8 @@ mod trainer;
 pub mod validate;
 
 pub use config::{
-    CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
+    preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig,
+    ValidationConfig, PRESETS,
 };
 pub use trainer::{inference_model, train, Event, Opener, RunOptions, StepLog, Trained};
 pub use validate::{ValidationLog, Validator};

@@ -153,11 +153,7 @@ pub fn train<B: AutodiffBackend>(
         cfg.model.build(device)?
     };
     model.check_input(&[cfg.batch_size, in_ch, patch[0], patch[1], patch[2]])?;
-    let validator = cfg
-        .validation
-        .as_ref()
-        .map(|v| Validator::new(v, &cfg.targets, patch, opener))
-        .transpose()?;
+    let validator = Validator::new(cfg, opener)?;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.optimizer.weight_decay)
         .with_grad_clipping((cfg.optimizer.grad_clip > 0.0).then_some(

@@ -12,7 +12,7 @@ use em_data::{Opener, PatchDataset, PatchSettings, SourceConfig, TargetSpec};
 use em_metrics::{ClassScores, Contingency, VoxelMetrics};
 use em_models::{model_predictor, sliding_window, Model, SlidingWindow};
 
-use crate::{Result, TrainError, ValidationConfig};
+use crate::{Result, TrainConfig, TrainError};
 
 /// One validation's scores.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -87,24 +87,25 @@ pub fn load_volume(
 }
 
 impl Validator {
-    /// Loads the validation volume and computes its targets.
+    /// Loads the validation volume of a config (`None` without `[validation]`) and computes
+    /// its targets.
     ///
     /// # Errors
-    /// Missing files, a source without labels, a window larger than the volume is fine
-    /// (it is padded), bad settings are not.
-    pub fn new(
-        cfg: &ValidationConfig,
-        targets: &TargetSpec,
-        patch: [usize; 3],
-        opener: Opener<'_>,
-    ) -> Result<Self> {
+    /// Missing files, a source without labels.
+    pub fn new(train: &TrainConfig, opener: Opener<'_>) -> Result<Option<Self>> {
+        let Some(cfg) = &train.validation else {
+            return Ok(None);
+        };
+        let targets = &train.targets;
         let (image, labels, target, mask) = load_volume(&cfg.source, targets, opener)?;
-        let mut window = SlidingWindow::new(cfg.window.unwrap_or(patch));
+        // The inference settings (blending, activation) without test-time augmentation,
+        // whose cost would multiply every validation.
+        let mut window = train.inference_settings();
+        window.window = cfg.window.unwrap_or(window.window);
         window.overlap = cfg.overlap;
-        if let TargetSpec::Affinities { offsets, .. } = targets {
-            window.offsets = Some(offsets.as_slice().iter().map(|o| o.0).collect());
-        }
-        Ok(Self {
+        window.flip_tta = false;
+        window.rot90_tta = false;
+        Ok(Some(Self {
             image,
             target,
             mask,
@@ -113,7 +114,7 @@ impl Validator {
             window,
             threshold: cfg.threshold,
             thresholds: cfg.thresholds.clone(),
-        })
+        }))
     }
 
     /// The validation image `(C, Z, Y, X)`.

@@ -1,0 +1,202 @@
+//! `em infer`: sliding-window prediction of a volume with a trained model, written as zarr
+//! (streamed, any size) or TIFF/npy/HDF5 (in memory), then optionally decoded.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use em_core::{AnyArray, ChunkedVolumeExt, DType, InMemoryVolume};
+use em_data::TargetSpec;
+use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
+use em_models::{load_weights, model_predictor, sliding_window, Cpu, Model};
+use em_train::TrainConfig;
+use serde_json::json;
+
+use crate::decode::DecodeArgs;
+use crate::progress::Bar;
+
+/// Arguments of `em infer`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct InferArgs {
+    /// A training output directory (its config.toml and model.safetensors).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// The training config (default: RUN/config.toml); a path or a preset name.
+    #[arg(long)]
+    config: Option<String>,
+    /// The weights (default: RUN/model.safetensors).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// The image: (Z, Y, X) or (C, Z, Y, X), uint8 or float32 (.npy, .tif, DIR.zarr/array,
+    /// FILE.h5/dataset).
+    #[arg(long)]
+    input: PathBuf,
+    /// Probabilities (K, Z, Y, X) float32: DIR.zarr[/array] is written window row by window
+    /// row (any size); .tif, .npy and .h5 are assembled in memory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Window z,y,x (default: the config's [inference] window, else the training patch).
+    #[arg(long, value_delimiter = ',')]
+    window: Option<Vec<usize>>,
+    /// Overlap per axis as a fraction of the window, in [0, 1).
+    #[arg(long)]
+    overlap: Option<f32>,
+    /// Test-time augmentation: none, flip (8 flips) or rot90 (16 flips and turns).
+    #[arg(long)]
+    tta: Option<Tta>,
+    /// After predicting, write a segmentation here: affinities are decoded (BANIS
+    /// connected components), one-channel probabilities thresholded into a 0/1 uint8 mask.
+    #[arg(long)]
+    decode: Option<PathBuf>,
+    /// Threshold of the decode.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Decoded objects smaller than this many voxels go to background.
+    #[arg(long, default_value_t = 0)]
+    min_size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Tta {
+    None,
+    Flip,
+    Rot90,
+}
+
+fn load_config(a: &InferArgs) -> anyhow::Result<TrainConfig> {
+    let name = match (&a.config, &a.run) {
+        (Some(c), _) => c.clone(),
+        (None, Some(r)) => r.join("config.toml").display().to_string(),
+        (None, None) => anyhow::bail!("give --run DIR (a training output) or --config and --weights"),
+    };
+    Ok(TrainConfig::load(&name, &[])?)
+}
+
+pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let cfg = load_config(a)?;
+    let weights = match (&a.weights, &a.run) {
+        (Some(w), _) => w.clone(),
+        (None, Some(r)) => r.join("model.safetensors"),
+        (None, None) => anyhow::bail!("give --weights with --config"),
+    };
+    let device = Default::default();
+    let mut model: Model<Cpu> = cfg.model.build(&device)?;
+    load_weights(&mut model, &weights)
+        .with_context(|| format!("loading {} into the config's model", weights.display()))?;
+    let mut settings = cfg.inference_settings();
+    if let Some(w) = &a.window {
+        settings.window = match w.as_slice() {
+            &[z, y, x] => [z, y, x],
+            other => anyhow::bail!("--window takes z,y,x, got {other:?}"),
+        };
+    }
+    if let Some(o) = a.overlap {
+        settings.overlap = [o; 3];
+    }
+    match a.tta {
+        Some(Tta::None) => (settings.flip_tta, settings.rot90_tta) = (false, false),
+        Some(Tta::Flip) => (settings.flip_tta, settings.rot90_tta) = (true, false),
+        Some(Tta::Rot90) => (settings.flip_tta, settings.rot90_tta) = (false, true),
+        None => {}
+    }
+    let (in_ch, k) = cfg.model.channels();
+    let input = em_io::open(&a.input)?;
+    let ish = input.shape().to_vec();
+    let spatial: Vec<u64> = match (ish.len(), in_ch) {
+        (3, 1) => ish.clone(),
+        (4, c) if ish[0] as usize == c => ish[1..].to_vec(),
+        _ => anyhow::bail!(
+            "{}: shape {ish:?}; the model takes {in_ch} channel(s): give (Z, Y, X){} or ({in_ch}, Z, Y, X)",
+            a.input.display(),
+            if in_ch == 1 { "" } else { " only for 1" }
+        ),
+    };
+    let mut out_shape = vec![k as u64];
+    out_shape.extend(&spatial);
+    let target = VolumePath::parse(&a.out)?;
+    let tiff = target.format == Format::Tiff;
+    anyhow::ensure!(
+        !tiff || k == 1,
+        "{}: a TIFF stack holds one channel and this model predicts {k}; write .zarr, .npy or .h5",
+        a.out.display()
+    );
+    let bar = Bar::new();
+    let mut predictor = model_predictor(&model, &device);
+    let streamed = target.format == Format::Zarr;
+    if streamed {
+        let w = settings.window;
+        let options = ZarrOptions {
+            chunk_shape: Some(vec![
+                1,
+                w[0].min(spatial[0] as usize) as u64,
+                128.min(spatial[1]),
+                128.min(spatial[2]),
+            ]),
+            ..ZarrOptions::default()
+        };
+        let writer = ZarrWriter::create(&target, &out_shape, DType::F32, &options)?;
+        sliding_window(input.as_ref(), writer.volume(), &settings, &mut predictor, &bar)?;
+        writer.commit()?;
+    } else {
+        let dims: Vec<usize> = out_shape.iter().map(|&d| d as usize).collect();
+        let output = InMemoryVolume::new(
+            AnyArray::from(ndarray::ArrayD::<f32>::zeros(dims)),
+            "prediction",
+        );
+        sliding_window(input.as_ref(), &output, &settings, &mut predictor, &bar)?;
+        let mut result = output.read_all()?;
+        if tiff {
+            // (1, Z, Y, X) → (Z, Y, X): TIFF stacks have no channel axis.
+            let p = result.into_typed::<f32>()?;
+            result = AnyArray::from(p.index_axis_move(ndarray::Axis(0), 0));
+        }
+        em_io::write(&a.out, &result)?;
+    }
+    bar.0.finish_and_clear();
+    let predicted_s = start.elapsed().as_secs_f64();
+    let voxels: u64 = spatial.iter().product();
+    let mut report = json!({"out": a.out.display().to_string(), "shape": out_shape,
+        "seconds": predicted_s, "voxels_per_s": voxels as f64 / predicted_s.max(1e-9),
+        "window": settings.window, "flip_tta": settings.flip_tta, "rot90_tta": settings.rot90_tta});
+    if let Some(seg) = &a.decode {
+        match &cfg.targets {
+            TargetSpec::Affinities { offsets, storage } => {
+                let unit: Vec<_> = offsets.as_slice()[..3.min(offsets.len())].to_vec();
+                anyhow::ensure!(
+                    unit.iter()
+                        .map(|o| o.0)
+                        .eq([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+                    "--decode needs the unit offsets as the first three affinity channels, found {unit:?}"
+                );
+                crate::decode::run(&DecodeArgs::after_inference(
+                    a.out.clone(),
+                    seg.clone(),
+                    a.threshold,
+                    *storage,
+                    a.min_size,
+                ))?;
+            }
+            _ => {
+                write_mask(&a.out, seg, a.threshold)?;
+            }
+        }
+        report["decode"] = json!(seg.display().to_string());
+    }
+    println!("{report}");
+    Ok(())
+}
+
+/// `probability > threshold` of a one-channel prediction as a 0/1 uint8 `(Z, Y, X)` volume.
+fn write_mask(probabilities: &Path, out: &Path, threshold: f32) -> anyhow::Result<()> {
+    let p = em_io::read(probabilities)?.into_typed::<f32>()?;
+    // TIFF predictions are already (Z, Y, X).
+    let p = if p.ndim() == 4 {
+        p.index_axis_move(ndarray::Axis(0), 0)
+    } else {
+        p
+    };
+    let mask = p.mapv(|v| u8::from(v > threshold));
+    em_io::write(out, &AnyArray::from(mask))?;
+    Ok(())
+}
