@@ -55,7 +55,10 @@ fn args() -> Result<Args, String> {
             "--set" => a.set.push(value()?),
             "--preset" => a.preset = Some(value()?),
             "-h" | "--help" => {
-                return Err("usage: lucchi [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…".into())
+                return Err(
+                    "usage: lucchi [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -96,8 +99,9 @@ fn run<B: AutodiffBackend>(
         None => (cfg.data.sources[0].source.clone(), TEST),
     };
     // Read the test volume first: a missing file fails before minutes of training.
+    let test = load_volume(&test_source, &cfg.targets, &opener)?;
     let (test_image, test_labels, test_target, test_mask) =
-        load_volume(&test_source, &cfg.targets, &opener)?;
+        (test.image, test.labels, test.target, test.mask);
 
     let mut log = std::io::BufWriter::new(std::fs::File::create(a.out.join("metrics.jsonl"))?);
     let mut losses = Vec::new();
@@ -109,7 +113,11 @@ fn run<B: AutodiffBackend>(
         match e {
             Event::Step(s) => {
                 losses.push(s.loss);
-                let _ = writeln!(log, "{}", json!({"event": "step", "step": s.step, "loss": s.loss, "lr": s.lr, "voxels_per_s": s.voxels_per_s, "elapsed_s": s.elapsed_s}));
+                let _ = writeln!(
+                    log,
+                    "{}",
+                    json!({"event": "step", "step": s.step, "loss": s.loss, "lr": s.lr, "voxels_per_s": s.voxels_per_s, "elapsed_s": s.elapsed_s})
+                );
                 if s.step % cfg.log_every == 0 {
                     eprintln!(
                         "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} voxels/s  {:.0} s",
@@ -118,8 +126,15 @@ fn run<B: AutodiffBackend>(
                 }
             }
             Event::Validation(v) => {
-                let _ = writeln!(log, "{}", json!({"event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds}));
-                eprintln!("step {:>5}  validation {:?} ({:.0} s)", v.step, v.metrics, v.seconds);
+                let _ = writeln!(
+                    log,
+                    "{}",
+                    json!({"event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds})
+                );
+                eprintln!(
+                    "step {:>5}  validation {:?} ({:.0} s)",
+                    v.step, v.metrics, v.seconds
+                );
             }
             _ => {}
         }
@@ -143,9 +158,9 @@ fn run<B: AutodiffBackend>(
     );
 
     // The baseline: the intensity threshold that is best on the training volume.
-    let (train_image, train_labels, _, _) = load_volume(&train_source, &cfg.targets, &opener)?;
-    let train_gray: Array3<f32> = train_image.index_axis(Axis(0), 0).to_owned();
-    let (train_iou, t) = synth::threshold_baseline_iou(&train_gray, &train_labels);
+    let train = load_volume(&train_source, &cfg.targets, &opener)?;
+    let train_gray: Array3<f32> = train.image.index_axis(Axis(0), 0).to_owned();
+    let (train_iou, t) = synth::threshold_baseline_iou(&train_gray, &train.labels);
     let test_gray: Array3<f32> = test_image.index_axis(Axis(0), 0).to_owned();
     let baseline = synth::threshold_iou(&test_gray, &test_labels, t);
 
@@ -184,7 +199,13 @@ fn slices_png(
     let (gap, top) = (8, 28);
     let mut c = Canvas::new(3 * w + 4 * gap, top + 3 * (h + gap + 14), [250, 250, 250]);
     let ink = [30, 30, 30];
-    c.text(gap, 6, "image | ground truth | prediction (p > 0.5)", ink, 2);
+    c.text(
+        gap,
+        6,
+        "image | ground truth | prediction (p > 0.5)",
+        ink,
+        2,
+    );
     for (row, z) in [nz / 4, nz / 2, 3 * nz / 4].into_iter().enumerate() {
         let y0 = top + row * (h + gap + 14);
         c.text(gap, y0, &format!("z {z}"), [90, 90, 90], 1);
@@ -194,7 +215,10 @@ fn slices_png(
         c.gray(
             2 * gap + w,
             y0,
-            labels.slice(crop).mapv(|l| f32::from(u8::from(l != 0))).view(),
+            labels
+                .slice(crop)
+                .mapv(|l| f32::from(u8::from(l != 0)))
+                .view(),
             0.0,
             1.0,
             scale,
@@ -202,7 +226,9 @@ fn slices_png(
         c.gray(
             3 * gap + 2 * w,
             y0,
-            prob.slice(crop).mapv(|p| f32::from(u8::from(p > THRESHOLD))).view(),
+            prob.slice(crop)
+                .mapv(|p| f32::from(u8::from(p > THRESHOLD)))
+                .view(),
             0.0,
             1.0,
             scale,
@@ -237,22 +263,24 @@ fn main() -> std::process::ExitCode {
             ),
         );
     }
-    let result = TrainConfig::load(&preset, &set).map_err(Into::into).and_then(|mut cfg| {
-        if a.data.is_some() {
-            cfg.validation = None;
-        }
-        eprintln!(
-            "training {preset} for {} steps on {} → {}",
-            cfg.steps,
-            if gpu { "GPU" } else { "CPU" },
-            a.out.display()
-        );
-        #[cfg(feature = "cuda")]
-        if gpu {
-            return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
-        }
-        run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
-    });
+    let result = TrainConfig::load(&preset, &set)
+        .map_err(Into::into)
+        .and_then(|mut cfg| {
+            if a.data.is_some() {
+                cfg.validation = None;
+            }
+            eprintln!(
+                "training {preset} for {} steps on {} → {}",
+                cfg.steps,
+                if gpu { "GPU" } else { "CPU" },
+                a.out.display()
+            );
+            #[cfg(feature = "cuda")]
+            if gpu {
+                return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
+            }
+            run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
+        });
     match result {
         Ok(report) => {
             println!("{report}");

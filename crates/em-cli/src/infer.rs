@@ -24,8 +24,9 @@ pub(crate) struct InferArgs {
     /// The training config (default: RUN/config.toml); a path or a preset name.
     #[arg(long)]
     config: Option<String>,
-    /// The weights (default: RUN/model.safetensors).
-    #[arg(long)]
+    /// The weights (default: RUN/model.safetensors): a .safetensors file, or a checkpoint
+    /// directory (`checkpoints/step-N`, or a directory of them: the newest).
+    #[arg(long, visible_alias = "checkpoint")]
     weights: Option<PathBuf>,
     /// The image: (Z, Y, X) or (C, Z, Y, X), uint8 or float32 (.npy, .tif, DIR.zarr/array,
     /// FILE.h5/dataset).
@@ -67,7 +68,9 @@ fn load_config(a: &InferArgs) -> anyhow::Result<TrainConfig> {
     let name = match (&a.config, &a.run) {
         (Some(c), _) => c.clone(),
         (None, Some(r)) => r.join("config.toml").display().to_string(),
-        (None, None) => anyhow::bail!("give --run DIR (a training output) or --config and --weights"),
+        (None, None) => {
+            anyhow::bail!("give --run DIR (a training output) or --config and --weights")
+        }
     };
     Ok(TrainConfig::load(&name, &[])?)
 }
@@ -81,9 +84,14 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --weights with --config"),
     };
     let device = Default::default();
-    let mut model: Model<Cpu> = cfg.model.build(&device)?;
-    load_weights(&mut model, &weights)
-        .with_context(|| format!("loading {} into the config's model", weights.display()))?;
+    let model: Model<Cpu> = if weights.is_dir() {
+        em_train::checkpoint::load_for_inference(&weights, &cfg, &device)?
+    } else {
+        let mut model = cfg.model.build(&device)?;
+        load_weights(&mut model, &weights)
+            .with_context(|| format!("loading {} into the config's model", weights.display()))?;
+        model
+    };
     let mut settings = cfg.inference_settings();
     if let Some(w) = &a.window {
         settings.window = match w.as_slice() {
@@ -136,7 +144,13 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
             ..ZarrOptions::default()
         };
         let writer = ZarrWriter::create(&target, &out_shape, DType::F32, &options)?;
-        sliding_window(input.as_ref(), writer.volume(), &settings, &mut predictor, &bar)?;
+        sliding_window(
+            input.as_ref(),
+            writer.volume(),
+            &settings,
+            &mut predictor,
+            &bar,
+        )?;
         writer.commit()?;
     } else {
         let dims: Vec<usize> = out_shape.iter().map(|&d| d as usize).collect();

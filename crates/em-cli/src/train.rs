@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 pub(crate) struct TrainArgs {
     /// The training config (TOML): a path or a preset name (lucchi_cpu, neurons_cpu, …).
     config: String,
+    /// Overrides as KEY=VALUE after the config (the same as --set).
+    #[arg(value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
     /// Output directory: metrics.jsonl/.csv, validation.csv, config.toml (as run),
     /// checkpoints/, model.safetensors, loss.png, validation.png.
     #[arg(long, default_value = "runs/train")]
@@ -85,7 +88,7 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
     em_io::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
     let losses: Vec<f64> = steps.iter().filter_map(|s| s["loss"].as_f64()).collect();
     em_io::png::line_chart("training loss per step", &losses, 720, 360)
-        .save_png(&out.join("loss.png"))?;
+        .save_png(out.join("loss.png"))?;
     if let Some(first) = vals.first() {
         let mut names: Vec<&str> = first["metrics"]
             .as_object()
@@ -94,10 +97,7 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
         names.sort_unstable();
         let mut csv = format!("step,{},seconds\n", names.join(","));
         for v in &vals {
-            let metrics: Vec<String> = names
-                .iter()
-                .map(|n| v["metrics"][*n].to_string())
-                .collect();
+            let metrics: Vec<String> = names.iter().map(|n| v["metrics"][*n].to_string()).collect();
             csv += &format!("{},{},{}\n", v["step"], metrics.join(","), v["seconds"]);
         }
         em_io::write_atomic(&out.join("validation.csv"), csv.as_bytes())?;
@@ -106,14 +106,20 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
             .iter()
             .filter_map(|v| v["metrics"][key].as_f64())
             .collect();
-        em_io::png::line_chart(&format!("validation {key} per validation"), &series, 720, 360)
-            .save_png(&out.join("validation.png"))?;
+        em_io::png::line_chart(
+            &format!("validation {key} per validation"),
+            &series,
+            720,
+            360,
+        )
+        .save_png(out.join("validation.png"))?;
     }
     Ok(())
 }
 
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
-    let cfg = TrainConfig::load(&a.config, &a.set)?;
+    let overrides: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
+    let cfg = TrainConfig::load(&a.config, &overrides)?;
     // Everything that can fail before training does so now: a checkpoint of another run,
     // the output directory.
     let log_path = a.out.join("metrics.jsonl");
@@ -202,14 +208,9 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         let flush = record["event"] != "step"
             || record["step"]
                 .as_u64()
-                .is_some_and(|s| s as usize % cfg.log_every == 0);
-        let written = writeln!(log, "{record}").and_then(|()| {
-            if flush {
-                log.flush()
-            } else {
-                Ok(())
-            }
-        });
+                .is_some_and(|s| (s as usize).is_multiple_of(cfg.log_every));
+        let written =
+            writeln!(log, "{record}").and_then(|()| if flush { log.flush() } else { Ok(()) });
         records.push(record);
         if let Err(e) = written {
             write_err = Some(e);

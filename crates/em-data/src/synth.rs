@@ -287,9 +287,9 @@ pub struct MitoSettings {
 impl Default for MitoSettings {
     fn default() -> Self {
         Self {
-            density: 40.0,
-            radius: [4.0, 8.0],
-            length: [16.0, 60.0],
+            density: 8.0,
+            radius: [8.0, 14.0],
+            length: [24.0, 80.0],
             z_anisotropy: 2.0,
             vesicles: 300.0,
             noise: 0.07,

@@ -213,7 +213,11 @@ pub fn sliding_window(
     }
     let n = ish.len();
     let (c, k) = (if planar { 1 } else { ish[0] as usize }, osh[0] as usize);
-    let dims = [ish[n - 3] as usize, ish[n - 2] as usize, ish[n - 1] as usize];
+    let dims = [
+        ish[n - 3] as usize,
+        ish[n - 2] as usize,
+        ish[n - 1] as usize,
+    ];
     if let Some(o) = &settings.offsets {
         if o.len() != k {
             return Err(ModelError::InvalidConfig {

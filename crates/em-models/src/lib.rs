@@ -31,8 +31,8 @@ pub use memory::MemoryEstimate;
 pub use registry::{Model, ModelConfig, PRESETS as MODEL_PRESETS};
 pub use rsunet::{RsUNet, RsUNetConfig};
 pub use weights::{
-    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, load_weights, read_f32_tensor,
-    resample_matrix, save_weights, upkern, KeyNaming, LoadReport,
+    checkpoint_keys, checkpoint_shapes, config_from_checkpoint, load_mednext, load_weights,
+    read_f32_tensor, resample_matrix, save_weights, upkern, KeyNaming, LoadReport,
 };
 
 /// The default CPU backend (burn's `Flex`: REFERENCE's probe measured its 3-D convolution

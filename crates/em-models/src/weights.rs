@@ -451,6 +451,66 @@ pub fn config_from_checkpoint(path: &Path) -> Result<crate::MedNeXtConfig> {
     })
 }
 
+/// Writes a model's weights as safetensors with PyTorch names (MONAI's for MedNeXt), so that
+/// PyTorch, `em infer` and [`load_weights`] read them. The file appears only once complete.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] naming the file.
+pub fn save_weights<B: Backend>(model: &crate::Model<B>, path: &Path) -> Result<()> {
+    let fail = |reason: String| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let mut store =
+        SafetensorsStore::from_file(&tmp).with_to_adapter(burn_store::BurnToPyTorchAdapter);
+    let saved = match model {
+        crate::Model::MedNeXt(m) => m.save_into(&mut store),
+        crate::Model::RsUNet(m) => m.save_into(&mut store),
+    };
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e.to_string()));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+}
+
+/// Loads weights written by [`save_weights`] (or, for MedNeXt, any MONAI or original
+/// checkpoint) into a model built from the same configuration; every parameter must match.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] for unreadable files and mismatches (listed).
+pub fn load_weights<B: Backend>(model: &mut crate::Model<B>, path: &Path) -> Result<()> {
+    match model {
+        crate::Model::MedNeXt(m) => load_mednext(m, path, true).map(|_| ()),
+        crate::Model::RsUNet(m) => {
+            let mut store = SafetensorsStore::from_file(path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .validate(true);
+            let r = m
+                .load_from(&mut store)
+                .map_err(|e| ModelError::Checkpoint {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            if !r.missing.is_empty() || !r.errors.is_empty() {
+                return Err(ModelError::Checkpoint {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "does not match this RSUNet: missing {:?}, mismatched {:?}",
+                        r.missing, r.errors
+                    ),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,63 +554,5 @@ mod tests {
         let u3 = values(&k3.up_blocks[0].conv1.weight);
         let u5 = values(&k5.up_blocks[0].conv1.weight);
         assert_eq!(u5[62], u3[13]);
-    }
-}
-
-/// Writes a model's weights as safetensors with PyTorch names (MONAI's for MedNeXt), so that
-/// PyTorch, `em infer` and [`load_weights`] read them. The file appears only once complete.
-///
-/// # Errors
-/// [`ModelError::Checkpoint`] naming the file.
-pub fn save_weights<B: Backend>(model: &crate::Model<B>, path: &Path) -> Result<()> {
-    let fail = |reason: String| ModelError::Checkpoint {
-        path: path.display().to_string(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let mut store =
-        SafetensorsStore::from_file(&tmp).with_to_adapter(burn_store::BurnToPyTorchAdapter);
-    let saved = match model {
-        crate::Model::MedNeXt(m) => m.save_into(&mut store),
-        crate::Model::RsUNet(m) => m.save_into(&mut store),
-    };
-    if let Err(e) = saved {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e.to_string()));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
-}
-
-/// Loads weights written by [`save_weights`] (or, for MedNeXt, any MONAI or original
-/// checkpoint) into a model built from the same configuration; every parameter must match.
-///
-/// # Errors
-/// [`ModelError::Checkpoint`] for unreadable files and mismatches (listed).
-pub fn load_weights<B: Backend>(model: &mut crate::Model<B>, path: &Path) -> Result<()> {
-    match model {
-        crate::Model::MedNeXt(m) => load_mednext(m, path, true).map(|_| ()),
-        crate::Model::RsUNet(m) => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .validate(true);
-            let r = m.load_from(&mut store).map_err(|e| ModelError::Checkpoint {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            if !r.missing.is_empty() || !r.errors.is_empty() {
-                return Err(ModelError::Checkpoint {
-                    path: path.display().to_string(),
-                    reason: format!(
-                        "does not match this RSUNet: missing {:?}, mismatched {:?}",
-                        r.missing, r.errors
-                    ),
-                });
-            }
-            Ok(())
-        }
     }
 }

@@ -207,6 +207,13 @@ pub(crate) fn state(
     }
 }
 
+/// A model, its optimizer and its EMA, as restored from a checkpoint.
+pub(crate) type Restored<B, O> = (
+    Model<B>,
+    O,
+    Option<Model<<B as AutodiffBackend>::InnerBackend>>,
+);
+
 /// Loads the model, optimizer and EMA of a checkpoint into freshly built ones.
 pub(crate) fn load<B, O>(
     path: &Path,
@@ -214,7 +221,7 @@ pub(crate) fn load<B, O>(
     optim: O,
     ema: Option<Model<B::InnerBackend>>,
     device: &B::Device,
-) -> Result<(Model<B>, O, Option<Model<B::InnerBackend>>)>
+) -> Result<Restored<B, O>>
 where
     B: AutodiffBackend,
     O: Optimizer<Model<B>, B>,
@@ -234,4 +241,28 @@ where
         other => other,
     };
     Ok((model, optim, ema))
+}
+
+/// The weights to predict with from a checkpoint directory (or the newest one under a
+/// directory): its EMA when it has one, else its model, loaded into `cfg`'s architecture on
+/// any backend.
+///
+/// # Errors
+/// No checkpoint, a checkpoint of another model, unreadable files.
+pub fn load_for_inference<B: burn::tensor::backend::Backend>(
+    path: &Path,
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> Result<Model<B>> {
+    let path = find(path)?;
+    let state = read_state(&path, cfg)?;
+    let model: Model<B> = cfg.model.build(device)?;
+    let name = if state.ema && path.join("ema.mpk").is_file() {
+        "ema"
+    } else {
+        "model"
+    };
+    model
+        .load_file(path.join(name), &recorder(), device)
+        .map_err(|e| io(&path.join(format!("{name}.mpk")), e))
 }

@@ -171,9 +171,21 @@ pub struct ValidationConfig {
     /// Probability threshold for IoU/Dice.
     #[serde(default = "half")]
     pub threshold: f32,
-    /// Affinity thresholds tried by the decode (the best VOI is reported).
+    /// Affinity thresholds tried by the decode (the best NERL, or VOI without skeletons,
+    /// is reported).
     #[serde(default = "aff_thresholds")]
     pub thresholds: Vec<f32>,
+    /// Ground-truth skeletons for ERL/NERL (JSON or SWC, see em-metrics); synthetic neuron
+    /// sources derive theirs from the labels.
+    #[serde(default)]
+    pub skeletons: Option<std::path::PathBuf>,
+    /// Voxel size `(z, y, x)` in nm for skeleton edge lengths.
+    #[serde(default = "unit_voxel")]
+    pub voxel_size: [f64; 3],
+}
+
+fn unit_voxel() -> [f64; 3] {
+    [1.0; 3]
 }
 
 fn quarter() -> [f32; 3] {
@@ -253,10 +265,22 @@ fn expand_model_preset(table: &mut toml::Table) -> Result<()> {
 /// The training presets shipped in `presets/train/`, by name.
 pub const PRESETS: &[(&str, &str)] = &[
     ("lucchi", include_str!("../../../presets/train/lucchi.toml")),
-    ("lucchi_cpu", include_str!("../../../presets/train/lucchi_cpu.toml")),
-    ("banis_s", include_str!("../../../presets/train/banis_s.toml")),
-    ("banis_l", include_str!("../../../presets/train/banis_l.toml")),
-    ("neurons_cpu", include_str!("../../../presets/train/neurons_cpu.toml")),
+    (
+        "lucchi_cpu",
+        include_str!("../../../presets/train/lucchi_cpu.toml"),
+    ),
+    (
+        "banis_s",
+        include_str!("../../../presets/train/banis_s.toml"),
+    ),
+    (
+        "banis_l",
+        include_str!("../../../presets/train/banis_l.toml"),
+    ),
+    (
+        "neurons_cpu",
+        include_str!("../../../presets/train/neurons_cpu.toml"),
+    ),
 ];
 
 /// The text of a training preset.

@@ -1,7 +1,9 @@
-//! Training for EM segmentation (in progress, issue #8): a typed TOML configuration with
-//! `key=value` overrides and a training loop on burn (AdamW with warm-up and cosine/poly
-//! decay, gradient clipping, BCE + Dice with masks) fed by the em-data loader. Checkpoints,
-//! resume, validation and plots are still to come.
+//! Training for EM segmentation: a typed TOML configuration (presets in `presets/train/`,
+//! `key=value` overrides, unknown keys refused) and a training loop on burn — AdamW with
+//! warm-up and cosine/poly decay, gradient clipping and accumulation, an EMA of the weights,
+//! BCE + Dice with masks and deep supervision — fed by the em-data loader, with periodic
+//! validation (IoU/Dice, or decoded affinities' VOI/ARAND/NERL), atomic checkpoints and
+//! exact resumption.
 //!
 //! ```
 //! use em_train::TrainConfig;
@@ -36,8 +38,8 @@ mod trainer;
 pub mod validate;
 
 pub use config::{
-    preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig,
-    ValidationConfig, PRESETS,
+    preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
+    PRESETS,
 };
 pub use trainer::{inference_model, train, Event, Opener, RunOptions, StepLog, Trained};
 pub use validate::{ValidationLog, Validator};

@@ -197,8 +197,7 @@ pub fn train<B: AutodiffBackend>(
     };
     // Deep-supervision targets of binary tasks are subsampled, soft ones averaged.
     let average = matches!(cfg.targets, TargetSpec::SignedDistance { .. });
-    let voxels =
-        (cfg.batch_size * cfg.accumulate * patch.iter().product::<usize>()) as f64;
+    let voxels = (cfg.batch_size * cfg.accumulate * patch.iter().product::<usize>()) as f64;
     let start = Instant::now();
     let mut log = Vec::new();
     let mut validations = Vec::new();

@@ -7,9 +7,9 @@ use burn::tensor::backend::Backend;
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use serde::Serialize;
 
-use em_core::{AffinityOffsets, AnyArray, EdgeStorage, NoProgress, Progress};
-use em_data::{Opener, PatchDataset, PatchSettings, SourceConfig, TargetSpec};
-use em_metrics::{ClassScores, Contingency, VoxelMetrics};
+use em_core::{AffinityOffsets, AnyArray, EdgeStorage, NoProgress, Progress, VoxelSize};
+use em_data::{synth, Opener, PatchDataset, PatchSettings, SourceConfig, SynthKind, TargetSpec};
+use em_metrics::{ClassScores, Contingency, ErlReport, Skeletons, VoxelMetrics};
 use em_models::{model_predictor, sliding_window, Model, SlidingWindow};
 
 use crate::{Result, TrainConfig, TrainError};
@@ -20,17 +20,20 @@ pub struct ValidationLog {
     /// The step after which it ran.
     pub step: usize,
     /// Named scores: `iou`, `dice` (one-channel targets) or `voi`, `voi_split`,
-    /// `voi_merge`, `arand`, `threshold` (affinities, at the best threshold).
+    /// `voi_merge`, `arand`, `threshold` and, with skeletons, `erl` and `nerl`
+    /// (affinities, at the threshold with the best NERL, else the best VOI).
     pub metrics: BTreeMap<String, f64>,
     /// Seconds it took.
     pub seconds: f64,
 }
 
 impl ValidationLog {
-    /// The score where higher is better: IoU, or −VOI for affinities.
+    /// The score where higher is better: IoU, NERL, or −VOI for affinities without
+    /// skeletons.
     pub fn score(&self) -> f64 {
         self.metrics
             .get("iou")
+            .or_else(|| self.metrics.get("nerl"))
             .copied()
             .or_else(|| self.metrics.get("voi").map(|v| -v))
             .unwrap_or(f64::NEG_INFINITY)
@@ -47,10 +50,49 @@ pub struct Validator {
     window: SlidingWindow,
     threshold: f32,
     thresholds: Vec<f32>,
+    skeletons: Option<Skeletons>,
 }
 
-/// Reads a whole source as one sample: image `(C, Z, Y, X)` in [0, 1], labels (unknown and
-/// masked voxels 0) and the targets with their mask.
+/// Skeletons of a label volume: one node per cell and section at the cell's centroid,
+/// joined through z (what synthetic neurons provide in place of traced skeletons).
+///
+/// # Errors
+/// [`em_metrics::MetricsError`] for an invalid voxel size.
+pub fn section_skeletons(labels: &Array3<u32>, voxel_size: [f64; 3]) -> Result<Skeletons> {
+    let (nodes, edges) = synth::section_skeletons(labels);
+    let vs = VoxelSize::new(voxel_size).map_err(|e| TrainError::Config(e.to_string()))?;
+    let vs = vs.zyx();
+    let nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, &(skeleton, p))| {
+            let p = p.map(f64::from);
+            em_metrics::Node {
+                id: i as u64,
+                skeleton: u64::from(skeleton),
+                position: p,
+                position_nm: [p[0] * vs[0], p[1] * vs[1], p[2] * vs[2]],
+            }
+        })
+        .collect();
+    let edges: Vec<[u64; 2]> = edges.iter().map(|e| e.map(|i| i as u64)).collect();
+    Ok(Skeletons::new(nodes, &edges, "section skeletons")?)
+}
+
+/// A whole labelled volume with its targets.
+#[derive(Clone, Debug)]
+pub struct LabelledVolume {
+    /// Image `(C, Z, Y, X)` in [0, 1].
+    pub image: Array4<f32>,
+    /// Labels (unknown and masked voxels 0).
+    pub labels: Array3<u32>,
+    /// Targets `(K, Z, Y, X)`.
+    pub target: Array4<f32>,
+    /// Where the targets count `(K, Z, Y, X)`.
+    pub mask: Array4<f32>,
+}
+
+/// Reads a whole source as one sample and computes its targets.
 ///
 /// # Errors
 /// Missing files, a source without labels.
@@ -58,7 +100,7 @@ pub fn load_volume(
     source: &SourceConfig,
     targets: &TargetSpec,
     opener: Opener<'_>,
-) -> Result<(Array4<f32>, Array3<u32>, Array4<f32>, Array4<f32>)> {
+) -> Result<LabelledVolume> {
     let v = source.open(opener)?;
     let name = "validation";
     if v.labels.is_none() {
@@ -83,7 +125,12 @@ pub fn load_volume(
             }
         });
     }
-    Ok((sample.image, labels, target, mask))
+    Ok(LabelledVolume {
+        image: sample.image,
+        labels,
+        target,
+        mask,
+    })
 }
 
 impl Validator {
@@ -97,7 +144,12 @@ impl Validator {
             return Ok(None);
         };
         let targets = &train.targets;
-        let (image, labels, target, mask) = load_volume(&cfg.source, targets, opener)?;
+        let LabelledVolume {
+            image,
+            labels,
+            target,
+            mask,
+        } = load_volume(&cfg.source, targets, opener)?;
         // The inference settings (blending, activation) without test-time augmentation,
         // whose cost would multiply every validation.
         let mut window = train.inference_settings();
@@ -105,7 +157,25 @@ impl Validator {
         window.overlap = cfg.overlap;
         window.flip_tta = false;
         window.rot90_tta = false;
+        let skeletons = match (&cfg.skeletons, &cfg.source, targets) {
+            (_, _, t) if !matches!(t, TargetSpec::Affinities { .. }) => None,
+            (Some(path), _, _) => {
+                let vs = VoxelSize::new(cfg.voxel_size)
+                    .map_err(|e| TrainError::Config(format!("validation.voxel_size: {e}")))?;
+                Some(Skeletons::read(path, vs)?)
+            }
+            (
+                None,
+                SourceConfig::Synthetic {
+                    synth: SynthKind::Neurons,
+                    ..
+                },
+                _,
+            ) => Some(section_skeletons(&labels, cfg.voxel_size)?),
+            _ => None,
+        };
         Ok(Some(Self {
+            skeletons,
             image,
             target,
             mask,
@@ -143,18 +213,29 @@ impl Validator {
         let mut metrics = BTreeMap::new();
         match &self.targets {
             TargetSpec::Affinities { offsets, storage } => {
-                let scores =
-                    score_affinities(pred.view(), self.labels.view(), offsets, *storage, &self.thresholds)?;
-                let (t, m) = scores
+                let scores = score_affinities(
+                    pred.view(),
+                    self.labels.view(),
+                    offsets,
+                    *storage,
+                    &self.thresholds,
+                    self.skeletons.as_ref(),
+                )?;
+                let best = scores
                     .iter()
-                    .min_by(|a, b| a.1.voi.total_cmp(&b.1.voi))
+                    .max_by(|a, b| a.rank().total_cmp(&b.rank()))
                     .ok_or_else(|| TrainError::Config("no affinity threshold".into()))?;
                 // Through text so that 0.9f32 is reported as 0.9, not 0.8999999761581421.
-                metrics.insert("threshold".into(), t.to_string().parse().unwrap_or(f64::NAN));
-                metrics.insert("voi".into(), m.voi);
-                metrics.insert("voi_split".into(), m.voi_split);
-                metrics.insert("voi_merge".into(), m.voi_merge);
-                metrics.insert("arand".into(), m.arand);
+                let t: f64 = best.threshold.to_string().parse().unwrap_or(f64::NAN);
+                metrics.insert("threshold".into(), t);
+                metrics.insert("voi".into(), best.voxel.voi);
+                metrics.insert("voi_split".into(), best.voxel.voi_split);
+                metrics.insert("voi_merge".into(), best.voxel.voi_merge);
+                metrics.insert("arand".into(), best.voxel.arand);
+                if let Some(e) = &best.erl {
+                    metrics.insert("erl".into(), e.erl);
+                    metrics.insert("nerl".into(), e.nerl);
+                }
             }
             _ => {
                 let s = score_semantic(
@@ -229,18 +310,68 @@ pub fn score_semantic(
     ClassScores::from_counts(1, tp, fp, fn_)
 }
 
+/// The scores of one decode threshold.
+#[derive(Clone, Debug)]
+pub struct AffinityScores {
+    /// The threshold.
+    pub threshold: f32,
+    /// VOI and Rand against the labels.
+    pub voxel: VoxelMetrics,
+    /// ERL/NERL against the skeletons, when given.
+    pub erl: Option<ErlReport>,
+}
+
+impl AffinityScores {
+    /// Higher is better: NERL when there are skeletons, else −VOI.
+    pub fn rank(&self) -> f64 {
+        self.erl.as_ref().map_or(-self.voxel.voi, |e| e.nerl)
+    }
+}
+
 /// Decodes affinities (their short-range channels) at each threshold and scores the
-/// segmentation against `labels` (0 = unlabelled, left out).
+/// segmentation against `labels` (0 = unlabelled, left out) and, when given, skeletons.
 ///
 /// # Errors
-/// Affinities without the three short-range offsets; ground truth with no labelled voxel.
+/// Affinities without the three short-range offsets; ground truth with no labelled voxel;
+/// skeleton nodes outside the volume.
 pub fn score_affinities(
     pred: ArrayView4<'_, f32>,
     labels: ArrayView3<'_, u32>,
     offsets: &AffinityOffsets,
     storage: EdgeStorage,
     thresholds: &[f32],
-) -> Result<Vec<(f32, VoxelMetrics)>> {
+    skeletons: Option<&Skeletons>,
+) -> Result<Vec<AffinityScores>> {
+    thresholds
+        .iter()
+        .map(|&t| {
+            let seg = decode(pred, offsets, storage, t)?;
+            let voxel = VoxelMetrics::from_contingency(&Contingency::new(labels, seg.view())?)?;
+            let erl = skeletons
+                .map(|s| -> Result<ErlReport> {
+                    let ids = s.lookup(seg.view())?;
+                    Ok(em_metrics::erl(s, &ids, &[])?)
+                })
+                .transpose()?;
+            Ok(AffinityScores {
+                threshold: t,
+                voxel,
+                erl,
+            })
+        })
+        .collect()
+}
+
+/// Connected components of the unit-offset affinity channels above `threshold`.
+///
+/// # Errors
+/// Affinities without the three unit offsets.
+pub fn decode(
+    pred: ArrayView4<'_, f32>,
+    offsets: &AffinityOffsets,
+    storage: EdgeStorage,
+    threshold: f32,
+) -> Result<Array3<u32>> {
     let short: Vec<usize> = offsets
         .as_slice()
         .iter()
@@ -250,22 +381,15 @@ pub fn score_affinities(
         .collect();
     if short.len() != 3 {
         return Err(TrainError::Config(format!(
-            "decoding needs the three unit offsets among the affinities, found {short:?}"
+            "decoding needs the three unit offsets among the affinities, found channels {short:?}"
         )));
     }
-    thresholds
-        .iter()
-        .map(|&t| {
-            let params = em_decode::CcParams {
-                threshold: t,
-                channels: short.clone(),
-                offsets: Some(short.iter().map(|&i| offsets.as_slice()[i]).collect()),
-                storage,
-                threads: None,
-            };
-            let seg = em_decode::affinity_cc::<f32, u32>(pred, &params)?;
-            let m = VoxelMetrics::from_contingency(&Contingency::new(labels, seg.view())?)?;
-            Ok((t, m))
-        })
-        .collect()
+    let params = em_decode::CcParams {
+        threshold,
+        channels: short.clone(),
+        offsets: Some(short.iter().map(|&i| offsets.as_slice()[i]).collect()),
+        storage,
+        threads: None,
+    };
+    Ok(em_decode::affinity_cc::<f32, u32>(pred, &params)?)
 }

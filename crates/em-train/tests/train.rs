@@ -63,12 +63,18 @@ fn losses(t: &em_train::Trained<B>) -> Vec<(usize, f64)> {
 fn a_tiny_model_learns_and_the_loss_falls() {
     let cfg = TrainConfig::from_toml(TINY, &[]).unwrap();
     let mut seen = 0;
-    let out = train::<B>(&cfg, &opener, &Default::default(), &RunOptions::default(), &mut |e| {
-        if let Event::Step(_) = e {
-            seen += 1;
-        }
-        true
-    })
+    let out = train::<B>(
+        &cfg,
+        &opener,
+        &Default::default(),
+        &RunOptions::default(),
+        &mut |e| {
+            if let Event::Step(_) = e {
+                seen += 1;
+            }
+            true
+        },
+    )
     .unwrap();
     assert_eq!(out.log.len(), 40);
     assert_eq!(seen, 40);
@@ -123,7 +129,11 @@ fn an_interrupted_run_resumes_exactly() {
     let rest = run(&cfg, &opts("split", true), |_| false).unwrap();
     assert_eq!(rest.step, 7);
     assert_eq!(losses(&first), losses(&whole)[..3]);
-    assert_eq!(losses(&rest), losses(&whole)[3..], "step 4 onward must repeat exactly");
+    assert_eq!(
+        losses(&rest),
+        losses(&whole)[3..],
+        "step 4 onward must repeat exactly"
+    );
     let w = |t: &em_train::Trained<B>| {
         let m = t.inference_model();
         let mut v = Vec::new();
@@ -140,8 +150,14 @@ impl<Bk: burn::tensor::backend::Backend> burn::module::ModuleVisitor<Bk> for Fla
         &mut self,
         param: &burn::module::Param<burn::tensor::Tensor<Bk, D>>,
     ) {
-        self.0
-            .extend(param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap());
+        self.0.extend(
+            param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
     }
 }
 
@@ -154,11 +170,8 @@ fn checkpoints_of_another_model_are_refused_before_training() {
         ..Default::default()
     };
     run(&cfg, &opts, |s| s >= 2).unwrap();
-    let other = TrainConfig::from_toml(
-        &toml::to_string(&cfg).unwrap(),
-        &["model.width=6".into()],
-    )
-    .unwrap();
+    let other =
+        TrainConfig::from_toml(&toml::to_string(&cfg).unwrap(), &["model.width=6".into()]).unwrap();
     let resume = RunOptions {
         resume: Some(dir.path().to_path_buf()),
         ..Default::default()
@@ -206,7 +219,10 @@ fn a_diverging_run_stops_with_the_last_good_checkpoint() {
         ..Default::default()
     };
     let e = run(&cfg, &opts, |_| false).err().unwrap();
-    let TrainError::NonFinite { step, last_good, .. } = &e else {
+    let TrainError::NonFinite {
+        step, last_good, ..
+    } = &e
+    else {
         panic!("{e}");
     };
     assert!(*step >= 2, "diverged at step {step}");
@@ -214,7 +230,11 @@ fn a_diverging_run_stops_with_the_last_good_checkpoint() {
     assert!(good.join("state.json").is_file());
     assert!(e.to_string().contains("last good checkpoint"), "{e}");
     assert_eq!(
-        em_train::checkpoint::list(dir.path()).unwrap().last().unwrap().1,
+        em_train::checkpoint::list(dir.path())
+            .unwrap()
+            .last()
+            .unwrap()
+            .1,
         good
     );
 }
@@ -249,8 +269,13 @@ fn validation_scores_semantic_and_affinity_targets() {
     .unwrap();
     let out = run(&neurons, &RunOptions::default(), |_| false).unwrap();
     let m = &out.validations[0].metrics;
-    assert!(m["voi"] > 0.0 && (m["voi"] - m["voi_split"] - m["voi_merge"]).abs() < 1e-9, "{m:?}");
+    assert!(
+        m["voi"] > 0.0 && (m["voi"] - m["voi_split"] - m["voi_merge"]).abs() < 1e-9,
+        "{m:?}"
+    );
     assert!([0.5, 0.9].contains(&m["threshold"]) && (0.0..=1.0).contains(&m["arand"]));
+    // Synthetic neurons come with section skeletons: NERL picks the threshold.
+    assert!((0.0..=1.0).contains(&m["nerl"]) && m["erl"] >= 0.0, "{m:?}");
 }
 
 #[test]
@@ -287,9 +312,13 @@ fn config_errors_name_the_key() {
         TrainConfig::from_toml(TINY, &["batch_size=4".into(), "augment=banis".into()]).unwrap();
     assert_eq!(cfg.batch_size, 4);
     let never = |cfg: &TrainConfig| {
-        train::<B>(cfg, &opener, &Default::default(), &RunOptions::default(), &mut |_| {
-            panic!("no step may run")
-        })
+        train::<B>(
+            cfg,
+            &opener,
+            &Default::default(),
+            &RunOptions::default(),
+            &mut |_| panic!("no step may run"),
+        )
         .err()
         .unwrap()
     };
@@ -306,11 +335,17 @@ fn config_errors_name_the_key() {
     // Targets and model disagree.
     let cfg = TrainConfig::from_toml(TINY, &[r#"targets={ kind = "affinities" }"#.into()]).unwrap();
     let e = never(&cfg).to_string();
-    assert!(e.contains("1 output channels but the targets have 6"), "{e}");
+    assert!(
+        e.contains("1 output channels but the targets have 6"),
+        "{e}"
+    );
     // Missing data files.
     let cfg = TrainConfig::from_toml(
         TINY,
-        &[r#"data.sources=[{ source = { kind = "lucchi", dir = "/nonexistent/lucchi" } }]"#.into()],
+        &[
+            r#"data.sources=[{ source = { kind = "lucchi", dir = "/nonexistent/lucchi" } }]"#
+                .into(),
+        ],
     )
     .unwrap();
     let e = never(&cfg).to_string();

@@ -1,0 +1,332 @@
+//! Neuron segmentation the BANIS way: train a MedNeXt to predict six affinities (offsets 1
+//! and 10 per axis), predict a validation and a test volume, pick the decode threshold by
+//! NERL on validation, then decode the test volume with em-decode and score it (VOI,
+//! adapted Rand, ERL/NERL against skeletons).
+//!
+//! ```text
+//! cargo run --release --example neurons                        # synthetic neurons, CPU
+//! cargo run --release --example neurons -- --data data/nisb    # NISB: train/val/test.zarr
+//! cargo run --release --example neurons -- --set steps=600 --out runs/neurons
+//! ```
+//!
+//! Without arguments it trains the `neurons_cpu` preset on a synthetic neuron volume; its
+//! skeletons are the cells' section centroids. With `--data DIR` it reads
+//! `DIR/{train,val,test}.zarr` (`img`, `seg`) with the `banis_s` preset (`--preset` to
+//! change) and, where present, `DIR/{val,test}_skeletons.json` (or SWC directories
+//! `DIR/{val,test}_skeletons/`).
+//!
+//! Writes `slices.png` (image | ground truth | segmentation), `loss.png`, `metrics.jsonl`,
+//! checkpoints and `model.safetensors` to `--out` (default `runs/neurons`); the last stdout
+//! line is one JSON object with the chosen threshold and the test scores.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use em_connectomics::core::{ChunkedVolume, NoProgress, VoxelSize};
+use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
+use em_connectomics::io::png::{line_chart, Canvas};
+use em_connectomics::metrics::Skeletons;
+use em_connectomics::train::validate::{
+    decode, load_volume, predict, score_affinities, section_skeletons,
+};
+use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
+use ndarray::{s, Array3, Axis};
+use serde_json::json;
+
+struct Args {
+    data: Option<PathBuf>,
+    out: PathBuf,
+    set: Vec<String>,
+    preset: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        data: None,
+        out: PathBuf::from("runs/neurons"),
+        set: Vec::new(),
+        preset: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = Some(PathBuf::from(value()?)),
+            "--out" => a.out = PathBuf::from(value()?),
+            "--set" => a.set.push(value()?),
+            "--preset" => a.preset = Some(value()?),
+            "-h" | "--help" => {
+                return Err(
+                    "usage: neurons [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
+                        .into(),
+                )
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(a)
+}
+
+fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
+    em_connectomics::io::open(p).map_err(|e| e.to_string())
+}
+
+/// The validation and test volumes with their skeletons.
+fn held_out(a: &Args, cfg: &TrainConfig) -> Result<[(SourceConfig, Option<Skeletons>); 2], String> {
+    let Some(dir) = &a.data else {
+        let synthetic = |seed| SourceConfig::Synthetic {
+            synth: SynthKind::Neurons,
+            shape: [32, 160, 160],
+            seed,
+        };
+        return Ok([(synthetic(100), None), (synthetic(1), None)]);
+    };
+    let voxel = cfg.validation.as_ref().map_or([1.0; 3], |v| v.voxel_size);
+    let vs = VoxelSize::new(voxel).map_err(|e| e.to_string())?;
+    let one = |name: &str| -> Result<(SourceConfig, Option<Skeletons>), String> {
+        let source = SourceConfig::Nisb {
+            path: dir.join(format!("{name}.zarr")),
+        };
+        let skeletons = [
+            dir.join(format!("{name}_skeletons.json")),
+            dir.join(format!("{name}_skeletons")),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .map(|p| Skeletons::read(&p, vs).map_err(|e| e.to_string()))
+        .transpose()?;
+        Ok((source, skeletons))
+    };
+    Ok([one("val")?, one("test")?])
+}
+
+fn run<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    a: &Args,
+    device: &B::Device,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let TargetSpec::Affinities { offsets, storage } = &cfg.targets else {
+        return Err("this example trains affinities (targets.kind = \"affinities\")".into());
+    };
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("config.toml"), toml::to_string(cfg)?)?;
+    // The held-out volumes are read first: a missing file fails before training.
+    let [(val_source, val_skel), (test_source, test_skel)] = held_out(a, cfg)?;
+    let val = load_volume(&val_source, &cfg.targets, &opener)?;
+    let test = load_volume(&test_source, &cfg.targets, &opener)?;
+    let (val_image, val_labels) = (val.image, val.labels);
+    let (test_image, test_labels) = (test.image, test.labels);
+    let voxel = cfg.validation.as_ref().map_or([1.0; 3], |v| v.voxel_size);
+    let val_skel = match val_skel {
+        Some(s) => Some(s),
+        None if a.data.is_none() => Some(section_skeletons(&val_labels, voxel)?),
+        None => None,
+    };
+    let test_skel = match test_skel {
+        Some(s) => Some(s),
+        None if a.data.is_none() => Some(section_skeletons(&test_labels, voxel)?),
+        None => None,
+    };
+
+    let mut log = std::io::BufWriter::new(std::fs::File::create(a.out.join("metrics.jsonl"))?);
+    let mut losses = Vec::new();
+    let opts = RunOptions {
+        checkpoint_dir: Some(a.out.join("checkpoints")),
+        ..Default::default()
+    };
+    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| {
+        match e {
+            Event::Step(s) => {
+                losses.push(s.loss);
+                let _ = writeln!(
+                    log,
+                    "{}",
+                    json!({"event": "step", "step": s.step, "loss": s.loss, "lr": s.lr, "voxels_per_s": s.voxels_per_s, "elapsed_s": s.elapsed_s})
+                );
+                if s.step % cfg.log_every == 0 {
+                    eprintln!(
+                        "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} voxels/s  {:.0} s",
+                        s.step, cfg.steps, s.loss, s.lr, s.voxels_per_s, s.elapsed_s
+                    );
+                }
+            }
+            Event::Validation(v) => {
+                let _ = writeln!(
+                    log,
+                    "{}",
+                    json!({"event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds})
+                );
+                eprintln!(
+                    "step {:>5}  validation {:?} ({:.0} s)",
+                    v.step, v.metrics, v.seconds
+                );
+            }
+            _ => {}
+        }
+        true
+    })?;
+    log.flush()?;
+    let train_s = start.elapsed().as_secs_f64();
+    let model = trained.inference_model();
+    em_connectomics::models::save_weights(&model, &a.out.join("model.safetensors"))?;
+
+    // BANIS's sweep, sigmoid(0.2k) for k = −1..11, and a few lower values for weak models.
+    let mut thresholds: Vec<f32> = vec![0.1, 0.2, 0.3, 0.4];
+    thresholds.extend((-1..=11).map(|k| 1.0 / (1.0 + (-0.2 * k as f32).exp())));
+    let settings = cfg.inference_settings();
+    let k = cfg.targets.channels();
+    eprintln!("predicting the validation volume {:?} …", val_image.dim());
+    let val_pred = predict(&model, &val_image, k, &settings, device, &NoProgress)?;
+    let sweep = score_affinities(
+        val_pred.view(),
+        val_labels.view(),
+        offsets,
+        *storage,
+        &thresholds,
+        val_skel.as_ref(),
+    )?;
+    let best = sweep
+        .iter()
+        .max_by(|x, y| x.rank().total_cmp(&y.rank()))
+        .ok_or("no threshold")?;
+    let threshold = best.threshold;
+    eprintln!(
+        "validation: threshold {threshold:.4} (NERL {:?}, VOI {:.3})",
+        best.erl.as_ref().map(|e| e.nerl),
+        best.voxel.voi
+    );
+
+    eprintln!("predicting the test volume {:?} …", test_image.dim());
+    let t0 = Instant::now();
+    let test_pred = predict(&model, &test_image, k, &settings, device, &NoProgress)?;
+    let predict_s = t0.elapsed().as_secs_f64();
+    let test = score_affinities(
+        test_pred.view(),
+        test_labels.view(),
+        offsets,
+        *storage,
+        &[threshold],
+        test_skel.as_ref(),
+    )?
+    .remove(0);
+    let seg = decode(test_pred.view(), offsets, *storage, threshold)?;
+    let test_gray: Array3<f32> = test_image.index_axis(Axis(0), 0).to_owned();
+    slices_png(&test_gray, &test_labels, &seg, &a.out.join("slices.png"))?;
+    line_chart("training loss per step", &losses, 720, 360).save_png(a.out.join("loss.png"))?;
+    let segments = {
+        let mut ids: Vec<u32> = seg.iter().copied().filter(|&v| v != 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    };
+    Ok(json!({
+        "threshold": threshold,
+        "voi": test.voxel.voi, "voi_split": test.voxel.voi_split, "voi_merge": test.voxel.voi_merge,
+        "arand": test.voxel.arand,
+        "erl": test.erl.as_ref().map(|e| e.erl), "nerl": test.erl.as_ref().map(|e| e.nerl),
+        "segments": segments, "validation_sweep": sweep.iter().map(|s| json!({
+            "threshold": s.threshold, "voi": s.voxel.voi, "arand": s.voxel.arand,
+            "nerl": s.erl.as_ref().map(|e| e.nerl)})).collect::<Vec<_>>(),
+        "steps": trained.step, "final_loss": losses.last(),
+        "train_seconds": train_s, "predict_seconds": predict_s,
+        "seconds": start.elapsed().as_secs_f64(), "out": a.out.display().to_string(),
+    }))
+}
+
+/// Image | ground truth | segmentation at a quarter, half and three quarters of the depth.
+fn slices_png(
+    image: &Array3<f32>,
+    labels: &Array3<u32>,
+    seg: &Array3<u32>,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (nz, ny, nx) = image.dim();
+    // Small synthetic volumes are drawn at twice their size, real ones cropped to 512².
+    let scale = if nx <= 256 { 2 } else { 1 };
+    let (w, h) = (nx.min(512) * scale, ny.min(512) * scale);
+    let (gap, top) = (8, 28);
+    let mut c = Canvas::new(3 * w + 4 * gap, top + 3 * (h + gap + 14), [250, 250, 250]);
+    c.text(
+        gap,
+        6,
+        "image | ground truth | segmentation",
+        [30, 30, 30],
+        2,
+    );
+    for (row, z) in [nz / 4, nz / 2, 3 * nz / 4].into_iter().enumerate() {
+        let y0 = top + row * (h + gap + 14);
+        c.text(gap, y0, &format!("z {z}"), [90, 90, 90], 1);
+        let y0 = y0 + 12;
+        let crop = s![z, ..h / scale, ..w / scale];
+        c.gray(gap, y0, image.slice(crop), 0.0, 1.0, scale);
+        c.labels(2 * gap + w, y0, labels.slice(crop), scale);
+        c.labels(3 * gap + 2 * w, y0, seg.slice(crop), scale);
+    }
+    c.save_png(path)?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let gpu = cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists();
+    let preset = a.preset.clone().unwrap_or_else(|| {
+        if a.data.is_some() || gpu {
+            "banis_s"
+        } else {
+            "neurons_cpu"
+        }
+        .to_string()
+    });
+    let mut set = a.set.clone();
+    if let Some(dir) = &a.data {
+        let p = |n: &str| dir.join(n).display().to_string();
+        set.insert(
+            0,
+            format!(
+                "data.sources=[{{ source = {{ kind = \"nisb\", path = {:?} }} }}]",
+                p("train.zarr")
+            ),
+        );
+        set.insert(
+            1,
+            format!(
+                "validation.source={{ kind = \"nisb\", path = {:?} }}",
+                p("val.zarr")
+            ),
+        );
+    }
+    let result = TrainConfig::load(&preset, &set)
+        .map_err(Into::into)
+        .and_then(|cfg| {
+            eprintln!(
+                "training {preset} for {} steps on {} → {}",
+                cfg.steps,
+                if gpu { "GPU" } else { "CPU" },
+                a.out.display()
+            );
+            #[cfg(feature = "cuda")]
+            if gpu {
+                return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
+            }
+            run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
+        });
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
