@@ -14,6 +14,7 @@
 
 mod error;
 mod inference;
+pub mod kernels;
 mod losses;
 mod mednext;
 mod memory;

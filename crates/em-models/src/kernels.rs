@@ -1,0 +1,579 @@
+//! Direct CPU kernels for MedNeXt's two convolution shapes, on `(N, C, Z, Y, X)` row-major
+//! float32 buffers: the depthwise `k×k×k` convolution (stride 1, zero "same" padding) and
+//! the pointwise `1×1×1` convolution, each with its input and weight gradients.
+//!
+//! burn's generic backward of a grouped convolution runs one full convolution per channel
+//! on strided copies, and its pointwise backward goes through im2col-style paths: together
+//! most of a CPU training step (issue #11). These kernels stream over contiguous rows so the
+//! inner loops vectorise, and split the work over rayon's pool.
+
+use rayon::prelude::*;
+
+/// Voxels per block of the pointwise kernels: a few rows of every channel stay in cache.
+const BLOCK: usize = 2048;
+
+/// Shape of a depthwise convolution: batch, channels, spatial sides, odd kernel side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepthwiseShape {
+    /// Batch.
+    pub n: usize,
+    /// Channels (each convolved with its own kernel).
+    pub c: usize,
+    /// Spatial sides `(z, y, x)`.
+    pub dims: [usize; 3],
+    /// Kernel side (odd); padding is `k / 2` on every side.
+    pub k: usize,
+}
+
+impl DepthwiseShape {
+    fn volume(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    fn check(&self, x: usize, w: usize) -> bool {
+        self.k % 2 == 1 && x == self.n * self.c * self.volume() && w == self.c * self.k.pow(3)
+    }
+}
+
+/// Adds `wv · src[x + off]` to `dst[x]` for every `x` where `x + off` is inside the row.
+#[inline(always)]
+fn axpy_shifted(dst: &mut [f32], src: &[f32], wv: f32, off: isize) {
+    let w = dst.len() as isize;
+    let lo = (-off).max(0);
+    let hi = (w - off).min(w);
+    if lo >= hi {
+        return;
+    }
+    let (lo, hi) = (lo as usize, hi as usize);
+    let s = (lo as isize + off) as usize;
+    for (d, &v) in dst[lo..hi].iter_mut().zip(&src[s..s + (hi - lo)]) {
+        *d += wv * v;
+    }
+}
+
+/// `Σ dst[x] · src[x + off]` over the `x` where `x + off` is inside the row.
+#[inline(always)]
+fn dot_shifted(a: &[f32], src: &[f32], off: isize) -> f32 {
+    let w = a.len() as isize;
+    let lo = (-off).max(0);
+    let hi = (w - off).min(w);
+    if lo >= hi {
+        return 0.0;
+    }
+    let (lo, hi) = (lo as usize, hi as usize);
+    let s = (lo as isize + off) as usize;
+    // Eight partial sums let the compiler keep a vector accumulator.
+    let mut acc = [0.0f32; 8];
+    let (a, b) = (&a[lo..hi], &src[s..s + (hi - lo)]);
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[8 * i + j] * b[8 * i + j];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in 8 * chunks..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// One channel volume: `out = bias + Σ w ⋆ x` (cross-correlation, zero padding).
+fn depthwise_volume(x: &[f32], w: &[f32], bias: f32, dims: [usize; 3], k: usize, out: &mut [f32]) {
+    let [nz, ny, nx] = dims;
+    let p = (k / 2) as isize;
+    out.fill(bias);
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = &mut out[(z * ny + y) * nx..][..nx];
+            for dz in 0..k {
+                let sz = z as isize + dz as isize - p;
+                if sz < 0 || sz >= nz as isize {
+                    continue;
+                }
+                for dy in 0..k {
+                    let sy = y as isize + dy as isize - p;
+                    if sy < 0 || sy >= ny as isize {
+                        continue;
+                    }
+                    let src = &x[(sz as usize * ny + sy as usize) * nx..][..nx];
+                    for dx in 0..k {
+                        axpy_shifted(row, src, w[(dz * k + dy) * k + dx], dx as isize - p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise convolution forward: `out[n, c] = bias[c] + w[c] ⋆ x[n, c]`.
+///
+/// Returns `false` (and leaves `out` alone) when the buffer lengths do not match the shape.
+pub fn depthwise_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: DepthwiseShape,
+    out: &mut [f32],
+) -> bool {
+    if !s.check(x.len(), w.len()) || out.len() != x.len() || bias.is_some_and(|b| b.len() != s.c) {
+        return false;
+    }
+    let (v, k3) = (s.volume(), s.k.pow(3));
+    out.par_chunks_mut(v)
+        .zip(x.par_chunks(v))
+        .enumerate()
+        .for_each(|(i, (o, xi))| {
+            let c = i % s.c;
+            let b = bias.map_or(0.0, |b| b[c]);
+            depthwise_volume(xi, &w[c * k3..][..k3], b, s.dims, s.k, o);
+        });
+    true
+}
+
+/// Gradient of the input: the output gradient correlated with the flipped kernels.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn depthwise_backward_input(dy: &[f32], w: &[f32], s: DepthwiseShape, dx: &mut [f32]) -> bool {
+    if !s.check(dy.len(), w.len()) || dx.len() != dy.len() {
+        return false;
+    }
+    let k3 = s.k.pow(3);
+    let flipped: Vec<f32> = (0..s.c)
+        .flat_map(|c| (0..k3).rev().map(move |i| (c, i)))
+        .map(|(c, i)| w[c * k3 + i])
+        .collect();
+    depthwise_forward(dy, &flipped, None, s, dx)
+}
+
+/// Gradients of the kernels `(C, k, k, k)` and, when asked, the biases: summed over the
+/// batch and every voxel.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn depthwise_backward_weight(
+    x: &[f32],
+    dy: &[f32],
+    s: DepthwiseShape,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> bool {
+    if !s.check(x.len(), dw.len())
+        || dy.len() != x.len()
+        || db.as_ref().is_some_and(|b| b.len() != s.c)
+    {
+        return false;
+    }
+    let (v, k, k3) = (s.volume(), s.k, s.k.pow(3));
+    let [nz, ny, nx] = s.dims;
+    let p = (k / 2) as isize;
+    // One task per (channel, z-slab) keeps both cores busy when channels are few.
+    let slabs = nz.clamp(1, 8);
+    let per = nz.div_ceil(slabs);
+    let partial: Vec<Vec<f32>> = (0..s.c * slabs)
+        .into_par_iter()
+        .map(|t| {
+            let (c, slab) = (t / slabs, t % slabs);
+            let mut acc = vec![0.0f32; k3 + 1];
+            for n in 0..s.n {
+                let base = (n * s.c + c) * v;
+                let (xi, gi) = (&x[base..base + v], &dy[base..base + v]);
+                for z in slab * per..((slab + 1) * per).min(nz) {
+                    for y in 0..ny {
+                        let g = &gi[(z * ny + y) * nx..][..nx];
+                        acc[k3] += g.iter().sum::<f32>();
+                        for dz in 0..k {
+                            let sz = z as isize + dz as isize - p;
+                            if sz < 0 || sz >= nz as isize {
+                                continue;
+                            }
+                            for ddy in 0..k {
+                                let sy = y as isize + ddy as isize - p;
+                                if sy < 0 || sy >= ny as isize {
+                                    continue;
+                                }
+                                let src = &xi[(sz as usize * ny + sy as usize) * nx..][..nx];
+                                for ddx in 0..k {
+                                    acc[(dz * k + ddy) * k + ddx] +=
+                                        dot_shifted(g, src, ddx as isize - p);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    dw.fill(0.0);
+    let mut sums = vec![0.0f32; s.c];
+    for (t, acc) in partial.iter().enumerate() {
+        let c = t / slabs;
+        for (d, a) in dw[c * k3..][..k3].iter_mut().zip(acc) {
+            *d += a;
+        }
+        sums[c] += acc[k3];
+    }
+    if let Some(db) = db {
+        db.copy_from_slice(&sums);
+    }
+    true
+}
+
+/// Shape of a pointwise convolution: batch, input and output channels, voxels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PointwiseShape {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Voxels per channel.
+    pub v: usize,
+}
+
+/// `out[n, o, v] = bias[o] + Σ_i w[o, i] · x[n, i, v]` for a `w` of `rows × cols`, blocked
+/// over voxels; `transpose` reads `w` as its transpose (`cols × rows` stored).
+fn matmul_rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    (n, cin, cout, v): (usize, usize, usize, usize),
+    transpose: bool,
+    out: &mut [f32],
+) {
+    let weight = |o: usize, i: usize| {
+        if transpose {
+            w[i * cout + o]
+        } else {
+            w[o * cin + i]
+        }
+    };
+    let blocks = v.div_ceil(BLOCK);
+    // Each task owns one voxel block of one sample, for every output channel.
+    let tasks: Vec<(usize, usize)> = (0..n)
+        .flat_map(|b| (0..blocks).map(move |j| (b, j)))
+        .collect();
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    tasks.par_iter().for_each(|&(b, j)| {
+        let lo = j * BLOCK;
+        let len = BLOCK.min(v - lo);
+        let xs = &x[b * cin * v..][..cin * v];
+        let mut acc = vec![0.0f32; len];
+        for o in 0..cout {
+            acc.fill(bias.map_or(0.0, |bs| bs[o]));
+            for i in 0..cin {
+                let wv = weight(o, i);
+                for (a, &xv) in acc.iter_mut().zip(&xs[i * v + lo..][..len]) {
+                    *a += wv * xv;
+                }
+            }
+            // SAFETY: tasks write disjoint ranges (sample b, channel o, block j) of `out`,
+            // which outlives the parallel loop.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.get().add((b * cout + o) * v + lo), len)
+            };
+            dst.copy_from_slice(&acc);
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used for disjoint writes inside one parallel loop (see `matmul_rows`).
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Pointwise convolution forward: `out[n, o] = bias[o] + Σ_i w[o, i] · x[n, i]`, `w`
+/// stored `(co, ci)`.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn pointwise_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: PointwiseShape,
+    out: &mut [f32],
+) -> bool {
+    if x.len() != s.n * s.ci * s.v
+        || w.len() != s.co * s.ci
+        || out.len() != s.n * s.co * s.v
+        || bias.is_some_and(|b| b.len() != s.co)
+    {
+        return false;
+    }
+    matmul_rows(x, w, bias, (s.n, s.ci, s.co, s.v), false, out);
+    true
+}
+
+/// Gradient of the input: `dx[n, i] = Σ_o w[o, i] · dy[n, o]`.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn pointwise_backward_input(dy: &[f32], w: &[f32], s: PointwiseShape, dx: &mut [f32]) -> bool {
+    if dy.len() != s.n * s.co * s.v || w.len() != s.co * s.ci || dx.len() != s.n * s.ci * s.v {
+        return false;
+    }
+    matmul_rows(dy, w, None, (s.n, s.co, s.ci, s.v), true, dx);
+    true
+}
+
+/// Gradients of the weights `(co, ci)` and, when asked, the biases:
+/// `dw[o, i] = Σ_{n, v} dy[n, o, v] · x[n, i, v]`.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn pointwise_backward_weight(
+    x: &[f32],
+    dy: &[f32],
+    s: PointwiseShape,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> bool {
+    if x.len() != s.n * s.ci * s.v
+        || dy.len() != s.n * s.co * s.v
+        || dw.len() != s.co * s.ci
+        || db.as_ref().is_some_and(|b| b.len() != s.co)
+    {
+        return false;
+    }
+    let blocks = s.v.div_ceil(BLOCK);
+    let (co, ci, v) = (s.co, s.ci, s.v);
+    let partial = (0..s.n * blocks)
+        .into_par_iter()
+        .fold(
+            || vec![0.0f32; co * ci + co],
+            |mut acc, t| {
+                let (b, j) = (t / blocks, t % blocks);
+                let lo = j * BLOCK;
+                let len = BLOCK.min(v - lo);
+                for o in 0..co {
+                    let g = &dy[(b * co + o) * v + lo..][..len];
+                    acc[co * ci + o] += g.iter().sum::<f32>();
+                    for i in 0..ci {
+                        acc[o * ci + i] += dot_shifted(g, &x[(b * ci + i) * v + lo..][..len], 0);
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0.0f32; co * ci + co],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += y;
+                }
+                a
+            },
+        );
+    dw.copy_from_slice(&partial[..co * ci]);
+    if let Some(db) = db {
+        db.copy_from_slice(&partial[co * ci..]);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain loops: the definition the kernels must match.
+    fn naive_depthwise(x: &[f32], w: &[f32], b: &[f32], s: DepthwiseShape) -> Vec<f32> {
+        let [nz, ny, nx] = s.dims;
+        let (k, p) = (s.k as isize, (s.k / 2) as isize);
+        let v = s.volume();
+        let mut out = vec![0.0; x.len()];
+        for n in 0..s.n {
+            for c in 0..s.c {
+                for z in 0..nz as isize {
+                    for y in 0..ny as isize {
+                        for xx in 0..nx as isize {
+                            let mut acc = b[c];
+                            for dz in 0..k {
+                                for dy in 0..k {
+                                    for dx in 0..k {
+                                        let (sz, sy, sx) = (z + dz - p, y + dy - p, xx + dx - p);
+                                        if sz < 0
+                                            || sy < 0
+                                            || sx < 0
+                                            || sz >= nz as isize
+                                            || sy >= ny as isize
+                                            || sx >= nx as isize
+                                        {
+                                            continue;
+                                        }
+                                        acc += w
+                                            [c * (s.k.pow(3)) + ((dz * k + dy) * k + dx) as usize]
+                                            * x[(n * s.c + c) * v
+                                                + ((sz as usize * ny) + sy as usize) * nx
+                                                + sx as usize];
+                                    }
+                                }
+                            }
+                            out[(n * s.c + c) * v
+                                + (z as usize * ny + y as usize) * nx
+                                + xx as usize] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_the_definition_and_its_gradients_are_adjoint() {
+        for s in [
+            DepthwiseShape {
+                n: 2,
+                c: 3,
+                dims: [4, 5, 7],
+                k: 3,
+            },
+            DepthwiseShape {
+                n: 1,
+                c: 2,
+                dims: [3, 6, 9],
+                k: 5,
+            },
+            DepthwiseShape {
+                n: 1,
+                c: 1,
+                dims: [1, 1, 2],
+                k: 3,
+            },
+        ] {
+            let (len, k3) = (s.n * s.c * s.volume(), s.c * s.k.pow(3));
+            let (x, w, b) = (values(len, 1), values(k3, 2), values(s.c, 3));
+            let mut out = vec![0.0; len];
+            assert!(depthwise_forward(&x, &w, Some(&b), s, &mut out));
+            close(&out, &naive_depthwise(&x, &w, &b, s), 1e-5);
+            // ⟨conv(x), g⟩ = ⟨x, dx⟩ and = ⟨w, dw⟩ + ⟨b, db⟩ for the linear map's adjoints.
+            let g = values(len, 4);
+            let (mut dx, mut dw, mut db) = (vec![0.0; len], vec![0.0; k3], vec![0.0; s.c]);
+            assert!(depthwise_backward_input(&g, &w, s, &mut dx));
+            assert!(depthwise_backward_weight(&x, &g, s, &mut dw, Some(&mut db)));
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                    .sum::<f64>()
+            };
+            let mut lin = vec![0.0; len];
+            depthwise_forward(&x, &w, None, s, &mut lin);
+            let lhs = dot(&lin, &g);
+            assert!(
+                (lhs - dot(&x, &dx)).abs() < 1e-3 * (1.0 + lhs.abs()),
+                "input adjoint"
+            );
+            assert!(
+                (lhs - dot(&w, &dw)).abs() < 1e-3 * (1.0 + lhs.abs()),
+                "weight adjoint"
+            );
+            let ones_out = naive_depthwise(&vec![0.0; len], &vec![0.0; k3], &vec![1.0; s.c], s);
+            assert!(
+                (dot(&ones_out, &g) - dot(&vec![1.0; s.c], &db)).abs() < 1e-3 * (1.0 + lhs.abs())
+            );
+        }
+        // Bad lengths are refused, not a panic.
+        let s = DepthwiseShape {
+            n: 1,
+            c: 1,
+            dims: [2, 2, 2],
+            k: 3,
+        };
+        assert!(!depthwise_forward(
+            &[0.0; 7],
+            &[0.0; 27],
+            None,
+            s,
+            &mut [0.0; 7]
+        ));
+    }
+
+    #[test]
+    fn pointwise_matches_the_definition_and_its_gradients_are_adjoint() {
+        let s = PointwiseShape {
+            n: 2,
+            ci: 3,
+            co: 5,
+            v: 2 * BLOCK + 17,
+        };
+        let (x, w, b) = (
+            values(s.n * s.ci * s.v, 1),
+            values(s.co * s.ci, 2),
+            values(s.co, 3),
+        );
+        let mut out = vec![0.0; s.n * s.co * s.v];
+        assert!(pointwise_forward(&x, &w, Some(&b), s, &mut out));
+        for n in 0..s.n {
+            for o in 0..s.co {
+                for v in [0, 5, BLOCK, s.v - 1] {
+                    let want: f32 = b[o]
+                        + (0..s.ci)
+                            .map(|i| w[o * s.ci + i] * x[(n * s.ci + i) * s.v + v])
+                            .sum::<f32>();
+                    close(&[out[(n * s.co + o) * s.v + v]], &[want], 1e-5);
+                }
+            }
+        }
+        let g = values(out.len(), 4);
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.co]);
+        assert!(pointwise_backward_input(&g, &w, s, &mut dx));
+        assert!(pointwise_backward_weight(&x, &g, s, &mut dw, Some(&mut db)));
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum::<f64>()
+        };
+        let mut lin = vec![0.0; out.len()];
+        pointwise_forward(&x, &w, None, s, &mut lin);
+        let lhs = dot(&lin, &g);
+        assert!((lhs - dot(&x, &dx)).abs() < 1e-3 * (1.0 + lhs.abs()));
+        assert!((lhs - dot(&w, &dw)).abs() < 1e-3 * (1.0 + lhs.abs()));
+        let gsum: f64 = (0..s.co)
+            .map(|o| {
+                (0..s.n)
+                    .map(|n| {
+                        g[(n * s.co + o) * s.v..][..s.v]
+                            .iter()
+                            .map(|&v| f64::from(v))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    - f64::from(db[o])
+            })
+            .map(f64::abs)
+            .sum();
+        assert!(gsum < 1e-2);
+        assert!(!pointwise_forward(
+            &x,
+            &w,
+            None,
+            PointwiseShape { v: 3, ..s },
+            &mut out
+        ));
+    }
+}
