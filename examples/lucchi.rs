@@ -23,11 +23,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use em_connectomics::core::{ChunkedVolume, NoProgress};
 use em_connectomics::data::{synth, SourceConfig, Split, SynthKind};
 use em_connectomics::io::png::{line_chart, Canvas};
 use em_connectomics::train::validate::{load_volume, predict, score_semantic};
+use em_connectomics::train::TrainBackend;
 use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
 use ndarray::{s, Array3, Axis};
 use serde_json::json;
@@ -77,7 +77,7 @@ const TEST: SourceConfig = SourceConfig::Synthetic {
     seed: 1,
 };
 
-fn run<B: AutodiffBackend>(
+fn run<B: TrainBackend>(
     cfg: &TrainConfig,
     a: &Args,
     device: &B::Device,

@@ -17,7 +17,7 @@ use em_connectomics::models::{CpuTrain, CpuTrainCheckpointed, MedNeXtConfig, Med
 static HEAP: PeakAlloc = PeakAlloc::new();
 
 /// Peak heap bytes above the starting point over two training steps.
-fn step<B: burn::tensor::backend::AutodiffBackend>(
+fn step<B: burn::tensor::backend::AutodiffBackend + em_connectomics::models::ConvBackend>(
     config: &MedNeXtConfig,
     side: usize,
     batch: usize,

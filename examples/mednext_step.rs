@@ -13,7 +13,6 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use em_connectomics::models::{config_from_checkpoint, load_mednext, Cpu, MedNeXtConfig};
 
@@ -59,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Best forward and forward+backward seconds over `repeats`, and the output mean.
-fn time<B: Backend>(
+fn time<B: em_connectomics::models::ConvBackend>(
     config: &MedNeXtConfig,
     weights: &std::path::Path,
     input: &[f32],

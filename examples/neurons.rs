@@ -23,7 +23,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use em_connectomics::core::{ChunkedVolume, NoProgress, VoxelSize};
 use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
 use em_connectomics::io::png::{line_chart, Canvas};
@@ -31,6 +30,7 @@ use em_connectomics::metrics::Skeletons;
 use em_connectomics::train::validate::{
     decode, load_volume, predict, score_affinities, section_skeletons,
 };
+use em_connectomics::train::TrainBackend;
 use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
 use ndarray::{s, Array3, Axis};
 use serde_json::json;
@@ -102,7 +102,7 @@ fn held_out(a: &Args, cfg: &TrainConfig) -> Result<[(SourceConfig, Option<Skelet
     Ok([one("val")?, one("test")?])
 }
 
-fn run<B: AutodiffBackend>(
+fn run<B: TrainBackend>(
     cfg: &TrainConfig,
     a: &Args,
     device: &B::Device,

@@ -469,7 +469,7 @@ fn unflip_offsets(
 
 /// A predictor for [`sliding_window`] from a MedNeXt: each window goes through
 /// [`crate::MedNeXt::forward`] on `device` (eval mode: no deep-supervision heads).
-pub fn mednext_predictor<'a, B: burn::tensor::backend::Backend>(
+pub fn mednext_predictor<'a, B: crate::ConvBackend>(
     model: &'a crate::MedNeXt<B>,
     device: &'a B::Device,
 ) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {
@@ -477,7 +477,7 @@ pub fn mednext_predictor<'a, B: burn::tensor::backend::Backend>(
 }
 
 /// A predictor for [`sliding_window`] from any registered [`crate::Model`].
-pub fn model_predictor<'a, B: burn::tensor::backend::Backend>(
+pub fn model_predictor<'a, B: crate::ConvBackend>(
     model: &'a crate::Model<B>,
     device: &'a B::Device,
 ) -> impl FnMut(Array5<f32>) -> Result<Array5<f32>> + 'a {

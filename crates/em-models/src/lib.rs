@@ -13,6 +13,7 @@
 //! ```
 
 mod error;
+mod fast;
 mod inference;
 pub mod kernels;
 mod losses;
@@ -23,6 +24,7 @@ mod rsunet;
 mod weights;
 
 pub use error::{ModelError, Result};
+pub use fast::{ConvBackend, ConvGrads};
 pub use inference::{
     mednext_predictor, model_predictor, sliding_window, Blend, OutputActivation, SlidingWindow,
 };

@@ -11,6 +11,9 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::TensorPrimitive;
+
+use crate::fast::ConvBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Tensor};
 use serde::{Deserialize, Serialize};
@@ -261,7 +264,9 @@ impl<B: Backend> MedNeXt<B> {
         }
         Ok(())
     }
+}
 
+impl<B: ConvBackend> MedNeXt<B> {
     /// The main output `(N, out, Z, Y, X)` (logits).
     ///
     /// # Errors
@@ -286,7 +291,7 @@ impl<B: Backend> MedNeXt<B> {
 
     fn run(&self, x: Tensor<B, 5>, heads: bool) -> Result<Vec<Tensor<B, 5>>> {
         self.check_input(&x.dims())?;
-        let mut x = self.stem.forward(x);
+        let mut x = pointwise(&self.stem, x);
         let mut skips = Vec::with_capacity(4);
         for (stage, down) in self.enc_stages.iter().zip(&self.down_blocks) {
             for block in stage {
@@ -379,14 +384,16 @@ impl<B: Backend> Block<B> {
             grn: t.grn,
         }
     }
+}
 
+impl<B: ConvBackend> Block<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let path = tail(
             &self.norm,
             &self.conv2,
             &self.conv3,
             self.grn.as_ref(),
-            self.conv1.forward(x.clone()),
+            depthwise_conv(&self.conv1, x.clone()),
         );
         x + path
     }
@@ -417,7 +424,9 @@ impl<B: Backend> Down<B> {
                 .init(device),
         }
     }
+}
 
+impl<B: ConvBackend> Down<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let path = tail(
             &self.norm,
@@ -460,7 +469,9 @@ impl<B: Backend> Up<B> {
                 .init(device),
         }
     }
+}
 
+impl<B: ConvBackend> Up<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let path = tail(
             &self.norm,
@@ -474,14 +485,14 @@ impl<B: Backend> Up<B> {
 }
 
 /// Everything after `conv1`: norm → expand → GELU (→ GRN) → project.
-fn tail<B: Backend>(
+fn tail<B: ConvBackend>(
     norm: &GroupNorm<B>,
     conv2: &Conv3d<B>,
     conv3: &Conv3d<B>,
     grn: Option<&Grn<B>>,
     x: Tensor<B, 5>,
 ) -> Tensor<B, 5> {
-    let mut x = activation::gelu(conv2.forward(norm.forward(x)));
+    let mut x = activation::gelu(pointwise(conv2, group_norm(norm, x)));
     if let Some(g) = grn {
         let gx = x
             .clone()
@@ -493,7 +504,49 @@ fn tail<B: Backend>(
         let nx = gx.clone() / (gx.mean_dim(1) + 1e-6);
         x = g.global_resp_gamma.val() * (x.clone() * nx) + g.global_resp_beta.val() + x;
     }
-    conv3.forward(x)
+    pointwise(conv3, x)
+}
+
+/// GroupNorm through [`ConvBackend`]'s fused kernel where the backend has one.
+fn group_norm<B: ConvBackend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    if let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) {
+        let fused = B::fast_group_norm(
+            x.clone().into_primitive().tensor(),
+            gamma.val().into_primitive().tensor(),
+            beta.val().into_primitive().tensor(),
+            norm.num_groups,
+            norm.epsilon,
+        );
+        if let Some(out) = fused {
+            return Tensor::from_primitive(TensorPrimitive::Float(out));
+        }
+    }
+    norm.forward(x)
+}
+
+/// A stride-1 depthwise convolution through [`ConvBackend`] (fast kernels where the backend
+/// has them).
+fn depthwise_conv<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let Some(bias) = &conv.bias else {
+        return conv.forward(x);
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(B::depthwise_conv3d(
+        x.into_primitive().tensor(),
+        conv.weight.val().into_primitive().tensor(),
+        bias.val().into_primitive().tensor(),
+    )))
+}
+
+/// A stride-1 1×1×1 convolution through [`ConvBackend`].
+fn pointwise<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let Some(bias) = &conv.bias else {
+        return conv.forward(x);
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(B::pointwise_conv3d(
+        x.into_primitive().tensor(),
+        conv.weight.val().into_primitive().tensor(),
+        bias.val().into_primitive().tensor(),
+    )))
 }
 
 /// One zero plane in front of each spatial axis.
@@ -515,7 +568,9 @@ impl<B: Backend> Head<B> {
             conv_out: ConvTranspose3dConfig::new([c_in, c_out], [1, 1, 1]).init(device),
         }
     }
+}
 
+impl<B: ConvBackend> Head<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         self.conv_out.forward(x)
     }

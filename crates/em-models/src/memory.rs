@@ -1,8 +1,10 @@
 //! Training-step memory of a MedNeXt, counted from what the autodiff graph keeps alive.
 //!
 //! Every operation of the forward pass stores the tensors its backward pass needs (a
-//! convolution its input, GELU its input, GroupNorm — built from elementary tensor ops in
-//! burn — its centred input and its normalised output). Summing those per block and per
+//! convolution its input, GELU its input, GroupNorm its input — on the CPU backend's fused
+//! kernel; burn's generic GroupNorm, used on other backends, keeps its centred input and
+//! normalised output instead, see [`MedNeXtConfig::generic_norm_extra_floats_per_voxel`]).
+//! Summing those per block and per
 //! level gives the activation floats per input voxel; the backward pass then needs, at its
 //! worst point, the gradients of the widest layer on top. [`MemoryEstimate`] adds parameters,
 //! their gradients and AdamW's two moments. `examples/mednext_memory.rs` measures real steps
@@ -40,13 +42,13 @@ impl MedNeXtConfig {
         let w = self.width as f64;
         let c = |l: usize| w * f64::from(1u32 << l);
         let f = |l: usize| 0.125f64.powi(l as i32);
-        // The shared tail after the depthwise conv, on `ch` channels with ratio `r`: GroupNorm
-        // keeps the centred and normalised input, the expansion its input, GELU its input,
-        // the projection GELU's output (GRN keeps its input and the scaled copy too).
+        // The shared tail after the depthwise conv, on `ch` channels with ratio `r`: the fused
+        // GroupNorm keeps its input, the expansion its input, GELU its input, the projection
+        // GELU's output (GRN keeps its input and the scaled copy too).
         let tail = |ch: f64, r: usize| {
             let r = r as f64;
             let grn = if self.grn { 2.0 * r * ch } else { 0.0 };
-            3.0 * ch + 2.0 * r * ch + grn
+            2.0 * ch + 2.0 * r * ch + grn
         };
         let mut saved = self.in_channels as f64; // the stem's input
                                                  // The backward pass frees each node's saved tensors as it goes; on top of them it holds
@@ -82,6 +84,23 @@ impl MedNeXtConfig {
         }
         saved += self.out_channels as f64; // the output itself, alive until the loss is reduced
         (saved, widest)
+    }
+
+    /// Floats per input voxel that burn's generic GroupNorm (backends without the fused
+    /// kernel, e.g. CUDA) keeps on top of [`MedNeXtConfig::activation_floats_per_voxel`]: one
+    /// more tensor per block (centred and normalised input instead of the input).
+    pub fn generic_norm_extra_floats_per_voxel(&self) -> f64 {
+        let w = self.width as f64;
+        let c = |l: usize| w * f64::from(1u32 << l);
+        let f = |l: usize| 0.125f64.powi(l as i32);
+        let mut extra = 0.0;
+        for l in 0..5 {
+            extra += self.blocks[l] as f64 * c(l) * f(l);
+        }
+        for l in 0..4 {
+            extra += c(l) * f(l + 1) + self.blocks[8 - l] as f64 * c(l) * f(l) + c(l + 1) * f(l);
+        }
+        extra
     }
 
     /// Training-step memory for `batch` patches of `patch` voxels with `element_bytes`-byte

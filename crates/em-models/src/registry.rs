@@ -63,7 +63,7 @@ pub enum Model<B: Backend> {
     RsUNet(RsUNet<B>),
 }
 
-impl<B: Backend> Model<B> {
+impl<B: crate::ConvBackend> Model<B> {
     /// The main output (logits).
     ///
     /// # Errors
@@ -85,7 +85,9 @@ impl<B: Backend> Model<B> {
             Self::RsUNet(m) => Ok(vec![m.forward(x)?]),
         }
     }
+}
 
+impl<B: Backend> Model<B> {
     /// Checks an input shape `(N, C, Z, Y, X)` before any work (MedNeXt: sides multiples
     /// of 16; RSUNet checks in its forward pass).
     ///

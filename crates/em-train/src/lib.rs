@@ -41,7 +41,9 @@ pub use config::{
     preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
     PRESETS,
 };
-pub use trainer::{inference_model, train, Event, Opener, RunOptions, StepLog, Trained};
+pub use trainer::{
+    inference_model, train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained,
+};
 pub use validate::{ValidationLog, Validator};
 
 /// Why training could not run or stopped.

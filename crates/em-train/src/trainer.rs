@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use em_augment::Pipeline;
 use em_data::{Loader, LoaderConfig, TargetSpec};
-use em_models::Model;
+use em_models::{ConvBackend, Model};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::validate::{ValidationLog, Validator};
@@ -97,6 +97,17 @@ impl<B: AutodiffBackend> Trained<B> {
     }
 }
 
+/// A backend to train on: autodiff over a backend with MedNeXt's convolutions
+/// ([`em_models::ConvBackend`]), e.g. [`em_models::CpuTrain`].
+pub trait TrainBackend: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
+
+impl<B> TrainBackend for B
+where
+    B: AutodiffBackend + ConvBackend,
+    B::InnerBackend: ConvBackend,
+{
+}
+
 /// Opens a volume path for the data sources (em-io's `open` fits).
 pub type Opener<'a> = em_data::Opener<'a>;
 
@@ -120,7 +131,7 @@ fn tensor<B: AutodiffBackend>(a: ndarray::Array5<f32>, device: &B::Device) -> Te
 /// Data that cannot be opened, a model that does not fit the patch or the targets, a
 /// checkpoint of another model, a non-finite loss (named with its step and the last good
 /// checkpoint).
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainBackend>(
     cfg: &TrainConfig,
     opener: Opener<'_>,
     device: &B::Device,

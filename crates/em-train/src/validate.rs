@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::backend::Backend;
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use serde::Serialize;
 
 use em_core::{AffinityOffsets, AnyArray, EdgeStorage, NoProgress, Progress, VoxelSize};
 use em_data::{synth, Opener, PatchDataset, PatchSettings, SourceConfig, SynthKind, TargetSpec};
 use em_metrics::{ClassScores, Contingency, ErlReport, Skeletons, VoxelMetrics};
-use em_models::{model_predictor, sliding_window, Model, SlidingWindow};
+use em_models::{model_predictor, sliding_window, ConvBackend, Model, SlidingWindow};
 
 use crate::{Result, TrainConfig, TrainError};
 
@@ -201,7 +200,7 @@ impl Validator {
     ///
     /// # Errors
     /// Model failures; scoring failures (no labelled voxel).
-    pub fn run<B: Backend>(
+    pub fn run<B: ConvBackend>(
         &self,
         model: &Model<B>,
         device: &B::Device,
@@ -262,7 +261,7 @@ impl Validator {
 ///
 /// # Errors
 /// Model failures and bad window settings.
-pub fn predict<B: Backend>(
+pub fn predict<B: ConvBackend>(
     model: &Model<B>,
     image: &Array4<f32>,
     k: usize,

@@ -1,0 +1,156 @@
+//! The CPU backend's fused kernels against burn's generic operations they replace: values
+//! and gradients of the depthwise and pointwise convolutions and of GroupNorm, on a
+//! contiguous and on a transposed (strided) input.
+
+use burn::backend::Autodiff;
+use burn::module::Param;
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::{Distribution, Tensor, TensorPrimitive};
+use em_models::{ConvBackend, Cpu};
+
+type B = Autodiff<Cpu>;
+
+fn close(a: Tensor<B, 5>, b: Tensor<B, 5>, what: &str) {
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        a.into_data().to_vec().unwrap(),
+        b.into_data().to_vec().unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+fn close_any<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>, what: &str) {
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        a.into_data().to_vec().unwrap(),
+        b.into_data().to_vec().unwrap(),
+    );
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+fn prim(t: Tensor<B, 5>) -> <B as burn::tensor::backend::Backend>::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+fn wrap(p: <B as burn::tensor::backend::Backend>::FloatTensorPrimitive) -> Tensor<B, 5> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// An input `(2, c, 5, 6, 7)`, once contiguous and once the transpose of a contiguous
+/// `(2, c, 5, 7, 6)` (a strided view the kernels must copy first).
+fn inputs(c: usize) -> [Tensor<B, 5>; 2] {
+    let d = Default::default();
+    let a = Tensor::<B, 5>::random([2, c, 5, 6, 7], Distribution::Normal(0.3, 1.0), &d);
+    let b =
+        Tensor::<B, 5>::random([2, c, 5, 7, 6], Distribution::Normal(0.3, 1.0), &d).swap_dims(3, 4);
+    [a, b]
+}
+
+fn check_conv(conv: &Conv3d<B>, fast: fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>, what: &str) {
+    for x in inputs(conv.weight.dims()[1] * conv.groups) {
+        let x = x.require_grad();
+        let (y_fast, y_ref) = (fast(x.clone(), conv), conv.forward(x.clone()));
+        close(y_fast.clone(), y_ref.clone(), what);
+        // Gradients of Σ y·g for a fixed random g.
+        let g = Tensor::<B, 5>::random(y_ref.dims(), Distribution::Default, &x.device());
+        let gf = (y_fast * g.clone()).sum().backward();
+        let gr = (y_ref * g).sum().backward();
+        close_any(
+            x.grad(&gf).unwrap(),
+            x.grad(&gr).unwrap(),
+            &format!("{what} dx"),
+        );
+        close_any(
+            conv.weight.grad(&gf).unwrap(),
+            conv.weight.grad(&gr).unwrap(),
+            &format!("{what} dw"),
+        );
+        let b = conv.bias.as_ref().unwrap();
+        close_any(
+            b.grad(&gf).unwrap(),
+            b.grad(&gr).unwrap(),
+            &format!("{what} db"),
+        );
+    }
+}
+
+#[test]
+fn depthwise_and_pointwise_convolutions_match_burns() {
+    let d = Default::default();
+    for k in [3, 5] {
+        let conv = Conv3dConfig::new([4, 4], [k; 3])
+            .with_groups(4)
+            .with_padding(PaddingConfig3d::Explicit(k / 2, k / 2, k / 2))
+            .init::<B>(&d);
+        check_conv(
+            &conv,
+            |x, c| {
+                wrap(B::depthwise_conv3d(
+                    prim(x),
+                    prim(c.weight.val()),
+                    c.bias.as_ref().unwrap().val().into_primitive().tensor(),
+                ))
+            },
+            &format!("depthwise k{k}"),
+        );
+    }
+    let conv = Conv3dConfig::new([3, 5], [1, 1, 1]).init::<B>(&d);
+    check_conv(
+        &conv,
+        |x, c| {
+            wrap(B::pointwise_conv3d(
+                prim(x),
+                prim(c.weight.val()),
+                c.bias.as_ref().unwrap().val().into_primitive().tensor(),
+            ))
+        },
+        "pointwise",
+    );
+}
+
+#[test]
+fn fused_group_norm_matches_burns() {
+    let d = Default::default();
+    for groups in [4, 2, 1] {
+        let mut norm: GroupNorm<B> = GroupNormConfig::new(groups, 4).init(&d);
+        // Non-trivial affine parameters.
+        norm.gamma = Some(Param::from_tensor(Tensor::random(
+            [4],
+            Distribution::Normal(1.0, 0.5),
+            &d,
+        )));
+        norm.beta = Some(Param::from_tensor(Tensor::random(
+            [4],
+            Distribution::Normal(0.0, 0.5),
+            &d,
+        )));
+        for x in inputs(4) {
+            let x = x.require_grad();
+            let (gamma, beta) = (norm.gamma.as_ref().unwrap(), norm.beta.as_ref().unwrap());
+            let fused = wrap(
+                B::fast_group_norm(
+                    prim(x.clone()),
+                    gamma.val().into_primitive().tensor(),
+                    beta.val().into_primitive().tensor(),
+                    groups,
+                    norm.epsilon,
+                )
+                .expect("the CPU backend has the fused kernel"),
+            );
+            let reference = norm.forward(x.clone());
+            close(fused.clone(), reference.clone(), "group norm");
+            let g = Tensor::<B, 5>::random(reference.dims(), Distribution::Default, &d);
+            let gf = (fused * g.clone()).sum().backward();
+            let gr = (reference * g).sum().backward();
+            close_any(x.grad(&gf).unwrap(), x.grad(&gr).unwrap(), "group norm dx");
+            close_any(gamma.grad(&gf).unwrap(), gamma.grad(&gr).unwrap(), "dgamma");
+            close_any(beta.grad(&gf).unwrap(), beta.grad(&gr).unwrap(), "dbeta");
+        }
+    }
+}
