@@ -326,11 +326,15 @@ struct PointwiseBackward;
 
 type State = (NodeId, NodeId, NodeId);
 
+/// A backend's gradient function `(x, w, b, dy) → (dx, dw, db)`.
+type ConvBackwardFn<B> =
+    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> ConvGrads<B>;
+
 fn backward_with<B: Backend>(
     ops: Ops<State, 3>,
     grads: &mut Gradients,
     checkpointer: &mut Checkpointer,
-    f: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> ConvGrads<B>,
+    f: ConvBackwardFn<B>,
 ) {
     let [node_x, node_w, node_b] = ops.parents;
     let dy = grads.consume::<B>(&ops.node);

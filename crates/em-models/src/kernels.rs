@@ -395,7 +395,7 @@ pub struct NormShape {
 impl NormShape {
     fn check(&self, x: usize, gamma: usize) -> bool {
         self.groups > 0
-            && self.c % self.groups == 0
+            && self.c.is_multiple_of(self.groups)
             && x == self.n * self.c * self.v
             && gamma == self.c
             && self.v > 0

@@ -6,6 +6,7 @@ use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 use em_models::{ConvBackend, Cpu};
 
@@ -34,11 +35,11 @@ fn close_any<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>, what: &str) {
     }
 }
 
-fn prim(t: Tensor<B, 5>) -> <B as burn::tensor::backend::Backend>::FloatTensorPrimitive {
+fn prim(t: Tensor<B, 5>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
-fn wrap(p: <B as burn::tensor::backend::Backend>::FloatTensorPrimitive) -> Tensor<B, 5> {
+fn wrap(p: FloatTensor<B>) -> Tensor<B, 5> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
@@ -52,31 +53,38 @@ fn inputs(c: usize) -> [Tensor<B, 5>; 2] {
     [a, b]
 }
 
+type Grads = (Tensor<B, 5>, Tensor<Cpu, 5>, Tensor<Cpu, 5>, Tensor<Cpu, 1>);
+
+/// Output, and the gradients of Σ y·g for input, weight and bias. Each call builds its own
+/// graph: burn consumes a graph when it runs backward.
+fn conv_run(
+    x: &Tensor<B, 5>,
+    conv: &Conv3d<B>,
+    g: &Tensor<B, 5>,
+    f: &dyn Fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>,
+) -> Grads {
+    let x = x.clone().detach().require_grad();
+    let y = f(x.clone(), conv);
+    let grads = (y.clone() * g.clone()).sum().backward();
+    let b = conv.bias.as_ref().unwrap();
+    (
+        y,
+        x.grad(&grads).unwrap(),
+        conv.weight.grad(&grads).unwrap(),
+        b.grad(&grads).unwrap(),
+    )
+}
+
 fn check_conv(conv: &Conv3d<B>, fast: fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>, what: &str) {
     for x in inputs(conv.weight.dims()[1] * conv.groups) {
-        let x = x.require_grad();
-        let (y_fast, y_ref) = (fast(x.clone(), conv), conv.forward(x.clone()));
-        close(y_fast.clone(), y_ref.clone(), what);
-        // Gradients of Σ y·g for a fixed random g.
-        let g = Tensor::<B, 5>::random(y_ref.dims(), Distribution::Default, &x.device());
-        let gf = (y_fast * g.clone()).sum().backward();
-        let gr = (y_ref * g).sum().backward();
-        close_any(
-            x.grad(&gf).unwrap(),
-            x.grad(&gr).unwrap(),
-            &format!("{what} dx"),
-        );
-        close_any(
-            conv.weight.grad(&gf).unwrap(),
-            conv.weight.grad(&gr).unwrap(),
-            &format!("{what} dw"),
-        );
-        let b = conv.bias.as_ref().unwrap();
-        close_any(
-            b.grad(&gf).unwrap(),
-            b.grad(&gr).unwrap(),
-            &format!("{what} db"),
-        );
+        let out = conv.forward(x.clone()).dims();
+        let g = Tensor::<B, 5>::random(out, Distribution::Default, &x.device());
+        let (yr, dxr, dwr, dbr) = conv_run(&x, conv, &g, &|x, c| c.forward(x));
+        let (yf, dxf, dwf, dbf) = conv_run(&x, conv, &g, &fast);
+        close(yf, yr, what);
+        close_any(dxf, dxr, &format!("{what} dx"));
+        close_any(dwf, dwr, &format!("{what} dw"));
+        close_any(dbf, dbr, &format!("{what} db"));
     }
 }
 
@@ -131,26 +139,39 @@ fn fused_group_norm_matches_burns() {
             &d,
         )));
         for x in inputs(4) {
-            let x = x.require_grad();
-            let (gamma, beta) = (norm.gamma.as_ref().unwrap(), norm.beta.as_ref().unwrap());
-            let fused = wrap(
-                B::fast_group_norm(
-                    prim(x.clone()),
-                    gamma.val().into_primitive().tensor(),
-                    beta.val().into_primitive().tensor(),
-                    groups,
-                    norm.epsilon,
+            let out = norm.forward(x.clone()).dims();
+            let g = Tensor::<B, 5>::random(out, Distribution::Default, &d);
+            let run = |fused: bool| {
+                let x = x.clone().detach().require_grad();
+                let (gamma, beta) = (norm.gamma.as_ref().unwrap(), norm.beta.as_ref().unwrap());
+                let y = if fused {
+                    wrap(
+                        B::fast_group_norm(
+                            prim(x.clone()),
+                            gamma.val().into_primitive().tensor(),
+                            beta.val().into_primitive().tensor(),
+                            groups,
+                            norm.epsilon,
+                        )
+                        .expect("the CPU backend has the fused kernel"),
+                    )
+                } else {
+                    norm.forward(x.clone())
+                };
+                let grads = (y.clone() * g.clone()).sum().backward();
+                (
+                    y,
+                    x.grad(&grads).unwrap(),
+                    gamma.grad(&grads).unwrap(),
+                    beta.grad(&grads).unwrap(),
                 )
-                .expect("the CPU backend has the fused kernel"),
-            );
-            let reference = norm.forward(x.clone());
-            close(fused.clone(), reference.clone(), "group norm");
-            let g = Tensor::<B, 5>::random(reference.dims(), Distribution::Default, &d);
-            let gf = (fused * g.clone()).sum().backward();
-            let gr = (reference * g).sum().backward();
-            close_any(x.grad(&gf).unwrap(), x.grad(&gr).unwrap(), "group norm dx");
-            close_any(gamma.grad(&gf).unwrap(), gamma.grad(&gr).unwrap(), "dgamma");
-            close_any(beta.grad(&gf).unwrap(), beta.grad(&gr).unwrap(), "dbeta");
+            };
+            let (yr, dxr, dgr, dbr) = run(false);
+            let (yf, dxf, dgf, dbf) = run(true);
+            close(yf, yr, "group norm");
+            close_any(dxf, dxr, "group norm dx");
+            close_any(dgf, dgr, "dgamma");
+            close_any(dbf, dbr, "dbeta");
         }
     }
 }
