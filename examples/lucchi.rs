@@ -19,56 +19,17 @@
 //! `model.safetensors`. The last line on stdout is one JSON object with `iou`, `dice`,
 //! `baseline_iou` and `seconds`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use em_connectomics::core::{ChunkedVolume, NoProgress};
+use em_connectomics::core::NoProgress;
 use em_connectomics::data::{synth, SourceConfig, Split, SynthKind};
 use em_connectomics::io::png::{line_chart, Canvas};
 use em_connectomics::train::validate::{load_volume, predict, score_semantic};
 use em_connectomics::train::TrainBackend;
-use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
+use em_connectomics::train::{train, RunOptions, TrainConfig};
 use ndarray::{s, Array3, Axis};
 use serde_json::json;
-
-struct Args {
-    data: Option<PathBuf>,
-    out: PathBuf,
-    set: Vec<String>,
-    preset: Option<String>,
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        data: None,
-        out: PathBuf::from("runs/lucchi"),
-        set: Vec::new(),
-        preset: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data" => a.data = Some(PathBuf::from(value()?)),
-            "--out" => a.out = PathBuf::from(value()?),
-            "--set" => a.set.push(value()?),
-            "--preset" => a.preset = Some(value()?),
-            "-h" | "--help" => {
-                return Err(
-                    "usage: lucchi [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
-                        .into(),
-                )
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    Ok(a)
-}
-
-fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
-    em_connectomics::io::open(p).map_err(|e| e.to_string())
-}
 
 /// The synthetic test volume: same generator as training, another seed.
 const TEST: SourceConfig = SourceConfig::Synthetic {
@@ -76,6 +37,10 @@ const TEST: SourceConfig = SourceConfig::Synthetic {
     shape: [64, 256, 256],
     seed: 1,
 };
+
+mod common;
+
+use common::{opener, Args};
 
 fn run<B: TrainBackend>(
     cfg: &TrainConfig,
@@ -103,44 +68,13 @@ fn run<B: TrainBackend>(
     let (test_image, test_labels, test_target, test_mask) =
         (test.image, test.labels, test.target, test.mask);
 
-    let mut log = std::io::BufWriter::new(std::fs::File::create(a.out.join("metrics.jsonl"))?);
-    let mut losses = Vec::new();
+    let mut log = common::Log::new(&a.out, cfg)?;
     let opts = RunOptions {
         checkpoint_dir: Some(a.out.join("checkpoints")),
         ..Default::default()
     };
-    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| {
-        match e {
-            Event::Step(s) => {
-                losses.push(s.loss);
-                let _ = writeln!(
-                    log,
-                    "{}",
-                    json!({"event": "step", "step": s.step, "loss": s.loss, "lr": s.lr, "voxels_per_s": s.voxels_per_s, "elapsed_s": s.elapsed_s})
-                );
-                if s.step % cfg.log_every == 0 {
-                    eprintln!(
-                        "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} voxels/s  {:.0} s",
-                        s.step, cfg.steps, s.loss, s.lr, s.voxels_per_s, s.elapsed_s
-                    );
-                }
-            }
-            Event::Validation(v) => {
-                let _ = writeln!(
-                    log,
-                    "{}",
-                    json!({"event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds})
-                );
-                eprintln!(
-                    "step {:>5}  validation {:?} ({:.0} s)",
-                    v.step, v.metrics, v.seconds
-                );
-            }
-            _ => {}
-        }
-        true
-    })?;
-    log.flush()?;
+    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| log.event(e))?;
+    log.finish()?;
     let train_s = start.elapsed().as_secs_f64();
     let model = trained.inference_model();
     em_connectomics::models::save_weights(&model, &a.out.join("model.safetensors"))?;
@@ -170,12 +104,12 @@ fn run<B: TrainBackend>(
         &pred.index_axis(Axis(0), 0).to_owned(),
         &a.out.join("slices.png"),
     )?;
-    line_chart("training loss per step", &losses, 720, 360).save_png(a.out.join("loss.png"))?;
+    line_chart("training loss per step", &log.losses, 720, 360).save_png(a.out.join("loss.png"))?;
     Ok(json!({
         "iou": scores.iou, "dice": scores.dice, "precision": scores.precision,
         "recall": scores.recall, "baseline_iou": baseline, "baseline_threshold": t,
         "baseline_train_iou": train_iou, "steps": trained.step,
-        "final_loss": losses.last(), "validation": trained.validations.last().map(|v| &v.metrics),
+        "final_loss": log.losses.last(), "validation": trained.validations.last().map(|v| &v.metrics),
         "train_seconds": train_s, "predict_seconds": predict_s,
         "seconds": start.elapsed().as_secs_f64(), "out": a.out.display().to_string(),
     }))
@@ -239,7 +173,7 @@ fn slices_png(
 }
 
 fn main() -> std::process::ExitCode {
-    let a = match args() {
+    let a = match common::args("lucchi", "runs/lucchi") {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");

@@ -16,17 +16,6 @@ use burn::backend::Autodiff;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use em_connectomics::models::{config_from_checkpoint, load_mednext, Cpu, MedNeXtConfig};
 
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let weights = std::path::PathBuf::from(
@@ -52,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "{{\"backend\": \"{backend}\", \"forward_s\": {forward_s}, \"forward_backward_s\": {fb_s}, \"peak_rss_bytes\": {}, \"output_mean\": {mean}}}",
-        peak_rss()
+        em_connectomics::core::peak_rss_bytes().unwrap_or(0)
     );
     Ok(())
 }

@@ -19,11 +19,10 @@
 //! checkpoints and `model.safetensors` to `--out` (default `runs/neurons`); the last stdout
 //! line is one JSON object with the chosen threshold and the test scores.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use em_connectomics::core::{ChunkedVolume, NoProgress, VoxelSize};
+use em_connectomics::core::{NoProgress, VoxelSize};
 use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
 use em_connectomics::io::png::{line_chart, Canvas};
 use em_connectomics::metrics::Skeletons;
@@ -31,47 +30,9 @@ use em_connectomics::train::validate::{
     decode, load_volume, predict, score_affinities, section_skeletons,
 };
 use em_connectomics::train::TrainBackend;
-use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
+use em_connectomics::train::{train, RunOptions, TrainConfig};
 use ndarray::{s, Array3, Axis};
 use serde_json::json;
-
-struct Args {
-    data: Option<PathBuf>,
-    out: PathBuf,
-    set: Vec<String>,
-    preset: Option<String>,
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        data: None,
-        out: PathBuf::from("runs/neurons"),
-        set: Vec::new(),
-        preset: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data" => a.data = Some(PathBuf::from(value()?)),
-            "--out" => a.out = PathBuf::from(value()?),
-            "--set" => a.set.push(value()?),
-            "--preset" => a.preset = Some(value()?),
-            "-h" | "--help" => {
-                return Err(
-                    "usage: neurons [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
-                        .into(),
-                )
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    Ok(a)
-}
-
-fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
-    em_connectomics::io::open(p).map_err(|e| e.to_string())
-}
 
 /// The validation and test volumes with their skeletons.
 fn held_out(a: &Args, cfg: &TrainConfig) -> Result<[(SourceConfig, Option<Skeletons>); 2], String> {
@@ -102,6 +63,10 @@ fn held_out(a: &Args, cfg: &TrainConfig) -> Result<[(SourceConfig, Option<Skelet
     Ok([one("val")?, one("test")?])
 }
 
+mod common;
+
+use common::{opener, Args};
+
 fn run<B: TrainBackend>(
     cfg: &TrainConfig,
     a: &Args,
@@ -131,44 +96,13 @@ fn run<B: TrainBackend>(
         None => None,
     };
 
-    let mut log = std::io::BufWriter::new(std::fs::File::create(a.out.join("metrics.jsonl"))?);
-    let mut losses = Vec::new();
+    let mut log = common::Log::new(&a.out, cfg)?;
     let opts = RunOptions {
         checkpoint_dir: Some(a.out.join("checkpoints")),
         ..Default::default()
     };
-    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| {
-        match e {
-            Event::Step(s) => {
-                losses.push(s.loss);
-                let _ = writeln!(
-                    log,
-                    "{}",
-                    json!({"event": "step", "step": s.step, "loss": s.loss, "lr": s.lr, "voxels_per_s": s.voxels_per_s, "elapsed_s": s.elapsed_s})
-                );
-                if s.step % cfg.log_every == 0 {
-                    eprintln!(
-                        "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} voxels/s  {:.0} s",
-                        s.step, cfg.steps, s.loss, s.lr, s.voxels_per_s, s.elapsed_s
-                    );
-                }
-            }
-            Event::Validation(v) => {
-                let _ = writeln!(
-                    log,
-                    "{}",
-                    json!({"event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds})
-                );
-                eprintln!(
-                    "step {:>5}  validation {:?} ({:.0} s)",
-                    v.step, v.metrics, v.seconds
-                );
-            }
-            _ => {}
-        }
-        true
-    })?;
-    log.flush()?;
+    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| log.event(e))?;
+    log.finish()?;
     let train_s = start.elapsed().as_secs_f64();
     let model = trained.inference_model();
     em_connectomics::models::save_weights(&model, &a.out.join("model.safetensors"))?;
@@ -215,7 +149,7 @@ fn run<B: TrainBackend>(
     let seg = decode(test_pred.view(), offsets, *storage, threshold)?;
     let test_gray: Array3<f32> = test_image.index_axis(Axis(0), 0).to_owned();
     slices_png(&test_gray, &test_labels, &seg, &a.out.join("slices.png"))?;
-    line_chart("training loss per step", &losses, 720, 360).save_png(a.out.join("loss.png"))?;
+    line_chart("training loss per step", &log.losses, 720, 360).save_png(a.out.join("loss.png"))?;
     let segments = {
         let mut ids: Vec<u32> = seg.iter().copied().filter(|&v| v != 0).collect();
         ids.sort_unstable();
@@ -230,7 +164,7 @@ fn run<B: TrainBackend>(
         "segments": segments, "validation_sweep": sweep.iter().map(|s| json!({
             "threshold": s.threshold, "voi": s.voxel.voi, "arand": s.voxel.arand,
             "nerl": s.erl.as_ref().map(|e| e.nerl)})).collect::<Vec<_>>(),
-        "steps": trained.step, "final_loss": losses.last(),
+        "steps": trained.step, "final_loss": log.losses.last(),
         "train_seconds": train_s, "predict_seconds": predict_s,
         "seconds": start.elapsed().as_secs_f64(), "out": a.out.display().to_string(),
     }))
@@ -270,7 +204,7 @@ fn slices_png(
 }
 
 fn main() -> std::process::ExitCode {
-    let a = match args() {
+    let a = match common::args("neurons", "runs/neurons") {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");

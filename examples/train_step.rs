@@ -16,17 +16,6 @@ use em_connectomics::core::ChunkedVolume;
 use em_connectomics::models::CpuTrain;
 use em_connectomics::train::{train, Event, RunOptions, TrainConfig};
 
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_connectomics::io::open(p).map_err(|e| e.to_string())
 }
@@ -70,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({
             "preset": preset, "step_s": median, "voxels_per_s": voxels / median,
             "patch": cfg.data.patch.patch, "batch_size": cfg.batch_size,
-            "parameters": out.model.num_params(), "peak_rss_bytes": peak_rss(),
+            "parameters": out.model.num_params(), "peak_rss_bytes": em_connectomics::core::peak_rss_bytes().unwrap_or(0),
             "steps": times.len(), "losses": losses,
         })
     );

@@ -135,7 +135,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         blocks: s.blocks,
         seconds: start.elapsed().as_secs_f64(),
         threshold: args.threshold,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: em_core::peak_rss_bytes(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -282,12 +282,4 @@ fn triple<T: std::str::FromStr + Default + Copy + PartialEq>(s: &str) -> Result<
         }
     }
     Ok(out)
-}
-
-/// Peak resident memory of this process so far (Linux), for the `--json` summary.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -187,11 +187,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
                     "loss {:.4} lr {:.2e} {:.0} vox/s{last_val}",
                     s.loss, s.lr, s.voxels_per_s
                 ));
-                let mut v = json!({"event": "step"});
-                v.as_object_mut()
-                    .expect("object")
-                    .extend(json!(s).as_object().cloned().unwrap_or_default());
-                v
+                e.record().unwrap_or_default()
             }
             Event::Validation(v) => {
                 let shown: Vec<String> = v
@@ -201,8 +197,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
                     .collect();
                 last_val = format!(" | val {}", shown.join(" "));
                 bar.println(format!("step {}: validation {}", v.step, shown.join(", ")));
-                json!({"event": "validation", "step": v.step, "metrics": v.metrics,
-                       "seconds": v.seconds})
+                e.record().unwrap_or_default()
             }
         };
         let flush = record["event"] != "step"

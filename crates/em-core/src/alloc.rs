@@ -130,3 +130,16 @@ unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
         p
     }
 }
+
+/// This process's peak resident set size (Linux `VmHWM`), `None` where it is not reported.
+pub fn peak_rss_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}

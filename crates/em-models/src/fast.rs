@@ -438,26 +438,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match DepthwiseBackward
-            .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&w),
-                    prep.checkpoint(&b),
-                );
-                prep.finish(
-                    state,
-                    B::depthwise_conv3d(x.primitive, w.primitive, b.primitive),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::depthwise_conv3d(x.primitive, w.primitive, b.primitive))
-            }
-        }
+        conv_node::<B, C, _>(DepthwiseBackward, x, w, b, B::depthwise_conv3d)
     }
 
     fn pointwise_conv3d(
@@ -465,25 +446,36 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match PointwiseBackward
-            .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&w),
-                    prep.checkpoint(&b),
-                );
-                prep.finish(
-                    state,
-                    B::pointwise_conv3d(x.primitive, w.primitive, b.primitive),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::pointwise_conv3d(x.primitive, w.primitive, b.primitive))
-            }
+        conv_node::<B, C, _>(PointwiseBackward, x, w, b, B::pointwise_conv3d)
+    }
+}
+
+/// One autodiff node for a convolution `forward(x, w, b)` whose backward is `op`.
+fn conv_node<B, C, O>(
+    op: O,
+    x: FloatTensor<Autodiff<B, C>>,
+    w: FloatTensor<Autodiff<B, C>>,
+    b: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: ConvBackend,
+    C: CheckpointStrategy,
+    O: Backward<B, 3, State = State>,
+{
+    match op
+        .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = (
+                prep.checkpoint(&x),
+                prep.checkpoint(&w),
+                prep.checkpoint(&b),
+            );
+            prep.finish(state, forward(x.primitive, w.primitive, b.primitive))
         }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, w.primitive, b.primitive)),
     }
 }

@@ -53,16 +53,14 @@ fn inputs(c: usize) -> [Tensor<B, 5>; 2] {
     [a, b]
 }
 
+/// A convolution applied by some path.
+type ConvFn = dyn Fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>;
+
 type Grads = (Tensor<B, 5>, Tensor<Cpu, 5>, Tensor<Cpu, 5>, Tensor<Cpu, 1>);
 
 /// Output, and the gradients of Σ y·g for input, weight and bias. Each call builds its own
 /// graph: burn consumes a graph when it runs backward.
-fn conv_run(
-    x: &Tensor<B, 5>,
-    conv: &Conv3d<B>,
-    g: &Tensor<B, 5>,
-    f: &dyn Fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>,
-) -> Grads {
+fn conv_run(x: &Tensor<B, 5>, conv: &Conv3d<B>, g: &Tensor<B, 5>, f: &ConvFn) -> Grads {
     let x = x.clone().detach().require_grad();
     let y = f(x.clone(), conv);
     let grads = (y.clone() * g.clone()).sum().backward();

@@ -59,6 +59,29 @@ pub enum Event<'a> {
     },
 }
 
+impl Event<'_> {
+    /// The event as one metrics-log record (`"event": "step"` with the [`StepLog`] fields,
+    /// or `"validation"` with `step`, `metrics`, `seconds`); `None` for resumptions and
+    /// checkpoints.
+    pub fn record(&self) -> Option<serde_json::Value> {
+        match self {
+            Event::Step(s) => {
+                let mut v = serde_json::json!({ "event": "step" });
+                if let (Some(o), Ok(serde_json::Value::Object(fields))) =
+                    (v.as_object_mut(), serde_json::to_value(s))
+                {
+                    o.extend(fields);
+                }
+                Some(v)
+            }
+            Event::Validation(v) => Some(serde_json::json!({
+                "event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds,
+            })),
+            Event::Resumed { .. } | Event::Checkpoint { .. } => None,
+        }
+    }
+}
+
 /// Where checkpoints go, where to resume from, and the stop flag signal handlers set.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {

@@ -1,0 +1,100 @@
+//! What the training examples share: arguments, the volume opener, the metrics log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use em_connectomics::core::ChunkedVolume;
+use em_connectomics::train::{Event, TrainConfig};
+
+/// `--data DIR --out DIR --preset NAME --set KEY=VALUE…`
+pub struct Args {
+    pub data: Option<PathBuf>,
+    pub out: PathBuf,
+    pub set: Vec<String>,
+    pub preset: Option<String>,
+}
+
+/// Parses the arguments; `Err` carries the message (usage for `--help`).
+pub fn args(name: &str, default_out: &str) -> Result<Args, String> {
+    let mut a = Args {
+        data: None,
+        out: PathBuf::from(default_out),
+        set: Vec::new(),
+        preset: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = Some(PathBuf::from(value()?)),
+            "--out" => a.out = PathBuf::from(value()?),
+            "--set" => a.set.push(value()?),
+            "--preset" => a.preset = Some(value()?),
+            "-h" | "--help" => {
+                return Err(format!(
+                    "usage: {name} [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
+                ))
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(a)
+}
+
+/// Opens any volume em-io reads.
+pub fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
+    em_connectomics::io::open(p).map_err(|e| e.to_string())
+}
+
+/// Logs training events: every record to `metrics.jsonl`, a line on stderr every
+/// `log_every` steps and for each validation; collects the losses.
+pub struct Log {
+    file: std::io::BufWriter<std::fs::File>,
+    log_every: usize,
+    steps: usize,
+    /// The loss of every step.
+    pub losses: Vec<f64>,
+}
+
+impl Log {
+    /// Starts `DIR/metrics.jsonl`.
+    pub fn new(out: &Path, cfg: &TrainConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            file: std::io::BufWriter::new(std::fs::File::create(out.join("metrics.jsonl"))?),
+            log_every: cfg.log_every,
+            steps: cfg.steps,
+            losses: Vec::new(),
+        })
+    }
+
+    /// Records one event (always continues training).
+    pub fn event(&mut self, e: Event<'_>) -> bool {
+        if let Some(r) = e.record() {
+            let _ = writeln!(self.file, "{r}");
+        }
+        match e {
+            Event::Step(s) => {
+                self.losses.push(s.loss);
+                if s.step % self.log_every == 0 {
+                    eprintln!(
+                        "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} voxels/s  {:.0} s",
+                        s.step, self.steps, s.loss, s.lr, s.voxels_per_s, s.elapsed_s
+                    );
+                }
+            }
+            Event::Validation(v) => {
+                eprintln!(
+                    "step {:>5}  validation {:?} ({:.0} s)",
+                    v.step, v.metrics, v.seconds
+                )
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Flushes the log.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
