@@ -180,7 +180,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let gpu = cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists();
+    let gpu = common::gpu();
     let preset = a
         .preset
         .clone()
@@ -215,14 +215,5 @@ fn main() -> std::process::ExitCode {
             }
             run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
         });
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::finish(result)
 }

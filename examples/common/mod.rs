@@ -98,3 +98,24 @@ impl Log {
         self.file.flush()
     }
 }
+
+/// Whether to train on the GPU: built with `cuda` and an NVIDIA device node present.
+pub fn gpu() -> bool {
+    cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists()
+}
+
+/// Prints the report as the last stdout line, or the error; the exit status says which.
+pub fn finish(
+    result: Result<serde_json::Value, Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
