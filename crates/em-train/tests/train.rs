@@ -351,3 +351,21 @@ fn config_errors_name_the_key() {
     let e = never(&cfg).to_string();
     assert!(e.contains("/nonexistent/lucchi"), "{e}");
 }
+
+#[test]
+fn every_training_preset_parses_and_is_consistent() {
+    for (name, _) in em_train::PRESETS {
+        let cfg = TrainConfig::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            cfg.model.channels().1,
+            cfg.targets.channels(),
+            "{name}: model outputs vs targets"
+        );
+        let w = cfg.inference_settings().window;
+        assert!(w.iter().all(|&s| s % 16 == 0), "{name}: window {w:?}");
+    }
+    let e = TrainConfig::load("lucchi_gpu", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lucchi_cpu"), "{e}");
+}
