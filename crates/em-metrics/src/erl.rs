@@ -162,7 +162,8 @@ pub fn erl(
             }
         }
         (
-            correct.values().map(|c| c * c).sum::<f64>() / total_length,
+            // A fold from +0.0: f64's `sum` of nothing is −0.0, which printed as "-0.0".
+            correct.values().fold(0.0, |acc, c| acc + c * c) / total_length,
             stats,
         )
     };

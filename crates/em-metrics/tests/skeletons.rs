@@ -110,6 +110,15 @@ fn perfect_prediction_has_nerl_one() {
 }
 
 #[test]
+fn everything_merged_scores_a_positive_zero() {
+    let (s, _) = hand_case();
+    let r = erl(&s, &vec![7; s.nodes.len()], &[None]).unwrap();
+    // Zero, and +0.0: reports print "0", not "-0".
+    assert_eq!(r.erl, 0.0);
+    assert!(r.erl.is_sign_positive() && r.nerl.is_sign_positive());
+}
+
+#[test]
 fn json_and_swc_readers_and_their_errors() {
     let dir = tempfile::tempdir().unwrap();
     let vs = VoxelSize::new([40.0, 4.0, 4.0]).unwrap();
