@@ -19,16 +19,15 @@
 //! `model.safetensors`. The last line on stdout is one JSON object with `iou`, `dice`,
 //! `baseline_iou` and `seconds`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use em_connectomics::core::NoProgress;
 use em_connectomics::data::{synth, SourceConfig, Split, SynthKind};
-use em_connectomics::io::png::{line_chart, Canvas};
+use em_connectomics::io::png::line_chart;
 use em_connectomics::train::validate::{load_volume, predict, score_semantic};
 use em_connectomics::train::TrainBackend;
 use em_connectomics::train::{train, RunOptions, TrainConfig};
-use ndarray::{s, Array3, Axis};
+use ndarray::{Array3, Axis};
 use serde_json::json;
 
 /// The synthetic test volume: same generator as training, another seed.
@@ -98,10 +97,14 @@ fn run<B: TrainBackend>(
     let test_gray: Array3<f32> = test_image.index_axis(Axis(0), 0).to_owned();
     let baseline = synth::threshold_iou(&test_gray, &test_labels, t);
 
-    slices_png(
+    let predicted = pred
+        .index_axis(Axis(0), 0)
+        .mapv(|p| u32::from(p > THRESHOLD));
+    common::slices_png(
         &test_gray,
-        &test_labels,
-        &pred.index_axis(Axis(0), 0).to_owned(),
+        [&test_labels, &predicted],
+        true,
+        "image | ground truth | prediction (p > 0.5)",
         &a.out.join("slices.png"),
     )?;
     line_chart("training loss per step", &log.losses, 720, 360).save_png(a.out.join("loss.png"))?;
@@ -117,60 +120,6 @@ fn run<B: TrainBackend>(
 
 /// Probability above which a voxel is called mitochondrion.
 const THRESHOLD: f32 = 0.5;
-
-/// Image | ground truth | prediction (probability > 0.5) at a quarter, half and three
-/// quarters of the depth.
-fn slices_png(
-    image: &Array3<f32>,
-    labels: &Array3<u32>,
-    prob: &Array3<f32>,
-    path: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let (nz, ny, nx) = image.dim();
-    // Small synthetic volumes are drawn at twice their size, real ones cropped to 512².
-    let scale = if nx <= 256 { 2 } else { 1 };
-    let (w, h) = (nx.min(512) * scale, ny.min(512) * scale);
-    let (gap, top) = (8, 28);
-    let mut c = Canvas::new(3 * w + 4 * gap, top + 3 * (h + gap + 14), [250, 250, 250]);
-    let ink = [30, 30, 30];
-    c.text(
-        gap,
-        6,
-        "image | ground truth | prediction (p > 0.5)",
-        ink,
-        2,
-    );
-    for (row, z) in [nz / 4, nz / 2, 3 * nz / 4].into_iter().enumerate() {
-        let y0 = top + row * (h + gap + 14);
-        c.text(gap, y0, &format!("z {z}"), [90, 90, 90], 1);
-        let y0 = y0 + 12;
-        let crop = s![z, ..h / scale, ..w / scale];
-        c.gray(gap, y0, image.slice(crop), 0.0, 1.0, scale);
-        c.gray(
-            2 * gap + w,
-            y0,
-            labels
-                .slice(crop)
-                .mapv(|l| f32::from(u8::from(l != 0)))
-                .view(),
-            0.0,
-            1.0,
-            scale,
-        );
-        c.gray(
-            3 * gap + 2 * w,
-            y0,
-            prob.slice(crop)
-                .mapv(|p| f32::from(u8::from(p > THRESHOLD)))
-                .view(),
-            0.0,
-            1.0,
-            scale,
-        );
-    }
-    c.save_png(path)?;
-    Ok(())
-}
 
 fn main() -> std::process::ExitCode {
     let a = match common::args("lucchi", "runs/lucchi") {

@@ -19,19 +19,18 @@
 //! checkpoints and `model.safetensors` to `--out` (default `runs/neurons`); the last stdout
 //! line is one JSON object with the chosen threshold and the test scores.
 
-use std::path::Path;
 use std::time::Instant;
 
 use em_connectomics::core::{NoProgress, VoxelSize};
 use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
-use em_connectomics::io::png::{line_chart, Canvas};
+use em_connectomics::io::png::line_chart;
 use em_connectomics::metrics::Skeletons;
 use em_connectomics::train::validate::{
     decode, load_volume, predict, score_affinities, section_skeletons,
 };
 use em_connectomics::train::TrainBackend;
 use em_connectomics::train::{train, RunOptions, TrainConfig};
-use ndarray::{s, Array3, Axis};
+use ndarray::{Array3, Axis};
 use serde_json::json;
 
 /// The validation and test volumes with their skeletons.
@@ -148,7 +147,13 @@ fn run<B: TrainBackend>(
     .remove(0);
     let seg = decode(test_pred.view(), offsets, *storage, threshold)?;
     let test_gray: Array3<f32> = test_image.index_axis(Axis(0), 0).to_owned();
-    slices_png(&test_gray, &test_labels, &seg, &a.out.join("slices.png"))?;
+    common::slices_png(
+        &test_gray,
+        [&test_labels, &seg],
+        false,
+        "image | ground truth | segmentation",
+        &a.out.join("slices.png"),
+    )?;
     line_chart("training loss per step", &log.losses, 720, 360).save_png(a.out.join("loss.png"))?;
     let segments = {
         let mut ids: Vec<u32> = seg.iter().copied().filter(|&v| v != 0).collect();
@@ -168,39 +173,6 @@ fn run<B: TrainBackend>(
         "train_seconds": train_s, "predict_seconds": predict_s,
         "seconds": start.elapsed().as_secs_f64(), "out": a.out.display().to_string(),
     }))
-}
-
-/// Image | ground truth | segmentation at a quarter, half and three quarters of the depth.
-fn slices_png(
-    image: &Array3<f32>,
-    labels: &Array3<u32>,
-    seg: &Array3<u32>,
-    path: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let (nz, ny, nx) = image.dim();
-    // Small synthetic volumes are drawn at twice their size, real ones cropped to 512².
-    let scale = if nx <= 256 { 2 } else { 1 };
-    let (w, h) = (nx.min(512) * scale, ny.min(512) * scale);
-    let (gap, top) = (8, 28);
-    let mut c = Canvas::new(3 * w + 4 * gap, top + 3 * (h + gap + 14), [250, 250, 250]);
-    c.text(
-        gap,
-        6,
-        "image | ground truth | segmentation",
-        [30, 30, 30],
-        2,
-    );
-    for (row, z) in [nz / 4, nz / 2, 3 * nz / 4].into_iter().enumerate() {
-        let y0 = top + row * (h + gap + 14);
-        c.text(gap, y0, &format!("z {z}"), [90, 90, 90], 1);
-        let y0 = y0 + 12;
-        let crop = s![z, ..h / scale, ..w / scale];
-        c.gray(gap, y0, image.slice(crop), 0.0, 1.0, scale);
-        c.labels(2 * gap + w, y0, labels.slice(crop), scale);
-        c.labels(3 * gap + 2 * w, y0, seg.slice(crop), scale);
-    }
-    c.save_png(path)?;
-    Ok(())
 }
 
 fn main() -> std::process::ExitCode {

@@ -119,3 +119,44 @@ pub fn finish(
         }
     }
 }
+
+/// Image | ground truth | prediction at a quarter, half and three quarters of the depth,
+/// as a PNG. `binary` draws the two label columns white on black (masks), otherwise one
+/// colour per label. Small volumes are drawn at twice their size, large ones cropped to 512².
+pub fn slices_png(
+    image: &ndarray::Array3<f32>,
+    [truth, prediction]: [&ndarray::Array3<u32>; 2],
+    binary: bool,
+    title: &str,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use ndarray::s;
+    let (nz, ny, nx) = image.dim();
+    let scale = if nx <= 256 { 2 } else { 1 };
+    let (w, h) = (nx.min(512) * scale, ny.min(512) * scale);
+    let (gap, top) = (8, 28);
+    let mut c = em_connectomics::io::png::Canvas::new(
+        3 * w + 4 * gap,
+        top + 3 * (h + gap + 14),
+        [250, 250, 250],
+    );
+    c.text(gap, 6, title, [30, 30, 30], 2);
+    for (row, z) in [nz / 4, nz / 2, 3 * nz / 4].into_iter().enumerate() {
+        let y0 = top + row * (h + gap + 14);
+        c.text(gap, y0, &format!("z {z}"), [90, 90, 90], 1);
+        let y0 = y0 + 12;
+        let crop = s![z, ..h / scale, ..w / scale];
+        c.gray(gap, y0, image.slice(crop), 0.0, 1.0, scale);
+        for (i, labels) in [truth, prediction].into_iter().enumerate() {
+            let x0 = (2 + i) * gap + (1 + i) * w;
+            if binary {
+                let mask = labels.slice(crop).mapv(|l| f32::from(u8::from(l != 0)));
+                c.gray(x0, y0, mask.view(), 0.0, 1.0, scale);
+            } else {
+                c.labels(x0, y0, labels.slice(crop), scale);
+            }
+        }
+    }
+    c.save_png(path)?;
+    Ok(())
+}
