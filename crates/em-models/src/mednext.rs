@@ -11,6 +11,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
 
 use crate::fast::ConvBackend;
@@ -527,22 +528,25 @@ fn group_norm<B: ConvBackend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B,
 /// A stride-1 depthwise convolution through [`ConvBackend`] (fast kernels where the backend
 /// has them).
 fn depthwise_conv<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
-    let Some(bias) = &conv.bias else {
-        return conv.forward(x);
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(B::depthwise_conv3d(
-        x.into_primitive().tensor(),
-        conv.weight.val().into_primitive().tensor(),
-        bias.val().into_primitive().tensor(),
-    )))
+    through(conv, x, B::depthwise_conv3d)
 }
 
 /// A stride-1 1×1×1 convolution through [`ConvBackend`].
 fn pointwise<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    through(conv, x, B::pointwise_conv3d)
+}
+
+/// `conv` applied by a [`ConvBackend`] operation `(x, weight, bias)`; burn's own forward
+/// for a convolution without bias.
+fn through<B: ConvBackend>(
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+    op: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> Tensor<B, 5> {
     let Some(bias) = &conv.bias else {
         return conv.forward(x);
     };
-    Tensor::from_primitive(TensorPrimitive::Float(B::pointwise_conv3d(
+    Tensor::from_primitive(TensorPrimitive::Float(op(
         x.into_primitive().tensor(),
         conv.weight.val().into_primitive().tensor(),
         bias.val().into_primitive().tensor(),
