@@ -1,91 +1,166 @@
-//! Times MedNeXt forward and forward+backward on the CPU backend, for `tools/bench-models`
+//! Times MedNeXt forward, forward+backward and one AdamW step, for `tools/bench-models`
 //! (which runs PyTorch + MONAI on the same weights and input).
 //!
 //! ```text
-//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray]
+//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray|cuda] [BATCH=1]
 //! cargo run --release --example mednext_step --features ndarray -- W 64 1 ndarray
+//! cargo run --release --example mednext_step --features cuda -- W 128 3 cuda 2
 //! ```
-//! The configuration is read off the weights. Input `(1, C, SIDE, SIDE, SIDE)` with value
-//! `sin(0.001·i)` at linear index `i`. Prints one JSON line: best `forward_s`,
-//! `forward_backward_s` (loss = mean of the output), `peak_rss_bytes`, `output_mean`, after one
-//! untimed forward pass.
+//! The configuration is read off the weights. Input `(BATCH, C, SIDE, SIDE, SIDE)` with value
+//! `sin(0.001·i)` at linear index `i`. Loss = mean of the output; the AdamW step (lr 1e-3,
+//! weight decay 1e-2, as `torch.optim.AdamW`'s defaults) includes zeroing nothing, since burn's
+//! gradients are fresh per backward pass. Prints one JSON line: best `forward_s`,
+//! `forward_backward_s`, `adamw_step_s`, `peak_rss_bytes`, `output_mean`, after one untimed
+//! pass of each. On the GPU each timing ends with a device sync.
 
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use em_connectomics::models::{config_from_checkpoint, load_mednext, Cpu, MedNeXtConfig};
+use em_connectomics::models::{
+    config_from_checkpoint, load_mednext, ConvBackend, Cpu, MedNeXt, MedNeXtConfig,
+};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let weights = std::path::PathBuf::from(
         args.get(1)
-            .ok_or("usage: mednext_step WEIGHTS [SIDE] [REPEATS]")?,
+            .ok_or("usage: mednext_step WEIGHTS [SIDE] [REPEATS] [BACKEND] [BATCH]")?,
     );
     let side: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let backend = args.get(4).map_or("flex", String::as_str);
+    let batch: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let config = config_from_checkpoint(&weights)?;
-    let n = config.in_channels * side * side * side;
-    let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.001).sin()).collect();
-    let shape = vec![1, config.in_channels, side, side, side];
-    let (forward_s, fb_s, mean) = match backend {
-        "flex" => time::<Cpu>(&config, &weights, &input, &shape, repeats)?,
+    let bench = Bench {
+        input: (0..batch * config.in_channels * side * side * side)
+            .map(|i| (i as f32 * 0.001).sin())
+            .collect(),
+        shape: vec![batch, config.in_channels, side, side, side],
+        config,
+        weights,
+        repeats,
+    };
+    let t = match backend {
+        "flex" => bench.run::<Cpu>(&Default::default())?,
         #[cfg(feature = "ndarray")]
-        "ndarray" => time::<burn::backend::NdArray>(&config, &weights, &input, &shape, repeats)?,
+        "ndarray" => bench.run::<burn::backend::NdArray>(&Default::default())?,
+        #[cfg(feature = "cuda")]
+        "cuda" => bench.run::<em_connectomics::models::Gpu>(&Default::default())?,
         other => {
-            return Err(
-                format!("backend {other:?}: flex (or ndarray with --features ndarray)").into(),
+            return Err(format!(
+                "backend {other:?}: flex (or ndarray / cuda with that cargo feature)"
             )
+            .into())
         }
     };
     println!(
-        "{{\"backend\": \"{backend}\", \"forward_s\": {forward_s}, \"forward_backward_s\": {fb_s}, \"peak_rss_bytes\": {}, \"output_mean\": {mean}}}",
-        em_connectomics::core::peak_rss_bytes().unwrap_or(0)
+        "{{\"backend\": \"{backend}\", \"batch\": {batch}, \"side\": {side}, \"forward_s\": {}, \"forward_backward_s\": {}, \"adamw_step_s\": {}, \"peak_rss_bytes\": {}, \"output_mean\": {}}}",
+        t.forward_s,
+        t.forward_backward_s,
+        t.adamw_step_s,
+        em_connectomics::core::peak_rss_bytes().unwrap_or(0),
+        t.output_mean
     );
     Ok(())
 }
 
-/// Best forward and forward+backward seconds over `repeats`, and the output mean.
-fn time<B: em_connectomics::models::ConvBackend>(
-    config: &MedNeXtConfig,
-    weights: &std::path::Path,
-    input: &[f32],
-    shape: &[usize],
+struct Bench {
+    config: MedNeXtConfig,
+    weights: std::path::PathBuf,
+    input: Vec<f32>,
+    shape: Vec<usize>,
     repeats: usize,
-) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
-    let device = Default::default();
-    let mut model = config.init::<B>(&device)?;
-    load_mednext(&mut model, weights, false)?;
-    let mut forward_s = f64::INFINITY;
-    let mut mean = 0f64;
-    let tensor = |d: &B::Device| {
-        Tensor::<B, 5>::from_data(TensorData::new(input.to_vec(), shape.to_vec()), d)
-    };
-    // One untimed pass first, as the PyTorch side warms up.
-    let _: f32 = model.forward(tensor(&device))?.mean().into_scalar().elem();
-    for _ in 0..repeats {
-        let x = tensor(&device);
-        let t = Instant::now();
-        let m: f32 = model.forward(x)?.mean().into_scalar().elem();
-        forward_s = forward_s.min(t.elapsed().as_secs_f64());
-        mean = f64::from(m);
-    }
-    drop(model);
+}
 
-    let mut model = config.init::<Autodiff<B>>(&device)?;
-    load_mednext(&mut model, weights, false)?;
-    let mut fb_s = f64::INFINITY;
-    for _ in 0..repeats {
-        let x = Tensor::<Autodiff<B>, 5>::from_data(
-            TensorData::new(input.to_vec(), shape.to_vec()),
-            &device,
+/// Best seconds of each measurement.
+struct Timings {
+    forward_s: f64,
+    forward_backward_s: f64,
+    adamw_step_s: f64,
+    output_mean: f64,
+}
+
+impl Bench {
+    fn tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 5> {
+        Tensor::from_data(
+            TensorData::new(self.input.clone(), self.shape.clone()),
+            device,
         )
-        .require_grad();
-        let t = Instant::now();
-        let grads = model.forward(x)?.mean().backward();
-        drop(grads);
-        fb_s = fb_s.min(t.elapsed().as_secs_f64());
     }
-    Ok((forward_s, fb_s, mean))
+
+    fn model<B: ConvBackend>(&self, device: &B::Device) -> Res<MedNeXt<B>> {
+        let mut model = self.config.init::<B>(device)?;
+        load_mednext(&mut model, &self.weights, false)?;
+        Ok(model)
+    }
+
+    /// Best of `repeats` after one untimed call (the PyTorch side warms up the same way).
+    /// Each call's time goes to stderr as it ends: on a GPU the first one includes compiling
+    /// the kernels, which can take minutes.
+    fn best(&self, what: &str, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+        let t = Instant::now();
+        f()?;
+        eprintln!("{what}: warm-up {:.3} s", t.elapsed().as_secs_f64());
+        let mut best = f64::INFINITY;
+        for _ in 0..self.repeats {
+            let t = Instant::now();
+            f()?;
+            let s = t.elapsed().as_secs_f64();
+            eprintln!("{what}: {s:.3} s");
+            best = best.min(s);
+        }
+        Ok(best)
+    }
+
+    fn run<B: ConvBackend>(&self, device: &B::Device) -> Res<Timings> {
+        let sync = || B::sync(device).map_err(|e| format!("device sync: {e:?}"));
+        let model = self.model::<B>(device)?;
+        let mut output_mean = 0.0;
+        let forward_s = self.best("forward", || {
+            let m: f32 = model
+                .forward(self.tensor(device))?
+                .mean()
+                .into_scalar()
+                .elem();
+            output_mean = f64::from(m);
+            Ok(())
+        })?;
+        drop(model);
+
+        let model = self.model::<Autodiff<B>>(device)?;
+        let forward_backward_s = self.best("forward+backward", || {
+            let x = self.tensor::<Autodiff<B>>(device).require_grad();
+            drop(model.forward(x)?.mean().backward());
+            sync()?;
+            Ok(())
+        })?;
+
+        let mut model = Some(model);
+        let mut optim = AdamWConfig::new()
+            .with_weight_decay(1e-2)
+            .init::<Autodiff<B>, MedNeXt<Autodiff<B>>>();
+        let adamw_step_s = self.best("AdamW step", || {
+            let m = model.take().ok_or("model lost")?;
+            let grads = m.forward(self.tensor(device))?.mean().backward();
+            let grads = GradientsParams::from_grads(grads, &m);
+            let m = optim.step(1e-3, m, grads);
+            sync()?;
+            model = Some(m);
+            Ok(())
+        })?;
+        // Keeps the trained weights alive until here, as a training loop would.
+        drop(model.map(|m| m.valid()));
+        Ok(Timings {
+            forward_s,
+            forward_backward_s,
+            adamw_step_s,
+            output_mean,
+        })
+    }
 }

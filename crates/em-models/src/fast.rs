@@ -10,10 +10,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Shape, TensorMetadata};
 
-use crate::kernels::{self, DepthwiseShape, PointwiseShape};
+use crate::kernels::{self, DepthwiseShape, PointwiseShape, StridedShape};
 
 /// Gradients of a convolution: input, weight, bias.
 pub type ConvGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
@@ -21,6 +21,16 @@ pub type ConvGrads<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 fn depthwise_options(w: &Shape) -> ConvOptions<3> {
     let (c, k) = (w[0], w[2]);
     ConvOptions::new([1; 3], [k / 2; 3], [1; 3], c)
+}
+
+fn down_options(w: &Shape) -> ConvOptions<3> {
+    let (c, k) = (w[0], w[2]);
+    ConvOptions::new([2; 3], [k / 2; 3], [1; 3], c)
+}
+
+fn up_options(w: &Shape) -> ConvTransposeOptions<3> {
+    let (c, k) = (w[0], w[2]);
+    ConvTransposeOptions::new([2; 3], [k / 2; 3], [0; 3], [1; 3], c)
 }
 
 fn pointwise_options() -> ConvOptions<3> {
@@ -52,6 +62,56 @@ pub trait ConvBackend: Backend {
         let dx = Self::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
         let dw = Self::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
         let db = Self::conv3d_bias_backward(x, b, dy);
+        (dx, dw, db)
+    }
+
+    /// Stride-2 depthwise convolution, padding `k/2` (MedNeXt's down blocks): `x (N, C, Z, Y,
+    /// X)`, `w (C, 1, k, k, k)`, `b (C)`.
+    fn down_depthwise_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let opts = down_options(&w.shape());
+        Self::conv3d(x, w, Some(b), opts)
+    }
+
+    /// Gradients of [`ConvBackend::down_depthwise_conv3d`] for the output gradient `dy`.
+    fn down_depthwise_conv3d_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> ConvGrads<Self> {
+        let opts = down_options(&w.shape());
+        let dx = Self::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
+        let dw = Self::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
+        let db = Self::conv3d_bias_backward(x, b, dy);
+        (dx, dw, db)
+    }
+
+    /// Stride-2 depthwise transposed convolution, padding `k/2` (MedNeXt's up blocks; output
+    /// side `2n − 1`): `x (N, C, Z, Y, X)`, `w (C, 1, k, k, k)`, `b (C)`.
+    fn up_depthwise_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let opts = up_options(&w.shape());
+        Self::conv_transpose3d(x, w, Some(b), opts)
+    }
+
+    /// Gradients of [`ConvBackend::up_depthwise_conv3d`] for the output gradient `dy`.
+    fn up_depthwise_conv3d_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> ConvGrads<Self> {
+        let opts = up_options(&w.shape());
+        let dx = Self::conv_transpose3d_x_backward(w.clone(), dy.clone(), opts.clone());
+        let dw = Self::conv_transpose3d_weight_backward(x.clone(), w, dy.clone(), opts);
+        let db = Self::conv_transpose3d_bias_backward(x, b, dy);
         (dx, dw, db)
     }
 
@@ -144,6 +204,25 @@ mod flex {
             dims: [z, y, xx],
             k,
         })
+    }
+
+    /// The strided shape for input dims `x` and kernel dims `w`: `x` is the fine grid for
+    /// the stride-2 convolution (`down`), the coarse one for the transposed one.
+    fn strided_shape(x: &[usize], w: &[usize], down: bool) -> Option<StridedShape> {
+        let (&[n, c, z, y, xx], &[wc, 1, k, k2, k3]) = (x, w) else {
+            return None;
+        };
+        (wc == c && k == k2 && k == k3 && k % 2 == 1).then(|| {
+            if down {
+                StridedShape::down(n, c, [z, y, xx], k)
+            } else {
+                StridedShape::up(n, c, [z, y, xx], k)
+            }
+        })
+    }
+
+    fn dims(s: StridedShape, spatial: [usize; 3]) -> Vec<usize> {
+        vec![s.n, s.c, spatial[0], spatial[1], spatial[2]]
     }
 
     fn pointwise_shape(x: &[usize], w: &[usize]) -> Option<PointwiseShape> {
@@ -306,6 +385,99 @@ mod flex {
             let dw = Flex::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
             (dx, dw, Flex::conv3d_bias_backward(x, b, dy))
         }
+        fn down_depthwise_conv3d(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+            if let (Some((xc, xd)), Some((wc, wd)), Some((bc, _))) = (f32s(&x), f32s(&w), f32s(&b))
+            {
+                if let Some(s) = strided_shape(&xd, &wd, true) {
+                    let mut out = vec![0.0f32; s.n * s.c * s.small.iter().product::<usize>()];
+                    if kernels::strided_gather(
+                        slice(&xc),
+                        slice(&wc),
+                        Some(slice(&bc)),
+                        s,
+                        &mut out,
+                    ) {
+                        return tensor(out, dims(s, s.small));
+                    }
+                }
+            }
+            let opts = down_options(&w.shape());
+            Flex::conv3d(x, w, Some(b), opts)
+        }
+
+        fn down_depthwise_conv3d_backward(
+            x: FlexTensor,
+            w: FlexTensor,
+            b: FlexTensor,
+            dy: FlexTensor,
+        ) -> ConvGrads<Flex> {
+            if let (Some((xc, xd)), Some((wc, wd)), Some((gc, gd))) =
+                (f32s(&x), f32s(&w), f32s(&dy))
+            {
+                if let Some(s) = strided_shape(&xd, &wd, true).filter(|s| gd == dims(*s, s.small)) {
+                    let mut dx = vec![0.0f32; slice(&xc).len()];
+                    let mut dw = vec![0.0f32; slice(&wc).len()];
+                    let mut db = vec![0.0f32; s.c];
+                    if kernels::strided_scatter(slice(&gc), slice(&wc), None, s, &mut dx)
+                        && kernels::strided_weight_grad(slice(&xc), slice(&gc), s, &mut dw)
+                        && kernels::channel_sums(slice(&gc), s.n, s.c, &mut db)
+                    {
+                        return (tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.c]));
+                    }
+                }
+            }
+            let opts = down_options(&w.shape());
+            let dx = Flex::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
+            let dw = Flex::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
+            (dx, dw, Flex::conv3d_bias_backward(x, b, dy))
+        }
+
+        fn up_depthwise_conv3d(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+            if let (Some((xc, xd)), Some((wc, wd)), Some((bc, _))) = (f32s(&x), f32s(&w), f32s(&b))
+            {
+                if let Some(s) = strided_shape(&xd, &wd, false) {
+                    let mut out = vec![0.0f32; s.n * s.c * s.big.iter().product::<usize>()];
+                    if kernels::strided_scatter(
+                        slice(&xc),
+                        slice(&wc),
+                        Some(slice(&bc)),
+                        s,
+                        &mut out,
+                    ) {
+                        return tensor(out, dims(s, s.big));
+                    }
+                }
+            }
+            let opts = up_options(&w.shape());
+            Flex::conv_transpose3d(x, w, Some(b), opts)
+        }
+
+        fn up_depthwise_conv3d_backward(
+            x: FlexTensor,
+            w: FlexTensor,
+            b: FlexTensor,
+            dy: FlexTensor,
+        ) -> ConvGrads<Flex> {
+            if let (Some((xc, xd)), Some((wc, wd)), Some((gc, gd))) =
+                (f32s(&x), f32s(&w), f32s(&dy))
+            {
+                if let Some(s) = strided_shape(&xd, &wd, false).filter(|s| gd == dims(*s, s.big)) {
+                    let mut dx = vec![0.0f32; slice(&xc).len()];
+                    let mut dw = vec![0.0f32; slice(&wc).len()];
+                    let mut db = vec![0.0f32; s.c];
+                    if kernels::strided_gather(slice(&gc), slice(&wc), None, s, &mut dx)
+                        && kernels::strided_weight_grad(slice(&gc), slice(&xc), s, &mut dw)
+                        && kernels::channel_sums(slice(&gc), s.n, s.c, &mut db)
+                    {
+                        return (tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.c]));
+                    }
+                }
+            }
+            let opts = up_options(&w.shape());
+            let dx = Flex::conv_transpose3d_x_backward(w.clone(), dy.clone(), opts.clone());
+            let dw = Flex::conv_transpose3d_weight_backward(x.clone(), w, dy.clone(), opts);
+            (dx, dw, Flex::conv_transpose3d_bias_backward(x, b, dy))
+        }
     }
 }
 
@@ -323,6 +495,12 @@ struct DepthwiseBackward;
 
 #[derive(Debug)]
 struct PointwiseBackward;
+
+#[derive(Debug)]
+struct DownBackward;
+
+#[derive(Debug)]
+struct UpBackward;
 
 type State = (NodeId, NodeId, NodeId);
 
@@ -367,6 +545,22 @@ impl<B: ConvBackend> Backward<B, 3> for PointwiseBackward {
 
     fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         backward_with::<B>(ops, grads, checkpointer, B::pointwise_conv3d_backward);
+    }
+}
+
+impl<B: ConvBackend> Backward<B, 3> for DownBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        backward_with::<B>(ops, grads, checkpointer, B::down_depthwise_conv3d_backward);
+    }
+}
+
+impl<B: ConvBackend> Backward<B, 3> for UpBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        backward_with::<B>(ops, grads, checkpointer, B::up_depthwise_conv3d_backward);
     }
 }
 
@@ -447,6 +641,22 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         conv_node::<B, C, _>(PointwiseBackward, x, w, b, B::pointwise_conv3d)
+    }
+
+    fn down_depthwise_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv_node::<B, C, _>(DownBackward, x, w, b, B::down_depthwise_conv3d)
+    }
+
+    fn up_depthwise_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv_node::<B, C, _>(UpBackward, x, w, b, B::up_depthwise_conv3d)
     }
 }
 

@@ -523,6 +523,261 @@ pub fn group_norm_backward(
     true
 }
 
+/// Shape of a stride-2 depthwise convolution (MedNeXt's down blocks) and of its transpose
+/// (the up blocks): the fine grid `big` and the coarse grid `small` are linked by
+/// `big = 2·small − k/2 + t` for kernel offsets `t` in `0..k` on each axis; taps that fall
+/// outside `big` read or write zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StridedShape {
+    /// Batch.
+    pub n: usize,
+    /// Channels (each with its own kernel).
+    pub c: usize,
+    /// Coarse spatial sides `(z, y, x)`.
+    pub small: [usize; 3],
+    /// Fine spatial sides `(z, y, x)`.
+    pub big: [usize; 3],
+    /// Kernel side (odd).
+    pub k: usize,
+}
+
+impl StridedShape {
+    /// The shape of a stride-2 convolution with padding `k / 2` of a `big` volume, as burn
+    /// and PyTorch size it.
+    pub fn down(n: usize, c: usize, big: [usize; 3], k: usize) -> Self {
+        let small = big.map(|b| (b + 2 * (k / 2)).saturating_sub(k) / 2 + 1);
+        Self {
+            n,
+            c,
+            small,
+            big,
+            k,
+        }
+    }
+
+    /// The shape of a stride-2 transposed convolution with padding `k / 2` of a `small`
+    /// volume (output side `2·(s − 1) − 2·(k/2) + k`).
+    pub fn up(n: usize, c: usize, small: [usize; 3], k: usize) -> Self {
+        let big = small.map(|s| (2 * s.saturating_sub(1) + k).saturating_sub(2 * (k / 2)));
+        Self {
+            n,
+            c,
+            small,
+            big,
+            k,
+        }
+    }
+
+    fn small_len(&self) -> usize {
+        self.n * self.c * self.small.iter().product::<usize>()
+    }
+
+    fn big_len(&self) -> usize {
+        self.n * self.c * self.big.iter().product::<usize>()
+    }
+
+    fn check(&self, small: usize, big: usize, w: usize) -> bool {
+        self.k % 2 == 1
+            && small == self.small_len()
+            && big == self.big_len()
+            && w == self.c * self.k.pow(3)
+            && self.small.iter().chain(&self.big).all(|&d| d > 0)
+    }
+
+    /// The coarse indices `lo..hi` whose tap `t` lands inside a fine axis of length `big`.
+    fn range(small: usize, big: usize, p: usize, t: usize) -> (usize, usize) {
+        // 2i + t − p ≥ 0 and 2i + t − p < big
+        let lo = p.saturating_sub(t).div_ceil(2);
+        let hi = if big + p > t {
+            ((big + p - t - 1) / 2 + 1).min(small)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// `out[i] = bias + Σ_t w[t] · big[2i − k/2 + t]` for every channel volume: the stride-2
+/// convolution (down blocks), and the input gradient of the transposed one.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn strided_gather(
+    big: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: StridedShape,
+    out: &mut [f32],
+) -> bool {
+    if !s.check(out.len(), big.len(), w.len()) || bias.is_some_and(|b| b.len() != s.c) {
+        return false;
+    }
+    let (vs, vb, k, k3) = (
+        s.small.iter().product::<usize>(),
+        s.big.iter().product::<usize>(),
+        s.k,
+        s.k.pow(3),
+    );
+    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    out.par_chunks_mut(vs)
+        .zip(big.par_chunks(vb))
+        .enumerate()
+        .for_each(|(i, (o, b))| {
+            let c = i % s.c;
+            let wc = &w[c * k3..][..k3];
+            o.fill(bias.map_or(0.0, |b| b[c]));
+            for tz in 0..k {
+                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
+                for z in z0..z1 {
+                    let sz = 2 * z + tz - p;
+                    for ty in 0..k {
+                        let (y0, y1) = StridedShape::range(my, by, p, ty);
+                        for y in y0..y1 {
+                            let sy = 2 * y + ty - p;
+                            let src = &b[(sz * by + sy) * bx..][..bx];
+                            let row = &mut o[(z * my + y) * mx..][..mx];
+                            for tx in 0..k {
+                                let wv = wc[(tz * k + ty) * k + tx];
+                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
+                                for (xx, r) in row.iter_mut().enumerate().take(x1).skip(x0) {
+                                    *r += wv * src[2 * xx + tx - p];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    true
+}
+
+/// `out[2i − k/2 + t] += w[t] · small[i]` over every coarse voxel and tap, after
+/// `out = bias`: the stride-2 transposed convolution (up blocks), and the input gradient of
+/// the stride-2 one.
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn strided_scatter(
+    small: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: StridedShape,
+    out: &mut [f32],
+) -> bool {
+    if !s.check(small.len(), out.len(), w.len()) || bias.is_some_and(|b| b.len() != s.c) {
+        return false;
+    }
+    let (vs, vb, k, k3) = (
+        s.small.iter().product::<usize>(),
+        s.big.iter().product::<usize>(),
+        s.k,
+        s.k.pow(3),
+    );
+    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    out.par_chunks_mut(vb)
+        .zip(small.par_chunks(vs))
+        .enumerate()
+        .for_each(|(i, (o, sm))| {
+            let c = i % s.c;
+            let wc = &w[c * k3..][..k3];
+            o.fill(bias.map_or(0.0, |b| b[c]));
+            for tz in 0..k {
+                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
+                for z in z0..z1 {
+                    let dz = 2 * z + tz - p;
+                    for ty in 0..k {
+                        let (y0, y1) = StridedShape::range(my, by, p, ty);
+                        for y in y0..y1 {
+                            let dy = 2 * y + ty - p;
+                            let src = &sm[(z * my + y) * mx..][..mx];
+                            let row = &mut o[(dz * by + dy) * bx..][..bx];
+                            for tx in 0..k {
+                                let wv = wc[(tz * k + ty) * k + tx];
+                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
+                                for (xx, &v) in src.iter().enumerate().take(x1).skip(x0) {
+                                    row[2 * xx + tx - p] += wv * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    true
+}
+
+/// `dw[c, t] = Σ_{n, i} small[n, c, i] · big[n, c, 2i − k/2 + t]`: the kernel gradient of
+/// both strided convolutions (for the stride-2 one `small` is the output gradient and `big`
+/// the input; for the transposed one the other way round).
+///
+/// Returns `false` when the buffer lengths do not match the shape.
+pub fn strided_weight_grad(big: &[f32], small: &[f32], s: StridedShape, dw: &mut [f32]) -> bool {
+    if !s.check(small.len(), big.len(), dw.len()) {
+        return false;
+    }
+    let (vs, vb, k, k3) = (
+        s.small.iter().product::<usize>(),
+        s.big.iter().product::<usize>(),
+        s.k,
+        s.k.pow(3),
+    );
+    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    dw.par_chunks_mut(k3).enumerate().for_each(|(c, dwc)| {
+        let mut acc = vec![0.0f64; k3];
+        for n in 0..s.n {
+            let base = n * s.c + c;
+            let (b, sm) = (&big[base * vb..][..vb], &small[base * vs..][..vs]);
+            for tz in 0..k {
+                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
+                for z in z0..z1 {
+                    let sz = 2 * z + tz - p;
+                    for ty in 0..k {
+                        let (y0, y1) = StridedShape::range(my, by, p, ty);
+                        for y in y0..y1 {
+                            let sy = 2 * y + ty - p;
+                            let src = &b[(sz * by + sy) * bx..][..bx];
+                            let row = &sm[(z * my + y) * mx..][..mx];
+                            for tx in 0..k {
+                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
+                                let dot: f32 =
+                                    (x0..x1).map(|xx| row[xx] * src[2 * xx + tx - p]).sum();
+                                acc[(tz * k + ty) * k + tx] += f64::from(dot);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (d, a) in dwc.iter_mut().zip(acc) {
+            *d = a as f32;
+        }
+    });
+    true
+}
+
+/// Per-channel sums over batch and voxels (a bias gradient), in float64.
+pub fn channel_sums(x: &[f32], n: usize, c: usize, out: &mut [f32]) -> bool {
+    if out.len() != c || n * c == 0 || !x.len().is_multiple_of(n * c) {
+        return false;
+    }
+    let v = x.len() / (n * c);
+    let sums: Vec<f64> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            (0..n)
+                .map(|b| {
+                    x[(b * c + ch) * v..][..v]
+                        .iter()
+                        .map(|&a| f64::from(a))
+                        .sum::<f64>()
+                })
+                .sum()
+        })
+        .collect();
+    for (o, s) in out.iter_mut().zip(sums) {
+        *o = s as f32;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +840,108 @@ mod tests {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{i}: {x} vs {y}");
         }
+    }
+
+    /// Plain loops over the definition of the stride-2 convolution.
+    fn naive_gather(big: &[f32], w: &[f32], s: StridedShape) -> Vec<f32> {
+        let ([mz, my, mx], [bz, by, bx]) = (s.small, s.big);
+        let (k, p) = (s.k as isize, (s.k / 2) as isize);
+        let mut out = vec![0.0; s.small_len()];
+        let mut o = 0;
+        for nc in 0..s.n * s.c {
+            let c = nc % s.c;
+            for z in 0..mz as isize {
+                for y in 0..my as isize {
+                    for x in 0..mx as isize {
+                        for t in 0..k * k * k {
+                            let (tz, ty, tx) = (t / (k * k), t / k % k, t % k);
+                            let (sz, sy, sx) = (2 * z + tz - p, 2 * y + ty - p, 2 * x + tx - p);
+                            if sz >= 0
+                                && sy >= 0
+                                && sx >= 0
+                                && sz < bz as isize
+                                && sy < by as isize
+                                && sx < bx as isize
+                            {
+                                out[o] += w[c * s.k.pow(3) + t as usize]
+                                    * big[((nc * bz + sz as usize) * by + sy as usize) * bx
+                                        + sx as usize];
+                            }
+                        }
+                        o += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_kernels_match_the_definition_and_are_adjoint() {
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum::<f64>()
+        };
+        for s in [
+            StridedShape::down(2, 3, [6, 7, 8], 3),
+            StridedShape::up(1, 2, [3, 4, 5], 3),
+            StridedShape::down(1, 2, [5, 9, 6], 5),
+            StridedShape::up(2, 1, [2, 3, 4], 5),
+            StridedShape::down(1, 1, [1, 1, 2], 3),
+        ] {
+            let (k3, nb, ns) = (s.c * s.k.pow(3), s.big_len(), s.small_len());
+            let (big, small, w) = (values(nb, 1), values(ns, 2), values(k3, 3));
+            let mut g = vec![0.0; ns];
+            assert!(strided_gather(&big, &w, None, s, &mut g), "{s:?}");
+            close(&g, &naive_gather(&big, &w, s), 1e-5);
+            // The scatter is the gather's adjoint: ⟨gather(big), small⟩ = ⟨big, scatter(small)⟩.
+            let mut sc = vec![0.0; nb];
+            assert!(strided_scatter(&small, &w, None, s, &mut sc));
+            let lhs = dot(&g, &small);
+            assert!(
+                (lhs - dot(&big, &sc)).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{s:?}"
+            );
+            // …and linear in w with gradient ⟨small, ∂gather/∂w⟩ = dw.
+            let mut dw = vec![0.0; k3];
+            assert!(strided_weight_grad(&big, &small, s, &mut dw));
+            assert!(
+                (lhs - dot(&w, &dw)).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{s:?}"
+            );
+            // A bias fills the output before the taps add up.
+            let b = values(s.c, 4);
+            let mut gb = vec![0.0; ns];
+            strided_gather(&big, &w, Some(&b), s, &mut gb);
+            let per = ns / (s.n * s.c);
+            for (i, (x, y)) in gb.iter().zip(&g).enumerate() {
+                assert!((x - y - b[i / per % s.c]).abs() < 1e-5);
+            }
+            let mut sums = vec![0.0; s.c];
+            assert!(channel_sums(&small, s.n, s.c, &mut sums));
+            let direct: f32 = small.iter().sum();
+            assert!((sums.iter().sum::<f32>() - direct).abs() < 1e-3);
+        }
+        let s = StridedShape::down(1, 1, [4, 4, 4], 3);
+        assert_eq!(s.small, [2, 2, 2]);
+        assert_eq!(StridedShape::up(1, 1, [2, 2, 2], 3).big, [3, 3, 3]);
+        assert!(!strided_gather(
+            &[0.0; 63],
+            &[0.0; 27],
+            None,
+            s,
+            &mut [0.0; 8]
+        ));
+        assert!(!strided_scatter(
+            &[0.0; 8],
+            &[0.0; 26],
+            None,
+            s,
+            &mut [0.0; 64]
+        ));
+        assert!(!channel_sums(&[0.0; 5], 1, 2, &mut [0.0; 2]));
     }
 
     #[test]

@@ -434,7 +434,7 @@ impl<B: ConvBackend> Down<B> {
             &self.conv2,
             &self.conv3,
             self.grn.as_ref(),
-            self.conv1.forward(x.clone()),
+            through(&self.conv1, x.clone(), B::down_depthwise_conv3d),
         );
         path + self.res_conv.forward(x)
     }
@@ -479,7 +479,7 @@ impl<B: ConvBackend> Up<B> {
             &self.conv2,
             &self.conv3,
             self.grn.as_ref(),
-            self.conv1.forward(x.clone()),
+            up_depthwise_conv(&self.conv1, x.clone()),
         );
         pad_front(path) + pad_front(self.res_conv.forward(x))
     }
@@ -547,6 +547,18 @@ fn through<B: ConvBackend>(
         return conv.forward(x);
     };
     Tensor::from_primitive(TensorPrimitive::Float(op(
+        x.into_primitive().tensor(),
+        conv.weight.val().into_primitive().tensor(),
+        bias.val().into_primitive().tensor(),
+    )))
+}
+
+/// The up blocks' stride-2 depthwise transposed convolution through [`ConvBackend`].
+fn up_depthwise_conv<B: ConvBackend>(conv: &ConvTranspose3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let Some(bias) = &conv.bias else {
+        return conv.forward(x);
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(B::up_depthwise_conv3d(
         x.into_primitive().tensor(),
         conv.weight.val().into_primitive().tensor(),
         bias.val().into_primitive().tensor(),

@@ -4,7 +4,7 @@
 
 use burn::backend::Autodiff;
 use burn::module::Param;
-use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
@@ -118,6 +118,65 @@ fn depthwise_and_pointwise_convolutions_match_burns() {
         },
         "pointwise",
     );
+}
+
+#[test]
+fn strided_depthwise_convolutions_match_burns() {
+    let d = Default::default();
+    for k in [3, 5] {
+        let conv = Conv3dConfig::new([4, 4], [k; 3])
+            .with_groups(4)
+            .with_stride([2; 3])
+            .with_padding(PaddingConfig3d::Explicit(k / 2, k / 2, k / 2))
+            .init::<B>(&d);
+        check_conv(
+            &conv,
+            |x, c| {
+                wrap(B::down_depthwise_conv3d(
+                    prim(x),
+                    prim(c.weight.val()),
+                    c.bias.as_ref().unwrap().val().into_primitive().tensor(),
+                ))
+            },
+            &format!("stride-2 depthwise k{k}"),
+        );
+
+        // The up blocks' transposed convolution: burn's module against the fused op.
+        let up = ConvTranspose3dConfig::new([4, 4], [k; 3])
+            .with_stride([2; 3])
+            .with_padding([k / 2; 3])
+            .with_groups(4)
+            .init::<B>(&d);
+        let bias = up.bias.as_ref().unwrap();
+        for x in inputs(4) {
+            let g = Tensor::<B, 5>::random(up.forward(x.clone()).dims(), Distribution::Default, &d);
+            let run = |fast: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if fast {
+                    wrap(B::up_depthwise_conv3d(
+                        prim(x.clone()),
+                        prim(up.weight.val()),
+                        bias.val().into_primitive().tensor(),
+                    ))
+                } else {
+                    up.forward(x.clone())
+                };
+                let grads = (y.clone() * g.clone()).sum().backward();
+                (
+                    y,
+                    x.grad(&grads).unwrap(),
+                    up.weight.grad(&grads).unwrap(),
+                    bias.grad(&grads).unwrap(),
+                )
+            };
+            let ((yf, dxf, dwf, dbf), (yr, dxr, dwr, dbr)) = (run(true), run(false));
+            let what = format!("transposed depthwise k{k}");
+            close(yf, yr, &what);
+            close_any(dxf, dxr, &format!("{what} dx"));
+            close_any(dwf, dwr, &format!("{what} dw"));
+            close_any(dbf, dbr, &format!("{what} db"));
+        }
+    }
 }
 
 #[test]
