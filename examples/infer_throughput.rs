@@ -24,7 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: infer_throughput WEIGHTS [Z Y X] [WINDOW] [OVERLAP]";
     let weights = std::path::PathBuf::from(args.get(1).ok_or(usage)?);
     let num = |i: usize, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
-        Ok(args.get(i).map(|s| s.parse()).transpose()?.unwrap_or(default))
+        Ok(args
+            .get(i)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(default))
     };
     let dims = [num(2, 128)?, num(3, 256)?, num(4, 256)?];
     let window = num(5, 64)?;
@@ -54,7 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Warm-up: one window through the model.
     let w = Tensor::<Cpu, 5>::from_data(
-        TensorData::new(vec![0.5f32; window.pow(3)], vec![1, 1, window, window, window]),
+        TensorData::new(
+            vec![0.5f32; window.pow(3)],
+            vec![1, 1, window, window, window],
+        ),
         &device,
     );
     drop(model.forward(w)?);

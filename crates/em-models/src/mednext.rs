@@ -481,7 +481,8 @@ impl<B: ConvBackend> Up<B> {
             self.grn.as_ref(),
             up_depthwise_conv(&self.conv1, x.clone()),
         );
-        pad_front(path) + pad_front(self.res_conv.forward(x))
+        // Both branches get the same zero front planes: pad once, after the sum.
+        pad_front(path + self.res_conv.forward(x))
     }
 }
 
