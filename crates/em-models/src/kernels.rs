@@ -595,6 +595,34 @@ impl StridedShape {
         };
         (lo, hi.max(lo))
     }
+
+    /// Calls `f(small_row, big_row, tap_row)` for every pair of x-rows one `(tz, ty)` tap
+    /// apart inside both volumes: offsets of the rows in one channel volume and of the taps
+    /// `(tz, ty, 0)` in one kernel. Along x, [`StridedShape::x_taps`] gives the ranges.
+    fn rows(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let ([mz, my, mx], [bz, by, bx], k, p) = (self.small, self.big, self.k, self.k / 2);
+        for tz in 0..k {
+            let (z0, z1) = Self::range(mz, bz, p, tz);
+            for z in z0..z1 {
+                for ty in 0..k {
+                    let (y0, y1) = Self::range(my, by, p, ty);
+                    for y in y0..y1 {
+                        let (bzz, byy) = (2 * z + tz - p, 2 * y + ty - p);
+                        f((z * my + y) * mx, (bzz * by + byy) * bx, (tz * k + ty) * k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// For each x tap `tx`: the coarse x range whose fine partner `2x + tx − k/2` is inside.
+    fn x_taps(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let p = self.k / 2;
+        (0..self.k).map(move |tx| {
+            let (x0, x1) = Self::range(self.small[2], self.big[2], p, tx);
+            (tx, x0, x1)
+        })
+    }
 }
 
 /// `out[i] = bias + Σ_t w[t] · big[2i − k/2 + t]` for every channel volume: the stride-2
@@ -611,13 +639,13 @@ pub fn strided_gather(
     if !s.check(out.len(), big.len(), w.len()) || bias.is_some_and(|b| b.len() != s.c) {
         return false;
     }
-    let (vs, vb, k, k3) = (
+    let (vs, vb, k3, p) = (
         s.small.iter().product::<usize>(),
         s.big.iter().product::<usize>(),
-        s.k,
         s.k.pow(3),
+        s.k / 2,
     );
-    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    let (mx, bx) = (s.small[2], s.big[2]);
     out.par_chunks_mut(vs)
         .zip(big.par_chunks(vb))
         .enumerate()
@@ -625,27 +653,15 @@ pub fn strided_gather(
             let c = i % s.c;
             let wc = &w[c * k3..][..k3];
             o.fill(bias.map_or(0.0, |b| b[c]));
-            for tz in 0..k {
-                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
-                for z in z0..z1 {
-                    let sz = 2 * z + tz - p;
-                    for ty in 0..k {
-                        let (y0, y1) = StridedShape::range(my, by, p, ty);
-                        for y in y0..y1 {
-                            let sy = 2 * y + ty - p;
-                            let src = &b[(sz * by + sy) * bx..][..bx];
-                            let row = &mut o[(z * my + y) * mx..][..mx];
-                            for tx in 0..k {
-                                let wv = wc[(tz * k + ty) * k + tx];
-                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
-                                for (xx, r) in row.iter_mut().enumerate().take(x1).skip(x0) {
-                                    *r += wv * src[2 * xx + tx - p];
-                                }
-                            }
-                        }
+            s.rows(|sr, br, t| {
+                let (src, row) = (&b[br..][..bx], &mut o[sr..][..mx]);
+                for (tx, x0, x1) in s.x_taps() {
+                    let wv = wc[t + tx];
+                    for (xx, r) in row.iter_mut().enumerate().take(x1).skip(x0) {
+                        *r += wv * src[2 * xx + tx - p];
                     }
                 }
-            }
+            });
         });
     true
 }
@@ -665,13 +681,13 @@ pub fn strided_scatter(
     if !s.check(small.len(), out.len(), w.len()) || bias.is_some_and(|b| b.len() != s.c) {
         return false;
     }
-    let (vs, vb, k, k3) = (
+    let (vs, vb, k3, p) = (
         s.small.iter().product::<usize>(),
         s.big.iter().product::<usize>(),
-        s.k,
         s.k.pow(3),
+        s.k / 2,
     );
-    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    let (mx, bx) = (s.small[2], s.big[2]);
     out.par_chunks_mut(vb)
         .zip(small.par_chunks(vs))
         .enumerate()
@@ -679,27 +695,15 @@ pub fn strided_scatter(
             let c = i % s.c;
             let wc = &w[c * k3..][..k3];
             o.fill(bias.map_or(0.0, |b| b[c]));
-            for tz in 0..k {
-                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
-                for z in z0..z1 {
-                    let dz = 2 * z + tz - p;
-                    for ty in 0..k {
-                        let (y0, y1) = StridedShape::range(my, by, p, ty);
-                        for y in y0..y1 {
-                            let dy = 2 * y + ty - p;
-                            let src = &sm[(z * my + y) * mx..][..mx];
-                            let row = &mut o[(dz * by + dy) * bx..][..bx];
-                            for tx in 0..k {
-                                let wv = wc[(tz * k + ty) * k + tx];
-                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
-                                for (xx, &v) in src.iter().enumerate().take(x1).skip(x0) {
-                                    row[2 * xx + tx - p] += wv * v;
-                                }
-                            }
-                        }
+            s.rows(|sr, br, t| {
+                let (src, row) = (&sm[sr..][..mx], &mut o[br..][..bx]);
+                for (tx, x0, x1) in s.x_taps() {
+                    let wv = wc[t + tx];
+                    for (xx, &v) in src.iter().enumerate().take(x1).skip(x0) {
+                        row[2 * xx + tx - p] += wv * v;
                     }
                 }
-            }
+            });
         });
     true
 }
@@ -713,38 +717,25 @@ pub fn strided_weight_grad(big: &[f32], small: &[f32], s: StridedShape, dw: &mut
     if !s.check(small.len(), big.len(), dw.len()) {
         return false;
     }
-    let (vs, vb, k, k3) = (
+    let (vs, vb, k3, p) = (
         s.small.iter().product::<usize>(),
         s.big.iter().product::<usize>(),
-        s.k,
         s.k.pow(3),
+        s.k / 2,
     );
-    let ([mz, my, mx], [bz, by, bx], p) = (s.small, s.big, s.k / 2);
+    let (mx, bx) = (s.small[2], s.big[2]);
     dw.par_chunks_mut(k3).enumerate().for_each(|(c, dwc)| {
         let mut acc = vec![0.0f64; k3];
         for n in 0..s.n {
             let base = n * s.c + c;
             let (b, sm) = (&big[base * vb..][..vb], &small[base * vs..][..vs]);
-            for tz in 0..k {
-                let (z0, z1) = StridedShape::range(mz, bz, p, tz);
-                for z in z0..z1 {
-                    let sz = 2 * z + tz - p;
-                    for ty in 0..k {
-                        let (y0, y1) = StridedShape::range(my, by, p, ty);
-                        for y in y0..y1 {
-                            let sy = 2 * y + ty - p;
-                            let src = &b[(sz * by + sy) * bx..][..bx];
-                            let row = &sm[(z * my + y) * mx..][..mx];
-                            for tx in 0..k {
-                                let (x0, x1) = StridedShape::range(mx, bx, p, tx);
-                                let dot: f32 =
-                                    (x0..x1).map(|xx| row[xx] * src[2 * xx + tx - p]).sum();
-                                acc[(tz * k + ty) * k + tx] += f64::from(dot);
-                            }
-                        }
-                    }
+            s.rows(|sr, br, t| {
+                let (src, row) = (&b[br..][..bx], &sm[sr..][..mx]);
+                for (tx, x0, x1) in s.x_taps() {
+                    let dot: f32 = (x0..x1).map(|xx| row[xx] * src[2 * xx + tx - p]).sum();
+                    acc[t + tx] += f64::from(dot);
                 }
-            }
+            });
         }
         for (d, a) in dwc.iter_mut().zip(acc) {
             *d = a as f32;
