@@ -225,6 +225,55 @@ mod flex {
         vec![s.n, s.c, spatial[0], spatial[1], spatial[2]]
     }
 
+    /// The stride-2 convolution (`down`) or its transpose by the direct kernels; `None`
+    /// where they do not apply (other dtypes or shapes).
+    fn strided_forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: &FlexTensor,
+        down: bool,
+    ) -> Option<FlexTensor> {
+        let ((xc, xd), (wc, wd), (bc, _)) = (f32s(x)?, f32s(w)?, f32s(b)?);
+        let s = strided_shape(&xd, &wd, down)?;
+        let out_dims = if down { s.small } else { s.big };
+        let mut out = vec![0.0f32; s.n * s.c * out_dims.iter().product::<usize>()];
+        let (x, w, b) = (slice(&xc), slice(&wc), Some(slice(&bc)));
+        let ok = if down {
+            kernels::strided_gather(x, w, b, s, &mut out)
+        } else {
+            kernels::strided_scatter(x, w, b, s, &mut out)
+        };
+        ok.then(|| tensor(out, dims(s, out_dims)))
+    }
+
+    /// Gradients of [`strided_forward`]: the input gradient is the other direction's map,
+    /// the kernel gradient pairs the fine and coarse volumes.
+    fn strided_backward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        dy: &FlexTensor,
+        down: bool,
+    ) -> Option<ConvGrads<Flex>> {
+        let ((xc, xd), (wc, wd), (gc, gd)) = (f32s(x)?, f32s(w)?, f32s(dy)?);
+        let s = strided_shape(&xd, &wd, down)?;
+        if gd != dims(s, if down { s.small } else { s.big }) {
+            return None;
+        }
+        let (x, w, g) = (slice(&xc), slice(&wc), slice(&gc));
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dw = vec![0.0f32; w.len()];
+        let mut db = vec![0.0f32; s.c];
+        let ok = if down {
+            kernels::strided_scatter(g, w, None, s, &mut dx)
+                && kernels::strided_weight_grad(x, g, s, &mut dw)
+        } else {
+            kernels::strided_gather(g, w, None, s, &mut dx)
+                && kernels::strided_weight_grad(g, x, s, &mut dw)
+        };
+        (ok && kernels::channel_sums(g, s.n, s.c, &mut db))
+            .then(|| (tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.c])))
+    }
+
     fn pointwise_shape(x: &[usize], w: &[usize]) -> Option<PointwiseShape> {
         let (&[n, ci, z, y, xx], &[co, wci, 1, 1, 1]) = (x, w) else {
             return None;
@@ -386,23 +435,10 @@ mod flex {
             (dx, dw, Flex::conv3d_bias_backward(x, b, dy))
         }
         fn down_depthwise_conv3d(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
-            if let (Some((xc, xd)), Some((wc, wd)), Some((bc, _))) = (f32s(&x), f32s(&w), f32s(&b))
-            {
-                if let Some(s) = strided_shape(&xd, &wd, true) {
-                    let mut out = vec![0.0f32; s.n * s.c * s.small.iter().product::<usize>()];
-                    if kernels::strided_gather(
-                        slice(&xc),
-                        slice(&wc),
-                        Some(slice(&bc)),
-                        s,
-                        &mut out,
-                    ) {
-                        return tensor(out, dims(s, s.small));
-                    }
-                }
-            }
-            let opts = down_options(&w.shape());
-            Flex::conv3d(x, w, Some(b), opts)
+            strided_forward(&x, &w, &b, true).unwrap_or_else(|| {
+                let opts = down_options(&w.shape());
+                Flex::conv3d(x, w, Some(b), opts)
+            })
         }
 
         fn down_depthwise_conv3d_backward(
@@ -411,45 +447,19 @@ mod flex {
             b: FlexTensor,
             dy: FlexTensor,
         ) -> ConvGrads<Flex> {
-            if let (Some((xc, xd)), Some((wc, wd)), Some((gc, gd))) =
-                (f32s(&x), f32s(&w), f32s(&dy))
-            {
-                if let Some(s) = strided_shape(&xd, &wd, true).filter(|s| gd == dims(*s, s.small)) {
-                    let mut dx = vec![0.0f32; slice(&xc).len()];
-                    let mut dw = vec![0.0f32; slice(&wc).len()];
-                    let mut db = vec![0.0f32; s.c];
-                    if kernels::strided_scatter(slice(&gc), slice(&wc), None, s, &mut dx)
-                        && kernels::strided_weight_grad(slice(&xc), slice(&gc), s, &mut dw)
-                        && kernels::channel_sums(slice(&gc), s.n, s.c, &mut db)
-                    {
-                        return (tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.c]));
-                    }
-                }
-            }
-            let opts = down_options(&w.shape());
-            let dx = Flex::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
-            let dw = Flex::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
-            (dx, dw, Flex::conv3d_bias_backward(x, b, dy))
+            strided_backward(&x, &w, &dy, true).unwrap_or_else(|| {
+                let opts = down_options(&w.shape());
+                let dx = Flex::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
+                let dw = Flex::conv3d_weight_backward(x.clone(), w, dy.clone(), opts);
+                (dx, dw, Flex::conv3d_bias_backward(x, b, dy))
+            })
         }
 
         fn up_depthwise_conv3d(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
-            if let (Some((xc, xd)), Some((wc, wd)), Some((bc, _))) = (f32s(&x), f32s(&w), f32s(&b))
-            {
-                if let Some(s) = strided_shape(&xd, &wd, false) {
-                    let mut out = vec![0.0f32; s.n * s.c * s.big.iter().product::<usize>()];
-                    if kernels::strided_scatter(
-                        slice(&xc),
-                        slice(&wc),
-                        Some(slice(&bc)),
-                        s,
-                        &mut out,
-                    ) {
-                        return tensor(out, dims(s, s.big));
-                    }
-                }
-            }
-            let opts = up_options(&w.shape());
-            Flex::conv_transpose3d(x, w, Some(b), opts)
+            strided_forward(&x, &w, &b, false).unwrap_or_else(|| {
+                let opts = up_options(&w.shape());
+                Flex::conv_transpose3d(x, w, Some(b), opts)
+            })
         }
 
         fn up_depthwise_conv3d_backward(
@@ -458,25 +468,12 @@ mod flex {
             b: FlexTensor,
             dy: FlexTensor,
         ) -> ConvGrads<Flex> {
-            if let (Some((xc, xd)), Some((wc, wd)), Some((gc, gd))) =
-                (f32s(&x), f32s(&w), f32s(&dy))
-            {
-                if let Some(s) = strided_shape(&xd, &wd, false).filter(|s| gd == dims(*s, s.big)) {
-                    let mut dx = vec![0.0f32; slice(&xc).len()];
-                    let mut dw = vec![0.0f32; slice(&wc).len()];
-                    let mut db = vec![0.0f32; s.c];
-                    if kernels::strided_gather(slice(&gc), slice(&wc), None, s, &mut dx)
-                        && kernels::strided_weight_grad(slice(&gc), slice(&xc), s, &mut dw)
-                        && kernels::channel_sums(slice(&gc), s.n, s.c, &mut db)
-                    {
-                        return (tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.c]));
-                    }
-                }
-            }
-            let opts = up_options(&w.shape());
-            let dx = Flex::conv_transpose3d_x_backward(w.clone(), dy.clone(), opts.clone());
-            let dw = Flex::conv_transpose3d_weight_backward(x.clone(), w, dy.clone(), opts);
-            (dx, dw, Flex::conv_transpose3d_bias_backward(x, b, dy))
+            strided_backward(&x, &w, &dy, false).unwrap_or_else(|| {
+                let opts = up_options(&w.shape());
+                let dx = Flex::conv_transpose3d_x_backward(w.clone(), dy.clone(), opts.clone());
+                let dw = Flex::conv_transpose3d_weight_backward(x.clone(), w, dy.clone(), opts);
+                (dx, dw, Flex::conv_transpose3d_bias_backward(x, b, dy))
+            })
         }
     }
 }
