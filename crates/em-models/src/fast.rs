@@ -10,7 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::{ActivationOps, ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Shape, TensorMetadata};
 
 use crate::kernels::{self, DepthwiseShape, PointwiseShape, StridedShape};
@@ -146,6 +146,32 @@ pub trait ConvBackend: Backend {
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::conv3d(x, w, Some(b), pointwise_options())
+    }
+
+    /// Pointwise convolution followed by the exact (erf) GELU: `(pre-activation, output)`.
+    /// The pre-activation is what the backward pass needs.
+    fn pointwise_conv3d_gelu_parts(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let pre = Self::pointwise_conv3d(x, w, b);
+        (pre.clone(), Self::gelu(pre))
+    }
+
+    /// GELU of a pointwise convolution (the expansion layer of a MedNeXt block); one
+    /// graph node under autodiff.
+    fn pointwise_conv3d_gelu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::pointwise_conv3d_gelu_parts(x, w, b).1
+    }
+
+    /// The gradient through GELU at the pre-activation `pre` for the output gradient `dy`.
+    fn gelu_grad(pre: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_backward(pre, dy)
     }
 
     /// Gradients of [`ConvBackend::pointwise_conv3d`] for the output gradient `dy`.
@@ -404,6 +430,44 @@ mod flex {
             Flex::conv3d(x, w, Some(b), pointwise_options())
         }
 
+        fn pointwise_conv3d_gelu_parts(
+            x: FlexTensor,
+            w: FlexTensor,
+            b: FlexTensor,
+        ) -> (FlexTensor, FlexTensor) {
+            if let (Some((xc, xd)), Some((wc, wd)), Some((bc, _))) = (f32s(&x), f32s(&w), f32s(&b))
+            {
+                if let Some(s) = pointwise_shape(&xd, &wd) {
+                    let mut pre = vec![0.0f32; s.n * s.co * s.v];
+                    let mut out = vec![0.0f32; pre.len()];
+                    if kernels::pointwise_gelu_forward(
+                        slice(&xc),
+                        slice(&wc),
+                        Some(slice(&bc)),
+                        s,
+                        &mut pre,
+                        &mut out,
+                    ) {
+                        let mut od = xd;
+                        od[1] = s.co;
+                        return (tensor(pre, od.clone()), tensor(out, od));
+                    }
+                }
+            }
+            let pre = Self::pointwise_conv3d(x, w, b);
+            (pre.clone(), Flex::gelu(pre))
+        }
+
+        fn gelu_grad(pre: FlexTensor, dy: FlexTensor) -> FlexTensor {
+            if let (Some((pc, pd)), Some((gc, gd))) = (f32s(&pre), f32s(&dy)) {
+                let mut dpre = vec![0.0f32; slice(&pc).len()];
+                if pd == gd && kernels::gelu_backward(slice(&pc), slice(&gc), &mut dpre) {
+                    return tensor(dpre, pd);
+                }
+            }
+            Flex::gelu_backward(pre, dy)
+        }
+
         fn pointwise_conv3d_backward(
             x: FlexTensor,
             w: FlexTensor,
@@ -495,6 +559,33 @@ struct PointwiseBackward;
 
 #[derive(Debug)]
 struct DownBackward;
+
+#[derive(Debug)]
+struct PointwiseGeluBackward;
+
+impl<B: ConvBackend> Backward<B, 3> for PointwiseGeluBackward {
+    /// `x`, `w`, `b` and the pre-activation.
+    type State = (NodeId, NodeId, NodeId, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let (xs, ws, bs, pre) = ops.state;
+        let dpre = B::gelu_grad(pre, grads.consume::<B>(&ops.node));
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(xs);
+        let w = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(ws);
+        let b = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(bs);
+        let (dx, dw, db) = B::pointwise_conv3d_backward(x, w, b, dpre);
+        for (node, g) in ops.parents.into_iter().zip([dx, dw, db]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 struct UpBackward;
@@ -638,6 +729,34 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         conv_node::<B, C, _>(PointwiseBackward, x, w, b, B::pointwise_conv3d)
+    }
+
+    fn pointwise_conv3d_gelu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match PointwiseGeluBackward
+            .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let (xs, ws, bs) = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&w),
+                    prep.checkpoint(&b),
+                );
+                let (pre, out) =
+                    B::pointwise_conv3d_gelu_parts(x.primitive, w.primitive, b.primitive);
+                prep.finish((xs, ws, bs, pre), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::pointwise_conv3d_gelu(
+                x.primitive,
+                w.primitive,
+                b.primitive,
+            )),
+        }
     }
 
     fn down_depthwise_conv3d(

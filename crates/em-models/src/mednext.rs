@@ -494,7 +494,7 @@ fn tail<B: ConvBackend>(
     grn: Option<&Grn<B>>,
     x: Tensor<B, 5>,
 ) -> Tensor<B, 5> {
-    let mut x = activation::gelu(pointwise(conv2, group_norm(norm, x)));
+    let mut x = pointwise_gelu(conv2, group_norm(norm, x));
     if let Some(g) = grn {
         let gx = x
             .clone()
@@ -535,6 +535,14 @@ fn depthwise_conv<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B
 /// A stride-1 1×1×1 convolution through [`ConvBackend`].
 fn pointwise<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     through(conv, x, B::pointwise_conv3d)
+}
+
+/// GELU of a stride-1 1×1×1 convolution, fused where the backend can.
+fn pointwise_gelu<B: ConvBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    if conv.bias.is_none() {
+        return activation::gelu(conv.forward(x));
+    }
+    through(conv, x, B::pointwise_conv3d_gelu)
 }
 
 /// `conv` applied by a [`ConvBackend`] operation `(x, weight, bias)`; burn's own forward

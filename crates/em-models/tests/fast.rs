@@ -1,5 +1,6 @@
 //! The CPU backend's fused kernels against burn's generic operations they replace: values
-//! and gradients of the depthwise and pointwise convolutions and of GroupNorm, on a
+//! and gradients of the depthwise and pointwise convolutions (the latter also with GELU)
+//! and of GroupNorm, on a
 //! contiguous and on a transposed (strided) input.
 
 use burn::backend::Autodiff;
@@ -74,11 +75,16 @@ fn conv_run(x: &Tensor<B, 5>, conv: &Conv3d<B>, g: &Tensor<B, 5>, f: &ConvFn) ->
 }
 
 fn check_conv(conv: &Conv3d<B>, fast: fn(Tensor<B, 5>, &Conv3d<B>) -> Tensor<B, 5>, what: &str) {
+    check_against(conv, &|x, c| c.forward(x), &fast, what);
+}
+
+/// `fast` against the `reference` path: output and the three gradients.
+fn check_against(conv: &Conv3d<B>, reference: &ConvFn, fast: &ConvFn, what: &str) {
     for x in inputs(conv.weight.dims()[1] * conv.groups) {
         let out = conv.forward(x.clone()).dims();
         let g = Tensor::<B, 5>::random(out, Distribution::Default, &x.device());
-        let (yr, dxr, dwr, dbr) = conv_run(&x, conv, &g, &|x, c| c.forward(x));
-        let (yf, dxf, dwf, dbf) = conv_run(&x, conv, &g, &fast);
+        let (yr, dxr, dwr, dbr) = conv_run(&x, conv, &g, reference);
+        let (yf, dxf, dwf, dbf) = conv_run(&x, conv, &g, fast);
         close(yf, yr, what);
         close_any(dxf, dxr, &format!("{what} dx"));
         close_any(dwf, dwr, &format!("{what} dw"));
@@ -117,6 +123,18 @@ fn depthwise_and_pointwise_convolutions_match_burns() {
             ))
         },
         "pointwise",
+    );
+    check_against(
+        &conv,
+        &|x, c| burn::tensor::activation::gelu(c.forward(x)),
+        &|x, c| {
+            wrap(B::pointwise_conv3d_gelu(
+                prim(x),
+                prim(c.weight.val()),
+                c.bias.as_ref().unwrap().val().into_primitive().tensor(),
+            ))
+        },
+        "pointwise + GELU",
     );
 }
 
