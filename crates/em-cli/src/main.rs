@@ -8,6 +8,7 @@ mod evaluate;
 mod infer;
 mod info;
 mod model;
+mod plan;
 mod progress;
 mod train;
 mod unbuilt;
@@ -48,8 +49,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Sliding-window prediction of a volume with a trained model, then optional decode.
     Infer(infer::InferArgs),
-    /// Show the automatic run plan for this machine (not built yet).
-    Plan(unbuilt::Rest),
+    /// Hardware this process may use, and the plan for a config's "auto" values.
+    Plan(plan::PlanArgs),
     /// Synthetic data sets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => model::run(&cmd),
         Command::Train(args) => train::run(&args),
         Command::Infer(args) => infer::run(&args),
-        Command::Plan(_) => unbuilt::fail("plan", 9),
+        Command::Plan(args) => plan::run(&args),
         Command::Data(cmd) => data::run(&cmd),
         Command::Slurm(_) => unbuilt::fail("slurm", 10),
     };

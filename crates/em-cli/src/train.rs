@@ -38,7 +38,7 @@ pub(crate) struct TrainArgs {
     resume_from: Option<PathBuf>,
 }
 
-fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
+pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_io::open(p).map_err(|e| e.to_string())
 }
 
@@ -119,7 +119,7 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
 
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let overrides: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
-    let cfg = TrainConfig::load(&a.config, &overrides)?;
+    let mut cfg = TrainConfig::load(&a.config, &overrides)?;
     // Everything that can fail before training does so now: a checkpoint of another run,
     // the output directory.
     let log_path = a.out.join("metrics.jsonl");
@@ -128,6 +128,19 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         (None, true) => Some(a.out.join("checkpoints")),
         (None, false) => None,
     };
+    // "auto" values: a resumed run keeps the values of its first start; a new one plans.
+    let previous = a.out.join("config.toml");
+    if !cfg.auto.is_empty() {
+        if resume.is_some() && previous.is_file() {
+            let prev = TrainConfig::load(&previous.to_string_lossy(), &[])
+                .with_context(|| format!("reading the run's config {}", previous.display()))?;
+            cfg.fill_auto_from(&prev);
+        } else if let Some(plan) = cfg.resolve_auto(&em_autoconf::probe(), &opener, false)? {
+            for line in plan.lines() {
+                eprintln!("plan: {line}");
+            }
+        }
+    }
     let mut records = match &resume {
         Some(p) => {
             let ckpt = em_train::checkpoint::find(p)?;
@@ -181,6 +194,12 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
                 return true;
             }
             Event::Checkpoint { .. } => return true,
+            Event::Plan(p) => {
+                for line in p.lines() {
+                    bar.println(format!("plan: {line}"));
+                }
+                e.record().unwrap_or_default()
+            }
             Event::Step(s) => {
                 bar.set_position(s.step as u64);
                 bar.set_message(format!(

@@ -41,6 +41,9 @@ fn pointwise_options() -> ConvOptions<3> {
 /// `1×1×1` convolutions with biases, and their gradients. The defaults are burn's generic
 /// convolutions; backends with faster kernels override them.
 pub trait ConvBackend: Backend {
+    /// The backend computes on a GPU (planning budgets GPU memory for it).
+    const GPU: bool = false;
+
     /// Depthwise convolution: `x (N, C, Z, Y, X)`, `w (C, 1, k, k, k)`, `b (C)`.
     fn depthwise_conv3d(
         x: FloatTensor<Self>,
@@ -546,7 +549,9 @@ mod flex {
 impl ConvBackend for burn::backend::NdArray {}
 
 #[cfg(feature = "cuda")]
-impl ConvBackend for burn::backend::Cuda {}
+impl ConvBackend for burn::backend::Cuda {
+    const GPU: bool = true;
+}
 
 // ---------------------------------------------------------------------------------------
 // Autodiff: one graph node per convolution whose backward asks the inner backend.
@@ -686,6 +691,8 @@ impl<B: ConvBackend> Backward<B, 3> for GroupNormBackward {
 }
 
 impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+    const GPU: bool = B::GPU;
+
     fn fast_group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use em_autoconf::Precision;
 use em_data::{DataConfig, SourceConfig, TargetSpec};
 use em_models::{LossConfig, ModelConfig, SlidingWindow};
 
@@ -130,6 +131,25 @@ pub struct TrainConfig {
     /// patch-sized window, half overlap, Gaussian blending, sigmoid).
     #[serde(default)]
     pub inference: Option<SlidingWindow>,
+    /// Activation precision; the trainer runs `"f32"` (mixed precision is planned, not yet
+    /// run).
+    #[serde(default = "f32_precision")]
+    pub precision: Precision,
+    /// Voxel size `(z, y, x)` of the training data in nm: `"auto"` patches follow its
+    /// anisotropy.
+    #[serde(default = "unit_voxel")]
+    pub voxel_size: [f64; 3],
+    /// Samples per optimizer step that `"auto"` batch and accumulation aim for (default:
+    /// `batch_size × accumulate` where the batch is given, else 4).
+    #[serde(default)]
+    pub effective_batch: Option<usize>,
+    /// The keys that were `"auto"` and still wait for [`TrainConfig::resolve_auto`].
+    #[serde(skip)]
+    pub auto: Vec<String>,
+}
+
+fn f32_precision() -> Precision {
+    Precision::F32
 }
 
 fn one_usize() -> usize {
@@ -320,9 +340,11 @@ impl TrainConfig {
             node.insert(parts[parts.len() - 1].to_string(), value);
             expand_model_preset(&mut table)?;
         }
-        let cfg: Self = table
+        let auto = crate::auto::take_auto(&mut table)?;
+        let mut cfg: Self = table
             .try_into()
             .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
+        cfg.auto = auto;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -403,6 +425,14 @@ impl TrainConfig {
                     v.threshold, v.thresholds
                 ));
             }
+        }
+        if self.voxel_size.iter().any(|v| !(v.is_finite() && *v > 0.0))
+            || self.effective_batch == Some(0)
+        {
+            return bad(format!(
+                "voxel_size {:?} must be positive and effective_batch {:?} ≥ 1",
+                self.voxel_size, self.effective_batch
+            ));
         }
         if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
             return bad(format!(

@@ -31,12 +31,14 @@
 //! # Ok::<(), em_train::TrainError>(())
 //! ```
 
+mod auto;
 pub mod checkpoint;
 mod config;
 mod ema;
 mod trainer;
 pub mod validate;
 
+pub use auto::{model_cost, AUTO_KEYS};
 pub use config::{
     preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
     PRESETS,

@@ -50,6 +50,8 @@ pub enum Event<'a> {
     Step(&'a StepLog),
     /// A validation finished.
     Validation(&'a ValidationLog),
+    /// `"auto"` values were filled from this plan (the config had them unresolved).
+    Plan(&'a em_autoconf::Plan),
     /// A checkpoint was written.
     Checkpoint {
         /// Steps it holds.
@@ -77,6 +79,7 @@ impl Event<'_> {
             Event::Validation(v) => Some(serde_json::json!({
                 "event": "validation", "step": v.step, "metrics": v.metrics, "seconds": v.seconds,
             })),
+            Event::Plan(p) => Some(serde_json::json!({ "event": "plan", "plan": p })),
             Event::Resumed { .. } | Event::Checkpoint { .. } => None,
         }
     }
@@ -161,6 +164,24 @@ pub fn train<B: TrainBackend>(
     opts: &RunOptions,
     on_event: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<Trained<B>> {
+    // A config with "auto" values left is planned here, on this machine.
+    let planned;
+    let cfg = if cfg.auto.is_empty() {
+        cfg
+    } else {
+        let mut c = cfg.clone();
+        if let Some(plan) = c.resolve_auto(&em_autoconf::probe(), opener, B::GPU)? {
+            on_event(Event::Plan(&plan));
+        }
+        planned = c;
+        &planned
+    };
+    if cfg.precision != em_autoconf::Precision::F32 {
+        return Err(TrainError::Config(format!(
+            "precision = {:?}: mixed-precision training is not implemented yet; use \"f32\"",
+            cfg.precision
+        )));
+    }
     let (in_ch, out_ch) = cfg.model.channels();
     if out_ch != cfg.targets.channels() {
         return Err(TrainError::Config(format!(

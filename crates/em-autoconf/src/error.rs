@@ -1,0 +1,18 @@
+//! Errors of planning.
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoconfError {
+    /// The request itself is inconsistent.
+    #[error("invalid plan request: {0}")]
+    Request(String),
+    /// A value the user asked for cannot be had here (a GPU, a precision).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not even the smallest step fits in memory.
+    #[error("the training step does not fit: {0}")]
+    DoesNotFit(String),
+}
+
+/// Result of this crate.
+pub type Result<T, E = AutoconfError> = std::result::Result<T, E>;
