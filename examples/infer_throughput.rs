@@ -20,6 +20,7 @@ use em_connectomics::models::{
 use ndarray::{Array4, Array5};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    em_connectomics::core::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: infer_throughput WEIGHTS [Z Y X] [WINDOW] [OVERLAP]";
     let weights = std::path::PathBuf::from(args.get(1).ok_or(usage)?);

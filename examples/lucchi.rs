@@ -122,6 +122,7 @@ fn run<B: TrainBackend>(
 const THRESHOLD: f32 = 0.5;
 
 fn main() -> std::process::ExitCode {
+    em_connectomics::core::keep_freed_memory();
     let a = match common::args("lucchi", "runs/lucchi") {
         Ok(a) => a,
         Err(e) => {

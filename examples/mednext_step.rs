@@ -27,6 +27,7 @@ use em_connectomics::models::{
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
+    em_connectomics::core::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let weights = std::path::PathBuf::from(
         args.get(1)

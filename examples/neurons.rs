@@ -176,6 +176,7 @@ fn run<B: TrainBackend>(
 }
 
 fn main() -> std::process::ExitCode {
+    em_connectomics::core::keep_freed_memory();
     let a = match common::args("neurons", "runs/neurons") {
         Ok(a) => a,
         Err(e) => {

@@ -21,6 +21,7 @@ fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    em_connectomics::core::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let preset = args.first().map_or("lucchi_cpu", String::as_str);
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(12);

@@ -59,6 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    em_core::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),

@@ -143,3 +143,25 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .ok()
         .map(|kib| kib * 1024)
 }
+
+/// Makes glibc's `malloc` keep freed memory for reuse instead of handing it back to the
+/// system after every large tensor. A training step frees and allocates the same tensor
+/// sizes over and over; with glibc's defaults each large allocation is a fresh `mmap` (or a
+/// heap trimmed and regrown), whose pages fault in again, which costs about 8% of a CPU
+/// training step. Call it once at the start of a program (the `em` CLI and the examples
+/// do); it changes nothing on other C libraries. Returns whether the settings took.
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; the values are in range
+        // (the mmap threshold at glibc's 32 MiB maximum on 64-bit targets).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}

@@ -39,7 +39,7 @@ mod stats;
 mod volume;
 
 pub use affinity::{AffinityOffsets, EdgeStorage, Offset};
-pub use alloc::{huge_vec, peak_rss_bytes, zeroed_vec, PeakAlloc};
+pub use alloc::{huge_vec, keep_freed_memory, peak_rss_bytes, zeroed_vec, PeakAlloc};
 pub use array::{AnyArray, DType, Element};
 pub use blocks::{Block, BlockGrid};
 pub use error::{Error, Result};
