@@ -222,7 +222,21 @@ fn main() -> std::process::ExitCode {
             );
             #[cfg(feature = "cuda")]
             if gpu {
+                if cfg.checkpointing {
+                    return run::<em_connectomics::models::GpuTrainCheckpointed>(
+                        &cfg,
+                        &a,
+                        &Default::default(),
+                    );
+                }
                 return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
+            }
+            if cfg.checkpointing {
+                return run::<em_connectomics::models::CpuTrainCheckpointed>(
+                    &cfg,
+                    &a,
+                    &Default::default(),
+                );
             }
             run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
         });

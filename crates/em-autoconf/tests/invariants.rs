@@ -114,3 +114,27 @@ fn an_explicit_patch_over_budget_is_kept_with_a_warning() {
         .any(|w| w.contains("larger than the smallest")));
     assert!(p.warnings.iter().any(|w| w.contains("batch 8")));
 }
+
+#[test]
+fn checkpointing_is_chosen_only_when_nothing_fits_without_it() {
+    let mut m = model(1000.0, 1_000_000);
+    m.checkpoint_fraction = Some(0.6);
+    // 16³ × 1 needs 16 MB + 4096 × 1000 × 4 B ≈ 32 MB of activations: give it room for
+    // the checkpointed step only.
+    let need = m.step_bytes(Device::Cpu, em_autoconf::Precision::F32, [16; 3], 1, false);
+    let with = m.step_bytes(Device::Cpu, em_autoconf::Precision::F32, [16; 3], 1, true);
+    assert!(with < need);
+    let memory = ((with + need) / 2) as f64 / 0.85 + f64::from(256u32 << 20);
+    let hw = Hardware::described(4, memory as u64, vec![]);
+    let p = plan(&hw, &Request::new(m.clone(), vec![[16, 16, 16]])).unwrap();
+    assert!(
+        p.checkpointing.value && !p.checkpointing.explicit,
+        "{:?}",
+        p.lines()
+    );
+    assert!(p.step_bytes <= p.budget_bytes);
+    // With room to spare, no recomputation.
+    let hw = Hardware::described(4, 8 << 30, vec![]);
+    let p = plan(&hw, &Request::new(m, vec![[16, 16, 16]])).unwrap();
+    assert!(!p.checkpointing.value);
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use em_core::ChunkedVolume;
-use em_models::CpuTrain;
+use em_models::{Cpu, CpuTrain, CpuTrainCheckpointed, Model};
 use em_train::{train, Event, RunOptions, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -117,6 +117,29 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the CLI keeps of a finished run, whichever backend (plain or checkpointed) ran it.
+struct Done {
+    model: Model<Cpu>,
+    log: Vec<em_train::StepLog>,
+    validations: Vec<em_train::ValidationLog>,
+    step: usize,
+    stopped: bool,
+    last_checkpoint: Option<std::path::PathBuf>,
+}
+
+impl<B: em_train::TrainBackend<InnerBackend = Cpu>> From<em_train::Trained<B>> for Done {
+    fn from(t: em_train::Trained<B>) -> Self {
+        Self {
+            model: t.inference_model(),
+            log: t.log,
+            validations: t.validations,
+            step: t.step,
+            stopped: t.stopped,
+            last_checkpoint: t.last_checkpoint,
+        }
+    }
+}
+
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let overrides: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
     let mut cfg = TrainConfig::load(&a.config, &overrides)?;
@@ -185,7 +208,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     );
     let mut write_err = None;
     let mut last_val = String::new();
-    let trained = train::<CpuTrain>(&cfg, &opener, &Default::default(), &opts, &mut |e| {
+    let mut on_event = |e: Event<'_>| {
         let record = match e {
             Event::Resumed { step, path } => {
                 bar.set_position(step as u64);
@@ -231,7 +254,13 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             return false;
         }
         true
-    });
+    };
+    let trained = if cfg.checkpointing {
+        train::<CpuTrainCheckpointed>(&cfg, &opener, &Default::default(), &opts, &mut on_event)
+            .map(Done::from)
+    } else {
+        train::<CpuTrain>(&cfg, &opener, &Default::default(), &opts, &mut on_event).map(Done::from)
+    };
     bar.finish_and_clear();
     log.flush()
         .with_context(|| format!("writing {}", log_path.display()))?;
@@ -260,7 +289,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     }
 
     let weights = a.out.join("model.safetensors");
-    em_models::save_weights(&trained.inference_model(), &weights)?;
+    em_models::save_weights(&trained.model, &weights)?;
     let last = trained.log.last();
     println!(
         "{}",

@@ -113,7 +113,7 @@ fn bad_input_is_a_clear_error_with_status_1() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for (cmd, issue) in [("plan", 9), ("slurm", 10)] {
+    for (cmd, issue) in [("slurm", 10)] {
         let out = em(&[cmd, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -123,6 +123,27 @@ fn unbuilt_subcommands_say_so_and_exit_2() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn plan_prints_the_probe_and_a_configs_plan() {
+    let out = em(&["plan", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["hardware"]["cpus"].as_u64().unwrap() >= 1);
+    let out = em(&["plan", "--config", "lucchi_cpu", "--all", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let patch = v["plan"]["patch"]["value"].as_array().unwrap();
+    assert!(patch.iter().all(|s| s.as_u64().unwrap() % 16 == 0));
+    assert!(v["plan"]["step_bytes"].as_u64() <= v["plan"]["budget_bytes"].as_u64());
+    let out = em(&["plan", "--config", "no_such_preset"]);
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

@@ -59,3 +59,10 @@ pub type CpuTrainCheckpointed = burn::backend::Autodiff<
     Cpu,
     burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
 >;
+
+/// [`GpuTrain`] with gradient checkpointing (see [`CpuTrainCheckpointed`]).
+#[cfg(feature = "cuda")]
+pub type GpuTrainCheckpointed = burn::backend::Autodiff<
+    Gpu,
+    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+>;

@@ -18,6 +18,7 @@ pub const AUTO_KEYS: &[&str] = &[
     "accumulate",
     "workers",
     "precision",
+    "checkpointing",
     "optimizer.lr",
     "data.patch.patch",
 ];
@@ -25,6 +26,7 @@ pub const AUTO_KEYS: &[&str] = &[
 fn placeholder(key: &str) -> toml::Value {
     match key {
         "precision" => toml::Value::String("f32".into()),
+        "checkpointing" => toml::Value::Boolean(false),
         "optimizer.lr" => toml::Value::Float(1e-3),
         "data.patch.patch" => toml::Value::Array(vec![toml::Value::Integer(16); 3]),
         _ => toml::Value::Integer(1),
@@ -73,7 +75,9 @@ pub fn model_cost(cfg: &TrainConfig) -> Result<ModelCost> {
         parameters,
         elements_per_voxel_cpu: saved + widest,
         elements_per_voxel_gpu: saved + widest + m.generic_norm_extra_floats_per_voxel(),
-        checkpoint_fraction: None,
+        // The measured share of the plain step's memory (docs/models.md: 54–70%), at its
+        // worst.
+        checkpoint_fraction: Some(0.7),
         divisor: 16,
         io_channels: i + o,
     })
@@ -151,7 +155,7 @@ impl TrainConfig {
             accumulate: given("accumulate").then_some(self.accumulate),
             workers: given("workers").then_some(self.workers),
             lr: given("optimizer.lr").then_some(self.optimizer.lr),
-            checkpointing: None,
+            checkpointing: given("checkpointing").then_some(self.checkpointing),
         };
         Ok(req)
     }
@@ -174,6 +178,7 @@ impl TrainConfig {
                 "accumulate" => self.accumulate = previous.accumulate,
                 "workers" => self.workers = previous.workers,
                 "precision" => self.precision = previous.precision,
+                "checkpointing" => self.checkpointing = previous.checkpointing,
                 "optimizer.lr" => self.optimizer.lr = previous.optimizer.lr,
                 "data.patch.patch" => self.data.patch.patch = previous.data.patch.patch,
                 _ => {}
@@ -196,22 +201,15 @@ impl TrainConfig {
             return Ok(None);
         }
         let plan = self.plan(hw, opener, gpu_backend)?;
-        for key in std::mem::take(&mut self.auto) {
-            match key.as_str() {
-                "batch_size" => self.batch_size = plan.batch.value,
-                "accumulate" => self.accumulate = plan.accumulate.value,
-                "workers" => self.workers = plan.workers.value,
-                "precision" => self.precision = plan.precision.value,
-                "optimizer.lr" => self.optimizer.lr = plan.lr.value,
-                "data.patch.patch" => self.data.patch.patch = plan.patch.value,
-                other => {
-                    return Err(TrainError::Config(format!(
-                        "{other} cannot be \"auto\" (only {})",
-                        AUTO_KEYS.join(", ")
-                    )))
-                }
-            }
-        }
+        let mut planned = self.clone();
+        planned.batch_size = plan.batch.value;
+        planned.accumulate = plan.accumulate.value;
+        planned.workers = plan.workers.value;
+        planned.precision = plan.precision.value;
+        planned.checkpointing = plan.checkpointing.value;
+        planned.optimizer.lr = plan.lr.value;
+        planned.data.patch.patch = plan.patch.value;
+        self.fill_auto_from(&planned);
         self.validate()?;
         Ok(Some(plan))
     }

