@@ -28,6 +28,18 @@ pub struct Gpu {
 }
 
 impl Gpu {
+    /// A GPU described by hand (tests, what-if plans): all of its memory free, no UUID.
+    pub fn described(name: &str, memory_bytes: u64, compute_capability: (u32, u32)) -> Self {
+        Self {
+            index: 0,
+            name: name.into(),
+            memory_bytes,
+            free_bytes: memory_bytes,
+            compute_capability,
+            uuid: String::new(),
+        }
+    }
+
     /// bfloat16 tensor cores (Ampere, compute capability 8.0, and later).
     pub fn supports_bf16(&self) -> bool {
         self.compute_capability.0 >= 8
@@ -371,12 +383,8 @@ mod tests {
 
     fn gpu(name: &str, gib: u64, cc: (u32, u32), uuid: &str) -> Gpu {
         Gpu {
-            index: 0,
-            name: name.into(),
-            memory_bytes: gib << 30,
-            free_bytes: gib << 30,
-            compute_capability: cc,
             uuid: uuid.into(),
+            ..Gpu::described(name, gib << 30, cc)
         }
     }
 

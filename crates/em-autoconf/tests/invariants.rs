@@ -16,14 +16,7 @@ fn model(elements: f64, parameters: usize) -> ModelCost {
 }
 
 fn gpu(gib: u64, cc: (u32, u32)) -> Gpu {
-    Gpu {
-        index: 0,
-        name: format!("described {gib} GiB"),
-        memory_bytes: gib << 30,
-        free_bytes: gib << 30,
-        compute_capability: cc,
-        uuid: String::new(),
-    }
+    Gpu::described(&format!("described {gib} GiB"), gib << 30, cc)
 }
 
 proptest! {

@@ -26,14 +26,7 @@ fn all_auto(preset: &str, extra: &[&str]) -> TrainConfig {
 }
 
 fn gpu(name: &str, gib: u64, cc: (u32, u32)) -> Gpu {
-    Gpu {
-        index: 0,
-        name: name.into(),
-        memory_bytes: gib << 30,
-        free_bytes: gib << 30,
-        compute_capability: cc,
-        uuid: String::new(),
-    }
+    Gpu::described(name, gib << 30, cc)
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
