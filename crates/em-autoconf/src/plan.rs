@@ -316,37 +316,29 @@ pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
             }
             Choice::given(p)
         }
-        None => match gpu.filter(|_| on_gpu) {
-            None => Choice::auto(Precision::F32, "CPU training runs in float32"),
-            Some(g) if g.supports_bf16() && can(Precision::Bf16) => Choice::auto(
-                Precision::Bf16,
-                format!(
-                    "compute capability {}.{} has bfloat16 tensor cores",
-                    g.compute_capability.0, g.compute_capability.1
-                ),
-            ),
-            Some(g) if g.supports_f16() && can(Precision::F16) => Choice::auto(
-                Precision::F16,
-                format!(
-                    "compute capability {}.{} has float16 tensor cores",
-                    g.compute_capability.0, g.compute_capability.1
-                ),
-            ),
-            Some(g) if g.supports_f16() => Choice::auto(
-                Precision::F32,
-                format!(
-                    "mixed precision would suit compute capability {}.{}, but this trainer runs float32 only",
-                    g.compute_capability.0, g.compute_capability.1
-                ),
-            ),
-            Some(g) => Choice::auto(
-                Precision::F32,
-                format!(
-                    "compute capability {}.{} has no tensor cores",
-                    g.compute_capability.0, g.compute_capability.1
-                ),
-            ),
-        },
+        None => {
+            match gpu.filter(|_| on_gpu) {
+                None => Choice::auto(Precision::F32, "CPU training runs in float32"),
+                Some(g) => {
+                    let cc = format!(
+                        "compute capability {}.{}",
+                        g.compute_capability.0, g.compute_capability.1
+                    );
+                    if g.supports_bf16() && can(Precision::Bf16) {
+                        Choice::auto(Precision::Bf16, format!("{cc} has bfloat16 tensor cores"))
+                    } else if g.supports_f16() && can(Precision::F16) {
+                        Choice::auto(Precision::F16, format!("{cc} has float16 tensor cores"))
+                    } else if g.supports_f16() {
+                        Choice::auto(
+                        Precision::F32,
+                        format!("mixed precision would suit {cc}, but this trainer runs float32 only"),
+                    )
+                    } else {
+                        Choice::auto(Precision::F32, format!("{cc} has no tensor cores"))
+                    }
+                }
+            }
+        }
     };
 
     // Memory budget of one step on the device.
