@@ -84,7 +84,7 @@ impl DecodeArgs {
 
 /// Output label type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LabelType {
+pub(crate) enum LabelType {
     U32,
     U64,
 }
@@ -267,7 +267,9 @@ fn blockwise(
 }
 
 /// Parses `z,y,x` (three positive integers).
-fn triple<T: std::str::FromStr + Default + Copy + PartialEq>(s: &str) -> Result<[T; 3], String> {
+pub(crate) fn triple<T: std::str::FromStr + Default + Copy + PartialEq>(
+    s: &str,
+) -> Result<[T; 3], String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let [z, y, x] = parts.as_slice() else {
         return Err(format!("{s:?}: give three values z,y,x, e.g. 64,256,256"));

@@ -10,8 +10,8 @@ mod info;
 mod model;
 mod plan;
 mod progress;
+mod slurm;
 mod train;
-mod unbuilt;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,8 +54,9 @@ enum Command {
     /// Synthetic data sets.
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Render, submit and sweep Slurm jobs (not built yet).
-    Slurm(unbuilt::Rest),
+    /// Slurm: render, submit and sweep jobs, follow them, decode block by block as arrays.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,16 +74,13 @@ fn main() -> ExitCode {
         Command::Infer(args) => infer::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Data(cmd) => data::run(&cmd),
-        Command::Slurm(_) => unbuilt::fail("slurm", 10),
+        Command::Slurm(cmd) => slurm::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            match e.downcast_ref::<unbuilt::NotBuilt>() {
-                Some(_) => ExitCode::from(2),
-                None => ExitCode::FAILURE,
-            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -42,6 +42,15 @@ pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_io::open(p).map_err(|e| e.to_string())
 }
 
+/// A line above the progress bar, or on stderr where no bar is drawn (batch jobs' logs).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Keeps the JSONL records up to `step` (a resumed run rewrites what came after).
 fn truncate_log(path: &Path, step: usize) -> anyhow::Result<Vec<Value>> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -212,14 +221,17 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         let record = match e {
             Event::Resumed { step, path } => {
                 bar.set_position(step as u64);
-                bar.println(format!("resumed from {} at step {step}", path.display()));
+                say(
+                    &bar,
+                    format!("resumed from {} at step {step}", path.display()),
+                );
                 bar.reset_eta();
                 return true;
             }
             Event::Checkpoint { .. } => return true,
             Event::Plan(p) => {
                 for line in p.lines() {
-                    bar.println(format!("plan: {line}"));
+                    say(&bar, format!("plan: {line}"));
                 }
                 e.record().unwrap_or_default()
             }
@@ -238,7 +250,10 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
                     .map(|(k, x)| format!("{k} {x:.4}"))
                     .collect();
                 last_val = format!(" | val {}", shown.join(" "));
-                bar.println(format!("step {}: validation {}", v.step, shown.join(", ")));
+                say(
+                    &bar,
+                    format!("step {}: validation {}", v.step, shown.join(", ")),
+                );
                 e.record().unwrap_or_default()
             }
         };

@@ -1,5 +1,5 @@
 //! The `em` binary end to end: `em info` on every format, `--json`, clear errors and exit
-//! codes for bad input and for subcommands not built yet.
+//! codes for bad input.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -109,18 +109,6 @@ fn bad_input_is_a_clear_error_with_status_1() {
     let out = em(&["info", &fixture("bad_rgb.tif")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
-}
-
-#[test]
-fn unbuilt_subcommands_say_so_and_exit_2() {
-    let (cmd, issue) = ("slurm", 10);
-    let out = em(&[cmd, "--some-flag", "x"]);
-    assert_eq!(out.status.code(), Some(2), "{cmd}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("`em {cmd}` is not built yet")) && err.contains(&format!("#{issue}")),
-        "{err}"
-    );
 }
 
 #[test]

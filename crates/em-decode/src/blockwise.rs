@@ -84,7 +84,7 @@ pub fn decode_blockwise(
 
 /// Which side of a block its halo lies on: where the edges into the block are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Halo {
+pub(crate) enum Halo {
     /// Every edge into a voxel is stored at or below it (`Source` with non-negative offsets):
     /// blocks go in raster order and take their halo from earlier blocks' high faces.
     Low,
@@ -96,29 +96,30 @@ enum Halo {
 }
 
 /// The fixed facts of one run.
-struct Plan<'a> {
-    aff: &'a dyn ChunkedVolume,
-    out: &'a dyn ChunkedVolume,
-    dims: [u64; 3],
-    block: [u64; 3],
-    reach: [u64; 3],
-    grid: [u64; 3],
-    halo: Halo,
-    scale: [usize; 3],
+pub(crate) struct Plan<'a> {
+    pub(crate) aff: &'a dyn ChunkedVolume,
+    pub(crate) out: &'a dyn ChunkedVolume,
+    pub(crate) dims: [u64; 3],
+    pub(crate) block: [u64; 3],
+    pub(crate) reach: [u64; 3],
+    pub(crate) grid: [u64; 3],
+    pub(crate) halo: Halo,
+    pub(crate) scale: [usize; 3],
     /// Block writes may run in parallel: every block covers whole output chunks.
-    aligned: bool,
+    pub(crate) aligned: bool,
     /// Selected channels with their offsets.
-    edges: Vec<(usize, em_core::Offset)>,
-    cc: CcParams,
+    pub(crate) edges: Vec<(usize, em_core::Offset)>,
+    pub(crate) cc: CcParams,
 }
 
-fn run<A: Affinity + Element, L: Label>(
-    aff: &dyn ChunkedVolume,
-    out: &dyn ChunkedVolume,
+/// Checks the request and fixes the block layout; `out` receives the block-local labels of
+/// pass 1 (`out` itself in memory, a working array when the blocks run in other processes).
+pub(crate) fn make_plan<'a>(
+    aff: &'a dyn ChunkedVolume,
+    out: &'a dyn ChunkedVolume,
     params: &DecodeParams,
     block_shape: [u64; 3],
-    progress: &dyn Progress,
-) -> Result<DecodeSummary> {
+) -> Result<Plan<'a>> {
     params.check_scale()?;
     let shape = aff.shape();
     if shape.len() != 4 {
@@ -209,8 +210,19 @@ fn run<A: Affinity + Element, L: Label>(
         },
         edges,
     };
-    let voxels: u64 = dims.iter().product();
-    let n_blocks = grid_blocks.num_blocks();
+    Ok(plan)
+}
+
+fn run<A: Affinity + Element, L: Label>(
+    aff: &dyn ChunkedVolume,
+    out: &dyn ChunkedVolume,
+    params: &DecodeParams,
+    block_shape: [u64; 3],
+    progress: &dyn Progress,
+) -> Result<DecodeSummary> {
+    let plan = make_plan(aff, out, params, block_shape)?;
+    let voxels: u64 = plan.dims.iter().product();
+    let n_blocks = plan.blocks();
     let mut summary = DecodeSummary {
         voxels,
         blocks: n_blocks,
@@ -229,11 +241,8 @@ fn run<A: Affinity + Element, L: Label>(
         use rayon::prelude::*;
         // Pass 1: label blocks (local labels go to the output), join them across faces.
         progress.start("labelling blocks", n_blocks);
-        let mut table = Table::default();
-        let mut bases = vec![0usize; n_blocks as usize];
+        let mut stitcher = Stitcher::new(&plan);
         let mut aff_store: HashMap<u64, Vec<Piece<A>>> = HashMap::new();
-        let mut label_store: HashMap<u64, (usize, Vec<Piece<u32>>)> = HashMap::new();
-        let lookback = plan.grid[1] * plan.grid[2] + plan.grid[2] + 1;
         for group in positions.chunks(threads) {
             let cores: Vec<Result<CoreRead<A>>> = group
                 .par_iter()
@@ -248,95 +257,169 @@ fn run<A: Affinity + Element, L: Label>(
             let labelled: Vec<Result<Pass1<L>>> = group
                 .par_iter()
                 .zip(core_aff)
-                .map(|(&p, values)| pass1::<A, L>(&plan, p, values, &aff_store))
+                .map(|(&p, values)| pass1::<A, L>(&plan, p, values, Some(&aff_store)))
                 .collect();
             for (&p, result) in group.iter().zip(labelled) {
                 let r = result?;
                 if let Some((roi, data)) = r.write {
                     write_block(&plan, &roi, data)?;
                 }
-                let base = table.push(&r.first, &r.size);
-                bases[p as usize] = base;
-                for (local, h) in r.halo {
-                    let owner = plan.position(&plan.block_of(&h));
-                    if let Some((obase, shells)) = label_store.get(&owner) {
-                        if let Some(l) = label_at(shells, &h) {
-                            table.union(base + local as usize - 1, obase + l as usize - 1);
-                        }
-                    }
-                }
-                label_store.insert(p, (base, r.shells));
+                stitcher.add(p, &r.record)?;
                 progress.advance(1);
             }
             if let Some(&last) = group.last() {
-                aff_store.retain(|&k, _| k + lookback > last);
-                label_store.retain(|&k, _| k + lookback > last);
+                aff_store.retain(|&k, _| k + stitcher.lookback > last);
             }
         }
-        drop((aff_store, label_store));
+        drop(aff_store);
         progress.finish();
-        let numbering = table.number(params.min_size)?;
-        if numbering.components > L::MAX.to_u64() {
-            return Err(DecodeError::TooManyComponents {
-                label_type: L::NAME,
-            });
-        }
+        let (bases, numbering) = stitcher.finish(params.min_size, L::MAX.to_u64(), L::NAME)?;
         summary.components = numbering.components;
         summary.removed = numbering.removed;
         summary.labelled_voxels = numbering.labelled_voxels;
-        // Pass 2: local labels → final labels, block by block.
-        progress.start("relabelling blocks", n_blocks);
-        let relabel = |p: u64| -> Result<(Roi, Array3<L>)> {
-            let roi = plan.out_roi(&plan.core(p))?;
-            let local: ArrayD<L> =
-                out.read_roi(&roi)?
-                    .into_typed()
-                    .map_err(|e| em_core::Error::InVolume {
-                        volume: out.describe(),
-                        source: Box::new(e),
-                    })?;
-            let base = bases[p as usize];
-            let mapped = local.mapv(|l| {
-                let l = l.to_usize();
-                if l == 0 {
-                    L::BACKGROUND
-                } else {
-                    L::from_u64(numbering.finals[base + l - 1]).unwrap_or(L::MAX)
-                }
-            });
-            let shape = roi.shape_usize();
-            let mapped = mapped
-                .into_shape_with_order((shape[0], shape[1], shape[2]))
-                .map_err(|_| DecodeError::NotFourDimensional(shape.clone()))?;
-            Ok((roi, mapped))
-        };
-        for group in positions.chunks(threads) {
-            if plan.aligned {
-                group
-                    .par_iter()
-                    .map(|&p| {
-                        let (roi, data) = relabel(p)?;
-                        out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
-                        progress.advance(1);
-                        Ok(())
-                    })
-                    .collect::<Result<Vec<()>>>()?;
-            } else {
-                let done: Vec<Result<(Roi, Array3<L>)>> =
-                    group.par_iter().map(|&p| relabel(p)).collect();
-                for d in done {
-                    let (roi, data) = d?;
-                    out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
-                    progress.advance(1);
-                }
-            }
-        }
-        progress.finish();
+        relabel_blocks::<L, L>(&plan, plan.out, &bases, &numbering, threads, progress)?;
         Ok(summary)
     })?
 }
 
+/// Joins block-local labels across block faces as blocks arrive in processing order.
+pub(crate) struct Stitcher<'p, 'a> {
+    plan: &'p Plan<'a>,
+    table: Table,
+    bases: Vec<usize>,
+    /// Shell labels of recent blocks (the only ones a later block's halo can reach).
+    label_store: HashMap<u64, (usize, Vec<Piece<u32>>)>,
+    /// Blocks kept behind the newest: one layer of the grid.
+    pub(crate) lookback: u64,
+    next: u64,
+}
+
+impl<'p, 'a> Stitcher<'p, 'a> {
+    pub(crate) fn new(plan: &'p Plan<'a>) -> Self {
+        Self {
+            plan,
+            table: Table::default(),
+            bases: vec![0; plan.blocks() as usize],
+            label_store: HashMap::new(),
+            lookback: plan.grid[1] * plan.grid[2] + plan.grid[2] + 1,
+            next: 0,
+        }
+    }
+
+    /// Adds block `p`'s labels; blocks must come in processing order.
+    pub(crate) fn add(&mut self, p: u64, r: &BlockRecord) -> Result<()> {
+        if p != self.next {
+            return Err(DecodeError::InvalidParameter {
+                name: "block order",
+                reason: format!("block {p} arrived where block {} was expected", self.next),
+            });
+        }
+        self.next += 1;
+        let base = self.table.push(&r.first, &r.size);
+        self.bases[p as usize] = base;
+        for &(local, h) in &r.halo {
+            let owner = self.plan.position(&self.plan.block_of(&h));
+            if let Some((obase, shells)) = self.label_store.get(&owner) {
+                if let Some(l) = label_at(shells, &h) {
+                    self.table
+                        .union(base + local as usize - 1, obase + l as usize - 1);
+                }
+            }
+        }
+        self.label_store.insert(p, (base, r.shells.clone()));
+        let lookback = self.lookback;
+        self.label_store.retain(|&k, _| k + lookback > p);
+        Ok(())
+    }
+
+    /// The global-id base of every block and the final numbering.
+    pub(crate) fn finish(
+        self,
+        min_size: u64,
+        max_label: u64,
+        label_type: &'static str,
+    ) -> Result<(Vec<usize>, Numbering)> {
+        let numbering = self.table.number(min_size)?;
+        if numbering.components > max_label {
+            return Err(DecodeError::TooManyComponents { label_type });
+        }
+        Ok((self.bases, numbering))
+    }
+}
+
+/// Pass 2: the block-local labels in `local` (type `S`) → final labels in `plan.out`.
+pub(crate) fn relabel_blocks<S: Label, L: Label>(
+    plan: &Plan<'_>,
+    local: &dyn ChunkedVolume,
+    bases: &[usize],
+    numbering: &Numbering,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let n_blocks = plan.blocks();
+    progress.start("relabelling blocks", n_blocks);
+    let relabel = |p: u64| -> Result<(Roi, Array3<L>)> {
+        let roi = plan.out_roi(&plan.core(p))?;
+        let ids: ArrayD<S> =
+            local
+                .read_roi(&roi)?
+                .into_typed()
+                .map_err(|e| em_core::Error::InVolume {
+                    volume: local.describe(),
+                    source: Box::new(e),
+                })?;
+        let base = bases[p as usize];
+        let mapped = ids.mapv(|l| {
+            let l = l.to_usize();
+            if l == 0 {
+                L::BACKGROUND
+            } else {
+                numbering
+                    .finals
+                    .get(base + l - 1)
+                    .and_then(|&f| L::from_u64(f))
+                    .unwrap_or(L::MAX)
+            }
+        });
+        let shape = roi.shape_usize();
+        let mapped = mapped
+            .into_shape_with_order((shape[0], shape[1], shape[2]))
+            .map_err(|_| DecodeError::NotFourDimensional(shape.clone()))?;
+        Ok((roi, mapped))
+    };
+    let positions: Vec<u64> = (0..n_blocks).collect();
+    for group in positions.chunks(threads.max(1)) {
+        if plan.aligned {
+            group
+                .par_iter()
+                .map(|&p| {
+                    let (roi, data) = relabel(p)?;
+                    plan.out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
+                    progress.advance(1);
+                    Ok(())
+                })
+                .collect::<Result<Vec<()>>>()?;
+        } else {
+            let done: Vec<Result<(Roi, Array3<L>)>> =
+                group.par_iter().map(|&p| relabel(p)).collect();
+            for d in done {
+                let (roi, data) = d?;
+                plan.out.write_roi(&roi, &L::into_any(data.into_dyn()))?;
+                progress.advance(1);
+            }
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
 impl Plan<'_> {
+    /// Blocks in the grid.
+    pub(crate) fn blocks(&self) -> u64 {
+        self.grid.iter().product()
+    }
+
     /// Grid index of the block at processing position `p`.
     fn index(&self, p: u64) -> [u64; 3] {
         let total = self.grid.iter().product::<u64>();
@@ -370,7 +453,7 @@ impl Plan<'_> {
         ]
     }
 
-    fn core(&self, p: u64) -> Roi {
+    pub(crate) fn core(&self, p: u64) -> Roi {
         let i = self.index(p);
         let start: Vec<u64> = (0..3).map(|a| i[a] * self.block[a]).collect();
         let shape: Vec<u64> = (0..3)
@@ -384,7 +467,7 @@ impl Plan<'_> {
     }
 
     /// The core grown by the reach on the halo side(s), clipped to the volume.
-    fn region(&self, core: &Roi) -> Roi {
+    pub(crate) fn region(&self, core: &Roi) -> Roi {
         let (s, e) = (core.start(), core.end());
         let r: Vec<std::ops::Range<u64>> = (0..3)
             .map(|a| {
@@ -449,12 +532,13 @@ impl Plan<'_> {
 type CoreRead<A> = (Array4<A>, Vec<Piece<A>>);
 
 /// A box of values (all selected channels for affinities) at a place in the volume.
-struct Piece<T> {
-    roi: Roi,
-    values: ndarray::ArrayD<T>,
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Piece<T> {
+    pub(crate) roi: Roi,
+    pub(crate) values: ndarray::ArrayD<T>,
 }
 
-fn label_at(pieces: &[Piece<u32>], p: &[u64; 3]) -> Option<u32> {
+pub(crate) fn label_at(pieces: &[Piece<u32>], p: &[u64; 3]) -> Option<u32> {
     pieces.iter().find_map(|s| {
         if !s.roi.contains_point(p) {
             return None;
@@ -470,7 +554,10 @@ fn label_at(pieces: &[Piece<u32>], p: &[u64; 3]) -> Option<u32> {
 }
 
 /// Reads the selected channels of `roi` as `(k, z, y, x)`.
-fn read_channels<A: Affinity + Element>(plan: &Plan<'_>, roi: &Roi) -> Result<Array4<A>> {
+pub(crate) fn read_channels<A: Affinity + Element>(
+    plan: &Plan<'_>,
+    roi: &Roi,
+) -> Result<Array4<A>> {
     let shape = roi.shape_usize();
     let mut values: Vec<A> = Vec::with_capacity(plan.edges.len() * roi.num_elements() as usize);
     for &(channel, _) in &plan.edges {
@@ -513,33 +600,46 @@ fn read_core<A: Affinity + Element>(plan: &Plan<'_>, p: u64) -> Result<CoreRead<
     Ok((values, shells))
 }
 
-/// What pass 1 keeps of a block.
-struct Pass1<L> {
+/// What pass 1 keeps of a block: its labels' first voxels and sizes, its face labels and
+/// the halo voxels where it meets earlier blocks. Serialised by [`BlockRecord::to_bytes`]
+/// when blocks are labelled in other processes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockRecord {
+    /// Processing position of the block.
+    pub(crate) position: u64,
+    /// Affinity grid `(Z, Y, X)` and block shape the record was made for.
+    pub(crate) dims: [u64; 3],
+    pub(crate) block: [u64; 3],
     /// First voxel (global raster index) of each local label in the core; `u64::MAX` for
     /// labels seen only in the halo.
-    first: Vec<u64>,
+    pub(crate) first: Vec<u64>,
     /// Core voxels of each local label.
-    size: Vec<u64>,
+    pub(crate) size: Vec<u64>,
     /// Labels of the face slabs later blocks join with.
-    shells: Vec<Piece<u32>>,
+    pub(crate) shells: Vec<Piece<u32>>,
     /// (local label, global voxel) for labelled halo voxels of blocks processed before.
-    halo: Vec<(u32, [u64; 3])>,
-    /// Local labels still to be written (when writes are not parallel).
-    write: Option<(Roi, Array3<L>)>,
+    pub(crate) halo: Vec<(u32, [u64; 3])>,
 }
 
-fn pass1<A: Affinity + Element, L: Label>(
+/// Pass 1's result: the record, and the local labels still to be written (when writes are
+/// not parallel).
+pub(crate) struct Pass1<L> {
+    pub(crate) record: BlockRecord,
+    pub(crate) write: Option<(Roi, Array3<L>)>,
+}
+
+pub(crate) fn pass1<A: Affinity + Element, L: Label>(
     plan: &Plan<'_>,
     p: u64,
     values: Array4<A>,
-    aff_store: &HashMap<u64, Vec<Piece<A>>>,
+    aff_store: Option<&HashMap<u64, Vec<Piece<A>>>>,
 ) -> Result<Pass1<L>> {
     let core = plan.core(p);
     let region = plan.region(&core);
-    let aff = if plan.halo == Halo::Both {
-        values
-    } else {
-        assemble(plan, p, &core, &region, values, aff_store)?
+    // Without a store, `values` already covers the whole region.
+    let aff = match aff_store {
+        Some(store) if plan.halo != Halo::Both => assemble(plan, p, &core, &region, values, store)?,
+        _ => values,
     };
     let labels = affinity_cc::<A, u32>(aff.view(), &plan.cc)?;
     drop(aff);
@@ -619,10 +719,15 @@ fn pass1<A: Affinity + Element, L: Label>(
         Some((out_roi, local))
     };
     Ok(Pass1 {
-        first,
-        size,
-        shells,
-        halo,
+        record: BlockRecord {
+            position: p,
+            dims: plan.dims,
+            block: plan.block,
+            first,
+            size,
+            shells,
+            halo,
+        },
         write,
     })
 }
@@ -704,11 +809,11 @@ struct Table {
 }
 
 /// The final label of every global id.
-struct Numbering {
-    finals: Vec<u64>,
-    components: u64,
-    removed: u64,
-    labelled_voxels: u64,
+pub(crate) struct Numbering {
+    pub(crate) finals: Vec<u64>,
+    pub(crate) components: u64,
+    pub(crate) removed: u64,
+    pub(crate) labelled_voxels: u64,
 }
 
 impl Table {

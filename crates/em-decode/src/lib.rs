@@ -35,14 +35,16 @@
 mod blockwise;
 mod cc;
 mod decode;
+mod distributed;
 mod error;
 mod fast;
 mod small;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 
-pub use blockwise::{decode_blockwise, DecodeSummary};
+pub use blockwise::{decode_blockwise, BlockRecord, DecodeSummary};
 pub use cc::{affinity_cc, affinity_cc_any, Affinity, CcParams};
 pub use decode::{decode, upscale, DecodeParams};
+pub use distributed::{block_count, label_block, stitch_blocks};
 pub use error::{DecodeError, Result};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};

@@ -1,4 +1,40 @@
-//! Not yet built: this crate will hold slurm batch-script rendering, sweeps, auto-resubmit and array jobs for blockwise work.
+//! Slurm for em-connectomics: sbatch scripts from typed job configs, training chains that
+//! checkpoint and resubmit themselves near the time limit, sweeps, submission and status.
 //!
-//! It is a placeholder so that the workspace layout matches ARCHITECTURE.md; see the
-//! project issues for the plan.
+//! ```
+//! use em_slurm::{JobConfig, RenderOptions};
+//!
+//! let job = JobConfig::from_toml(
+//!     r#"
+//!     name = "lucchi"
+//!     command = ["em", "train", "lucchi", "--out", "runs/{name}"]
+//!     [slurm]
+//!     time = "04:00:00"
+//!     cpus = 8
+//!     gpus = 1
+//!     [resubmit]
+//!     signal_seconds = 300
+//!     "#,
+//!     "job.toml".as_ref(),
+//! )?;
+//! let script = job.render(&RenderOptions::default())?;
+//! assert!(script.contains("#SBATCH --gres=gpu:1"));
+//! assert!(script.contains("#SBATCH --signal=B:USR1@300"));
+//! // The next link of the chain runs after this job ends, and resumes.
+//! assert!(script.contains("--dependency=afterany:\"$SLURM_JOB_ID\""));
+//! assert!(script.contains("cmd+=(--resume)"));
+//! # Ok::<(), em_slurm::SlurmError>(())
+//! ```
+//!
+//! [`submit()`], [`status()`] and [`cancel()`] call `sbatch`, `squeue`/`scontrol`/`sacct` and
+//! `scancel`; without them they fail with [`SlurmError::Missing`].
+
+mod error;
+mod job;
+mod submit;
+mod sweep;
+
+pub use error::{Result, SlurmError};
+pub use job::{JobConfig, RenderOptions, Resubmit, SlurmOptions};
+pub use submit::{cancel, status, submit, JobStatus, Manifest, ManifestEntry};
+pub use sweep::{SweepConfig, SweepMode, SweepPoint};

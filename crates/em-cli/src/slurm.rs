@@ -1,0 +1,616 @@
+//! `em slurm`: render, submit and sweep Slurm jobs, follow them, and decode affinity
+//! volumes block by block as array jobs.
+//!
+//! Distributed decoding (`em slurm decode`) writes a plan to a work directory, labels one
+//! block at submit time (so bad parameters fail at once), then submits an array job whose
+//! tasks label the remaining blocks (`decode-task`; a block's record file is its done
+//! marker, so reruns skip finished blocks) and a final job (`decode-stitch`) that runs
+//! after every task has ended, whatever their outcome: it resubmits the tasks whose blocks
+//! are missing (up to `--retries` times), and otherwise joins the records and writes the
+//! labels of `em decode` — staged, so the output appears whole or not at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use em_core::EdgeStorage;
+use em_decode::{block_count, label_block, stitch_blocks, BlockRecord, CcParams, DecodeParams};
+use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
+use em_slurm::{JobConfig, Manifest, ManifestEntry, RenderOptions, SweepConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::decode::{triple, LabelType};
+use crate::progress::Bar;
+
+/// `em slurm` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum SlurmCommand {
+    /// Print (or write) the sbatch script of a job config.
+    Render {
+        /// The job config (TOML: name, command, [slurm], [resubmit]).
+        job: PathBuf,
+        /// Override a job value: --set slurm.time="02:00:00" (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Write the script here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Render a job into DIR/NAME.sbatch, submit it and record it in DIR/manifest.json.
+    Submit {
+        /// The job config.
+        job: PathBuf,
+        /// Override a job value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Where the script and manifest go.
+        #[arg(long, default_value = "slurm")]
+        dir: PathBuf,
+        /// Write the script, submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Submit one job per combination of a sweep file's values (DIR/manifest.json lists them).
+    Sweep {
+        /// The sweep config (job = "job.toml", mode, [parameters]).
+        sweep: PathBuf,
+        /// Where the scripts and manifest go.
+        #[arg(long, default_value = "slurm")]
+        dir: PathBuf,
+        /// Write the scripts and list the jobs, submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The state of jobs: a manifest.json, or job ids.
+    Status {
+        /// A manifest (from submit, sweep or decode) or job ids.
+        #[arg(required = true)]
+        what: Vec<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode affinities block by block as a Slurm array job, then stitch in a final job.
+    Decode(DecodeJobArgs),
+    /// Label the blocks of one task of a distributed decode (run by the array job).
+    DecodeTask {
+        /// The plan written by `em slurm decode`.
+        plan: PathBuf,
+        /// The task index (the array task id).
+        #[arg(long)]
+        task: u64,
+    },
+    /// Stitch a distributed decode (run by its final job): resubmit missing tasks, or write
+    /// the labels.
+    DecodeStitch {
+        /// The plan written by `em slurm decode`.
+        plan: PathBuf,
+        /// Fail on missing blocks instead of resubmitting their tasks.
+        #[arg(long)]
+        no_resubmit: bool,
+    },
+}
+
+/// Arguments of `em slurm decode`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DecodeJobArgs {
+    /// Affinities `(C, Z, Y, X)` (zarr for large volumes; every task reads its blocks).
+    #[arg(long)]
+    affinities: PathBuf,
+    /// Output segmentation: DIR.zarr[/array].
+    #[arg(long)]
+    out: PathBuf,
+    /// Block shape z,y,x (also the output's chunk shape).
+    #[arg(long, value_parser = triple::<u64>)]
+    block: [u64; 3],
+    /// Array tasks; each labels a contiguous run of blocks.
+    #[arg(long, default_value_t = 4)]
+    tasks: u64,
+    /// Edges with affinity strictly above this connect.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Which voxel holds an edge's value: source (BANIS) or destination (PyTC "deepem").
+    #[arg(long, default_value = "source")]
+    storage: EdgeStorage,
+    /// Channels to use.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    channels: Vec<usize>,
+    /// Remove objects with fewer voxels than this (to background).
+    #[arg(long, default_value_t = 0)]
+    min_size: u64,
+    /// Upscale the output by integer factors z,y,x.
+    #[arg(long, value_parser = triple::<usize>)]
+    scale: Option<[usize; 3]>,
+    /// Label type of the output.
+    #[arg(long, default_value = "u32")]
+    label_type: LabelType,
+    /// Work directory: plan, scripts, block records, logs.
+    #[arg(long, default_value = "slurm/decode")]
+    dir: PathBuf,
+    /// A job config whose [slurm] resources (partition, time, cpus, memory, …) the tasks
+    /// and the final job use; its name prefixes theirs.
+    #[arg(long)]
+    job: Option<PathBuf>,
+    /// Override a value of that job (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Array tasks running at once at most (`--array=…%N`).
+    #[arg(long)]
+    max_running: Option<u64>,
+    /// How often the final job resubmits tasks whose blocks are missing.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    /// Write the plan and scripts, submit nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
+    match cmd {
+        SlurmCommand::Render { job, set, out } => {
+            let j = load_job(job, set)?;
+            let script = j.render(&render_options(job, out.clone())?)?;
+            match out {
+                Some(path) => {
+                    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(d)
+                            .with_context(|| format!("creating {}", d.display()))?;
+                    }
+                    em_io::write_atomic(path, script.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{script}"),
+            }
+            Ok(())
+        }
+        SlurmCommand::Submit {
+            job,
+            set,
+            dir,
+            dry_run,
+        } => {
+            let j = load_job(job, set)?;
+            let entry = submit_job(&j, job, dir, &[], BTreeMap::new(), *dry_run)?;
+            println!("{}", serde_json::to_string(&entry)?);
+            Ok(())
+        }
+        SlurmCommand::Sweep {
+            sweep,
+            dir,
+            dry_run,
+        } => {
+            let (config, base) = SweepConfig::load(sweep)?;
+            let points = config.expand(&base)?;
+            eprintln!("{} jobs in the sweep", points.len());
+            for p in points {
+                let entry = submit_job(&p.job, sweep, dir, &[], p.values, *dry_run)?;
+                println!("{}", serde_json::to_string(&entry)?);
+            }
+            Ok(())
+        }
+        SlurmCommand::Status { what, json } => status(what, *json),
+        SlurmCommand::Decode(args) => decode(args),
+        SlurmCommand::DecodeTask { plan, task } => decode_task(plan, *task),
+        SlurmCommand::DecodeStitch { plan, no_resubmit } => decode_stitch(plan, *no_resubmit),
+    }
+}
+
+fn load_job(path: &Path, set: &[String]) -> anyhow::Result<JobConfig> {
+    Ok(JobConfig::load(path)?.with_overrides(set)?)
+}
+
+/// `em` in commands becomes this very program, so jobs run the build that submitted them.
+fn render_options(source: &Path, script: Option<PathBuf>) -> anyhow::Result<RenderOptions> {
+    Ok(RenderOptions {
+        em: std::env::current_exe().ok(),
+        script_path: script.map(absolute).transpose()?,
+        source: Some(source.to_path_buf()),
+    })
+}
+
+fn absolute(p: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// Writes DIR/NAME.sbatch, submits it (unless a dry run) and adds it to DIR/manifest.json.
+fn submit_job(
+    job: &JobConfig,
+    source: &Path,
+    dir: &Path,
+    options: &[String],
+    parameters: BTreeMap<String, String>,
+    dry_run: bool,
+) -> anyhow::Result<ManifestEntry> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let script = absolute(dir.join(format!("{}.sbatch", job.name)))?;
+    let text = job.render(&render_options(source, Some(script.clone()))?)?;
+    em_io::write_atomic(&script, text.as_bytes())
+        .with_context(|| format!("writing {}", script.display()))?;
+    let job_id = if dry_run {
+        String::new()
+    } else {
+        em_slurm::submit(&script, options)?
+    };
+    let entry = ManifestEntry {
+        name: job.name.clone(),
+        job_id,
+        script,
+        parameters,
+    };
+    if !dry_run {
+        let path = dir.join("manifest.json");
+        let mut manifest = Manifest::load(&path)?;
+        manifest.jobs.push(entry.clone());
+        manifest.save(&path)?;
+    }
+    Ok(entry)
+}
+
+fn status(what: &[String], as_json: bool) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    let mut names = BTreeMap::new();
+    for w in what {
+        if w.ends_with(".json") || Path::new(w).is_file() {
+            let m = Manifest::load(Path::new(w))?;
+            if m.jobs.is_empty() {
+                bail!("{w} lists no jobs (or does not exist)");
+            }
+            for e in m.jobs {
+                names.insert(e.job_id.clone(), e.name);
+                ids.push(e.job_id);
+            }
+        } else if w
+            .split('_')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        {
+            ids.push(w.clone());
+        } else {
+            bail!("{w:?} is neither a manifest file nor a job id");
+        }
+    }
+    let states = em_slurm::status(&ids)?;
+    for s in &states {
+        let base = s.id.split('_').next().unwrap_or(&s.id);
+        let name = names.get(base).cloned().unwrap_or_default();
+        if as_json {
+            println!(
+                "{}",
+                json!({"id": s.id, "name": name, "state": s.state,
+                       "exit_code": s.exit_code, "reason": s.reason})
+            );
+        } else {
+            println!(
+                "{:<14} {:<12} {:<28} {}",
+                s.id,
+                s.state,
+                name,
+                s.reason
+                    .clone()
+                    .or_else(|| s.exit_code.clone().map(|e| format!("exit {e}")))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What the tasks and the final job of a distributed decode share (`plan.json`).
+#[derive(Serialize, Deserialize, Debug)]
+struct DecodePlan {
+    affinities: PathBuf,
+    out: PathBuf,
+    /// The block-local labels (uint32, one chunk per block).
+    local: PathBuf,
+    /// One record file per finished block.
+    records: PathBuf,
+    block: [u64; 3],
+    blocks: u64,
+    tasks: u64,
+    threshold: f32,
+    storage: EdgeStorage,
+    channels: Vec<usize>,
+    min_size: u64,
+    scale: [usize; 3],
+    label_u64: bool,
+    retries: u32,
+    task_script: PathBuf,
+    stitch_script: PathBuf,
+}
+
+impl DecodePlan {
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the decode plan {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a decode plan", path.display()))
+    }
+
+    fn params(&self) -> DecodeParams {
+        DecodeParams {
+            cc: CcParams {
+                threshold: self.threshold,
+                channels: self.channels.clone(),
+                offsets: None,
+                storage: self.storage,
+                threads: Some(1),
+            },
+            min_size: self.min_size,
+            scale: self.scale,
+            ..DecodeParams::default()
+        }
+    }
+
+    fn record(&self, p: u64) -> PathBuf {
+        self.records.join(format!("block-{p:08}.rec"))
+    }
+
+    /// The blocks of task `t`: an even share, contiguous.
+    fn blocks_of(&self, t: u64) -> std::ops::Range<u64> {
+        let share = |t: u64| t * self.blocks / self.tasks;
+        share(t)..share(t + 1)
+    }
+
+    fn missing(&self) -> Vec<u64> {
+        (0..self.blocks)
+            .filter(|&p| !self.record(p).is_file())
+            .collect()
+    }
+}
+
+fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
+    let out = VolumePath::parse(&a.out)?;
+    if out.format != Format::Zarr {
+        bail!(
+            "{}: distributed decoding writes zarr (DIR.zarr or DIR.zarr/array), which many \
+             tasks can write at once",
+            a.out.display()
+        );
+    }
+    let aff = em_io::open(&a.affinities)?;
+    let blocks = block_count(aff.as_ref(), a.block)?;
+    if a.tasks == 0 {
+        bail!("--tasks 0; at least 1");
+    }
+    let tasks = a.tasks.min(blocks);
+    let scale = a.scale.unwrap_or([1, 1, 1]);
+    let dims = &aff.shape()[1..];
+    let out_shape: Vec<u64> = dims.iter().zip(scale).map(|(&n, f)| n * f as u64).collect();
+    let dir = absolute(a.dir.clone())?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut base = match &a.job {
+        Some(p) => load_job(p, &a.set)?,
+        None => JobConfig::from_toml("name = \"decode\"\ncommand = [\"em\"]", Path::new("-"))?
+            .with_overrides(&a.set)?,
+    };
+    base.resubmit = None;
+    base.slurm.array = None;
+    base.slurm.dependency.clear();
+    let plan = DecodePlan {
+        affinities: absolute(a.affinities.clone())?,
+        out: absolute(a.out.clone())?,
+        local: dir.join("local.zarr"),
+        records: dir.join("blocks"),
+        block: a.block,
+        blocks,
+        tasks,
+        threshold: a.threshold,
+        storage: a.storage,
+        channels: a.channels.clone(),
+        min_size: a.min_size,
+        scale,
+        label_u64: a.label_type == LabelType::U64,
+        retries: a.retries,
+        task_script: dir.join(format!("{}-blocks.sbatch", base.name)),
+        stitch_script: dir.join(format!("{}-stitch.sbatch", base.name)),
+    };
+    // The working array of block-local labels, one chunk per block.
+    let chunk: Vec<u64> = (0..3).map(|i| a.block[i] * scale[i] as u64).collect();
+    let local = ZarrWriter::create(
+        &VolumePath::parse(&plan.local)?,
+        &out_shape,
+        em_core::DType::U32,
+        &ZarrOptions {
+            chunk_shape: Some(chunk),
+            ..ZarrOptions::default()
+        },
+    )?
+    .commit()?;
+    std::fs::create_dir_all(&plan.records)
+        .with_context(|| format!("creating {}", plan.records.display()))?;
+    for stale in std::fs::read_dir(&plan.records)? {
+        std::fs::remove_file(stale?.path())?;
+    }
+    // Block 0 now: parameters Slurm would only reject minutes later fail here.
+    let record = label_block(aff.as_ref(), &local, &plan.params(), a.block, 0)
+        .with_context(|| format!("labelling the first block of {}", a.affinities.display()))?;
+    em_io::write_atomic(&plan.record(0), &record.to_bytes())?;
+    let plan_path = dir.join("plan.json");
+    em_io::write_atomic(&plan_path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+
+    let plan_arg = plan_path.display().to_string();
+    let mut task_job = base.clone();
+    task_job.name = format!("{}-blocks", base.name);
+    task_job.command = vec![
+        "em".into(),
+        "slurm".into(),
+        "decode-task".into(),
+        plan_arg.clone(),
+        "--task".into(),
+        "{task}".into(),
+    ];
+    task_job.slurm.array = Some(match a.max_running {
+        Some(n) => format!("0-{}%{n}", tasks - 1),
+        None => format!("0-{}", tasks - 1),
+    });
+    task_job.slurm.output = Some(dir.join("%x-%A_%a.out").display().to_string());
+    let mut stitch_job = base.clone();
+    stitch_job.name = format!("{}-stitch", base.name);
+    stitch_job.command = vec![
+        "em".into(),
+        "slurm".into(),
+        "decode-stitch".into(),
+        plan_arg,
+    ];
+    stitch_job.slurm.output = Some(dir.join("%x-%j.out").display().to_string());
+    for (job, path) in [
+        (&task_job, &plan.task_script),
+        (&stitch_job, &plan.stitch_script),
+    ] {
+        let text = job.render(&render_options(&plan_path, Some(path.clone()))?)?;
+        em_io::write_atomic(path, text.as_bytes())?;
+    }
+    if a.dry_run {
+        println!(
+            "{}",
+            json!({"plan": plan_path, "blocks": blocks, "tasks": tasks,
+                   "task_script": plan.task_script, "stitch_script": plan.stitch_script})
+        );
+        return Ok(());
+    }
+    let tasks_id = em_slurm::submit(&plan.task_script, &[])?;
+    let stitch_id = em_slurm::submit(
+        &plan.stitch_script,
+        &[format!("--dependency=afterany:{tasks_id}")],
+    )?;
+    let manifest = Manifest {
+        jobs: vec![
+            ManifestEntry {
+                name: task_job.name,
+                job_id: tasks_id.clone(),
+                script: plan.task_script.clone(),
+                parameters: BTreeMap::new(),
+            },
+            ManifestEntry {
+                name: stitch_job.name,
+                job_id: stitch_id.clone(),
+                script: plan.stitch_script.clone(),
+                parameters: BTreeMap::new(),
+            },
+        ],
+    };
+    manifest.save(&dir.join("manifest.json"))?;
+    println!(
+        "{}",
+        json!({"plan": plan_path, "blocks": blocks, "tasks": tasks,
+               "tasks_job": tasks_id, "stitch_job": stitch_id,
+               "manifest": dir.join("manifest.json")})
+    );
+    Ok(())
+}
+
+fn decode_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
+    let plan = DecodePlan::load(plan_path)?;
+    if task >= plan.tasks {
+        bail!("task {task}; the plan has tasks 0..{}", plan.tasks);
+    }
+    let aff = em_io::open(&plan.affinities)?;
+    let local = em_io::open(&plan.local)?;
+    let params = plan.params();
+    let (mut done, mut skipped) = (0, 0);
+    for p in plan.blocks_of(task) {
+        let path = plan.record(p);
+        if path.is_file() {
+            skipped += 1;
+            continue;
+        }
+        let r = label_block(aff.as_ref(), local.as_ref(), &params, plan.block, p)
+            .with_context(|| format!("labelling block {p}"))?;
+        em_io::write_atomic(&path, &r.to_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        done += 1;
+    }
+    println!(
+        "{}",
+        json!({"task": task, "labelled": done, "already_done": skipped})
+    );
+    Ok(())
+}
+
+fn decode_stitch(plan_path: &Path, no_resubmit: bool) -> anyhow::Result<()> {
+    let plan = DecodePlan::load(plan_path)?;
+    let missing = plan.missing();
+    if !missing.is_empty() {
+        let attempt: u32 = std::env::var("EM_ATTEMPT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let tasks: Vec<u64> = (0..plan.tasks)
+            .filter(|&t| plan.blocks_of(t).any(|p| missing.binary_search(&p).is_ok()))
+            .collect();
+        let list = tasks
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if no_resubmit || attempt >= plan.retries {
+            bail!(
+                "{} of {} blocks are not labelled (tasks {list}) after {attempt} retries; see \
+                 the task logs in {}, then rerun those tasks or `em slurm decode-stitch`",
+                missing.len(),
+                plan.blocks,
+                plan.records.parent().unwrap_or(Path::new(".")).display()
+            );
+        }
+        let again = em_slurm::submit(&plan.task_script, &[format!("--array={list}")])?;
+        let next = em_slurm::submit(
+            &plan.stitch_script,
+            &[
+                format!("--dependency=afterany:{again}"),
+                format!("--export=ALL,EM_ATTEMPT={}", attempt + 1),
+            ],
+        )?;
+        println!(
+            "{}",
+            json!({"missing_blocks": missing.len(), "resubmitted_tasks": tasks,
+                   "tasks_job": again, "stitch_job": next, "attempt": attempt + 1})
+        );
+        return Ok(());
+    }
+    let aff = em_io::open(&plan.affinities)?;
+    let local = em_io::open(&plan.local)?;
+    let out_path = VolumePath::parse(&plan.out)?;
+    let dtype = if plan.label_u64 {
+        em_core::DType::U64
+    } else {
+        em_core::DType::U32
+    };
+    let writer = ZarrWriter::create(
+        &out_path,
+        local.shape(),
+        dtype,
+        &ZarrOptions {
+            chunk_shape: Some(local.chunk_shape().to_vec()),
+            ..ZarrOptions::default()
+        },
+    )?;
+    let bar = Bar::new();
+    let mut params = plan.params();
+    params.cc.threads = None;
+    let summary = stitch_blocks(
+        aff.as_ref(),
+        local.as_ref(),
+        writer.volume(),
+        &params,
+        plan.block,
+        &mut |p| {
+            let path = plan.record(p);
+            let bytes =
+                std::fs::read(&path).map_err(|e| em_decode::DecodeError::InvalidParameter {
+                    name: "block record",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+            BlockRecord::from_bytes(&bytes)
+        },
+        &bar,
+    )?;
+    writer.commit()?;
+    println!(
+        "{}",
+        json!({"out": plan.out, "components": summary.components, "removed": summary.removed,
+               "voxels": summary.voxels, "labelled_voxels": summary.labelled_voxels,
+               "blocks": summary.blocks})
+    );
+    Ok(())
+}

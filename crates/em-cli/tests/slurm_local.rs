@@ -1,0 +1,239 @@
+//! `em slurm` without a cluster: scripts rendered and written, clear errors where Slurm's
+//! commands are missing, and a distributed decode run by hand (tasks in any order, one
+//! rerun, then the stitch) that reproduces BANIS's reference segmentation.
+//! The same against a real Slurm: `tests/slurm_cluster.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn em(args: &[&str]) -> Output {
+    em_with_path(args, None)
+}
+
+fn em_with_path(args: &[&str], path: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_em"));
+    c.args(args);
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.output().expect("the em binary runs")
+}
+
+fn ok(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or(serde_json::Value::Null)
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../em-decode/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn write_job(dir: &Path) -> PathBuf {
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        "name = \"train\"\ncommand = [\"em\", \"train\", \"lucchi_cpu\", \"--out\", \"runs/{name}\"]\n\
+         [slurm]\ntime = \"00:10:00\"\ncpus = 2\n[resubmit]\nsignal_seconds = 60\n",
+    )
+    .unwrap();
+    job
+}
+
+#[test]
+fn render_and_dry_run_write_scripts_that_run_this_em() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path());
+    let o = em(&[
+        "slurm",
+        "render",
+        job.to_str().unwrap(),
+        "--set",
+        "slurm.cpus=4",
+    ]);
+    assert!(o.status.success());
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(script.contains("#SBATCH --cpus-per-task=4"), "{script}");
+    assert!(script.contains("#SBATCH --signal=B:USR1@60"), "{script}");
+    // `em` is this very binary, so jobs run the build that submitted them.
+    assert!(script.contains(env!("CARGO_BIN_EXE_em")), "{script}");
+
+    let out = dir.path().join("scripts");
+    let o = em(&[
+        "slurm",
+        "submit",
+        job.to_str().unwrap(),
+        "--dir",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    let v = ok(&o);
+    let written = PathBuf::from(v["script"].as_str().unwrap());
+    assert_eq!(
+        written,
+        std::path::absolute(out.join("train.sbatch")).unwrap()
+    );
+    let text = std::fs::read_to_string(&written).unwrap();
+    // The chain resubmits the stored script, not Slurm's temporary copy.
+    assert!(
+        text.contains(&format!(
+            "--export=ALL,EM_CHAIN=$((EM_CHAIN + 1)) {}",
+            written.display()
+        )),
+        "{text}"
+    );
+
+    // A sweep's dry run lists one job per point.
+    let sweep = dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "job = \"job.toml\"\n[parameters]\nseed = [1, 2, 3]\n",
+    )
+    .unwrap();
+    let o = em(&[
+        "slurm",
+        "sweep",
+        sweep.to_str().unwrap(),
+        "--dir",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["name"], "train-seed=3");
+    assert!(out.join("train-seed=3.sbatch").is_file());
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a dry run submits nothing"
+    );
+}
+
+#[test]
+fn missing_slurm_commands_and_bad_configs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path());
+    let empty = dir.path().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let o = em_with_path(
+        &[
+            "slurm",
+            "submit",
+            job.to_str().unwrap(),
+            "--dir",
+            dir.path().join("s").to_str().unwrap(),
+        ],
+        Some(empty.to_str().unwrap()),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`sbatch` was not found"), "{err}");
+    let o = em_with_path(&["slurm", "status", "12"], Some(empty.to_str().unwrap()));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`squeue` was not found"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\ncommand = [\"em\"]\n[slurm]\ntime = \"2 hours\"\n",
+    )
+    .unwrap();
+    let o = em(&["slurm", "render", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid slurm.time"));
+    let o = em(&[
+        "slurm",
+        "render",
+        dir.path().join("none.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("none.toml"));
+    let o = em(&["slurm", "status", "not-a-job"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn a_decode_split_into_tasks_equals_banis() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let out = dir.path().join("seg.zarr");
+    let work_s = work.to_str().unwrap();
+    let o = em(&[
+        "slurm",
+        "decode",
+        "--affinities",
+        &fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--block",
+        "16,16,8",
+        "--tasks",
+        "5",
+        "--min-size",
+        "500",
+        "--dir",
+        work_s,
+        "--dry-run",
+    ]);
+    let v = ok(&o);
+    assert_eq!(v["blocks"], 16);
+    assert_eq!(v["tasks"], 5);
+    let plan = work.join("plan.json");
+    let plan_s = plan.to_str().unwrap();
+    assert!(!out.exists(), "nothing is written before the stitch");
+    // Stitching too early fails and names the missing tasks.
+    let o = em(&["slurm", "decode-stitch", plan_s, "--no-resubmit"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("15 of 16 blocks are not labelled (tasks 0,1,2,3,4)"),
+        "{err}"
+    );
+    // Tasks in any order; a rerun skips finished blocks.
+    for t in [3, 0, 4, 1, 2] {
+        let v = ok(&em(&[
+            "slurm",
+            "decode-task",
+            plan_s,
+            "--task",
+            &t.to_string(),
+        ]));
+        assert_eq!(v["task"], t);
+    }
+    let v = ok(&em(&["slurm", "decode-task", plan_s, "--task", "2"]));
+    assert_eq!(v["labelled"], 0);
+    assert!(v["already_done"].as_u64().unwrap() > 0);
+    let o = em(&["slurm", "decode-task", plan_s, "--task", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let v = ok(&em(&["slurm", "decode-stitch", plan_s, "--no-resubmit"]));
+    assert_eq!(v["components"], 26);
+    assert_eq!(v["labelled_voxels"], 32 * 32 * 32 - 5350);
+    let got = em_io::read(&out).unwrap();
+    let want = em_io::read(fixture("c1_32_seg_thr0.5_min500.npy")).unwrap();
+    assert_eq!(got, want);
+
+    // Outputs other than zarr and a bad block shape are refused before any work.
+    let o = em(&[
+        "slurm",
+        "decode",
+        "--affinities",
+        &fixture("c1_32_aff_fwd.npy"),
+        "--out",
+        dir.path().join("seg.npy").to_str().unwrap(),
+        "--block",
+        "8,8,8",
+        "--dry-run",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("distributed decoding writes zarr"));
+}
