@@ -75,6 +75,22 @@ fn load_config(a: &InferArgs) -> anyhow::Result<TrainConfig> {
     Ok(TrainConfig::load(&name, &[])?)
 }
 
+/// The config's model with `weights`: a .safetensors file or a checkpoint directory.
+pub(crate) fn load_model(
+    cfg: &TrainConfig,
+    weights: &Path,
+    device: &burn::tensor::Device<Cpu>,
+) -> anyhow::Result<Model<Cpu>> {
+    Ok(if weights.is_dir() {
+        em_train::checkpoint::load_for_inference(weights, cfg, device)?
+    } else {
+        let mut model = cfg.model.build(device)?;
+        load_weights(&mut model, weights)
+            .with_context(|| format!("loading {} into the config's model", weights.display()))?;
+        model
+    })
+}
+
 pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let cfg = load_config(a)?;
@@ -84,14 +100,7 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --weights with --config"),
     };
     let device = Default::default();
-    let model: Model<Cpu> = if weights.is_dir() {
-        em_train::checkpoint::load_for_inference(&weights, &cfg, &device)?
-    } else {
-        let mut model = cfg.model.build(&device)?;
-        load_weights(&mut model, &weights)
-            .with_context(|| format!("loading {} into the config's model", weights.display()))?;
-        model
-    };
+    let model = load_model(&cfg, &weights, &device)?;
     let mut settings = cfg.inference_settings();
     if let Some(w) = &a.window {
         settings.window = match w.as_slice() {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use em_core::EdgeStorage;
+use em_core::{ChunkedVolume, EdgeStorage};
 use em_decode::{block_count, label_block, stitch_blocks, BlockRecord, CcParams, DecodeParams};
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use em_slurm::{JobConfig, Manifest, ManifestEntry, RenderOptions, SweepConfig};
@@ -73,6 +73,14 @@ pub(crate) enum SlurmCommand {
     },
     /// Decode affinities block by block as a Slurm array job, then stitch in a final job.
     Decode(DecodeJobArgs),
+    /// Predict the blocks of one task of a distributed decode (run by the array job).
+    PredictTask {
+        /// The plan written by `em slurm decode`.
+        plan: PathBuf,
+        /// The task index (the array task id).
+        #[arg(long)]
+        task: u64,
+    },
     /// Label the blocks of one task of a distributed decode (run by the array job).
     DecodeTask {
         /// The plan written by `em slurm decode`.
@@ -96,8 +104,20 @@ pub(crate) enum SlurmCommand {
 #[derive(clap::Args, Debug)]
 pub(crate) struct DecodeJobArgs {
     /// Affinities `(C, Z, Y, X)` (zarr for large volumes; every task reads its blocks).
+    /// With `--run`, where the predicted affinities are written (DIR.zarr[/array]).
     #[arg(long)]
     affinities: PathBuf,
+    /// Predict the affinities first, block by block, with this training run's model
+    /// (RUN/config.toml and RUN/model.safetensors), from `--image`.
+    #[arg(long, requires = "image")]
+    run: Option<PathBuf>,
+    /// The image to predict from: (Z, Y, X) or (C, Z, Y, X).
+    #[arg(long, requires = "run")]
+    image: Option<PathBuf>,
+    /// Context read around each block for prediction, z,y,x (default: half the inference
+    /// window), so that window borders stay outside the block.
+    #[arg(long, value_parser = triple::<u64>)]
+    context: Option<[u64; 3]>,
     /// Output segmentation: DIR.zarr[/array].
     #[arg(long)]
     out: PathBuf,
@@ -192,6 +212,7 @@ pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
         }
         SlurmCommand::Status { what, json } => status(what, *json),
         SlurmCommand::Decode(args) => decode(args),
+        SlurmCommand::PredictTask { plan, task } => predict_task(plan, *task),
         SlurmCommand::DecodeTask { plan, task } => decode_task(plan, *task),
         SlurmCommand::DecodeStitch { plan, no_resubmit } => decode_stitch(plan, *no_resubmit),
     }
@@ -317,6 +338,36 @@ struct DecodePlan {
     retries: u32,
     task_script: PathBuf,
     stitch_script: PathBuf,
+    /// The prediction stage, when affinities are predicted first.
+    #[serde(default)]
+    predict: Option<PredictPlan>,
+}
+
+/// Block-by-block prediction before the decode.
+#[derive(Serialize, Deserialize, Debug)]
+struct PredictPlan {
+    /// The training run (config.toml, model.safetensors).
+    run: PathBuf,
+    image: PathBuf,
+    /// Context read around each block.
+    context: [u64; 3],
+    /// Blocks in raster order (the prediction grid).
+    blocks: u64,
+    /// One marker file per predicted block.
+    markers: PathBuf,
+    script: PathBuf,
+}
+
+impl PredictPlan {
+    fn marker(&self, i: u64) -> PathBuf {
+        self.markers.join(format!("block-{i:08}.done"))
+    }
+
+    fn missing(&self) -> Vec<u64> {
+        (0..self.blocks)
+            .filter(|&i| !self.marker(i).is_file())
+            .collect()
+    }
 }
 
 impl DecodePlan {
@@ -357,6 +408,85 @@ impl DecodePlan {
             .filter(|&p| !self.record(p).is_file())
             .collect()
     }
+
+    /// The tasks whose share of `blocks` (sorted) holds one of `missing`.
+    fn tasks_with(&self, blocks: u64, missing: &[u64]) -> Vec<u64> {
+        (0..self.tasks)
+            .filter(|&t| {
+                let share = |t: u64| t * blocks / self.tasks;
+                (share(t)..share(t + 1)).any(|p| missing.binary_search(&p).is_ok())
+            })
+            .collect()
+    }
+}
+
+fn list(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Opens the image and the model of `--run`, creates the affinity array the prediction
+/// tasks fill (one chunk per block) and returns it with the prediction plan.
+fn prepare_prediction(
+    a: &DecodeJobArgs,
+    run: &Path,
+    image: &Path,
+    dir: &Path,
+    base_name: &str,
+) -> anyhow::Result<(Box<dyn em_core::ChunkedVolume>, PredictPlan)> {
+    let target = VolumePath::parse(&a.affinities)?;
+    if target.format != Format::Zarr {
+        bail!(
+            "{}: predicted affinities are written as zarr (DIR.zarr or DIR.zarr/array), which \
+             many tasks can write at once",
+            a.affinities.display()
+        );
+    }
+    let cfg = em_train::TrainConfig::load(&run.join("config.toml").display().to_string(), &[])
+        .with_context(|| format!("{} is not a training run", run.display()))?;
+    // The weights must load into the config's model: fail here, not in every task.
+    crate::infer::load_model(&cfg, &run.join("model.safetensors"), &Default::default())?;
+    let (in_ch, k) = cfg.model.channels();
+    let img = em_io::open(image)?;
+    let ish = img.shape().to_vec();
+    let dims: Vec<u64> = match (ish.len(), in_ch) {
+        (3, 1) => ish.clone(),
+        (4, c) if ish[0] as usize == c => ish[1..].to_vec(),
+        _ => bail!(
+            "{}: shape {ish:?}; the model takes {in_ch} channel(s), (Z, Y, X) or (C, Z, Y, X)",
+            image.display()
+        ),
+    };
+    let window = cfg.inference_settings().window;
+    let context = a.context.unwrap_or([0, 1, 2].map(|i| window[i] as u64 / 2));
+    let grid = em_core::BlockGrid::new(&dims, &a.block, &context)?;
+    let mut shape = vec![k as u64];
+    shape.extend(&dims);
+    let mut chunk = vec![k as u64];
+    chunk.extend(a.block.iter().zip(&dims).map(|(&b, &n)| b.min(n)));
+    let aff = ZarrWriter::create(
+        &target,
+        &shape,
+        em_core::DType::F32,
+        &ZarrOptions {
+            chunk_shape: Some(chunk),
+            ..ZarrOptions::default()
+        },
+    )?
+    .commit()?;
+    let plan = PredictPlan {
+        run: absolute(run.to_path_buf())?,
+        image: absolute(image.to_path_buf())?,
+        context,
+        blocks: grid.num_blocks(),
+        markers: dir.join("predicted"),
+        script: dir.join(format!("{base_name}-predict.sbatch")),
+    };
+    std::fs::create_dir_all(&plan.markers)
+        .with_context(|| format!("creating {}", plan.markers.display()))?;
+    for stale in std::fs::read_dir(&plan.markers)? {
+        std::fs::remove_file(stale?.path())?;
+    }
+    Ok((Box::new(aff), plan))
 }
 
 fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
@@ -368,15 +498,9 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    let aff = em_io::open(&a.affinities)?;
-    let blocks = block_count(aff.as_ref(), a.block)?;
     if a.tasks == 0 {
         bail!("--tasks 0; at least 1");
     }
-    let tasks = a.tasks.min(blocks);
-    let scale = a.scale.unwrap_or([1, 1, 1]);
-    let dims = &aff.shape()[1..];
-    let out_shape: Vec<u64> = dims.iter().zip(scale).map(|(&n, f)| n * f as u64).collect();
     let dir = absolute(a.dir.clone())?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut base = match &a.job {
@@ -387,6 +511,18 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     base.resubmit = None;
     base.slurm.array = None;
     base.slurm.dependency.clear();
+    let (aff, predict) = match (&a.run, &a.image) {
+        (Some(run), Some(image)) => {
+            let (aff, p) = prepare_prediction(a, run, image, &dir, &base.name)?;
+            (aff, Some(p))
+        }
+        _ => (em_io::open(&a.affinities)?, None),
+    };
+    let blocks = block_count(aff.as_ref(), a.block)?;
+    let tasks = a.tasks.min(blocks);
+    let scale = a.scale.unwrap_or([1, 1, 1]);
+    let dims = &aff.shape()[1..];
+    let out_shape: Vec<u64> = dims.iter().zip(scale).map(|(&n, f)| n * f as u64).collect();
     let plan = DecodePlan {
         affinities: absolute(a.affinities.clone())?,
         out: absolute(a.out.clone())?,
@@ -404,6 +540,7 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
         retries: a.retries,
         task_script: dir.join(format!("{}-blocks.sbatch", base.name)),
         stitch_script: dir.join(format!("{}-stitch.sbatch", base.name)),
+        predict,
     };
     // The working array of block-local labels, one chunk per block.
     let chunk: Vec<u64> = (0..3).map(|i| a.block[i] * scale[i] as u64).collect();
@@ -422,42 +559,57 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     for stale in std::fs::read_dir(&plan.records)? {
         std::fs::remove_file(stale?.path())?;
     }
-    // Block 0 now: parameters Slurm would only reject minutes later fail here.
+    // Parameters Slurm would only reject minutes later fail here: block 0 is labelled now
+    // (on the still empty affinities when they are predicted first; its record is then
+    // dropped).
     let record = label_block(aff.as_ref(), &local, &plan.params(), a.block, 0)
         .with_context(|| format!("labelling the first block of {}", a.affinities.display()))?;
-    em_io::write_atomic(&plan.record(0), &record.to_bytes())?;
+    if plan.predict.is_none() {
+        em_io::write_atomic(&plan.record(0), &record.to_bytes())?;
+    }
     let plan_path = dir.join("plan.json");
     em_io::write_atomic(&plan_path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
 
     let plan_arg = plan_path.display().to_string();
-    let mut task_job = base.clone();
-    task_job.name = format!("{}-blocks", base.name);
-    task_job.command = vec![
-        "em".into(),
-        "slurm".into(),
-        "decode-task".into(),
-        plan_arg.clone(),
-        "--task".into(),
-        "{task}".into(),
-    ];
-    task_job.slurm.array = Some(match a.max_running {
-        Some(n) => format!("0-{}%{n}", tasks - 1),
-        None => format!("0-{}", tasks - 1),
-    });
-    task_job.slurm.output = Some(dir.join("%x-%A_%a.out").display().to_string());
+    let array_job = |suffix: &str, command: &str, n: u64| {
+        let mut job = base.clone();
+        job.name = format!("{}-{suffix}", base.name);
+        job.command = vec![
+            "em".into(),
+            "slurm".into(),
+            command.into(),
+            plan_arg.clone(),
+            "--task".into(),
+            "{task}".into(),
+        ];
+        job.slurm.array = Some(match a.max_running {
+            Some(m) => format!("0-{}%{m}", n - 1),
+            None => format!("0-{}", n - 1),
+        });
+        job.slurm.output = Some(dir.join("%x-%A_%a.out").display().to_string());
+        job
+    };
+    let task_job = array_job("blocks", "decode-task", tasks);
     let mut stitch_job = base.clone();
     stitch_job.name = format!("{}-stitch", base.name);
     stitch_job.command = vec![
         "em".into(),
         "slurm".into(),
         "decode-stitch".into(),
-        plan_arg,
+        plan_arg.clone(),
     ];
     stitch_job.slurm.output = Some(dir.join("%x-%j.out").display().to_string());
-    for (job, path) in [
-        (&task_job, &plan.task_script),
-        (&stitch_job, &plan.stitch_script),
-    ] {
+    let mut scripts = vec![
+        (task_job, plan.task_script.clone()),
+        (stitch_job, plan.stitch_script.clone()),
+    ];
+    if let Some(p) = &plan.predict {
+        scripts.push((
+            array_job("predict", "predict-task", tasks),
+            p.script.clone(),
+        ));
+    }
+    for (job, path) in &scripts {
         let text = job.render(&render_options(&plan_path, Some(path.clone()))?)?;
         em_io::write_atomic(path, text.as_bytes())?;
     }
@@ -465,37 +617,112 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({"plan": plan_path, "blocks": blocks, "tasks": tasks,
-                   "task_script": plan.task_script, "stitch_script": plan.stitch_script})
+                   "task_script": plan.task_script, "stitch_script": plan.stitch_script,
+                   "predict_script": plan.predict.as_ref().map(|p| &p.script)})
         );
         return Ok(());
     }
-    let tasks_id = em_slurm::submit(&plan.task_script, &[])?;
+    let mut entries = Vec::new();
+    let mut after = Vec::new();
+    if let Some(p) = &plan.predict {
+        let id = em_slurm::submit(&p.script, &[])?;
+        after.push(format!("--dependency=afterany:{id}"));
+        entries.push((scripts[2].0.name.clone(), id, p.script.clone()));
+    }
+    let tasks_id = em_slurm::submit(&plan.task_script, &after)?;
     let stitch_id = em_slurm::submit(
         &plan.stitch_script,
         &[format!("--dependency=afterany:{tasks_id}")],
     )?;
+    entries.push((
+        scripts[0].0.name.clone(),
+        tasks_id.clone(),
+        plan.task_script.clone(),
+    ));
+    entries.push((
+        scripts[1].0.name.clone(),
+        stitch_id.clone(),
+        plan.stitch_script.clone(),
+    ));
     let manifest = Manifest {
-        jobs: vec![
-            ManifestEntry {
-                name: task_job.name,
-                job_id: tasks_id.clone(),
-                script: plan.task_script.clone(),
+        jobs: entries
+            .into_iter()
+            .map(|(name, job_id, script)| ManifestEntry {
+                name,
+                job_id,
+                script,
                 parameters: BTreeMap::new(),
-            },
-            ManifestEntry {
-                name: stitch_job.name,
-                job_id: stitch_id.clone(),
-                script: plan.stitch_script.clone(),
-                parameters: BTreeMap::new(),
-            },
-        ],
+            })
+            .collect(),
     };
     manifest.save(&dir.join("manifest.json"))?;
     println!(
         "{}",
         json!({"plan": plan_path, "blocks": blocks, "tasks": tasks,
+               "predict_job": manifest.jobs.first().filter(|_| plan.predict.is_some()).map(|e| &e.job_id),
                "tasks_job": tasks_id, "stitch_job": stitch_id,
                "manifest": dir.join("manifest.json")})
+    );
+    Ok(())
+}
+
+/// Predicts the blocks of task `task` (raster order of the prediction grid) and writes
+/// their cores into the affinity array; a marker file per block records it as done.
+fn predict_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
+    let plan = DecodePlan::load(plan_path)?;
+    let Some(pp) = &plan.predict else {
+        bail!("{} has no prediction stage", plan_path.display());
+    };
+    if task >= plan.tasks {
+        bail!("task {task}; the plan has tasks 0..{}", plan.tasks);
+    }
+    let cfg = em_train::TrainConfig::load(&pp.run.join("config.toml").display().to_string(), &[])?;
+    let device = Default::default();
+    let model = crate::infer::load_model(&cfg, &pp.run.join("model.safetensors"), &device)?;
+    let settings = cfg.inference_settings();
+    let mut predictor = em_models::model_predictor(&model, &device);
+    let image = em_io::open(&pp.image)?;
+    let aff = em_io::open(&plan.affinities)?;
+    let k = aff.shape()[0];
+    let grid = em_core::BlockGrid::new(&aff.shape()[1..], &plan.block, &pp.context)?;
+    let share = |t: u64| t * pp.blocks / plan.tasks;
+    let (mut done, mut skipped) = (0, 0);
+    for (i, b) in grid.iter().enumerate() {
+        let i = i as u64;
+        if !(share(task)..share(task + 1)).contains(&i) {
+            continue;
+        }
+        if pp.marker(i).is_file() {
+            skipped += 1;
+            continue;
+        }
+        let region = match image.shape().len() {
+            4 => b.with_halo.with_leading_axis(0, image.shape()[0]),
+            _ => b.with_halo.clone(),
+        };
+        let input = em_core::InMemoryVolume::new(image.read_roi(&region)?, "block");
+        let mut shape = vec![k as usize];
+        shape.extend(b.with_halo.shape_usize());
+        let out = em_core::InMemoryVolume::new(
+            em_core::AnyArray::from(ndarray::ArrayD::<f32>::zeros(shape)),
+            "prediction",
+        );
+        em_models::sliding_window(
+            &input,
+            &out,
+            &settings,
+            &mut predictor,
+            &em_core::NoProgress,
+        )
+        .with_context(|| format!("predicting block {i} ({})", b.core))?;
+        let values = out.read_roi(&b.core_in_halo().with_leading_axis(0, k))?;
+        aff.write_roi(&b.core.with_leading_axis(0, k), &values)?;
+        em_io::write_atomic(&pp.marker(i), b"")?;
+        done += 1;
+    }
+    println!(
+        "{}",
+        json!({"task": task, "predicted": done, "already_done": skipped})
     );
     Ok(())
 }
@@ -504,6 +731,17 @@ fn decode_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
     let plan = DecodePlan::load(plan_path)?;
     if task >= plan.tasks {
         bail!("task {task}; the plan has tasks 0..{}", plan.tasks);
+    }
+    if let Some(pp) = &plan.predict {
+        let missing = pp.missing();
+        if !missing.is_empty() {
+            bail!(
+                "{} of {} blocks are not predicted yet (their prediction task failed or did \
+                 not run); the final job submits them again",
+                missing.len(),
+                pp.blocks
+            );
+        }
     }
     let aff = em_io::open(&plan.affinities)?;
     let local = em_io::open(&plan.local)?;
@@ -531,29 +769,51 @@ fn decode_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
 fn decode_stitch(plan_path: &Path, no_resubmit: bool) -> anyhow::Result<()> {
     let plan = DecodePlan::load(plan_path)?;
     let missing = plan.missing();
-    if !missing.is_empty() {
+    let unpredicted = plan
+        .predict
+        .as_ref()
+        .map(PredictPlan::missing)
+        .unwrap_or_default();
+    if !missing.is_empty() || !unpredicted.is_empty() {
         let attempt: u32 = std::env::var("EM_ATTEMPT")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let tasks: Vec<u64> = (0..plan.tasks)
-            .filter(|&t| plan.blocks_of(t).any(|p| missing.binary_search(&p).is_ok()))
-            .collect();
-        let list = tasks
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let tasks = plan.tasks_with(plan.blocks, &missing);
+        let predict_tasks = match &plan.predict {
+            Some(pp) => plan.tasks_with(pp.blocks, &unpredicted),
+            None => Vec::new(),
+        };
         if no_resubmit || attempt >= plan.retries {
+            let predicted = if unpredicted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} blocks are not predicted (prediction tasks {}); ",
+                    unpredicted.len(),
+                    list(&predict_tasks)
+                )
+            };
             bail!(
-                "{} of {} blocks are not labelled (tasks {list}) after {attempt} retries; see \
-                 the task logs in {}, then rerun those tasks or `em slurm decode-stitch`",
+                "{predicted}{} of {} blocks are not labelled (tasks {}) after {attempt} \
+                 retries; see the task logs in {}, then rerun those tasks or `em slurm \
+                 decode-stitch`",
                 missing.len(),
                 plan.blocks,
+                list(&tasks),
                 plan.records.parent().unwrap_or(Path::new(".")).display()
             );
         }
-        let again = em_slurm::submit(&plan.task_script, &[format!("--array={list}")])?;
+        let mut after = Vec::new();
+        let mut predict_job = None;
+        if let (Some(pp), false) = (&plan.predict, predict_tasks.is_empty()) {
+            let id = em_slurm::submit(&pp.script, &[format!("--array={}", list(&predict_tasks))])?;
+            after.push(format!("--dependency=afterany:{id}"));
+            predict_job = Some(id);
+        }
+        let mut options = vec![format!("--array={}", list(&tasks))];
+        options.extend(after);
+        let again = em_slurm::submit(&plan.task_script, &options)?;
         let next = em_slurm::submit(
             &plan.stitch_script,
             &[
@@ -563,8 +823,10 @@ fn decode_stitch(plan_path: &Path, no_resubmit: bool) -> anyhow::Result<()> {
         )?;
         println!(
             "{}",
-            json!({"missing_blocks": missing.len(), "resubmitted_tasks": tasks,
-                   "tasks_job": again, "stitch_job": next, "attempt": attempt + 1})
+            json!({"missing_blocks": missing.len(), "unpredicted_blocks": unpredicted.len(),
+                   "resubmitted_tasks": tasks, "resubmitted_predictions": predict_tasks,
+                   "predict_job": predict_job, "tasks_job": again, "stitch_job": next,
+                   "attempt": attempt + 1})
         );
         return Ok(());
     }

@@ -374,3 +374,92 @@ fn a_distributed_decode_retries_a_killed_task_and_equals_the_in_memory_decode() 
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Prediction, labelling and stitching as three dependent jobs: the segmentation equals
+/// the in-memory decode of the affinities the prediction tasks wrote.
+#[test]
+#[ignore = "needs a running Slurm: bash tools/slurm-up"]
+fn a_predicted_decode_runs_as_dependent_array_jobs() {
+    let dir = scratch("predict");
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    ok(&em(&[
+        "data",
+        "synth",
+        "--kind",
+        "neurons",
+        "--shape",
+        "16,48,48",
+        "--seed",
+        "3",
+        "--out",
+        &d("img.zarr"),
+    ]));
+    std::fs::write(dir.join("tiny.toml"), TINY_AFFINITIES).unwrap();
+    ok(&em(&["train", &d("tiny.toml"), "--out", &d("run")]));
+    let v = ok(&em(&[
+        "slurm",
+        "decode",
+        "--run",
+        &d("run"),
+        "--image",
+        &d("img.zarr/img"),
+        "--affinities",
+        &d("aff.zarr"),
+        "--out",
+        &d("seg.zarr"),
+        "--block",
+        "8,16,16",
+        "--tasks",
+        "3",
+        "--dir",
+        &d("work"),
+        "--set",
+        "slurm.time=\"5\"",
+    ]));
+    assert!(v["predict_job"].is_string(), "{v}");
+    let out = dir.join("seg.zarr");
+    wait_for(
+        "predicted decode",
+        &dir.join("work"),
+        Duration::from_secs(240),
+        || out.exists(),
+    );
+    ok(&em(&[
+        "decode",
+        "--affinities",
+        &d("aff.zarr"),
+        "--out",
+        &d("want.zarr"),
+    ]));
+    assert_eq!(
+        em_io::read(&out).unwrap(),
+        em_io::read(d("want.zarr")).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const TINY_AFFINITIES: &str = r#"
+seed = 1
+steps = 2
+batch_size = 1
+workers = 1
+augment = "light"
+[model]
+arch = "mednext_custom"
+in_channels = 1
+out_channels = 3
+width = 4
+kernel_size = 3
+ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
+blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+[data]
+patch = { patch = [16, 32, 32], epoch_len = 8 }
+[[data.sources]]
+source = { kind = "synthetic", synth = "neurons", shape = [16, 64, 64], seed = 2 }
+[targets]
+kind = "affinities"
+offsets = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+[inference]
+window = [16, 32, 32]
+overlap = [0.25, 0.25, 0.25]
+"#;

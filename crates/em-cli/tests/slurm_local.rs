@@ -237,3 +237,138 @@ fn a_decode_split_into_tasks_equals_banis() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("distributed decoding writes zarr"));
 }
+
+/// Prediction block by block, then the decode: tasks run by hand as the array jobs would.
+/// The segmentation equals the in-memory decode of the affinities the tasks predicted, and
+/// those are close to `em infer` on the whole volume (windows differ only near blocks).
+#[test]
+fn a_predicted_then_decoded_volume_equals_decoding_its_affinities() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    ok(&em(&[
+        "data",
+        "synth",
+        "--kind",
+        "neurons",
+        "--shape",
+        "16,48,48",
+        "--seed",
+        "3",
+        "--out",
+        &d("img.zarr"),
+    ]));
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        r#"
+seed = 1
+steps = 2
+batch_size = 1
+workers = 1
+augment = "light"
+[model]
+arch = "mednext_custom"
+in_channels = 1
+out_channels = 3
+width = 4
+kernel_size = 3
+ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
+blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+[data]
+patch = { patch = [16, 32, 32], epoch_len = 8 }
+[[data.sources]]
+source = { kind = "synthetic", synth = "neurons", shape = [16, 64, 64], seed = 2 }
+[targets]
+kind = "affinities"
+offsets = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+[inference]
+window = [16, 32, 32]
+overlap = [0.25, 0.25, 0.25]
+"#,
+    )
+    .unwrap();
+    ok(&em(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        &d("run"),
+    ]));
+    let v = ok(&em(&[
+        "slurm",
+        "decode",
+        "--run",
+        &d("run"),
+        "--image",
+        &d("img.zarr/img"),
+        "--affinities",
+        &d("aff.zarr"),
+        "--out",
+        &d("seg.zarr"),
+        "--block",
+        "8,16,16",
+        "--tasks",
+        "3",
+        "--dir",
+        &d("work"),
+        "--dry-run",
+    ]));
+    assert_eq!(v["blocks"], 18);
+    assert!(v["predict_script"]
+        .as_str()
+        .unwrap()
+        .ends_with("decode-predict.sbatch"));
+    let plan = d("work/plan.json");
+    // Labelling before every block is predicted is refused.
+    let o = em(&["slurm", "decode-task", &plan, "--task", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not predicted yet"));
+    let o = em(&["slurm", "decode-stitch", &plan, "--no-resubmit"]);
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("18 blocks are not predicted (prediction tasks 0,1,2)"));
+    for t in ["2", "0", "1"] {
+        let v = ok(&em(&["slurm", "predict-task", &plan, "--task", t]));
+        assert_eq!(v["predicted"], 6);
+    }
+    for t in ["1", "2", "0"] {
+        ok(&em(&["slurm", "decode-task", &plan, "--task", t]));
+    }
+    ok(&em(&["slurm", "decode-stitch", &plan, "--no-resubmit"]));
+    ok(&em(&[
+        "decode",
+        "--affinities",
+        &d("aff.zarr"),
+        "--out",
+        &d("want.zarr"),
+    ]));
+    assert_eq!(
+        em_io::read(d("seg.zarr")).unwrap(),
+        em_io::read(d("want.zarr")).unwrap()
+    );
+    // Against the whole-volume prediction: the same model, windows placed differently.
+    ok(&em(&[
+        "infer",
+        "--run",
+        &d("run"),
+        "--input",
+        &d("img.zarr/img"),
+        "--out",
+        &d("whole.npy"),
+    ]));
+    let a = em_io::read(d("aff.zarr"))
+        .unwrap()
+        .into_typed::<f32>()
+        .unwrap();
+    let b = em_io::read(d("whole.npy"))
+        .unwrap()
+        .into_typed::<f32>()
+        .unwrap();
+    assert_eq!(a.shape(), [3, 16, 48, 48]);
+    let mean_diff = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .sum::<f32>()
+        / a.len() as f32;
+    assert!(a.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(mean_diff < 0.05, "mean |blockwise − whole| = {mean_diff}");
+}
