@@ -72,7 +72,7 @@ pub(crate) enum SlurmCommand {
         json: bool,
     },
     /// Decode affinities block by block as a Slurm array job, then stitch in a final job.
-    Decode(DecodeJobArgs),
+    Decode(Box<DecodeJobArgs>),
     /// Predict the blocks of one task of a distributed decode (run by the array job).
     PredictTask {
         /// The plan written by `em slurm decode`.
