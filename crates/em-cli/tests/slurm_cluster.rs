@@ -191,9 +191,26 @@ fn a_dependency_chain_runs_in_order() {
         ["COMPLETED", "COMPLETED"]
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "first\nsecond\n");
+    // sbatch refusing a job: its own message comes through, and nothing is recorded.
+    let o = em(&[
+        "slurm",
+        "submit",
+        second.to_str().unwrap(),
+        "--dir",
+        d,
+        "--set",
+        "slurm.partition=\"nosuch\"",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`sbatch --parsable") && err.contains("partition"),
+        "{err}"
+    );
     // The manifest lists both, in order.
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["jobs"].as_array().map(Vec::len), Some(2));
     assert_eq!(m["jobs"][0]["name"], "first");
     assert_eq!(m["jobs"][1]["job_id"], b.as_str());
     let _ = std::fs::remove_dir_all(&dir);
