@@ -22,28 +22,12 @@ pub(crate) struct DecodeArgs {
     /// Output segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset).
     #[arg(long)]
     out: PathBuf,
-    /// Edges with affinity strictly above this connect.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
-    /// Which voxel holds an edge's value: source (BANIS) or destination (PyTC "deepem").
-    #[arg(long, default_value = "source")]
-    storage: EdgeStorage,
-    /// Channels to use (BANIS offsets: 0,1,2 short range; 3,4,5 at distance 10).
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
-    channels: Vec<usize>,
-    /// Remove objects with fewer voxels than this (0: keep all).
-    #[arg(long, default_value_t = 0)]
-    min_size: u64,
+    #[command(flatten)]
+    pub(crate) labels: LabelOptions,
     /// Where small objects go: background, background_2d (per z-section), neighbor (merged
     /// into the most frequent label around them) or neighbor_2d.
     #[arg(long, default_value = "background")]
     small_mode: SmallObjectMode,
-    /// Upscale the output by integer factors z,y,x (nearest), e.g. 1,2,2.
-    #[arg(long, value_parser = triple::<usize>)]
-    scale: Option<[usize; 3]>,
-    /// Label type of the output: u32 or u64.
-    #[arg(long, default_value = "u32")]
-    label_type: LabelType,
     /// Decode block by block with blocks of z,y,x voxels: memory stays at a few blocks per
     /// thread, whatever the volume size (out of core with zarr input and output).
     #[arg(long, value_parser = triple::<u64>)]
@@ -68,16 +52,63 @@ impl DecodeArgs {
         Self {
             affinities,
             out,
-            threshold,
-            storage,
-            channels: vec![0, 1, 2],
-            min_size,
+            labels: LabelOptions {
+                threshold,
+                storage,
+                channels: vec![0, 1, 2],
+                min_size,
+                scale: None,
+                label_type: LabelType::U32,
+            },
             small_mode: SmallObjectMode::Background,
-            scale: None,
-            label_type: LabelType::U32,
             block: None,
             threads: None,
             json: true,
+        }
+    }
+}
+
+/// What both `em decode` and `em slurm decode` ask of the labelling.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LabelOptions {
+    /// Edges with affinity strictly above this connect.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) threshold: f32,
+    /// Which voxel holds an edge's value: source (BANIS) or destination (PyTC "deepem").
+    #[arg(long, default_value = "source")]
+    pub(crate) storage: EdgeStorage,
+    /// Channels to use (BANIS offsets: 0,1,2 short range; 3,4,5 at distance 10).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub(crate) channels: Vec<usize>,
+    /// Remove objects with fewer voxels than this (0: keep all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) min_size: u64,
+    /// Upscale the output by integer factors z,y,x (nearest), e.g. 1,2,2.
+    #[arg(long, value_parser = triple::<usize>)]
+    pub(crate) scale: Option<[usize; 3]>,
+    /// Label type of the output: u32 or u64.
+    #[arg(long, default_value = "u32")]
+    pub(crate) label_type: LabelType,
+}
+
+impl LabelOptions {
+    /// The decode parameters (connected components on `threads`, `small_mode` removal).
+    pub(crate) fn params(
+        &self,
+        small_mode: SmallObjectMode,
+        threads: Option<usize>,
+    ) -> DecodeParams {
+        DecodeParams {
+            cc: CcParams {
+                threshold: self.threshold,
+                channels: self.channels.clone(),
+                offsets: None,
+                storage: self.storage,
+                threads,
+            },
+            min_size: self.min_size,
+            small_mode,
+            scale: self.scale.unwrap_or([1, 1, 1]),
         }
     }
 }
@@ -106,19 +137,7 @@ struct Summary {
 
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let scale = args.scale.unwrap_or([1, 1, 1]);
-    let params = DecodeParams {
-        cc: CcParams {
-            threshold: args.threshold,
-            channels: args.channels.clone(),
-            offsets: None,
-            storage: args.storage,
-            threads: args.threads,
-        },
-        min_size: args.min_size,
-        small_mode: args.small_mode,
-        scale,
-    };
+    let params = args.labels.params(args.small_mode, args.threads);
     let bar = Bar::new();
     let result = match args.block {
         None => in_memory(args, &params, &bar),
@@ -134,7 +153,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         labelled_voxels: s.labelled_voxels,
         blocks: s.blocks,
         seconds: start.elapsed().as_secs_f64(),
-        threshold: args.threshold,
+        threshold: args.labels.threshold,
         peak_rss_bytes: em_core::peak_rss_bytes(),
     };
     if args.json {
@@ -163,7 +182,7 @@ fn in_memory(
     let aff = em_io::read(&args.affinities)?;
     bar.advance(1);
     bar.0.set_message("decoding");
-    let (data, summary) = match args.label_type {
+    let (data, summary) = match args.labels.label_type {
         LabelType::U32 => decode_any::<u32>(&aff, params)?,
         LabelType::U64 => decode_any::<u64>(&aff, params)?,
     };
@@ -232,7 +251,7 @@ fn blockwise(
         .zip(params.scale)
         .map(|(&n, f)| n * f as u64)
         .collect();
-    let dtype = match args.label_type {
+    let dtype = match args.labels.label_type {
         LabelType::U32 => DType::U32,
         LabelType::U64 => DType::U64,
     };

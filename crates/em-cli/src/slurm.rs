@@ -20,7 +20,7 @@ use em_slurm::{JobConfig, Manifest, ManifestEntry, RenderOptions, SweepConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::decode::{triple, LabelType};
+use crate::decode::{triple, LabelOptions, LabelType};
 use crate::progress::Bar;
 
 /// `em slurm` subcommands.
@@ -127,24 +127,8 @@ pub(crate) struct DecodeJobArgs {
     /// Array tasks; each labels a contiguous run of blocks.
     #[arg(long, default_value_t = 4)]
     tasks: u64,
-    /// Edges with affinity strictly above this connect.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
-    /// Which voxel holds an edge's value: source (BANIS) or destination (PyTC "deepem").
-    #[arg(long, default_value = "source")]
-    storage: EdgeStorage,
-    /// Channels to use.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
-    channels: Vec<usize>,
-    /// Remove objects with fewer voxels than this (to background).
-    #[arg(long, default_value_t = 0)]
-    min_size: u64,
-    /// Upscale the output by integer factors z,y,x.
-    #[arg(long, value_parser = triple::<usize>)]
-    scale: Option<[usize; 3]>,
-    /// Label type of the output.
-    #[arg(long, default_value = "u32")]
-    label_type: LabelType,
+    #[command(flatten)]
+    labels: LabelOptions,
     /// Work directory: plan, scripts, block records, logs.
     #[arg(long, default_value = "slurm/decode")]
     dir: PathBuf,
@@ -520,7 +504,7 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     };
     let blocks = block_count(aff.as_ref(), a.block)?;
     let tasks = a.tasks.min(blocks);
-    let scale = a.scale.unwrap_or([1, 1, 1]);
+    let scale = a.labels.scale.unwrap_or([1, 1, 1]);
     let dims = &aff.shape()[1..];
     let out_shape: Vec<u64> = dims.iter().zip(scale).map(|(&n, f)| n * f as u64).collect();
     let plan = DecodePlan {
@@ -531,12 +515,12 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
         block: a.block,
         blocks,
         tasks,
-        threshold: a.threshold,
-        storage: a.storage,
-        channels: a.channels.clone(),
-        min_size: a.min_size,
+        threshold: a.labels.threshold,
+        storage: a.labels.storage,
+        channels: a.labels.channels.clone(),
+        min_size: a.labels.min_size,
         scale,
-        label_u64: a.label_type == LabelType::U64,
+        label_u64: a.labels.label_type == LabelType::U64,
         retries: a.retries,
         task_script: dir.join(format!("{}-blocks.sbatch", base.name)),
         stitch_script: dir.join(format!("{}-stitch.sbatch", base.name)),

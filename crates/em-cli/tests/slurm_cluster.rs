@@ -7,25 +7,11 @@
 //! task that the final job resubmits, and its result equal to the in-memory decode.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn em(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_em"))
-        .args(args)
-        .output()
-        .expect("the em binary runs")
-}
-
-fn ok(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or(serde_json::Value::Null)
-}
+mod common;
+use common::{em, ok};
 
 /// A scratch directory the Slurm daemons (root) can reach; kept on failure for the logs.
 fn scratch(name: &str) -> PathBuf {
@@ -411,7 +397,7 @@ fn a_predicted_decode_runs_as_dependent_array_jobs() {
         "--out",
         &d("img.zarr"),
     ]));
-    std::fs::write(dir.join("tiny.toml"), TINY_AFFINITIES).unwrap();
+    std::fs::write(dir.join("tiny.toml"), common::TINY_AFFINITIES).unwrap();
     ok(&em(&["train", &d("tiny.toml"), "--out", &d("run")]));
     let v = ok(&em(&[
         "slurm",
@@ -454,29 +440,3 @@ fn a_predicted_decode_runs_as_dependent_array_jobs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-const TINY_AFFINITIES: &str = r#"
-seed = 1
-steps = 2
-batch_size = 1
-workers = 1
-augment = "light"
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 3
-width = 4
-kernel_size = 3
-ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-[data]
-patch = { patch = [16, 32, 32], epoch_len = 8 }
-[[data.sources]]
-source = { kind = "synthetic", synth = "neurons", shape = [16, 64, 64], seed = 2 }
-[targets]
-kind = "affinities"
-offsets = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
-[inference]
-window = [16, 32, 32]
-overlap = [0.25, 0.25, 0.25]
-"#;

@@ -4,38 +4,9 @@
 //! The same against a real Slurm: `tests/slurm_cluster.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn em(args: &[&str]) -> Output {
-    em_with_path(args, None)
-}
-
-fn em_with_path(args: &[&str], path: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_em"));
-    c.args(args);
-    if let Some(p) = path {
-        c.env("PATH", p);
-    }
-    c.output().expect("the em binary runs")
-}
-
-fn ok(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or(serde_json::Value::Null)
-}
-
-fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../em-decode/tests/fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+mod common;
+use common::{em, em_with_path, fixture, ok};
 
 fn write_job(dir: &Path) -> PathBuf {
     let job = dir.join("job.toml");
@@ -258,35 +229,7 @@ fn a_predicted_then_decoded_volume_equals_decoding_its_affinities() {
         &d("img.zarr"),
     ]));
     let config = dir.path().join("tiny.toml");
-    std::fs::write(
-        &config,
-        r#"
-seed = 1
-steps = 2
-batch_size = 1
-workers = 1
-augment = "light"
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 3
-width = 4
-kernel_size = 3
-ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-[data]
-patch = { patch = [16, 32, 32], epoch_len = 8 }
-[[data.sources]]
-source = { kind = "synthetic", synth = "neurons", shape = [16, 64, 64], seed = 2 }
-[targets]
-kind = "affinities"
-offsets = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
-[inference]
-window = [16, 32, 32]
-overlap = [0.25, 0.25, 0.25]
-"#,
-    )
-    .unwrap();
+    std::fs::write(&config, common::TINY_AFFINITIES).unwrap();
     ok(&em(&[
         "train",
         config.to_str().unwrap(),
