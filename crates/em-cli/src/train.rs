@@ -150,6 +150,16 @@ impl<B: em_train::TrainBackend<InnerBackend = Cpu>> From<em_train::Trained<B>> f
 }
 
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
+    // First of all: a signal during start-up (a Slurm time-limit warning, say) must stop
+    // the run with a checkpoint, not kill the process.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGINT,
+    ] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
     let overrides: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
     let mut cfg = TrainConfig::load(&a.config, &overrides)?;
     // Everything that can fail before training does so now: a checkpoint of another run,
@@ -195,14 +205,6 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", log_path.display()))?,
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGUSR1,
-        signal_hook::consts::SIGINT,
-    ] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-    }
     let opts = RunOptions {
         checkpoint_dir: Some(a.out.join("checkpoints")),
         resume,
