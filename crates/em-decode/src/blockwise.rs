@@ -264,7 +264,7 @@ fn run<A: Affinity + Element, L: Label>(
                 if let Some((roi, data)) = r.write {
                     write_block(&plan, &roi, data)?;
                 }
-                stitcher.add(p, &r.record)?;
+                stitcher.add(p, r.record)?;
                 progress.advance(1);
             }
             if let Some(&last) = group.last() {
@@ -307,7 +307,7 @@ impl<'p, 'a> Stitcher<'p, 'a> {
     }
 
     /// Adds block `p`'s labels; blocks must come in processing order.
-    pub(crate) fn add(&mut self, p: u64, r: &BlockRecord) -> Result<()> {
+    pub(crate) fn add(&mut self, p: u64, r: BlockRecord) -> Result<()> {
         if p != self.next {
             return Err(DecodeError::InvalidParameter {
                 name: "block order",
@@ -326,9 +326,11 @@ impl<'p, 'a> Stitcher<'p, 'a> {
                 }
             }
         }
-        self.label_store.insert(p, (base, r.shells.clone()));
-        let lookback = self.lookback;
-        self.label_store.retain(|&k, _| k + lookback > p);
+        self.label_store.insert(p, (base, r.shells));
+        // One block in, one out: the block a whole layer behind can no longer be reached.
+        if let Some(old) = p.checked_sub(self.lookback) {
+            self.label_store.remove(&old);
+        }
         Ok(())
     }
 

@@ -182,7 +182,7 @@ fn stitch_typed<L: Label>(
     for p in 0..n_blocks {
         let r = records(p)?;
         r.check(&plan, p)?;
-        stitcher.add(p, &r)?;
+        stitcher.add(p, r)?;
         progress.advance(1);
     }
     progress.finish();
@@ -341,6 +341,18 @@ impl BlockRecord {
             return Err(bad(format!(
                 "the record given for block {p} is block {}'s",
                 self.position
+            )));
+        }
+        // Coordinates outside the volume would index past the grid: a damaged record.
+        let inside = |v: &[u64]| v.iter().zip(&plan.dims).all(|(c, n)| c < n);
+        let shells_inside = self
+            .shells
+            .iter()
+            .all(|s| s.roi.end().iter().zip(&plan.dims).all(|(e, n)| e <= n));
+        if !self.halo.iter().all(|(_, h)| inside(h)) || !shells_inside {
+            return Err(bad(format!(
+                "block {p}'s record has voxels outside the volume {:?}; label the block again",
+                plan.dims
             )));
         }
         Ok(())
