@@ -232,8 +232,62 @@ pub struct PointwiseShape {
     pub v: usize,
 }
 
-/// `out[n, o, v] = bias[o] + Σ_i w[o, i] · x[n, i, v]` for a `w` of `rows × cols`, blocked
-/// over voxels; `transpose` reads `w` as its transpose (`cols × rows` stored).
+/// `dst = dst + lhs · rhs` (`m × k` times `k × n`) through the `gemm` crate's packed,
+/// register-blocked kernels; `dst` has unit column stride and row stride `dst_rs`, the
+/// operands any strides.
+///
+/// # Safety
+/// Every index the shapes and strides reach must lie inside its buffer, and `dst` must not
+/// overlap the operands or be written by anyone else during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_acc(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            true,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Voxel columns per task of the pointwise kernels: enough tasks for every thread, each
+/// long enough that the packed weights are reused over many columns.
+fn pointwise_columns(n: usize, v: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = (n * v).div_ceil(4 * threads);
+    per_task
+        .next_multiple_of(64)
+        .clamp(256, 8 * BLOCK)
+        .min(v.max(1))
+}
+
+/// `out[n, o, v] = bias[o] + Σ_i w[o, i] · x[n, i, v]` for a `w` of `rows × cols`, one
+/// matrix product per block of voxels; `transpose` reads `w` as its transpose (`cols ×
+/// rows` stored). With `gelu_out`, each block's GELU is taken while it is in cache.
 fn matmul_rows(
     x: &[f32],
     w: &[f32],
@@ -243,45 +297,52 @@ fn matmul_rows(
     out: &mut [f32],
     gelu_out: Option<&mut [f32]>,
 ) {
-    let weight = |o: usize, i: usize| {
-        if transpose {
-            w[i * cout + o]
-        } else {
-            w[o * cin + i]
-        }
-    };
-    let blocks = v.div_ceil(BLOCK);
-    // Each task owns one voxel block of one sample, for every output channel.
+    if n * v == 0 || cout == 0 {
+        return;
+    }
+    let cols = pointwise_columns(n, v);
+    let blocks = v.div_ceil(cols);
     let tasks: Vec<(usize, usize)> = (0..n)
         .flat_map(|b| (0..blocks).map(move |j| (b, j)))
         .collect();
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let gelu_ptr = gelu_out.map(|g| SyncPtr(g.as_mut_ptr()));
+    // w[o, i] is at o·cin + i; its transpose at i·cout + o.
+    let (w_rs, w_cs) = if transpose { (1, cout) } else { (cin, 1) };
     tasks.par_iter().for_each(|&(b, j)| {
-        let lo = j * BLOCK;
-        let len = BLOCK.min(v - lo);
-        let xs = &x[b * cin * v..][..cin * v];
-        let mut acc = vec![0.0f32; len];
+        let lo = j * cols;
+        let len = cols.min(v - lo);
+        let base = b * cout * v + lo;
         for o in 0..cout {
-            acc.fill(bias.map_or(0.0, |bs| bs[o]));
-            for i in 0..cin {
-                let wv = weight(o, i);
-                for (a, &xv) in acc.iter_mut().zip(&xs[i * v + lo..][..len]) {
-                    *a += wv * xv;
-                }
-            }
-            // SAFETY: tasks write disjoint ranges (sample b, channel o, block j) of `out`,
-            // which outlives the parallel loop.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add((b * cout + o) * v + lo), len)
-            };
-            dst.copy_from_slice(&acc);
-            if let Some(g) = gelu_ptr {
-                // SAFETY: as above, for the second output of the same shape.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(g.get().add((b * cout + o) * v + lo), len)
+            // SAFETY: tasks write disjoint ranges (sample b, block j, every channel) of
+            // `out`, which outlives the parallel loop.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(base + o * v), len) };
+            dst.fill(bias.map_or(0.0, |bs| bs[o]));
+        }
+        let xs = &x[b * cin * v + lo..];
+        // SAFETY: the product reads rows `0..cin` of `x` (stride v) and `w` within their
+        // lengths (checked by the public callers) and writes this task's block of `out`.
+        unsafe {
+            sgemm_acc(
+                (cout, len, cin),
+                out_ptr.get().add(base),
+                v,
+                (w.as_ptr(), w_rs, w_cs),
+                (xs.as_ptr(), v, 1),
+                gemm::Parallelism::None,
+            );
+        }
+        if let Some(g) = gelu_ptr {
+            for o in 0..cout {
+                // SAFETY: as above; `g` is a second output of the same shape.
+                let (pre, dst) = unsafe {
+                    (
+                        std::slice::from_raw_parts(out_ptr.get().add(base + o * v), len),
+                        std::slice::from_raw_parts_mut(g.get().add(base + o * v), len),
+                    )
                 };
-                gelu_rows(&acc, dst);
+                gelu_rows(pre, dst);
             }
         }
     });
@@ -375,22 +436,41 @@ pub fn pointwise_backward_weight(
     {
         return false;
     }
-    let blocks = s.v.div_ceil(BLOCK);
     let (co, ci, v) = (s.co, s.ci, s.v);
+    if s.n * v == 0 {
+        dw.fill(0.0);
+        if let Some(db) = db {
+            db.fill(0.0);
+        }
+        return true;
+    }
+    let cols = pointwise_columns(s.n, v);
+    let blocks = v.div_ceil(cols);
     let partial = (0..s.n * blocks)
         .into_par_iter()
         .fold(
             || vec![0.0f32; co * ci + co],
             |mut acc, t| {
                 let (b, j) = (t / blocks, t % blocks);
-                let lo = j * BLOCK;
-                let len = BLOCK.min(v - lo);
+                let lo = j * cols;
+                let len = cols.min(v - lo);
+                let g = &dy[b * co * v + lo..];
+                let xs = &x[b * ci * v + lo..];
                 for o in 0..co {
-                    let g = &dy[(b * co + o) * v + lo..][..len];
-                    acc[co * ci + o] += g.iter().sum::<f32>();
-                    for i in 0..ci {
-                        acc[o * ci + i] += dot_shifted(g, &x[(b * ci + i) * v + lo..][..len], 0);
-                    }
+                    acc[co * ci + o] += g[o * v..][..len].iter().sum::<f32>();
+                }
+                // dw (co × ci) += dy block (co × len) · x block transposed (len × ci).
+                // SAFETY: rows 0..co of dy and 0..ci of x (stride v) from `lo` for `len`
+                // columns lie inside the checked buffers; `acc` is this fold's own.
+                unsafe {
+                    sgemm_acc(
+                        (co, ci, len),
+                        acc.as_mut_ptr(),
+                        ci,
+                        (g.as_ptr(), v, 1),
+                        (xs.as_ptr(), 1, v),
+                        gemm::Parallelism::None,
+                    );
                 }
                 acc
             },
