@@ -16,7 +16,8 @@ use crate::{ModelError, Result};
 pub enum Blend {
     /// Every voxel of a window counts the same.
     Constant,
-    /// A Gaussian centred on the window, σ = side / 8 (MONAI's "gaussian").
+    /// A Gaussian centred on the window, σ = side / 8, floored at 1e-3 (MONAI's
+    /// "gaussian" with `sigma_scale = 0.125`).
     #[default]
     Gaussian,
     /// A smooth bump `exp(1 − 1/(1 − t²))` per axis, t ∈ (−1, 1) across the window.
@@ -174,8 +175,14 @@ impl SlidingWindow {
                 }
                 _ => az[z] * ay[y] * ax[x],
             };
-            // Never exactly 0, so that every voxel is covered by some weight.
-            w.max(1e-6)
+            // Never exactly 0, so that every voxel is covered by some weight. The Gaussian
+            // has MONAI's floor of 1e-3: over half of a window's voxels sit on it, so it
+            // decides how much the windows' borders count where they overlap.
+            w.max(if self.blend == Blend::Gaussian {
+                1e-3
+            } else {
+                1e-6
+            })
         })
     }
 }

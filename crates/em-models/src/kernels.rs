@@ -4,12 +4,15 @@
 //!
 //! burn's generic backward of a grouped convolution runs one full convolution per channel
 //! on strided copies, and its pointwise backward goes through im2col-style paths: together
-//! most of a CPU training step (issue #11). These kernels stream over contiguous rows so the
-//! inner loops vectorise, and split the work over rayon's pool.
+//! most of a CPU training step (issue #11). The depthwise kernels stream over contiguous
+//! rows so the inner loops vectorise; the pointwise ones are matrix products per block of
+//! voxels through the `gemm` crate (packed operands, register-blocked FMA kernels: a
+//! channel-by-channel multiply-add loop spent half of a MedNeXt-S step there). Both split
+//! the work over rayon's pool.
 
 use rayon::prelude::*;
 
-/// Voxels per block of the pointwise kernels: a few rows of every channel stay in cache.
+/// Pointwise tasks take between `BLOCK / 8` and `8 · BLOCK` voxels.
 const BLOCK: usize = 2048;
 
 /// Shape of a depthwise convolution: batch, channels, spatial sides, odd kernel side.
@@ -281,7 +284,7 @@ fn pointwise_columns(n: usize, v: usize) -> usize {
     let per_task = (n * v).div_ceil(4 * threads);
     per_task
         .next_multiple_of(64)
-        .clamp(256, 8 * BLOCK)
+        .clamp(BLOCK / 8, 8 * BLOCK)
         .min(v.max(1))
 }
 

@@ -51,6 +51,36 @@ fn grid_starts_and_blend_maps() {
     }
 }
 
+/// MONAI 1.6.1 `compute_importance_map(patch, mode="gaussian", sigma_scale=0.125)`
+/// (`tools/make_blend_reference.py`).
+#[test]
+fn the_gaussian_blend_map_is_monais() {
+    let cases: [([usize; 3], [usize; 3], f64); 9] = [
+        ([6, 8, 10], [0, 0, 0], 0.001_000_000_047_497_451_3),
+        ([6, 8, 10], [3, 4, 5], 0.652_318_537_235_26),
+        ([6, 8, 10], [3, 0, 5], 0.001_616_935_944_184_661),
+        ([6, 8, 10], [3, 4, 0], 0.001_083_864_597_603_678_7),
+        ([6, 8, 10], [1, 2, 3], 0.021_386_401_727_795_6),
+        ([64, 64, 64], [0, 0, 0], 0.001_000_000_047_497_451_3),
+        ([64, 64, 64], [32, 32, 32], 0.994_157_791_137_695_3),
+        ([64, 64, 64], [20, 31, 31], 0.354_477_852_582_931_5),
+        ([64, 64, 64], [31, 12, 40], 0.029_097_314_924_001_694),
+    ];
+    for (window, [z, y, x], want) in cases {
+        let w = SlidingWindow::new(window).weights();
+        let got = f64::from(w[[z, y, x]]);
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{window:?} at {:?}: {got} vs MONAI {want}",
+            [z, y, x]
+        );
+    }
+    // MONAI floors 58.1% of a 64³ window at 1e-3.
+    let w = SlidingWindow::new([64; 3]).weights();
+    let floored = w.iter().filter(|&&v| v <= 1.0001e-3).count() as f64 / w.len() as f64;
+    assert!((floored - 0.581_085).abs() < 1e-4, "{floored}");
+}
+
 #[test]
 fn identity_model_reconstructs_the_input_for_every_blend() {
     let input = Array4::from_shape_fn((2, 11, 19, 23), |(c, z, y, x)| {
