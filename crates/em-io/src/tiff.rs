@@ -39,7 +39,7 @@ pub fn read_tiff(path: &Path) -> Result<AnyArray> {
         Err(_) => Err(Error::corrupt(
             path,
             FORMAT,
-            "the TIFF decoder failed on malformed data",
+            "the decoder failed on malformed data",
         )),
     }
 }
@@ -51,8 +51,24 @@ fn page_limit(file_len: u64) -> usize {
     usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
+/// What a decoder error means to someone holding the file (the message already says
+/// "not a valid TIFF file", so the crate's own "format error:" prefix is dropped).
+fn reason(e: tiff::TiffError) -> String {
+    match e {
+        tiff::TiffError::FormatError(f) => f.to_string(),
+        tiff::TiffError::UnsupportedError(u) => format!("unsupported: {u}"),
+        tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends early (truncated?)".to_string()
+        }
+        tiff::TiffError::LimitsExceeded => {
+            "a page is larger than this file's size makes plausible".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) -> Result<AnyArray> {
-    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, e.to_string());
+    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, reason(e));
     let mut limits = Limits::default();
     limits.decoding_buffer_size = page_limit(file_len);
     limits.intermediate_buffer_size = page_limit(file_len);

@@ -106,13 +106,22 @@ fn truncated_and_garbage_tiff() {
     let p = copy_fixture("tiff_uint16.tif", dir.path());
     let bytes = fs::read(&p).unwrap();
     // tifffile puts page data first (bytes 256..676) and the page directories after it.
+    let mut truncated = 0;
     for cut in [8, 100, 300, bytes.len() / 2, 1000] {
         fs::write(&p, &bytes[..cut]).unwrap();
         let err = read_err(&p);
         assert!(err.contains("not a valid TIFF file"), "cut at {cut}: {err}");
+        // The decoder's own wording ("format error: … TIFF …") is not repeated after ours.
+        assert_eq!(err.matches("TIFF").count(), 1, "cut at {cut}: {err}");
+        truncated += usize::from(err.contains("truncated"));
     }
+    assert!(truncated > 0, "no cut was reported as a truncated file");
     fs::write(&p, b"II*\0garbage that is not an IFD").unwrap();
-    assert!(read_err(&p).contains("TIFF"));
+    let err = read_err(&p);
+    assert!(
+        err.contains("TIFF") && !err.contains("format error"),
+        "{err}"
+    );
     fs::write(&p, b"").unwrap();
     assert!(read_err(&p).contains("TIFF"));
 }
