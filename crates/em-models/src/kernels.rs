@@ -244,14 +244,13 @@ pub struct PointwiseShape {
 /// # Safety
 /// Every index the shapes and strides reach must lie inside its buffer, and `dst` must not
 /// overlap the operands or be written by anyone else during the call.
-#[allow(clippy::too_many_arguments)]
+/// Runs on the calling thread: the callers split the work into tasks themselves.
 unsafe fn sgemm_acc(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
     (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
     (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
-    parallelism: gemm::Parallelism,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -274,7 +273,7 @@ unsafe fn sgemm_acc(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -335,7 +334,6 @@ fn matmul_rows(
                 v,
                 (w.as_ptr(), w_rs, w_cs),
                 (xs.as_ptr(), v, 1),
-                gemm::Parallelism::None,
             );
         }
         if let Some(g) = gelu_ptr {
@@ -442,13 +440,7 @@ pub fn pointwise_backward_weight(
         return false;
     }
     let (co, ci, v) = (s.co, s.ci, s.v);
-    if s.n * v == 0 {
-        dw.fill(0.0);
-        if let Some(db) = db {
-            db.fill(0.0);
-        }
-        return true;
-    }
+    // No voxels: no tasks, and the zero partial sums below are the gradients.
     let cols = pointwise_columns(s.n, v);
     let blocks = v.div_ceil(cols);
     let partial = (0..s.n * blocks)
@@ -474,7 +466,6 @@ pub fn pointwise_backward_weight(
                         ci,
                         (g.as_ptr(), v, 1),
                         (xs.as_ptr(), 1, v),
-                        gemm::Parallelism::None,
                     );
                 }
                 acc
