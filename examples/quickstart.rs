@@ -70,8 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             path.strip_prefix(&out)?.display().to_string(),
             volume.dtype().to_string(),
             volume.chunk_shape(),
-            stats.min.unwrap_or(f64::NAN),
-            stats.max.unwrap_or(f64::NAN),
+            stats.min.map_or(f64::NAN, |v| v.to_f64()),
+            stats.max.map_or(f64::NAN, |v| v.to_f64()),
             stats.label_count.map_or("-".to_string(), |n| n.to_string()),
         );
     }

@@ -46,4 +46,7 @@ mod probe;
 
 pub use error::{AutoconfError, Result};
 pub use plan::{plan, Choice, Device, Explicit, ModelCost, Plan, Precision, Request};
-pub use probe::{probe, probe_from, Gpu, Hardware, SlurmAllocation, Sources};
+pub use probe::{
+    available_memory, ensure_memory, gib, probe, probe_from, Gpu, Hardware, MemoryError,
+    SlurmAllocation, Sources,
+};

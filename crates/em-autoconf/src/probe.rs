@@ -156,29 +156,7 @@ pub fn probe_from(s: &Sources) -> Hardware {
         }
     }
 
-    let meminfo = read(&s.root.join("proc/meminfo")).map(|t| parse_meminfo(&t));
-    let total = meminfo.as_ref().and_then(|m| m.get("MemTotal").copied());
-    let (mut memory, mut memory_source) = match meminfo
-        .as_ref()
-        .and_then(|m| m.get("MemAvailable").copied())
-    {
-        Some(a) => (a, "MemAvailable".to_string()),
-        None => (total.unwrap_or(u64::MAX), "MemTotal".to_string()),
-    };
-    if let Some((limit, used)) = cgroup.as_deref().and_then(memory_limit) {
-        let free = limit.saturating_sub(used);
-        if free < memory {
-            (memory, memory_source) = (free, "cgroup memory limit".into());
-        }
-    }
-    if let Some(m) = slurm.as_ref().and_then(|a| a.memory_bytes) {
-        if m < memory {
-            (memory, memory_source) = (m, "Slurm memory allocation".into());
-        }
-    }
-    if memory == u64::MAX {
-        (memory, memory_source) = (0, "unknown".into());
-    }
+    let (memory, memory_source, total) = memory_from(&s.root, cgroup.as_deref(), slurm.as_ref());
 
     let (gpus, gpu_note) = visible_gpus(&s.gpus, &s.env, slurm.as_ref());
     Hardware {
@@ -191,6 +169,129 @@ pub fn probe_from(s: &Sources) -> Hardware {
         gpus,
         gpu_note,
     }
+}
+
+/// Memory this process may use (the least of `MemAvailable`, the cgroup limit's headroom and
+/// the Slurm allocation), where that figure came from, and the machine's total.
+fn memory_from(
+    root: &Path,
+    cgroup: Option<&Path>,
+    slurm: Option<&SlurmAllocation>,
+) -> (u64, String, Option<u64>) {
+    let meminfo = read(&root.join("proc/meminfo")).map(|t| parse_meminfo(&t));
+    let total = meminfo.as_ref().and_then(|m| m.get("MemTotal").copied());
+    let (mut memory, mut memory_source) = match meminfo
+        .as_ref()
+        .and_then(|m| m.get("MemAvailable").copied())
+    {
+        Some(a) => (a, "MemAvailable".to_string()),
+        None => (total.unwrap_or(u64::MAX), "MemTotal".to_string()),
+    };
+    if let Some((limit, used)) = cgroup.and_then(memory_limit) {
+        let free = limit.saturating_sub(used);
+        if free < memory {
+            (memory, memory_source) = (free, "cgroup memory limit".into());
+        }
+    }
+    if let Some(m) = slurm.and_then(|a| a.memory_bytes) {
+        if m < memory {
+            (memory, memory_source) = (m, "Slurm memory allocation".into());
+        }
+    }
+    if memory == u64::MAX {
+        (memory, memory_source) = (0, "unknown".into());
+    }
+    (memory, memory_source, total)
+}
+
+/// Memory this process may use now, in bytes, and where the figure came from: as
+/// [`probe`] finds it, without asking for GPUs (cheap enough to call before any command).
+/// `EM_MEMORY_LIMIT` (bytes, or with a K/M/G/T suffix) lowers it, to rehearse a smaller
+/// machine.
+pub fn available_memory() -> (u64, String) {
+    let root = Path::new("/");
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let slurm = slurm_allocation(&env);
+    let cgroup = cgroup_dir(root);
+    let (mut bytes, mut source, _) = memory_from(root, cgroup.as_deref(), slurm.as_ref());
+    if let Some(limit) = env.get("EM_MEMORY_LIMIT").and_then(|v| parse_size(v)) {
+        if limit < bytes || source == "unknown" {
+            (bytes, source) = (limit, "EM_MEMORY_LIMIT".into());
+        }
+    }
+    (bytes, source)
+}
+
+/// `123`, `512M`, `4G`, `1.5T` (binary units) as bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return None,
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| (v * (1u64 << shift) as f64) as u64)
+}
+
+/// Work that would need more memory than this process may use.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} needs about {} but {} is available ({source_name}); {hint}", gib(*needed), gib(*available))]
+pub struct MemoryError {
+    /// What was asked for.
+    pub what: String,
+    /// The estimate, bytes.
+    pub needed: u64,
+    /// What this process may use, bytes.
+    pub available: u64,
+    /// Where `available` came from.
+    pub source_name: String,
+    /// How to make it fit.
+    pub hint: String,
+}
+
+/// Bytes as a human figure (KiB … TiB, or exabytes for absurd sizes).
+pub fn gib(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Refuses work whose memory estimate (`needed` bytes; `None`: beyond any machine, e.g. a
+/// size that overflows) exceeds what this process may use, naming `what` and a `hint`.
+/// Where the available memory is unknown, only overflowing estimates are refused.
+///
+/// # Errors
+/// [`MemoryError`] with the estimate and the available memory.
+pub fn ensure_memory(what: &str, needed: Option<u64>, hint: &str) -> Result<(), MemoryError> {
+    let (available, source) = available_memory();
+    let needed_bytes = needed.unwrap_or(u64::MAX);
+    if needed.is_some() && (source == "unknown" || needed_bytes <= available) {
+        return Ok(());
+    }
+    Err(MemoryError {
+        what: what.to_string(),
+        needed: needed_bytes,
+        available,
+        source_name: source,
+        hint: hint.to_string(),
+    })
 }
 
 fn read(p: &Path) -> Option<String> {
@@ -522,4 +623,23 @@ mod tests {
         assert!(h.cpus >= 1);
         assert!(h.memory_bytes > 0, "{h:?}");
     }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("2T"), Some(2 << 40));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1G"), None);
+    }
+
+    #[test]
+    fn overflowing_estimates_are_always_refused() {
+        let e = ensure_memory("a test", None, "make it smaller").unwrap_err();
+        assert!(e.to_string().contains("16.0 EiB"), "{e}");
+        assert!(e.to_string().contains("make it smaller"), "{e}");
+        ensure_memory("a test", Some(1), "").unwrap();
+    }
+
 }

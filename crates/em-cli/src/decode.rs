@@ -6,11 +6,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use em_core::{AnyArray, ChunkedVolumeExt, DType, EdgeStorage, InMemoryVolume, Progress};
-use em_decode::{decode, decode_blockwise, CcParams, DecodeParams, DecodeSummary, SmallObjectMode};
+use em_decode::{
+    decode_blockwise, decode_with_summary, CcParams, DecodeParams, DecodeSummary, SmallObjectMode,
+};
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use ndarray::{ArrayView4, Ix4};
 use serde::Serialize;
 
+use crate::guard;
 use crate::progress::Bar;
 
 /// Arguments of `em decode`.
@@ -35,6 +38,9 @@ pub(crate) struct DecodeArgs {
     /// Worker threads (default: all cores); the output is the same for any number.
     #[arg(long)]
     threads: Option<usize>,
+    /// Replace an existing output array or file (never an input, a group or a directory).
+    #[arg(long)]
+    overwrite: bool,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -48,6 +54,7 @@ impl DecodeArgs {
         threshold: f32,
         storage: EdgeStorage,
         min_size: u64,
+        overwrite: bool,
     ) -> Self {
         Self {
             affinities,
@@ -63,6 +70,7 @@ impl DecodeArgs {
             small_mode: SmallObjectMode::Background,
             block: None,
             threads: None,
+            overwrite,
             json: true,
         }
     }
@@ -71,7 +79,8 @@ impl DecodeArgs {
 /// What both `em decode` and `em slurm decode` ask of the labelling.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct LabelOptions {
-    /// Edges with affinity strictly above this connect.
+    /// Edges with affinity strictly above this connect (NaN and ±inf values never do; they
+    /// are counted and reported).
     #[arg(long, default_value_t = 0.5)]
     pub(crate) threshold: f32,
     /// Which voxel holds an edge's value: source (BANIS) or destination (PyTC "deepem").
@@ -129,14 +138,73 @@ struct Summary {
     removed: u64,
     voxels: u64,
     labelled_voxels: u64,
+    non_finite_affinities: u64,
     blocks: u64,
     seconds: f64,
     threshold: f32,
     peak_rss_bytes: Option<u64>,
 }
 
+/// Bytes a decode of `shape` (`(C, Z, Y, X)`, `elem` bytes per value) will hold at once:
+/// the affinities and labels in memory, or a few blocks per thread out of core.
+fn memory_needed(args: &DecodeArgs, shape: &[u64], elem: u64) -> Option<u64> {
+    let &[c, z, y, x] = shape else {
+        return Some(0); // the decode itself names the wrong shape
+    };
+    let label = match args.labels.label_type {
+        LabelType::U32 => 4,
+        LabelType::U64 => 8,
+    };
+    let [fz, fy, fx] = args.labels.scale.unwrap_or([1, 1, 1]).map(|f| f as u64);
+    let labels = guard::bytes_of(&[z, y, x], label)?;
+    let scaled = guard::bytes_of(&[z, y, x, fz, fy, fx], label)?;
+    let input = guard::bytes_of(&[c, z, y, x], elem)?;
+    let on_disk = |p: &std::path::Path| {
+        VolumePath::parse(p).is_ok_and(|v| matches!(v.format, Format::Zarr | Format::Hdf5))
+    };
+    match args.block {
+        None => {
+            let upscaled = if [fz, fy, fx] == [1, 1, 1] { 0 } else { scaled };
+            input.checked_add(labels)?.checked_add(upscaled)
+        }
+        Some(b) => {
+            let threads = args.threads.unwrap_or_else(rayon_threads) as u64;
+            // Each block in flight: its affinities (with a halo) and its labels, twice over.
+            let block = guard::bytes_of(&b, 2 * (c * elem + label + 8))?.checked_mul(threads)?;
+            let whole_in = if on_disk(&args.affinities) { 0 } else { input };
+            let whole_out = if on_disk(&args.out) { 0 } else { scaled.checked_mul(2)? };
+            block.checked_add(whole_in)?.checked_add(whole_out)
+        }
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Everything that can be refused before reading a value: threads, where the output goes,
+/// the memory the decode will need.
+fn preflight(args: &DecodeArgs) -> anyhow::Result<()> {
+    guard::threads(args.threads)?;
+    guard::outputs(&[&args.out], &[&args.affinities], args.overwrite)?;
+    if let Some((shape, elem)) = guard::peek(&args.affinities)? {
+        let hint = if args.block.is_none() {
+            "decode block by block with --block (zarr in and out stays out of core)"
+        } else {
+            "use smaller --block, fewer --threads, or zarr input and output"
+        };
+        guard::memory(
+            &format!("decoding {}", args.affinities.display()),
+            memory_needed(args, &shape, elem),
+            hint,
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    preflight(args)?;
     let params = args.labels.params(args.small_mode, args.threads);
     let bar = Bar::new();
     let result = match args.block {
@@ -151,11 +219,19 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         removed: s.removed,
         voxels: s.voxels,
         labelled_voxels: s.labelled_voxels,
+        non_finite_affinities: s.non_finite,
         blocks: s.blocks,
         seconds: start.elapsed().as_secs_f64(),
         threshold: args.labels.threshold,
         peak_rss_bytes: em_core::peak_rss_bytes(),
     };
+    if s.non_finite > 0 {
+        eprintln!(
+            "warning: {} affinity values are NaN or infinite; their edges count as off (not \
+             connected)",
+            s.non_finite
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -207,25 +283,15 @@ fn decode_any<L: em_core::Label>(
             )
         })
     }
-    let (seg, k) = match aff {
-        AnyArray::F32(a) => decode::<f32, L>(four(a)?, params)?,
-        AnyArray::F16(a) => decode::<em_core::f16, L>(four(a)?, params)?,
-        AnyArray::U8(a) => decode::<u8, L>(four(a)?, params)?,
+    let (seg, summary) = match aff {
+        AnyArray::F32(a) => decode_with_summary::<f32, L>(four(a)?, params)?,
+        AnyArray::F16(a) => decode_with_summary::<em_core::f16, L>(four(a)?, params)?,
+        AnyArray::U8(a) => decode_with_summary::<u8, L>(four(a)?, params)?,
         other => anyhow::bail!(
             "affinities are {} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
             other.dtype(),
             other.shape()
         ),
-    };
-    let voxels = aff.shape().iter().skip(1).product::<usize>() as u64;
-    let f: u64 = params.scale.iter().product::<usize>() as u64;
-    let labelled = seg.iter().filter(|&&v| v != L::BACKGROUND).count() as u64 / f.max(1);
-    let summary = DecodeSummary {
-        components: k,
-        removed: 0,
-        voxels,
-        labelled_voxels: labelled,
-        blocks: 1,
     };
     Ok((L::into_any(seg.into_dyn()), summary))
 }

@@ -5,6 +5,7 @@ mod augment;
 mod data;
 mod decode;
 mod evaluate;
+mod guard;
 mod infer;
 mod info;
 mod model;

@@ -48,5 +48,5 @@ pub use half::f16;
 pub use label::{to_labels, to_labels_and_mask, Label};
 pub use progress::{NoProgress, Progress};
 pub use roi::Roi;
-pub use stats::VolumeStats;
+pub use stats::{Scalar, VolumeStats};
 pub use volume::{check_read, check_write, ChunkedVolume, ChunkedVolumeExt, InMemoryVolume};

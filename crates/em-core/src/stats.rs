@@ -4,15 +4,45 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::{AnyArray, ChunkedVolume, ChunkedVolumeExt, Element, Progress, Result};
+use crate::{AnyArray, ChunkedVolume, ChunkedVolumeExt, Element, Progress, Result, Roi};
+
+/// One value of a volume, exact whatever its type: a 64-bit label id stays that id (an
+/// `f64` would round ids above 2^53).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// An integer (or bool as 0/1).
+    Int(i128),
+    /// A floating-point value.
+    Float(f64),
+}
+
+impl Scalar {
+    /// The value as `f64` (rounded for integers beyond 2^53).
+    pub fn to_f64(self) -> f64 {
+        match self {
+            Scalar::Int(v) => v as f64,
+            Scalar::Float(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Int(v) => write!(f, "{v}"),
+            Scalar::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
 
 /// What `em info` reports about a volume's values.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VolumeStats {
     /// Smallest value (NaN ignored); `None` for an empty or all-NaN volume.
-    pub min: Option<f64>,
+    pub min: Option<Scalar>,
     /// Largest value (NaN ignored).
-    pub max: Option<f64>,
+    pub max: Option<Scalar>,
     /// Number of distinct non-zero values, for integer volumes (labels).
     pub label_count: Option<u64>,
     /// Number of voxels equal to 0 (background for labels).
@@ -29,15 +59,61 @@ impl VolumeStats {
     pub fn compute(volume: &dyn ChunkedVolume, progress: &dyn Progress) -> Result<Self> {
         let grid = volume.chunk_grid(&vec![0; volume.ndim()])?;
         let mut acc = Accumulator::default();
-        progress.start("scanning volume", volume.roi().num_elements());
-        for block in grid.iter() {
-            acc.add(&volume.read_roi(&block.core)?);
-            progress.advance(block.core.num_elements());
+        let total = volume.roi().num_elements();
+        progress.start("scanning volume", total);
+        match volume.stored_chunks() {
+            // Only what is stored is read; the rest is the fill value, counted once. A volume
+            // whose metadata claims a huge shape is then as quick to scan as its files.
+            Some(stored) if (stored.len() as u64) < grid.num_blocks() => {
+                let chunk = volume.chunk_shape();
+                let roi_of = |index: &[u64]| {
+                    let start: Vec<u64> = index.iter().zip(chunk).map(|(i, c)| i * c).collect();
+                    let shape: Vec<u64> = start
+                        .iter()
+                        .zip(chunk)
+                        .zip(volume.shape())
+                        .map(|((s, c), n)| (*c).min(n.saturating_sub(*s)))
+                        .collect();
+                    Roi::new(start, shape)
+                };
+                let mut seen = std::collections::BTreeSet::new();
+                let mut covered = 0u64;
+                for index in &stored {
+                    let roi = roi_of(index)?;
+                    if roi.num_elements() == 0 || !seen.insert(index.clone()) {
+                        continue;
+                    }
+                    acc.add(&volume.read_roi(&roi)?);
+                    covered += roi.num_elements();
+                    progress.advance(roi.num_elements());
+                }
+                let missing = total.saturating_sub(covered);
+                // One voxel of a chunk that is not stored gives the fill value.
+                if let Some(block) = grid
+                    .iter()
+                    .take(seen.len() + 1)
+                    .find(|b| !seen.contains(&chunk_index(b.core.start(), chunk)))
+                {
+                    let one = Roi::new(block.core.start().to_vec(), vec![1; volume.ndim()])?;
+                    acc.add_repeated(&volume.read_roi(&one)?, missing);
+                }
+                progress.advance(missing);
+            }
+            _ => {
+                for block in grid.iter() {
+                    acc.add(&volume.read_roi(&block.core)?);
+                    progress.advance(block.core.num_elements());
+                }
+            }
         }
         progress.finish();
+        let (min, max) = match (acc.int_range, acc.min, acc.max) {
+            (Some((lo, hi)), _, _) => (Some(Scalar::Int(lo)), Some(Scalar::Int(hi))),
+            (None, lo, hi) => (lo.map(Scalar::Float), hi.map(Scalar::Float)),
+        };
         Ok(VolumeStats {
-            min: acc.min,
-            max: acc.max,
+            min,
+            max,
             label_count: volume
                 .dtype()
                 .is_integer()
@@ -48,25 +124,47 @@ impl VolumeStats {
     }
 }
 
+fn chunk_index(start: &[u64], chunk: &[u64]) -> Vec<u64> {
+    start.iter().zip(chunk).map(|(s, c)| s / c.max(&1)).collect()
+}
+
 #[derive(Default)]
 struct Accumulator {
     min: Option<f64>,
     max: Option<f64>,
+    /// The exact range of an integer volume.
+    int_range: Option<(i128, i128)>,
     zeros: u64,
     nans: u64,
     labels: HashSet<u64>,
 }
 
 impl Accumulator {
+    /// Adds `count` voxels equal to the one value of `one`.
+    fn add_repeated(&mut self, one: &AnyArray, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let (zeros, nans) = (self.zeros, self.nans);
+        self.add(one);
+        // `add` counted the value once; it stands for `count` voxels.
+        self.zeros = zeros + (self.zeros - zeros) * count;
+        self.nans = nans + (self.nans - nans) * count;
+    }
+
     fn add(&mut self, data: &AnyArray) {
         // Integers reinterpreted as u64 keep distinct values distinct, all a count needs.
         macro_rules! ints {
-            ($a:expr) => {
-                self.scan($a, |v| Some(v as u64))
-            };
+            ($a:expr) => {{
+                self.scan($a, |v| Some(v as u64));
+                self.exact_range($a.iter().map(|&v| i128::from(v)));
+            }};
         }
         match data {
-            AnyArray::Bool(a) => self.scan(a, |_| None),
+            AnyArray::Bool(a) => {
+                self.scan(a, |_| None);
+                self.exact_range(a.iter().map(|&v| i128::from(v)));
+            }
             AnyArray::U8(a) => ints!(a),
             AnyArray::U16(a) => ints!(a),
             AnyArray::U32(a) => ints!(a),
@@ -78,6 +176,16 @@ impl Accumulator {
             AnyArray::F16(a) => self.scan(a, |_| None),
             AnyArray::F32(a) => self.scan(a, |_| None),
             AnyArray::F64(a) => self.scan(a, |_| None),
+        }
+    }
+
+    fn exact_range(&mut self, values: impl Iterator<Item = i128>) {
+        let (lo, hi) = values.fold((i128::MAX, i128::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if lo <= hi {
+            self.int_range = Some(match self.int_range {
+                Some((a, b)) => (a.min(lo), b.max(hi)),
+                None => (lo, hi),
+            });
         }
     }
 
@@ -125,7 +233,7 @@ mod tests {
             .unwrap();
         let s = VolumeStats::compute(&v, &NoProgress).unwrap();
         assert_eq!(s.label_count, Some(4));
-        assert_eq!((s.min, s.max), (Some(0.0), Some(4.0)));
+        assert_eq!((s.min, s.max), (Some(Scalar::Int(0)), Some(Scalar::Int(4))));
         assert_eq!(s.zero_count, 16);
     }
 
@@ -135,13 +243,13 @@ mod tests {
         let s = VolumeStats::compute(&InMemoryVolume::new(b.into(), "b"), &NoProgress).unwrap();
         assert_eq!(
             (s.min, s.max, s.zero_count, s.label_count),
-            (Some(0.0), Some(1.0), 2, None)
+            (Some(Scalar::Int(0)), Some(Scalar::Int(1)), 2, None)
         );
         let i = ArrayD::from_shape_vec(vec![5], vec![-1i64, -1, 0, 7, -1]).unwrap();
         let s = VolumeStats::compute(&InMemoryVolume::new(i.into(), "i"), &NoProgress).unwrap();
         assert_eq!(
             (s.min, s.max, s.label_count),
-            (Some(-1.0), Some(7.0), Some(2))
+            (Some(Scalar::Int(-1)), Some(Scalar::Int(7)), Some(2))
         );
     }
 
@@ -157,8 +265,20 @@ mod tests {
             let distinct: HashSet<u32> = values.iter().copied().filter(|&x| x != 0).collect();
             proptest::prop_assert_eq!(s.label_count, Some(distinct.len() as u64));
             proptest::prop_assert_eq!(s.zero_count, values.iter().filter(|&&x| x == 0).count() as u64);
-            proptest::prop_assert_eq!(s.max, values.iter().max().map(|&m| f64::from(m)));
+            proptest::prop_assert_eq!(s.max, values.iter().max().map(|&m| Scalar::Int(m.into())));
         }
+    }
+
+    #[test]
+    fn u64_ids_keep_every_digit() {
+        let a = ArrayD::from_shape_vec(vec![2], vec![(1u64 << 53) + 1, u64::MAX]).unwrap();
+        let s = VolumeStats::compute(&InMemoryVolume::new(a.into(), "u"), &NoProgress).unwrap();
+        assert_eq!(s.min, Some(Scalar::Int((1 << 53) + 1)));
+        assert_eq!(s.max, Some(Scalar::Int(u64::MAX.into())));
+        assert_eq!(
+            serde_json::to_string(&s.max).unwrap(),
+            "18446744073709551615"
+        );
     }
 
     #[test]

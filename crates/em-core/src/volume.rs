@@ -46,6 +46,13 @@ pub trait ChunkedVolume: Send + Sync {
     fn ndim(&self) -> usize {
         self.shape().len()
     }
+
+    /// The chunks that hold data, by chunk-grid index, where the storage can list them
+    /// (zarr); every other chunk holds the fill value. `None`: all chunks, or unknown. Lets
+    /// a scan of a sparse or mostly unwritten volume read only what is stored.
+    fn stored_chunks(&self) -> Option<Vec<Vec<u64>>> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn ChunkedVolume {

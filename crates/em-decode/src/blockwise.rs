@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use em_core::{BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi};
 use ndarray::{Array3, Array4, ArrayD};
 
-use crate::cc::{affinity_cc, in_pool, Affinity, CcParams};
+use crate::cc::{affinity_cc, count_non_finite, in_pool, Affinity, CcParams};
 use crate::decode::{upscale, DecodeParams};
 use crate::small::SmallObjectMode;
 use crate::{DecodeError, Result};
@@ -36,6 +36,10 @@ pub struct DecodeSummary {
     pub labelled_voxels: u64,
     /// Blocks processed (1 for an in-memory decode).
     pub blocks: u64,
+    /// Affinity values of the selected channels that are NaN or ±inf (their edges are off);
+    /// counted by [`crate::decode_with_summary`] and [`decode_blockwise`], 0 from
+    /// [`crate::stitch_blocks`], whose blocks were read by other processes.
+    pub non_finite: u64,
 }
 
 /// Decodes the affinities of `aff` (`(C, Z, Y, X)`, f32/f16/u8) into `out` (`u32` or `u64`,
@@ -244,13 +248,14 @@ fn run<A: Affinity + Element, L: Label>(
         let mut stitcher = Stitcher::new(&plan);
         let mut aff_store: HashMap<u64, Vec<Piece<A>>> = HashMap::new();
         for group in positions.chunks(threads) {
-            let cores: Vec<Result<CoreRead<A>>> = group
+            let cores: Vec<Result<(CoreRead<A>, u64)>> = group
                 .par_iter()
                 .map(|&p| read_core::<A>(&plan, p))
                 .collect();
             let mut core_aff = Vec::with_capacity(group.len());
             for (&p, c) in group.iter().zip(cores) {
-                let (values, shells) = c?;
+                let ((values, shells), bad) = c?;
+                summary.non_finite += bad;
                 aff_store.insert(p, shells);
                 core_aff.push(values);
             }
@@ -582,12 +587,18 @@ pub(crate) fn read_channels<A: Affinity + Element>(
 
 /// Step 1 of a block: its own affinities (the whole region where the halo is read from the
 /// volume) and the face slabs later blocks take their halo from.
-fn read_core<A: Affinity + Element>(plan: &Plan<'_>, p: u64) -> Result<CoreRead<A>> {
+fn read_core<A: Affinity + Element>(plan: &Plan<'_>, p: u64) -> Result<(CoreRead<A>, u64)> {
     let core = plan.core(p);
     if plan.halo == Halo::Both {
-        return Ok((read_channels(plan, &plan.region(&core))?, Vec::new()));
+        let region = plan.region(&core);
+        let values = read_channels(plan, &region)?;
+        let r = core.relative_to(&region)?.ranges();
+        let u = |i: usize| r[i].start as usize..r[i].end as usize;
+        let bad = count_non_finite(values.slice(ndarray::s![.., u(0), u(1), u(2)]));
+        return Ok(((values, Vec::new()), bad));
     }
     let values = read_channels::<A>(plan, &core)?;
+    let bad = count_non_finite(values.view());
     let mut shells = Vec::new();
     for roi in plan.shell_rois(&core) {
         let local = roi.relative_to(&core)?;
@@ -599,7 +610,7 @@ fn read_core<A: Affinity + Element>(plan: &Plan<'_>, p: u64) -> Result<CoreRead<
             .into_dyn();
         shells.push(Piece { roi, values: piece });
     }
-    Ok((values, shells))
+    Ok(((values, shells), bad))
 }
 
 /// What pass 1 keeps of a block: its labels' first voxels and sizes, its face labels and

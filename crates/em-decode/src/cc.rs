@@ -28,6 +28,17 @@ pub trait Affinity: Copy + Send + Sync + 'static {
     fn cut(threshold: f32) -> Self::Cut;
     /// True when the edge is on: `value > threshold`, NaN and +inf off.
     fn is_on(self, cut: Self::Cut) -> bool;
+    /// False for NaN and ±inf (counted and reported: such edges are off).
+    fn is_finite(self) -> bool {
+        true
+    }
+}
+
+/// Values of `aff` that are NaN or infinite.
+pub(crate) fn count_non_finite<A: Affinity, D: ndarray::Dimension>(
+    aff: ndarray::ArrayView<'_, A, D>,
+) -> u64 {
+    aff.iter().filter(|v| !v.is_finite()).count() as u64
 }
 
 impl Affinity for f32 {
@@ -38,6 +49,9 @@ impl Affinity for f32 {
     #[inline(always)]
     fn is_on(self, cut: f32) -> bool {
         self > cut && self < f32::INFINITY
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
     }
 }
 
@@ -50,6 +64,9 @@ impl Affinity for f16 {
     fn is_on(self, cut: f32) -> bool {
         let v = self.to_f32();
         v > cut && v < f32::INFINITY
+    }
+    fn is_finite(self) -> bool {
+        f16::is_finite(self)
     }
 }
 
@@ -239,11 +256,38 @@ pub fn affinity_cc<A: Affinity, L: Label>(
     Ok(Array3::from_shape_vec((z, y, x), parent).expect("buffer has z·y·x labels"))
 }
 
+/// The most worker threads a decode accepts: four per core this machine has, and at least
+/// 256. More only costs memory (a stack and a block buffer each) and, in the tens of
+/// thousands, takes longer to start than the decode itself.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (4 * cores).max(256)
+}
+
+/// Checks a worker thread count (`None`: all cores).
+///
+/// # Errors
+/// [`DecodeError::InvalidParameter`] for 0 or more than [`max_threads`].
+pub fn check_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(t) if t == 0 || t > max_threads() => Err(DecodeError::InvalidParameter {
+            name: "threads",
+            reason: format!(
+                "{t}; give 1 to {} (this machine has {} cores)",
+                max_threads(),
+                std::thread::available_parallelism().map_or(1, usize::from)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `work` in a pool of `threads` workers, or in rayon's global pool for `None`.
 pub(crate) fn in_pool<T: Send>(
     threads: Option<usize>,
     work: impl FnOnce() -> T + Send,
 ) -> Result<T> {
+    check_threads(threads)?;
     match threads {
         Some(t) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(t.max(1))

@@ -3,7 +3,8 @@
 use em_core::Label;
 use ndarray::{Array3, ArrayView3, ArrayView4};
 
-use crate::cc::{affinity_cc, Affinity, CcParams};
+use crate::cc::{affinity_cc, count_non_finite, Affinity, CcParams};
+use crate::DecodeSummary;
 use crate::small::{remove_small_objects, SmallObjectMode};
 use crate::{DecodeError, Result};
 
@@ -53,19 +54,47 @@ pub fn decode<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
     params: &DecodeParams,
 ) -> Result<(Array3<L>, u64)> {
+    decode_with_summary(aff, params).map(|(seg, s)| (seg, s.components))
+}
+
+/// [`decode`], with the same summary as [`crate::decode_blockwise`]: components kept and
+/// removed, voxels, labelled voxels, non-finite affinities (NaN or ±inf: such edges are off).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with_summary<A: Affinity, L: Label>(
+    aff: ArrayView4<'_, A>,
+    params: &DecodeParams,
+) -> Result<(Array3<L>, DecodeSummary)> {
     params.check_scale()?;
     let mut seg = affinity_cc::<A, L>(aff, &params.cc)?;
+    let found = seg.iter().map(|v| v.to_u64()).max().unwrap_or(0);
     let k = if params.min_size > 1 {
         remove_small_objects(seg.view_mut(), params.min_size, params.small_mode)?
     } else {
-        seg.iter().map(|v| v.to_u64()).max().unwrap_or(0)
+        found
+    };
+    let labelled = seg.iter().filter(|&&v| v != L::BACKGROUND).count() as u64;
+    let non_finite = params
+        .cc
+        .channels
+        .iter()
+        .map(|&c| count_non_finite(aff.index_axis(ndarray::Axis(0), c)))
+        .sum();
+    let summary = DecodeSummary {
+        components: k,
+        removed: found - k,
+        voxels: seg.len() as u64,
+        labelled_voxels: labelled,
+        blocks: 1,
+        non_finite,
     };
     let seg = if params.scale == [1, 1, 1] {
         seg
     } else {
         upscale(seg.view(), params.scale)?
     };
-    Ok((seg, k))
+    Ok((seg, summary))
 }
 
 /// Nearest-neighbour upscaling by integer factors per axis: each voxel becomes a

@@ -43,8 +43,8 @@ mod small;
 pub mod strategies;
 
 pub use blockwise::{decode_blockwise, BlockRecord, DecodeSummary};
-pub use cc::{affinity_cc, affinity_cc_any, Affinity, CcParams};
-pub use decode::{decode, upscale, DecodeParams};
+pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity, CcParams};
+pub use decode::{decode, decode_with_summary, upscale, DecodeParams};
 pub use distributed::{block_count, label_block, stitch_blocks};
 pub use error::{DecodeError, Result};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};

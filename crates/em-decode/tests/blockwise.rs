@@ -68,11 +68,23 @@ proptest! {
             block = [block[0].max(2), block[1], block[2].max(2)];
         }
         let params = DecodeParams { cc, min_size, ..DecodeParams::default() };
-        let (want, k) = decode::<f32, u32>(aff.view(), &params).unwrap();
+        let (want, memory) = em_decode::decode_with_summary::<f32, u32>(aff.view(), &params).unwrap();
         let (got, summary) = blockwise(&aff, &params, block);
         prop_assert_eq!(&got, &want);
-        prop_assert_eq!(summary.components, k);
+        // One summary, whichever way the decode ran: removed objects and NaN values counted
+        // alike (the in-memory decode once reported 0 removed).
+        prop_assert_eq!(
+            (summary.components, summary.removed, summary.labelled_voxels, summary.non_finite),
+            (memory.components, memory.removed, memory.labelled_voxels, memory.non_finite)
+        );
         prop_assert_eq!(summary.labelled_voxels, want.iter().filter(|&&v| v != 0).count() as u64);
+        let nans = params.cc.channels.iter()
+            .map(|&c| aff.index_axis(ndarray::Axis(0), c).iter().filter(|v| v.is_nan()).count() as u64)
+            .sum::<u64>();
+        prop_assert_eq!(memory.non_finite, nans);
+        if min_size <= 1 {
+            prop_assert_eq!(memory.removed, 0);
+        }
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum Error {
         /// The path as given.
         path: PathBuf,
     },
+    /// A `.zarr/key` or `.h5/key` path whose key holds `.` or `..`.
+    #[error("{}: the array key may not contain `.` or `..` components", path.display())]
+    BadKey {
+        /// The path as given.
+        path: PathBuf,
+    },
     /// The container exists but holds no array or dataset under the requested key.
     #[error("{}: {what} {key:?} not found{}", path.display(), list_available(available))]
     KeyNotFound {
@@ -64,6 +70,36 @@ pub enum Error {
         path: PathBuf,
         /// The problem, from em-core.
         source: em_core::Error,
+    },
+    /// An output would be, contain or lie inside an input of the same command (or another
+    /// of its outputs).
+    #[error("{}: the output {relation} {role} {}; choose another output path (nothing was written)", output.display(), other.display())]
+    OutputOverlaps {
+        /// The output as given.
+        output: PathBuf,
+        /// `is`, `contains` or `lies inside`.
+        relation: &'static str,
+        /// `the input` or `another output`.
+        role: &'static str,
+        /// The input or output it overlaps, as given.
+        other: PathBuf,
+    },
+    /// The output exists and replacing it was not asked for.
+    #[error("{}: {what} exists there; replacing it needs --overwrite (nothing was written)", path.display())]
+    OutputExists {
+        /// The output as given.
+        path: PathBuf,
+        /// `a file`, `a zarr array`, `an HDF5 dataset`.
+        what: &'static str,
+    },
+    /// Writing the output would replace or reshape something that is not an array, whatever
+    /// the overwrite setting: a group, a foreign directory, an array it would sit inside.
+    #[error("{}: {reason} (nothing was written)", path.display())]
+    OutputRefused {
+        /// The output as given.
+        path: PathBuf,
+        /// What is there and why it stays.
+        reason: String,
     },
     /// HDF5 support was not compiled in.
     #[error("{}: HDF5 support is not built in; rebuild with `--features hdf5` (needs libhdf5-dev)", path.display())]

@@ -78,6 +78,10 @@ impl VolumePath {
                 if key.is_some() && matches!(format, Format::Npy | Format::Tiff) {
                     return Err(Error::UnknownFormat { path: path.into() });
                 }
+                // A key that climbs out of its container would read or write elsewhere.
+                if rest.iter().any(|c| c == ".." || c == ".") {
+                    return Err(Error::BadKey { path: path.into() });
+                }
                 return Ok(Self {
                     format,
                     container,
@@ -114,5 +118,7 @@ mod tests {
         assert!(VolumePath::parse("stack.tif/page").is_err());
         assert!(VolumePath::parse("notes.txt").is_err());
         assert_eq!(VolumePath::parse("a.zarr/").unwrap().key, None);
+        assert!(VolumePath::parse("a.zarr/seg/../img").is_err());
+        assert!(VolumePath::parse("../a.zarr/seg").is_ok());
     }
 }

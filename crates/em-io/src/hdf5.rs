@@ -264,6 +264,51 @@ impl ChunkedVolume for Hdf5Volume {
     }
 }
 
+/// Whether writing dataset `key` of the existing file `file` replaces a dataset (`true`) or
+/// adds one (`false`). A group at `key`, or a dataset at a level above it, is refused: the
+/// write would delete the group's datasets or fail half-way.
+pub(crate) fn dataset_target(file: &Path, key: &str) -> Result<bool> {
+    let f = hdf5::File::open(file).map_err(h5err(file, "cannot open"))?;
+    let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
+    let display = file.join(key);
+    let refused = |reason: String| Error::OutputRefused {
+        path: display.clone(),
+        reason,
+    };
+    for i in 1..=parts.len() {
+        let sub = parts[..i].join("/");
+        if !f.link_exists(&sub) {
+            return Ok(false);
+        }
+        let is_dataset = f.dataset(&sub).is_ok();
+        if i < parts.len() && is_dataset {
+            return Err(refused(format!(
+                "lies inside the HDF5 dataset {sub}; write beside it instead"
+            )));
+        }
+        if i == parts.len() {
+            if is_dataset {
+                return Ok(true);
+            }
+            let mut held = Vec::new();
+            if let Ok(g) = f.group(&sub) {
+                list_datasets(&g, "", 3, &mut held);
+            }
+            return Err(refused(format!(
+                "is an HDF5 group{}; writing there would delete everything in it: name a new \
+                 dataset inside it, e.g. {}",
+                if held.is_empty() {
+                    String::new()
+                } else {
+                    format!(" holding {}", held.join(", "))
+                },
+                display.join("NAME").display()
+            )));
+        }
+    }
+    Ok(false)
+}
+
 /// Writes `array` as dataset `path.key` (chunked, gzip level 4 like h5py's default filter),
 /// replacing a dataset of that name; other datasets in an existing file are kept. The file is
 /// rewritten as a copy and renamed into place.
@@ -280,6 +325,12 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
             available: vec![],
         });
     };
+    if path.container.is_file() {
+        dataset_target(&path.container, key)?;
+    }
+    if let Some(parent) = path.container.parent() {
+        crate::atomic::tidy(parent);
+    }
     let staging = staging_path(&path.container);
     let result = (|| {
         let file = if path.container.exists() {

@@ -29,6 +29,7 @@ mod format;
 mod hdf5;
 mod npy;
 pub mod png;
+mod safety;
 mod tiff;
 mod zarr;
 
@@ -41,6 +42,7 @@ pub use error::{Error, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
+pub use safety::{check_outputs, resolve_path, Existing};
 pub use npy::{read_npy, read_npy_header, write_npy, NpyHeader};
 pub use tiff::{read_tiff, write_tiff};
 pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrVolume, ZarrWriter};
@@ -79,6 +81,27 @@ fn open_hdf5(vp: &VolumePath) -> Result<Box<dyn ChunkedVolume>> {
     })
 }
 
+/// Shape and element type of a volume from its header or metadata alone, without reading
+/// its data: `None` for TIFF, whose pages must be decoded to know. Commands use it to check
+/// sizes before work.
+///
+/// # Errors
+/// As [`open`] for npy headers, zarr and HDF5 metadata.
+pub fn peek(path: impl AsRef<Path>) -> Result<Option<(Vec<u64>, em_core::DType)>> {
+    let vp = VolumePath::parse(path.as_ref())?;
+    Ok(match vp.format {
+        Format::Npy => {
+            let h = read_npy_header(&vp.container)?;
+            Some((h.shape.iter().map(|&n| n as u64).collect(), h.dtype))
+        }
+        Format::Tiff => None,
+        Format::Zarr | Format::Hdf5 => {
+            let v = open(path)?;
+            Some((v.shape().to_vec(), v.dtype()))
+        }
+    })
+}
+
 /// Reads a whole volume into memory.
 ///
 /// # Errors
@@ -99,8 +122,10 @@ pub fn read(path: impl AsRef<Path>) -> Result<AnyArray> {
     }
 }
 
-/// Writes a whole volume, replacing what is at `path`. Atomic: on failure or interruption
-/// the old content (or nothing) remains, never a partial file. zarr is written as v3 with
+/// Writes a whole volume, replacing an array or file at `path` (never a zarr or HDF5 group,
+/// a directory that is not an array, or anything below an array: those are refused).
+/// Atomic: on failure or interruption the old content (or nothing) remains, never a partial
+/// file. Commands check their outputs first with [`check_outputs`]. zarr is written as v3 with
 /// zstd; use [`write_zarr`] for other layouts.
 ///
 /// # Errors

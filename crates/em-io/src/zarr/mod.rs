@@ -27,6 +27,8 @@ const FORMAT: &str = "zarr";
 pub struct ZarrVolume {
     array: Array<FilesystemStore>,
     display: PathBuf,
+    /// The array's directory (its staging directory while a writer builds it).
+    dir: PathBuf,
     shape: Vec<u64>,
     chunk_shape: Vec<u64>,
     dtype: DType,
@@ -147,6 +149,9 @@ impl ZarrVolume {
     /// that exist) if no array is at the key, [`Error::Corrupt`] for bad metadata.
     pub fn open(path: &VolumePath) -> Result<Self> {
         let display = path.display();
+        // A replacement interrupted on a file system without atomic exchange leaves the
+        // array aside; it comes back before anything looks for it.
+        crate::atomic::recover(&path.container.join(path.key.as_deref().unwrap_or("")));
         if !path.container.is_dir() {
             return Err(Error::Io {
                 path: path.container.clone(),
@@ -170,10 +175,14 @@ impl ZarrVolume {
         }
         let array = Array::open(store, &array_path(path.key.as_deref()))
             .map_err(|e| Error::corrupt(&display, FORMAT, format!("cannot open array: {e}")))?;
-        Self::from_array(array, display)
+        Self::from_array(array, display, node)
     }
 
-    pub(crate) fn from_array(array: Array<FilesystemStore>, display: PathBuf) -> Result<Self> {
+    pub(crate) fn from_array(
+        array: Array<FilesystemStore>,
+        display: PathBuf,
+        dir: PathBuf,
+    ) -> Result<Self> {
         let dtype = map_dtype(&display, array.data_type())?;
         let shape = array.shape().to_vec();
         let chunk_shape = array
@@ -189,6 +198,7 @@ impl ZarrVolume {
         Ok(Self {
             array,
             display,
+            dir,
             shape,
             chunk_shape,
             dtype,
@@ -211,7 +221,66 @@ impl ZarrVolume {
     }
 }
 
+/// The chunk-grid index a stored chunk key names (`c/1/2/3`, `c.1.2.3`, `1.2.3` or
+/// `1/2/3`, as zarr v2 and v3 spell them), if it is one inside `grid`.
+fn chunk_index(key: &str, grid: &[u64]) -> Option<Vec<u64>> {
+    let parts: Vec<&str> = key.split(['/', '.']).collect();
+    let parts = match parts.as_slice() {
+        ["c", rest @ ..] if rest.len() == grid.len() => rest,
+        all => all,
+    };
+    if parts.len() != grid.len() {
+        return None;
+    }
+    let index: Vec<u64> = parts.iter().map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    index.iter().zip(grid).all(|(i, g)| i < g).then_some(index)
+}
+
+/// Collects the chunk indices stored below `dir`; `None` as soon as a file is not a chunk
+/// key this reader understands (then nothing is known about what is stored).
+fn walk_chunks(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    grid: &[u64],
+    out: &mut Vec<Vec<u64>>,
+) -> Option<()> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "zarr.json" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            if depth == 0 {
+                return None;
+            }
+            walk_chunks(root, &path, depth - 1, grid, out)?;
+        } else {
+            let rel = path.strip_prefix(root).ok()?;
+            out.push(chunk_index(&rel.to_string_lossy().replace('\\', "/"), grid)?);
+        }
+    }
+    Some(())
+}
+
 impl ChunkedVolume for ZarrVolume {
+    fn stored_chunks(&self) -> Option<Vec<Vec<u64>>> {
+        if self.shape.is_empty() {
+            return None;
+        }
+        let grid: Vec<u64> = self
+            .shape
+            .iter()
+            .zip(&self.chunk_shape)
+            .map(|(n, c)| n.div_ceil((*c).max(1)))
+            .collect();
+        let mut out = Vec::new();
+        walk_chunks(&self.dir, &self.dir, grid.len() + 1, &grid, &mut out)?;
+        Some(out)
+    }
+
     fn shape(&self) -> &[u64] {
         &self.shape
     }
@@ -294,5 +363,21 @@ impl ChunkedVolume for ZarrVolume {
                 found: other.dtype(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_keys_of_every_encoding_parse() {
+        let grid = [2, 3, 4];
+        for key in ["c/1/2/3", "c.1.2.3", "1.2.3", "1/2/3"] {
+            assert_eq!(chunk_index(key, &grid), Some(vec![1, 2, 3]), "{key}");
+        }
+        assert_eq!(chunk_index("c/2/0/0", &grid), None, "outside the grid");
+        assert_eq!(chunk_index("1.2", &grid), None);
+        assert_eq!(chunk_index("notes.txt", &grid), None);
     }
 }

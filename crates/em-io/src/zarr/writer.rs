@@ -175,7 +175,9 @@ impl ZarrWriter {
     /// an existing array there is replaced on commit, other arrays in the container stay).
     ///
     /// # Errors
-    /// I/O errors; [`Error::Volume`] for a bad chunk shape or compression level.
+    /// I/O errors; [`Error::Volume`] for a bad chunk shape or compression level;
+    /// [`Error::OutputRefused`] where the array would replace a group or a directory that is
+    /// not an array, or sit inside an array.
     pub fn create(
         path: &VolumePath,
         shape: &[u64],
@@ -200,6 +202,9 @@ impl ZarrWriter {
             ));
         }
         check_compression(options.compression).map_err(|r| invalid("compression", r))?;
+        // An existing array is replaced on commit; a group, a foreign directory or a path
+        // below an array never is.
+        crate::safety::zarr_target(&path.container, path.key.as_deref())?;
         let version = options
             .version
             .or_else(|| node_type_version(&path.container))
@@ -265,7 +270,7 @@ impl ZarrWriter {
                 array
             }
         };
-        let volume = ZarrVolume::from_array(array, display)?;
+        let volume = ZarrVolume::from_array(array, display, staged.staging().to_path_buf())?;
         Ok(Self {
             staged,
             volume,

@@ -1,0 +1,443 @@
+//! Where a command may write. One rule for every writer: an output never equals, contains
+//! or sits inside an input of the same command, nor another of its outputs (compared after
+//! resolving symlinks, `..` and hard links); it never replaces a zarr group, an HDF5 group
+//! or a directory that is not an array, never turns an array into a group by writing below
+//! it, and replaces an existing array, dataset or file only with [`Existing::Replace`].
+//!
+//! ```
+//! use em_io::{check_outputs, Existing};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let aff = dir.path().join("aff.npy");
+//! std::fs::write(&aff, b"")?;
+//! // The output may not be the input, under any spelling.
+//! let same = dir.path().join("sub/../aff.npy");
+//! assert!(check_outputs(&[&same], &[&aff], Existing::Replace).is_err());
+//! // A new path is fine; an existing file needs `Existing::Replace`.
+//! assert!(check_outputs(&[&dir.path().join("seg.npy")], &[&aff], Existing::Refuse).is_ok());
+//! assert!(check_outputs(&[&aff], &[], Existing::Refuse).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use crate::format::{Format, VolumePath};
+use crate::zarr::{list_arrays, node_type};
+use crate::{Error, Result};
+
+/// What a command may do with an output that already exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse: nothing the user had is replaced (the default).
+    #[default]
+    Refuse,
+    /// Replace an existing array, dataset or file (the CLI's `--overwrite`). Groups,
+    /// directories that are not arrays and the inputs themselves are still refused.
+    Replace,
+}
+
+impl Existing {
+    /// [`Existing::Replace`] when `overwrite` is set.
+    pub fn from_overwrite(overwrite: bool) -> Self {
+        if overwrite {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        }
+    }
+}
+
+/// What lies at a path, as a command would write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A whole file: `.npy`, TIFF, or any other file (scripts, configs, weights).
+    File,
+    /// A zarr array directory (the key is part of the path).
+    Zarr,
+    /// An HDF5 dataset inside a file.
+    Hdf5,
+}
+
+/// A place on disk, resolved so that two spellings of one place compare equal.
+#[derive(Clone, Debug)]
+struct Location {
+    given: PathBuf,
+    kind: Kind,
+    /// Absolute, symlinks and `..` resolved; for zarr the array's directory.
+    path: PathBuf,
+    /// For HDF5, the dataset's path inside the file, by component.
+    inner: Vec<String>,
+    /// Device and inode of an existing path, which tells hard links apart.
+    id: Option<(u64, u64)>,
+    /// The zarr container or HDF5 file.
+    container: PathBuf,
+    key: Option<String>,
+}
+
+#[cfg(unix)]
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_p: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+/// `p` made absolute with every existing symlink resolved and `.`/`..` applied, also
+/// below the part that exists yet.
+pub fn resolve_path(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if fs::symlink_metadata(&out).is_ok() {
+                    if let Ok(real) = fs::canonicalize(&out) {
+                        out = real;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Location {
+    fn of(given: &Path) -> Self {
+        let parsed = VolumePath::parse(given).ok();
+        let (kind, path, inner, container, key) = match &parsed {
+            Some(vp) if vp.format == Format::Zarr => (
+                Kind::Zarr,
+                resolve_path(&vp.display()),
+                Vec::new(),
+                vp.container.clone(),
+                vp.key.clone(),
+            ),
+            Some(vp) if vp.format == Format::Hdf5 => (
+                Kind::Hdf5,
+                resolve_path(&vp.container),
+                vp.key
+                    .iter()
+                    .flat_map(|k| k.split('/'))
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                vp.container.clone(),
+                vp.key.clone(),
+            ),
+            _ => (
+                Kind::File,
+                resolve_path(given),
+                Vec::new(),
+                given.to_path_buf(),
+                None,
+            ),
+        };
+        Self {
+            given: given.to_path_buf(),
+            kind,
+            id: file_id(&path),
+            path,
+            inner,
+            container,
+            key,
+        }
+    }
+
+    /// How `self` lies relative to `other`: the same place, containing it, or inside it.
+    fn relation(&self, other: &Location) -> Option<&'static str> {
+        let same_file = self.path == other.path || (self.id.is_some() && self.id == other.id);
+        if same_file {
+            let (a, b) = (&self.inner, &other.inner);
+            return if a == b {
+                Some("is")
+            } else if b.starts_with(a) {
+                Some("contains")
+            } else if a.starts_with(b) {
+                Some("lies inside")
+            } else {
+                None
+            };
+        }
+        if other.path.starts_with(&self.path) {
+            Some("contains")
+        } else if self.path.starts_with(&other.path) {
+            Some("lies inside")
+        } else {
+            None
+        }
+    }
+
+    /// Refuses what writing here would destroy or reshape: always a group or a foreign
+    /// directory, an array below an array; with [`Existing::Refuse`] also an existing
+    /// array, dataset or file.
+    fn check_target(&self, existing: Existing) -> Result<()> {
+        let refuse = |reason: String| {
+            Err(Error::OutputRefused {
+                path: self.given.clone(),
+                reason,
+            })
+        };
+        let exists = |what: &'static str| {
+            if existing == Existing::Replace {
+                Ok(())
+            } else {
+                Err(Error::OutputExists {
+                    path: self.given.clone(),
+                    what,
+                })
+            }
+        };
+        match self.kind {
+            Kind::File => match fs::metadata(&self.path) {
+                Ok(m) if m.is_dir() => refuse("is a directory, not a file".into()),
+                Ok(_) => exists("a file"),
+                Err(_) => Ok(()),
+            },
+            Kind::Zarr => zarr_target(&self.container, self.key.as_deref()).and_then(|t| match t {
+                ZarrTarget::New => Ok(()),
+                ZarrTarget::Array => exists("a zarr array"),
+            }),
+            Kind::Hdf5 => hdf5_target(&self.container, self.key.as_deref()).and_then(|t| {
+                if t {
+                    exists("an HDF5 dataset")
+                } else {
+                    Ok(())
+                }
+            }),
+        }
+    }
+}
+
+/// What a zarr write at `container/key` would replace.
+pub(crate) enum ZarrTarget {
+    /// Nothing (or an empty directory).
+    New,
+    /// An existing array.
+    Array,
+}
+
+/// Checks a zarr write target: never a group, a non-empty directory that is not an array,
+/// or a path below an existing array (which would turn the array into a group).
+pub(crate) fn zarr_target(container: &Path, key: Option<&str>) -> Result<ZarrTarget> {
+    let display = match key {
+        Some(k) => container.join(k),
+        None => container.to_path_buf(),
+    };
+    let refused = |reason: String| Error::OutputRefused {
+        path: display.clone(),
+        reason,
+    };
+    // Every level above the target must be a group or nothing.
+    let parts: Vec<&str> = key
+        .unwrap_or("")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut dir = container.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        if node_type(&dir) == Some("array") {
+            let above = if i == 0 {
+                container.display().to_string()
+            } else {
+                container.join(parts[..i].join("/")).display().to_string()
+            };
+            return Err(refused(format!(
+                "lies inside the zarr array {above}; an array holds no other arrays, so write \
+                 beside it instead"
+            )));
+        }
+        dir.push(part);
+    }
+    if dir.is_file() {
+        return Err(refused("is a file, not a zarr array".into()));
+    }
+    if !dir.is_dir() {
+        return Ok(ZarrTarget::New);
+    }
+    match node_type(&dir) {
+        Some("array") => Ok(ZarrTarget::Array),
+        Some(_) => {
+            let arrays = list_arrays(&dir);
+            let held = if arrays.is_empty() {
+                String::new()
+            } else {
+                format!(" holding {}", arrays.join(", "))
+            };
+            Err(refused(format!(
+                "is a zarr group{held}; writing there would replace the whole group: name a \
+                 new array inside it, e.g. {}",
+                display.join("NAME").display()
+            )))
+        }
+        None => {
+            let visible = fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                })
+                .unwrap_or(0);
+            if visible == 0 {
+                Ok(ZarrTarget::New)
+            } else {
+                Err(refused(
+                    "is a directory that is not a zarr array; writing there would replace \
+                     everything in it"
+                        .into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Whether an HDF5 write at `file/key` replaces an existing dataset; a group there (or a
+/// dataset above it) is refused.
+#[cfg(feature = "hdf5")]
+fn hdf5_target(file: &Path, key: Option<&str>) -> Result<bool> {
+    match key {
+        Some(k) if file.is_file() => crate::hdf5::dataset_target(file, k),
+        _ => Ok(false),
+    }
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn hdf5_target(_file: &Path, _key: Option<&str>) -> Result<bool> {
+    // Without HDF5 support the write itself fails with a clear error.
+    Ok(false)
+}
+
+/// Checks, before any work, that writing `outputs` keeps every input and every other
+/// output intact and replaces nothing it may not (see [`Existing`]).
+///
+/// # Errors
+/// [`Error::OutputOverlaps`] when an output is, contains or lies inside an input or
+/// another output; [`Error::OutputExists`] for an existing array, dataset or file without
+/// [`Existing::Replace`]; [`Error::OutputRefused`] for a group, a foreign directory or a
+/// path below an array.
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path], existing: Existing) -> Result<()> {
+    let ins: Vec<Location> = inputs.iter().map(|p| Location::of(p)).collect();
+    let outs: Vec<Location> = outputs.iter().map(|p| Location::of(p)).collect();
+    for (i, out) in outs.iter().enumerate() {
+        for (role, others) in [("the input", &ins[..]), ("another output", &outs[..i])] {
+            if let Some((relation, other)) =
+                others.iter().find_map(|o| out.relation(o).map(|r| (r, o)))
+            {
+                return Err(Error::OutputOverlaps {
+                    output: out.given.clone(),
+                    relation,
+                    role,
+                    other: other.given.clone(),
+                });
+            }
+        }
+        out.check_target(existing)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use em_core::AnyArray;
+    use ndarray::ArrayD;
+
+    fn small() -> AnyArray {
+        AnyArray::from(ArrayD::<u8>::zeros(vec![2, 2, 2]))
+    }
+
+    #[test]
+    fn every_spelling_of_an_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        crate::write(d.join("a.npy"), &small()).unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(d.join("a.npy"), d.join("link.npy")).unwrap();
+            std::fs::hard_link(d.join("a.npy"), d.join("hard.npy")).unwrap();
+        }
+        let input = d.join("a.npy");
+        let mut spellings = vec![d.join("a.npy"), d.join("sub/../a.npy"), d.join("./a.npy")];
+        if cfg!(unix) {
+            spellings.push(d.join("link.npy"));
+            spellings.push(d.join("hard.npy"));
+        }
+        for out in spellings {
+            let e = check_outputs(&[&out], &[&input], Existing::Replace).unwrap_err();
+            assert!(
+                matches!(e, Error::OutputOverlaps { relation: "is", .. }),
+                "{out:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn zarr_outputs_may_not_contain_or_sit_inside_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("d.zarr");
+        crate::write(g.join("aff"), &small()).unwrap();
+        let aff = g.join("aff");
+        for (out, relation) in [(g.clone(), "contains"), (aff.join("v2"), "lies inside")] {
+            let e = check_outputs(&[&out], &[&aff], Existing::Replace).unwrap_err();
+            assert!(
+                matches!(e, Error::OutputOverlaps { relation: r, .. } if r == relation),
+                "{out:?}: {e}"
+            );
+        }
+        // A sibling array is fine.
+        check_outputs(&[&g.join("seg")], &[&aff], Existing::Refuse).unwrap();
+    }
+
+    #[test]
+    fn groups_and_foreign_directories_are_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("d.zarr");
+        crate::write(g.join("img"), &small()).unwrap();
+        let e = check_outputs(&[&g], &[], Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("is a zarr group holding img"), "{e}");
+        let e = check_outputs(&[&g.join("img/x")], &[], Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("lies inside the zarr array"), "{e}");
+        let plain = dir.path().join("notes.zarr");
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("thesis.tex"), b"x").unwrap();
+        let e = check_outputs(&[&plain], &[], Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("not a zarr array"), "{e}");
+        // An existing array needs Replace.
+        let e = check_outputs(&[&g.join("img")], &[], Existing::Refuse).unwrap_err();
+        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        check_outputs(&[&g.join("img")], &[], Existing::Replace).unwrap();
+    }
+
+    #[test]
+    fn two_outputs_may_not_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.npy");
+        let e = check_outputs(&[&p, &p], &[], Existing::Refuse).unwrap_err();
+        assert!(
+            matches!(e, Error::OutputOverlaps { role: "another output", .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resolve_applies_dots_below_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = resolve_path(dir.path());
+        assert_eq!(
+            resolve_path(&dir.path().join("missing/../x.npy")),
+            real.join("x.npy")
+        );
+        assert_eq!(resolve_path(&dir.path().join("a/./b")), real.join("a/b"));
+    }
+}
