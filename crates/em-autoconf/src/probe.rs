@@ -641,5 +641,4 @@ mod tests {
         assert!(e.to_string().contains("make it smaller"), "{e}");
         ensure_memory("a test", Some(1), "").unwrap();
     }
-
 }

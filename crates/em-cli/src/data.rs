@@ -7,6 +7,8 @@ use anyhow::Context;
 use em_core::AnyArray;
 use serde_json::json;
 
+use crate::guard;
+
 /// `em data …`
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum DataCommand {
@@ -46,7 +48,18 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
     let &[z, y, x] = a.shape.as_slice() else {
         anyhow::bail!("--shape takes z,y,x, got {:?}", a.shape);
     };
-    anyhow::ensure!(z * y * x > 0, "--shape {:?} has a zero side", a.shape);
+    anyhow::ensure!(
+        z > 0 && y > 0 && x > 0,
+        "--shape {:?} has a zero side",
+        a.shape
+    );
+    // The generators hold a few float and label volumes at once: about 32 bytes a voxel.
+    let shape = [z, y, x].map(|n| n as u64);
+    guard::memory(
+        &format!("a synthetic volume of {z} × {y} × {x} voxels"),
+        guard::bytes_of(&shape, 32),
+        "choose a smaller --shape",
+    )?;
     anyhow::ensure!(
         !a.out.exists(),
         "{} exists; choose a new path (nothing is overwritten)",
@@ -67,15 +80,22 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
         "--out must be a DIR.zarr path, got {}",
         a.out.display()
     );
-    let staging = a
-        .out
-        .with_file_name(format!(".partial-{}-{name}", std::process::id()));
+    let staged = em_io::StagedDir::create(&a.out)?;
+    let staging = staged.path().to_path_buf();
     let result = (|| -> anyhow::Result<()> {
         let img = v.image.mapv(|p| (p * 255.0).round() as u8);
-        em_io::write(staging.join("img"), &AnyArray::from(img.into_dyn()))?;
-        em_io::write(
-            staging.join("seg"),
+        // The staging directory's name does not end in .zarr: name the arrays directly.
+        let array = |key: &str| em_io::VolumePath {
+            format: em_io::Format::Zarr,
+            container: staging.clone(),
+            key: Some(key.into()),
+        };
+        let options = em_io::ZarrOptions::default();
+        em_io::write_zarr(&array("img"), &AnyArray::from(img.into_dyn()), &options)?;
+        em_io::write_zarr(
+            &array("seg"),
             &AnyArray::from(v.labels.clone().into_dyn()),
+            &options,
         )?;
         if a.kind == Kind::Neurons {
             let (nodes, edges) = em_data::synth::section_skeletons(&v.labels);
@@ -90,11 +110,14 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    std::fs::rename(&staging, &a.out)
+    result?;
+    anyhow::ensure!(
+        !a.out.exists(),
+        "{} appeared while the volume was made; nothing is overwritten",
+        a.out.display()
+    );
+    staged
+        .commit()
         .with_context(|| format!("moving into {}", a.out.display()))?;
     let labelled = v.labels.iter().filter(|&&l| l != 0).count();
     let mut report = json!({"out": a.out.display().to_string(), "kind": format!("{:?}", a.kind).to_lowercase(),

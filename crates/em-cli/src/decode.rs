@@ -172,7 +172,11 @@ fn memory_needed(args: &DecodeArgs, shape: &[u64], elem: u64) -> Option<u64> {
             // Each block in flight: its affinities (with a halo) and its labels, twice over.
             let block = guard::bytes_of(&b, 2 * (c * elem + label + 8))?.checked_mul(threads)?;
             let whole_in = if on_disk(&args.affinities) { 0 } else { input };
-            let whole_out = if on_disk(&args.out) { 0 } else { scaled.checked_mul(2)? };
+            let whole_out = if on_disk(&args.out) {
+                0
+            } else {
+                scaled.checked_mul(2)?
+            };
             block.checked_add(whole_in)?.checked_add(whole_out)
         }
     }

@@ -12,19 +12,22 @@ use em_metrics::{
 };
 use serde_json::{json, Map, Value};
 
+use crate::guard;
 use crate::progress::Bar;
 
 /// Arguments of `em evaluate`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct EvaluateArgs {
-    /// Ground-truth labels (0 and −1 are unlabelled and ignored).
+    /// Ground-truth labels. 0 is background: VOI and Rand ignore it (as funlib.evaluate
+    /// does), IoU/Dice count it as background. −1 (in signed volumes) marks unknown voxels,
+    /// left out of every metric (their count is reported).
     #[arg(long)]
     gt: PathBuf,
     /// Predicted segmentation (0 is an ordinary segment, as in funlib.evaluate).
     #[arg(long)]
     pred: PathBuf,
-    /// IoU a ground-truth and a predicted instance need to match (strictly more).
-    #[arg(long, default_value_t = 0.5)]
+    /// IoU a ground-truth and a predicted instance need to match (strictly more), in [0, 1).
+    #[arg(long, default_value_t = 0.5, value_parser = iou_threshold)]
     iou_threshold: f64,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
@@ -34,7 +37,10 @@ pub(crate) struct EvaluateArgs {
 /// Arguments of `em evaluate-skeletons`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct SkeletonArgs {
-    /// Skeleton JSON (ARCHITECTURE.md), one .swc file, or a directory of .swc files.
+    /// Skeleton JSON, one .swc file, or a directory of .swc files. Skeleton id 0 means
+    /// unlabelled (as in BANIS and funlib.evaluate): its edges count in the total length but
+    /// never as correct, so number skeletons from 1 (nodes in skeleton 0 are counted and
+    /// reported).
     #[arg(long)]
     skeletons: PathBuf,
     /// Predicted segmentation.
@@ -63,8 +69,8 @@ pub(crate) struct TuneArgs {
     /// Ground-truth labels to score each threshold by VOI / adapted Rand.
     #[arg(long)]
     gt: Option<PathBuf>,
-    /// Thresholds: a list `0.5,0.7` or a range `start:stop:step` (stop included); default
-    /// BANIS's sigmoid(0.2k), k = −1..11.
+    /// Thresholds: a list `0.5,0.7` or a range `start:stop:step` (stop included), finite,
+    /// at most 1000; default BANIS's sigmoid(0.2k), k = −1..11.
     #[arg(long)]
     thresholds: Option<String>,
     /// Which voxel holds an edge's value.
@@ -82,6 +88,21 @@ pub(crate) struct TuneArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
+}
+
+fn iou_threshold(s: &str) -> Result<f64, String> {
+    let t: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..1.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{s}: give a number in [0, 1) (a match needs IoU strictly above it; at 1 or more \
+             nothing can match)"
+        ))
+    }
 }
 
 fn voxel_size(s: &str) -> Result<VoxelSize, String> {
@@ -156,7 +177,14 @@ pub(crate) fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     let m = VoxelMetrics::from_contingency(&table)
         .with_context(|| format!("ground truth {}", args.gt.display()))?;
     let mut o = voxel_json(&m, &table, args.iou_threshold);
+    o.insert("unknown_voxels".into(), json!(table.unknown));
     o.insert("seconds".into(), json!(start.elapsed().as_secs_f64()));
+    if table.unknown > 0 {
+        eprintln!(
+            "note: {} ground-truth voxels are -1 (unknown) and left out of every metric",
+            table.unknown
+        );
+    }
     if args.json {
         println!("{}", Value::Object(o));
     } else {
@@ -191,7 +219,19 @@ fn erl_json(r: &ErlReport) -> Map<String, Value> {
     o.insert("node_voi_split".into(), json!(r.node_voi_split));
     o.insert("node_voi_merge".into(), json!(r.node_voi_merge));
     o.insert("nodes".into(), json!(r.nodes));
+    o.insert("unlabelled_nodes".into(), json!(r.unlabelled_nodes));
     o
+}
+
+/// Says how many nodes lie in skeleton 0, once per command.
+fn warn_unlabelled(nodes: u64) {
+    if nodes > 0 {
+        eprintln!(
+            "warning: {nodes} skeleton nodes belong to skeleton 0, which means unlabelled (as in \
+             BANIS): their edges count in the total length but never as correct; number \
+             skeletons from 1 to score them"
+        );
+    }
 }
 
 pub(crate) fn evaluate_skeletons(args: &SkeletonArgs) -> anyhow::Result<()> {
@@ -203,6 +243,7 @@ pub(crate) fn evaluate_skeletons(args: &SkeletonArgs) -> anyhow::Result<()> {
         .lookup_volume(pred.as_ref())
         .with_context(|| format!("looking up skeleton nodes in {}", args.pred.display()))?;
     let r = erl(&skeletons, &ids, &ks)?;
+    warn_unlabelled(r.unlabelled_nodes);
     let mut o = erl_json(&r);
     o.insert("skeletons".into(), json!(skeletons.num_skeletons()));
     o.insert("seconds".into(), json!(start.elapsed().as_secs_f64()));
@@ -231,10 +272,13 @@ fn default_thresholds() -> Vec<f32> {
         .collect()
 }
 
+/// The most thresholds one `em tune` decodes (each is a whole decode of the volume).
+const MAX_THRESHOLDS: usize = 1000;
+
 fn parse_thresholds(s: &str) -> anyhow::Result<Vec<f32>> {
     let bad =
         || anyhow::anyhow!("--thresholds {s:?}: give a list 0.5,0.7 or a range start:stop:step");
-    if s.contains(':') {
+    let list: Vec<f32> = if s.contains(':') {
         let p: Vec<f64> = s
             .split(':')
             .map(|x| x.trim().parse::<f64>())
@@ -244,16 +288,36 @@ fn parse_thresholds(s: &str) -> anyhow::Result<Vec<f32>> {
             return Err(bad());
         };
         anyhow::ensure!(
+            p.iter().all(|v| v.is_finite()),
+            "--thresholds {s:?}: start, stop and step must be finite numbers"
+        );
+        anyhow::ensure!(
             *step > 0.0 && b >= a,
             "--thresholds {s:?}: step must be positive and stop ≥ start"
         );
-        let n = ((b - a) / step + 1e-9).floor() as usize;
-        Ok((0..=n).map(|i| (a + i as f64 * step) as f32).collect())
+        let n = ((b - a) / step + 1e-9).floor() + 1.0;
+        anyhow::ensure!(
+            n <= MAX_THRESHOLDS as f64,
+            "--thresholds {s:?} makes {n:.0} thresholds; at most {MAX_THRESHOLDS} (use a \
+             larger step)"
+        );
+        (0..n as usize)
+            .map(|i| (a + i as f64 * step) as f32)
+            .collect()
     } else {
         s.split(',')
             .map(|x| x.trim().parse::<f32>().map_err(|_| bad()))
-            .collect()
-    }
+            .collect::<anyhow::Result<_>>()?
+    };
+    anyhow::ensure!(
+        list.iter().all(|t| t.is_finite()),
+        "--thresholds {s:?}: every threshold must be a finite number"
+    );
+    anyhow::ensure!(
+        (1..=MAX_THRESHOLDS).contains(&list.len()),
+        "--thresholds {s:?}: give 1 to {MAX_THRESHOLDS} thresholds"
+    );
+    Ok(list)
 }
 
 pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
@@ -266,6 +330,19 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
         Some(s) => parse_thresholds(s)?,
         None => default_thresholds(),
     };
+    guard::threads(args.threads)?;
+    if let Some((shape, elem)) = guard::peek(&args.affinities)? {
+        // The affinities, and per threshold a u64 segmentation (with the ground truth's).
+        let voxels = guard::bytes_of(shape.get(1..).unwrap_or(&[]), 8);
+        let needed = guard::bytes_of(&shape, elem)
+            .zip(voxels)
+            .and_then(|(a, v)| a.checked_add(v.checked_mul(3)?));
+        guard::memory(
+            &format!("tuning on {}", args.affinities.display()),
+            needed,
+            "tune on a crop of the volume",
+        )?;
+    }
     let ks = [Some(5), Some(20), Some(100), None];
     let bar = Bar::new();
     let aff: AnyArray = em_io::read(&args.affinities)?;
@@ -298,6 +375,9 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
         if let Some(s) = &skeletons {
             let ids = s.lookup(seg.view())?;
             let r = erl(s, &ids, &ks)?;
+            if rows.is_empty() {
+                warn_unlabelled(r.unlabelled_nodes);
+            }
             row.extend(erl_json(&r));
         }
         if let Some(g) = &gt {

@@ -13,6 +13,7 @@ use em_train::TrainConfig;
 use serde_json::json;
 
 use crate::decode::DecodeArgs;
+use crate::guard;
 use crate::progress::Bar;
 
 /// Arguments of `em infer`.
@@ -55,6 +56,9 @@ pub(crate) struct InferArgs {
     /// Decoded objects smaller than this many voxels go to background.
     #[arg(long, default_value_t = 0)]
     min_size: u64,
+    /// Replace existing outputs (never the input, the weights, a group or a directory).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +95,63 @@ pub(crate) fn load_model(
     })
 }
 
+/// The window, clamped to the volume (rounded up to what the model divides by): a window
+/// larger than the volume only adds padding to compute on. Sides must be multiples of the
+/// model's divisors.
+fn fit_window(
+    window: [usize; 3],
+    spatial: &[u64],
+    divisors: [usize; 3],
+) -> anyhow::Result<[usize; 3]> {
+    let mut out = window;
+    for a in 0..3 {
+        let d = divisors[a].max(1);
+        anyhow::ensure!(
+            window[a] >= 1 && window[a].is_multiple_of(d),
+            "window {window:?}: each side must be a positive multiple of {divisors:?} for this \
+             model"
+        );
+        let covering = usize::try_from(spatial[a])
+            .unwrap_or(usize::MAX)
+            .max(1)
+            .div_ceil(d)
+            .saturating_mul(d);
+        out[a] = window[a].min(covering);
+    }
+    Ok(out)
+}
+
+/// Bytes the prediction holds: the model on one window, and for outputs assembled in
+/// memory the whole prediction (twice while it is written) and an in-memory input.
+fn memory_needed(
+    cfg: &TrainConfig,
+    window: [usize; 3],
+    input_bytes: Option<u64>,
+    out_shape: &[u64],
+    streamed: bool,
+) -> Option<u64> {
+    let model = match cfg.model.mednext() {
+        Some(m) => {
+            let params = m.parameter_count()?;
+            let est = m.training_memory(window, 1, 4, 0);
+            // Forward only: about the widest layer's input and output at once, not the
+            // activations a backward pass would keep.
+            let voxels = window.iter().map(|&w| w as f64).product::<f64>();
+            let bytes = params as f64 * 4.0 + 2.0 * est.backward_bytes_per_voxel * voxels;
+            (bytes < u64::MAX as f64).then_some(bytes as u64)?
+        }
+        None => 0,
+    };
+    let output = if streamed {
+        0
+    } else {
+        guard::bytes_of(out_shape, 4)?.checked_mul(2)?
+    };
+    model
+        .checked_add(output)?
+        .checked_add(input_bytes.unwrap_or(0))
+}
+
 pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let cfg = load_config(a)?;
@@ -99,6 +160,17 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         (None, Some(r)) => r.join("model.safetensors"),
         (None, None) => anyhow::bail!("give --weights with --config"),
     };
+    // Nothing is computed before the outputs are known to be safe to write.
+    let config_file = match (&a.config, &a.run) {
+        (Some(c), _) => Some(PathBuf::from(c)).filter(|p| p.is_file()),
+        (None, Some(r)) => Some(r.join("config.toml")),
+        (None, None) => None,
+    };
+    let mut inputs: Vec<&Path> = vec![&a.input, &weights];
+    inputs.extend(config_file.as_deref());
+    let mut outputs: Vec<&Path> = vec![&a.out];
+    outputs.extend(a.decode.as_deref());
+    guard::outputs(&outputs, &inputs, a.overwrite)?;
     let device = Default::default();
     let model = load_model(&cfg, &weights, &device)?;
     let mut settings = cfg.inference_settings();
@@ -138,9 +210,32 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         "{}: a TIFF stack holds one channel and this model predicts {k}; write .zarr, .npy or .h5",
         a.out.display()
     );
+    let requested = settings.window;
+    settings.window = fit_window(requested, &spatial, cfg.model.divisors())?;
+    if settings.rot90_tta {
+        // Turns need a square window in y, x.
+        let side = settings.window[1].max(settings.window[2]);
+        settings.window[1] = side;
+        settings.window[2] = side;
+    }
+    if settings.window != requested {
+        eprintln!(
+            "window {requested:?} is larger than the volume {spatial:?}; using {:?}",
+            settings.window
+        );
+    }
+    let streamed = target.format == Format::Zarr;
+    let in_memory_input = match VolumePath::parse(&a.input)?.format {
+        Format::Npy | Format::Tiff => Some(guard::bytes_of(&ish, 4).unwrap_or(u64::MAX)),
+        _ => None,
+    };
+    guard::memory(
+        &format!("predicting {}", a.input.display()),
+        memory_needed(&cfg, settings.window, in_memory_input, &out_shape, streamed),
+        "use a smaller --window, or write DIR.zarr (streamed, any size)",
+    )?;
     let bar = Bar::new();
     let mut predictor = model_predictor(&model, &device);
-    let streamed = target.format == Format::Zarr;
     if streamed {
         let w = settings.window;
         let options = ZarrOptions {
@@ -198,6 +293,7 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
                     a.threshold,
                     *storage,
                     a.min_size,
+                    a.overwrite,
                 ))?;
             }
             _ => {

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use em_core::AnyArray;
 use em_models::{config_from_checkpoint, load_mednext, Cpu, MedNeXtConfig, MedNeXtSize, Variant};
 use serde_json::json;
+
+use crate::guard;
 
 /// `em model …`
 #[derive(clap::Subcommand, Debug)]
@@ -68,6 +69,9 @@ pub(crate) struct ForwardArgs {
     /// Output logits .npy `(N, K, Z, Y, X)`.
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing output file (never the input or the weights).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Arguments of `em model import`.
@@ -82,6 +86,9 @@ pub(crate) struct ImportArgs {
     /// Accept missing or unused tensors (reported) instead of failing.
     #[arg(long)]
     partial: bool,
+    /// Replace an existing output file (never the checkpoint read).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub(crate) fn run(cmd: &ModelCommand) -> anyhow::Result<()> {
@@ -99,8 +106,17 @@ fn summary(a: &SummaryArgs) -> anyhow::Result<()> {
     let config = MedNeXtConfig::size(size, a.kernel, a.in_channels, a.out_channels)
         .with_deep_supervision(a.deep_supervision)
         .with_variant(variant);
-    let model = config.init::<Cpu>(&Default::default())?;
-    let params = model.num_params();
+    config.validate()?;
+    // Counted, not built: a summary of any size costs nothing.
+    let params = config
+        .parameter_count()
+        .and_then(|p| usize::try_from(p).ok())
+        .with_context(|| {
+            format!(
+                "kernel {}, {} input and {} output channels: the parameter count overflows",
+                a.kernel, a.in_channels, a.out_channels
+            )
+        })?;
     let [pz, py, px] = match a.patch.as_slice() {
         &[z, y, x] => [z, y, x],
         other => anyhow::bail!("--patch takes z,y,x, got {other:?}"),
@@ -172,11 +188,44 @@ fn summary(a: &SummaryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes of building a MedNeXt and running a forward pass on `input` `(N, C, Z, Y, X)`.
+fn forward_memory(config: &MedNeXtConfig, input: &[u64]) -> Option<u64> {
+    let params = config.parameter_count()?;
+    let (n, side) = match input {
+        [n, _, z, y, x] => (*n, [*z, *y, *x]),
+        [_, z, y, x] => (1, [*z, *y, *x]),
+        _ => return Some(params.checked_mul(4)?),
+    };
+    let est = config.training_memory([1, 1, 1], 1, 4, 0);
+    let voxels = side.iter().map(|&s| s as f64).product::<f64>() * n as f64;
+    let bytes = params as f64 * 4.0 + 2.0 * est.backward_bytes_per_voxel * voxels;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Notes the float types converted to float32 on load.
+fn note_conversions(path: &std::path::Path, converted: &[(String, usize)]) {
+    for (dtype, n) in converted {
+        eprintln!(
+            "note: {}: {n} {dtype} tensors converted to float32",
+            path.display()
+        );
+    }
+}
+
 fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
+    guard::outputs(&[&a.out], &[&a.input, &a.weights], a.overwrite)?;
     let config = config_from_checkpoint(&a.weights)?;
+    if let Some((shape, _)) = guard::peek(&a.input)? {
+        guard::memory(
+            &format!("a forward pass on {}", a.input.display()),
+            forward_memory(&config, &shape),
+            "crop the input, or predict it window by window with `em infer`",
+        )?;
+    }
     let device = Default::default();
     let mut model = config.init::<Cpu>(&device)?;
     let report = load_mednext(&mut model, &a.weights, false)?;
+    note_conversions(&a.weights, &report.converted);
     anyhow::ensure!(
         report.missing.is_empty() && report.errors.is_empty(),
         "{}: missing {:?}, mismatched {:?}",
@@ -221,18 +270,19 @@ fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
 }
 
 fn import(a: &ImportArgs) -> anyhow::Result<()> {
-    use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+    guard::outputs(&[&a.out], &[&a.from], a.overwrite)?;
     let config = config_from_checkpoint(&a.from)?;
+    guard::memory(
+        &format!("importing {}", a.from.display()),
+        config.parameter_count().and_then(|p| p.checked_mul(8)),
+        "this checkpoint is larger than the memory this process may use",
+    )?;
     let mut model = config.init::<Cpu>(&Default::default())?;
     let report = load_mednext(&mut model, &a.from, !a.partial)?;
-    // Write to a staging name, then rename: never a half-written file under the final name.
-    let tmp = a.out.with_extension("safetensors.partial");
-    let mut store = SafetensorsStore::from_file(&tmp).with_to_adapter(BurnToPyTorchAdapter);
-    model
-        .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", a.out.display()))?;
-    std::fs::rename(&tmp, &a.out)
-        .with_context(|| format!("moving {} into place", a.out.display()))?;
+    note_conversions(&a.from, &report.converted);
+    // Staged and renamed: never a half-written file under the final name.
+    em_models::save_weights(&em_models::Model::MedNeXt(model), &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     println!(
         "{}",
         json!({"out": a.out.display().to_string(), "naming": format!("{:?}", report.naming), "applied": report.applied,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::decode::{triple, LabelOptions, LabelType};
+use crate::guard;
 use crate::progress::Bar;
 
 /// `em slurm` subcommands.
@@ -36,6 +37,9 @@ pub(crate) enum SlurmCommand {
         /// Write the script here instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace an existing script (never the job config).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Render a job into DIR/NAME.sbatch, submit it and record it in DIR/manifest.json.
     Submit {
@@ -148,11 +152,22 @@ pub(crate) struct DecodeJobArgs {
     /// Write the plan and scripts, submit nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Replace an existing output array (and, with --run, predicted affinities).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
     match cmd {
-        SlurmCommand::Render { job, set, out } => {
+        SlurmCommand::Render {
+            job,
+            set,
+            out,
+            overwrite,
+        } => {
+            if let Some(path) = out {
+                guard::outputs(&[path], &[job], *overwrite)?;
+            }
             let j = load_job(job, set)?;
             let script = j.render(&render_options(job, out.clone())?)?;
             match out {
@@ -230,6 +245,9 @@ fn submit_job(
 ) -> anyhow::Result<ManifestEntry> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let script = absolute(dir.join(format!("{}.sbatch", job.name)))?;
+    // Scripts in the submit directory are this command's own, rewritten at each submit;
+    // the job config is not.
+    guard::outputs(&[&script], &[source], true)?;
     let text = job.render(&render_options(source, Some(script.clone()))?)?;
     em_io::write_atomic(&script, text.as_bytes())
         .with_context(|| format!("writing {}", script.display()))?;
@@ -473,6 +491,43 @@ fn prepare_prediction(
     Ok((Box::new(aff), plan))
 }
 
+/// The work directory must be new, empty, or the work directory of an earlier distributed
+/// decode (it holds plan.json): its block records and markers are cleared, so it may hold
+/// nothing of the user's.
+fn check_work_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() || dir.join("plan.json").is_file() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--dir {} is a file; give a work directory",
+        dir.display()
+    );
+    let visible: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    anyhow::ensure!(
+        visible.is_empty(),
+        "--dir {} holds files that are not a distributed decode's ({}); give a new or empty \
+         work directory (nothing is deleted)",
+        dir.display(),
+        visible[..visible.len().min(5)].join(", ")
+    );
+    Ok(())
+}
+
+/// Bytes one task holds: a block of affinities with its halo and its labels, twice over.
+fn block_memory(a: &DecodeJobArgs, channels: u64) -> Option<u64> {
+    let scale = a.labels.scale.unwrap_or([1, 1, 1]).map(|f| f as u64);
+    let per_voxel = channels.checked_mul(4)?.checked_add(16)?;
+    let block = guard::bytes_of(&a.block, per_voxel)?;
+    let labels = guard::bytes_of(&a.block, 8)?.checked_mul(scale.iter().product())?;
+    block.checked_add(labels)?.checked_mul(2)
+}
+
 fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     let out = VolumePath::parse(&a.out)?;
     if out.format != Format::Zarr {
@@ -485,6 +540,42 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     if a.tasks == 0 {
         bail!("--tasks 0; at least 1");
     }
+    // Before anything is written: the outputs may not touch the inputs, the work directory
+    // is ours, a block fits in a task's memory.
+    let (run_config, run_weights) = match &a.run {
+        Some(r) => (
+            Some(r.join("config.toml")),
+            Some(r.join("model.safetensors")),
+        ),
+        None => (None, None),
+    };
+    let mut inputs: Vec<&Path> = Vec::new();
+    let mut outputs: Vec<&Path> = vec![&a.out];
+    match &a.image {
+        Some(image) => {
+            inputs.push(image);
+            inputs.extend(run_config.as_deref());
+            inputs.extend(run_weights.as_deref());
+            outputs.push(&a.affinities);
+        }
+        None => inputs.push(&a.affinities),
+    }
+    guard::outputs(&outputs, &inputs, a.overwrite)?;
+    let work: Vec<&Path> = vec![&a.dir];
+    let mut touched = inputs.clone();
+    touched.extend(&outputs);
+    guard::disjoint(&work, &touched)
+        .context("--dir: the work directory holds block records that are rewritten")?;
+    check_work_dir(&a.dir)?;
+    let channels = match (&a.image, guard::peek(&a.affinities)?) {
+        (None, Some((shape, _))) => shape.first().copied().unwrap_or(3),
+        _ => 6,
+    };
+    guard::memory(
+        &format!("a block of {:?} voxels", a.block),
+        block_memory(a, channels),
+        "use a smaller --block",
+    )?;
     let dir = absolute(a.dir.clone())?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut base = match &a.job {

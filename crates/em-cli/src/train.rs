@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use em_core::ChunkedVolume;
 use em_models::{Cpu, CpuTrain, CpuTrainCheckpointed, Model};
-use em_train::{train, Event, RunOptions, TrainConfig};
+use em_train::{train, Event, RunDir, RunOptions, Start, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -30,12 +30,38 @@ pub(crate) struct TrainArgs {
     /// Override a config value: --set optimizer.lr=2e-3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Continue from the newest checkpoint in OUT/checkpoints.
+    /// Continue from the newest checkpoint in OUT/checkpoints, with the overrides the run
+    /// was started with (stored in OUT/run.json) and any given now.
     #[arg(long)]
     resume: bool,
     /// Continue from this checkpoint (or the newest in this directory) instead.
     #[arg(long, value_name = "CHECKPOINT", conflicts_with = "resume")]
     resume_from: Option<PathBuf>,
+    /// Start again in an OUT that holds a run: its checkpoints, logs and weights are
+    /// deleted first (other files make it refuse).
+    #[arg(long, conflicts_with_all = ["resume", "resume_from"])]
+    overwrite: bool,
+}
+
+/// Peak bytes of a training step (weights, gradients, AdamW moments, activations).
+fn step_memory(cfg: &TrainConfig) -> Option<Option<u64>> {
+    let m = cfg.model.mednext()?;
+    Some(m.parameter_count().and_then(|p| {
+        let est = m.training_memory(
+            cfg.data.patch.patch,
+            cfg.batch_size,
+            4,
+            usize::try_from(p).ok()?,
+        );
+        // Checkpointing recomputes activations: measured at 54–70% less; count half.
+        let activations = est.total_bytes.saturating_sub(est.parameter_bytes);
+        let kept = if cfg.checkpointing {
+            activations / 2
+        } else {
+            activations
+        };
+        est.parameter_bytes.checked_add(kept)
+    }))
 }
 
 pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
@@ -160,7 +186,18 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     ] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let overrides: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
+    let given: Vec<String> = a.overrides.iter().chain(&a.set).cloned().collect();
+    let start = match (a.resume || a.resume_from.is_some(), a.overwrite) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::Overwrite,
+        (false, false) => Start::New,
+    };
+    // A resumed run trains with the overrides it was started with (then those given now).
+    let mut overrides = match (start, RunDir::stored(&a.out)?) {
+        (Start::Resume, Some(record)) => record.overrides,
+        _ => Vec::new(),
+    };
+    overrides.extend(given.iter().cloned());
     let mut cfg = TrainConfig::load(&a.config, &overrides)?;
     // Everything that can fail before training does so now: a checkpoint of another run,
     // the output directory.
@@ -183,6 +220,19 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(needed) = step_memory(&cfg) {
+        crate::guard::memory(
+            &format!(
+                "a training step ({} × {:?} voxels)",
+                cfg.batch_size, cfg.data.patch.patch
+            ),
+            needed,
+            "lower batch_size or data.patch.patch, set checkpointing = true, or let \"auto\" plan them",
+        )?;
+    }
+    // The directory is taken (locked, checked, and cleared with --overwrite) only now that
+    // the config is known to be good.
+    let run = RunDir::open(&a.out, start, &a.config, &given)?;
     let mut records = match &resume {
         Some(p) => {
             let ckpt = em_train::checkpoint::find(p)?;
@@ -191,7 +241,6 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let resolved = toml::to_string(&cfg).context("serialising the config")?;
     em_io::write_atomic(&a.out.join("config.toml"), resolved.as_bytes())
         .with_context(|| format!("{} is not writable", a.out.display()))?;
@@ -292,11 +341,10 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         .map(|p| p.display().to_string());
     if trained.stopped {
         eprintln!(
-            "stopped at step {} of {}; continue with: em train {} --out {} --resume",
+            "stopped at step {} of {}; continue with: {}",
             trained.step,
             cfg.steps,
-            a.config,
-            a.out.display()
+            run.resume_command()
         );
         println!(
             "{}",

@@ -125,7 +125,11 @@ impl VolumeStats {
 }
 
 fn chunk_index(start: &[u64], chunk: &[u64]) -> Vec<u64> {
-    start.iter().zip(chunk).map(|(s, c)| s / c.max(&1)).collect()
+    start
+        .iter()
+        .zip(chunk)
+        .map(|(s, c)| s / c.max(&1))
+        .collect()
 }
 
 #[derive(Default)]

@@ -4,8 +4,8 @@ use em_core::Label;
 use ndarray::{Array3, ArrayView3, ArrayView4};
 
 use crate::cc::{affinity_cc, count_non_finite, Affinity, CcParams};
-use crate::DecodeSummary;
 use crate::small::{remove_small_objects, SmallObjectMode};
+use crate::DecodeSummary;
 use crate::{DecodeError, Result};
 
 /// Everything `em decode` does after reading the affinities.

@@ -261,6 +261,35 @@ fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
     ))
 }
 
+/// A directory built under a staging name beside its target and moved onto it by
+/// [`StagedDir::commit`] (replacing an existing one in a single step where the file system
+/// allows); removed if dropped uncommitted. Leftovers of killed writers are cleaned up by the
+/// next writer in the same directory.
+pub struct StagedDir(AtomicDir);
+
+impl StagedDir {
+    /// Creates the staging directory for `target`.
+    ///
+    /// # Errors
+    /// I/O errors naming `target`.
+    pub fn create(target: &Path) -> Result<Self> {
+        AtomicDir::create(target).map(Self)
+    }
+
+    /// Where to build the directory.
+    pub fn path(&self) -> &Path {
+        self.0.staging()
+    }
+
+    /// Moves the finished directory onto its target.
+    ///
+    /// # Errors
+    /// I/O errors of the rename.
+    pub fn commit(self) -> Result<()> {
+        self.0.commit()
+    }
+}
+
 /// A directory built under a staging name and swapped onto its target on commit; removed
 /// if dropped uncommitted.
 pub(crate) struct AtomicDir {

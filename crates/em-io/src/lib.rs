@@ -37,13 +37,13 @@ use std::path::Path;
 
 use em_core::{AnyArray, ChunkedVolume, InMemoryVolume};
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, StagedDir};
 pub use error::{Error, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
-pub use safety::{check_outputs, resolve_path, Existing};
 pub use npy::{read_npy, read_npy_header, write_npy, NpyHeader};
+pub use safety::{check_disjoint, check_outputs, resolve_path, Existing};
 pub use tiff::{read_tiff, write_tiff};
 pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrVolume, ZarrWriter};
 

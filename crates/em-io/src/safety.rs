@@ -326,6 +326,19 @@ fn hdf5_target(_file: &Path, _key: Option<&str>) -> Result<bool> {
 /// [`Existing::Replace`]; [`Error::OutputRefused`] for a group, a foreign directory or a
 /// path below an array.
 pub fn check_outputs(outputs: &[&Path], inputs: &[&Path], existing: Existing) -> Result<()> {
+    check_disjoint(outputs, inputs)?;
+    for out in outputs {
+        Location::of(out).check_target(existing)?;
+    }
+    Ok(())
+}
+
+/// The overlap half of [`check_outputs`], for outputs that are directories a command owns
+/// (a work or run directory): none may be, contain or lie inside an input or another output.
+///
+/// # Errors
+/// [`Error::OutputOverlaps`].
+pub fn check_disjoint(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     let ins: Vec<Location> = inputs.iter().map(|p| Location::of(p)).collect();
     let outs: Vec<Location> = outputs.iter().map(|p| Location::of(p)).collect();
     for (i, out) in outs.iter().enumerate() {
@@ -341,7 +354,6 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path], existing: Existing) ->
                 });
             }
         }
-        out.check_target(existing)?;
     }
     Ok(())
 }
@@ -425,7 +437,13 @@ mod tests {
         let p = dir.path().join("p.npy");
         let e = check_outputs(&[&p, &p], &[], Existing::Refuse).unwrap_err();
         assert!(
-            matches!(e, Error::OutputOverlaps { role: "another output", .. }),
+            matches!(
+                e,
+                Error::OutputOverlaps {
+                    role: "another output",
+                    ..
+                }
+            ),
             "{e}"
         );
     }

@@ -41,8 +41,11 @@ pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 pub struct Contingency {
     /// Count of each pair that occurs.
     pub pairs: IdMap<(u64, u64), u64>,
-    /// Total voxels.
+    /// Total voxels counted (unknown ones excluded).
     pub voxels: u64,
+    /// Ground-truth voxels marked unknown (−1) and left out of the table, so that no metric
+    /// counts them, as background or otherwise.
+    pub unknown: u64,
 }
 
 impl Contingency {
@@ -85,11 +88,13 @@ impl Contingency {
         Self {
             pairs,
             voxels: n as u64,
+            unknown: 0,
         }
     }
 
     /// Counts the pairs of two chunked volumes block by block (blocks of the ground truth's
-    /// chunks), so neither volume is ever in memory whole.
+    /// chunks), so neither volume is ever in memory whole. Ground-truth voxels of −1 (PyTC's
+    /// and BANIS's "unknown") are left out and counted in [`Contingency::unknown`].
     ///
     /// # Errors
     /// Shape mismatch, non-integer volumes, storage errors.
@@ -109,13 +114,25 @@ impl Contingency {
         progress.start("counting label pairs", grid.num_blocks());
         let mut total = Self::default();
         for block in grid.iter() {
-            let (g, _) = em_core::to_labels_and_mask::<u64>(&gt.read_roi(&block.core)?)?;
+            let (g, known) = em_core::to_labels_and_mask::<u64>(&gt.read_roi(&block.core)?)?;
             let p = em_core::to_labels::<u64>(&pred.read_roi(&block.core)?)?;
             let (g, p) = (g.as_standard_layout(), p.as_standard_layout());
-            total.merge(&Self::from_slices(
-                g.as_slice().unwrap_or(&[]),
-                p.as_slice().unwrap_or(&[]),
-            ));
+            if known.iter().all(|&k| k) {
+                total.merge(&Self::from_slices(
+                    g.as_slice().unwrap_or(&[]),
+                    p.as_slice().unwrap_or(&[]),
+                ));
+            } else {
+                let (gk, pk): (Vec<u64>, Vec<u64>) = g
+                    .iter()
+                    .zip(p.iter())
+                    .zip(known.iter())
+                    .filter(|(_, &k)| k)
+                    .map(|((&g, &p), _)| (g, p))
+                    .unzip();
+                total.merge(&Self::from_slices(&gk, &pk));
+                total.unknown += (g.len() - gk.len()) as u64;
+            }
             progress.advance(1);
         }
         progress.finish();
@@ -128,6 +145,7 @@ impl Contingency {
             *self.pairs.entry(k).or_insert(0) += v;
         }
         self.voxels += other.voxels;
+        self.unknown += other.unknown;
     }
 
     /// Voxels per ground-truth id and per prediction id (each over all voxels).

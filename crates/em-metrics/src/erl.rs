@@ -7,7 +7,8 @@
 //! `c` the summed length (nm) of the correct edges of a skeleton inside one segment and `L`
 //! the total edge length of all skeletons, ERL = Σ c² / L over (skeleton, segment) pairs;
 //! max ERL is the same with the ground truth as prediction (Σ Lₛ² / L) and NERL = ERL / max
-//! ERL (skeleton 0 is unlabelled there, but its length counts in L). The merge-tolerant
+//! ERL (skeleton 0 is unlabelled there, but its length counts in L; skeletons numbered from
+//! 0 therefore score lower, and a file with only skeleton 0 is refused). The merge-tolerant
 //! variant with threshold k ignores (skeleton, segment) pairs of at most k nodes when it
 //! looks for mergers (k = ∞: no segment is a merger); as in BANIS an edge is then merged
 //! when its segment merges and its skeleton is merged in some kept pair. Repeated edges
@@ -64,6 +65,9 @@ pub struct ErlReport {
     pub node_voi_merge: f64,
     /// Nodes evaluated.
     pub nodes: u64,
+    /// Nodes of skeleton 0, which is unlabelled (BANIS and funlib): their edges count in
+    /// the total length but never as correct.
+    pub unlabelled_nodes: u64,
 }
 
 /// Segments holding several skeletons, and the skeletons in them.
@@ -108,6 +112,15 @@ pub fn erl(
         })
         .collect();
     let total_length: f64 = lengths.iter().sum();
+    if !total_length.is_finite() {
+        return Err(MetricsError::BadSkeleton {
+            source_name: "skeletons".into(),
+            reason: format!(
+                "the edge lengths sum to {total_length} nm: node positions in nm are too large \
+                 to measure (check position_nm and --voxel-size)"
+            ),
+        });
+    }
     if total_length <= 0.0 {
         return Err(MetricsError::BadSkeleton {
             source_name: "skeletons".into(),
@@ -125,6 +138,14 @@ pub fn erl(
         .map(|(_, l)| l * l)
         .sum::<f64>()
         / total_length;
+    if max_erl <= 0.0 {
+        return Err(MetricsError::BadSkeleton {
+            source_name: "skeletons".into(),
+            reason: "every edge belongs to skeleton 0, which means unlabelled (as in BANIS and \
+                     funlib.evaluate); number skeletons from 1"
+                .into(),
+        });
+    }
 
     // Merging segments (holding two or more skeletons) and merged skeletons, from the
     // (skeleton, segment) pairs with more than k nodes (k = None: ∞, none kept).
@@ -202,5 +223,6 @@ pub fn erl(
         node_voi_split,
         node_voi_merge,
         nodes: pred.len() as u64,
+        unlabelled_nodes: skel.iter().filter(|&&s| s == 0).count() as u64,
     })
 }

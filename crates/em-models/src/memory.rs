@@ -36,6 +36,61 @@ pub struct MemoryEstimate {
 }
 
 impl MedNeXtConfig {
+    /// Trainable parameters, counted from the configuration without building the model (so
+    /// that an absurd width, kernel or channel count is refused before it is allocated);
+    /// `None` when the count overflows.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let as64 = |v: usize| u64::try_from(v).ok();
+        let (w, k, inp, out) = (
+            as64(self.width)?,
+            as64(self.kernel_size)?,
+            as64(self.in_channels)?,
+            as64(self.out_channels)?,
+        );
+        let k3 = k.checked_pow(3)?;
+        let ch = |l: u32| w.checked_mul(1u64.checked_shl(l)?);
+        // Norm, expansion, projection and (optionally) GRN of a block from c_in to c_out.
+        let tail = |c_in: u64, c_out: u64, r: u64| -> Option<u64> {
+            let rc = r.checked_mul(c_in)?;
+            let grn = if self.grn { 2 * rc } else { 0 };
+            (2 * c_in)
+                .checked_add(c_in.checked_mul(rc)?.checked_add(rc)?)?
+                .checked_add(rc.checked_mul(c_out)?.checked_add(c_out)?)?
+                .checked_add(grn)
+        };
+        let depthwise = |c: u64| c.checked_mul(k3)?.checked_add(c);
+        let block = |c: u64, r: u64| depthwise(c)?.checked_add(tail(c, c, r)?);
+        let mut total = inp.checked_mul(w)?.checked_add(w)?; // stem
+        let head = |c: u64| c.checked_mul(out)?.checked_add(out);
+        total = total.checked_add(head(w)?)?;
+        for l in 0..5u32 {
+            let c = ch(l)?;
+            let enc = block(c, as64(self.ratios[l as usize])?)?;
+            total = total.checked_add(enc.checked_mul(as64(self.blocks[l as usize])?)?)?;
+        }
+        for l in 0..4u32 {
+            let (c, c2) = (ch(l)?, ch(l + 1)?);
+            let down_ratio = match self.variant {
+                crate::Variant::Original => self.ratios[l as usize + 1],
+                crate::Variant::Monai => self.ratios[l as usize],
+            };
+            let res = c.checked_mul(c2)?.checked_add(c2)?;
+            let down = depthwise(c)?
+                .checked_add(tail(c, c2, as64(down_ratio)?)?)?
+                .checked_add(res)?;
+            let r = as64(self.ratios[8 - l as usize])?;
+            let up = depthwise(c2)?
+                .checked_add(tail(c2, c, r)?)?
+                .checked_add(c2.checked_mul(c)?.checked_add(c)?)?;
+            let dec = block(c, r)?.checked_mul(as64(self.blocks[8 - l as usize])?)?;
+            total = total.checked_add(down)?.checked_add(up)?.checked_add(dec)?;
+            if self.deep_supervision {
+                total = total.checked_add(head(c2)?)?;
+            }
+        }
+        Some(total)
+    }
+
     /// Floats the autodiff graph keeps per input voxel (one batch item), summed over the
     /// network, and the transient floats of the widest backward step.
     pub fn activation_floats_per_voxel(&self) -> (f64, f64) {

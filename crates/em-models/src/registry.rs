@@ -186,6 +186,20 @@ impl ModelConfig {
         })
     }
 
+    /// What each spatial side of an input must be a multiple of, `(z, y, x)`: 16 for
+    /// MedNeXt (four halvings), for RSUNet 2 per isotropic (z) and per any (y, x) halving.
+    pub fn divisors(&self) -> [usize; 3] {
+        match self {
+            Self::Rsunet(c) => {
+                let n = c.widths.len().max(1);
+                let z = 1usize << c.isotropic.iter().skip(1).filter(|&&b| b).count().min(16);
+                let xy = 1usize << (n - 1).min(16);
+                [z, xy, xy]
+            }
+            _ => [16; 3],
+        }
+    }
+
     /// Input and output channels.
     pub fn channels(&self) -> (usize, usize) {
         match (self, self.mednext()) {

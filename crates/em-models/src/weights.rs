@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, TensorData};
 use burn_store::{
     KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
@@ -27,6 +28,9 @@ pub struct LoadReport {
     pub naming: KeyNaming,
     /// Tensors loaded.
     pub applied: usize,
+    /// Tensors stored in another float type and converted to float32 on load, per type
+    /// (`("float16", 120)`); empty when the file holds float32.
+    pub converted: Vec<(String, usize)>,
     /// Model parameters the file did not provide (they keep their values).
     pub missing: Vec<String>,
     /// File tensors the model has no place for.
@@ -98,6 +102,220 @@ pub fn read_f32_tensor(path: &Path, tensor: &str) -> Result<(Vec<f32>, Vec<usize
             .collect(),
         shape,
     ))
+}
+
+/// The element types a checkpoint may hold, by their safetensors names.
+fn float_name(dtype: &str) -> Option<&'static str> {
+    match dtype {
+        "F32" => Some("float32"),
+        "F16" => Some("float16"),
+        "BF16" => Some("bfloat16"),
+        "F64" => Some("float64"),
+        _ => None,
+    }
+}
+
+/// The safetensors name of a burn element type.
+fn safetensors_name(dtype: DType) -> String {
+    match dtype {
+        DType::F64 => "F64".into(),
+        DType::F32 | DType::Flex32 => "F32".into(),
+        DType::F16 => "F16".into(),
+        DType::BF16 => "BF16".into(),
+        DType::I64 => "I64".into(),
+        DType::I32 => "I32".into(),
+        DType::I16 => "I16".into(),
+        DType::I8 => "I8".into(),
+        DType::U64 => "U64".into(),
+        DType::U32 => "U32".into(),
+        DType::U16 => "U16".into(),
+        DType::U8 => "U8".into(),
+        other => format!("{other:?}").to_uppercase(),
+    }
+}
+
+/// Buffers that are not weights: integers there are expected and never loaded.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("num_batches_tracked")
+}
+
+/// A checkpoint as float32 safetensors bytes, when it holds other float types (converted,
+/// counted per type); `None` when it is float32 already. Integer or bool tensors are refused:
+/// weights are real numbers, and a cast would load nonsense silently.
+fn as_float32(path: &Path) -> Result<Option<(Vec<u8>, Vec<(String, usize)>)>> {
+    let name = path.display().to_string();
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: name.clone(),
+        reason,
+    };
+    // (name, safetensors dtype, shape, raw little-endian bytes or a lazy PyTorch tensor)
+    let mut tensors: Vec<(String, String, Vec<usize>, TensorData)> = Vec::new();
+    if is_safetensors(path) {
+        let (bytes, header, data) = safetensors_header(path)?;
+        let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+        names.sort();
+        let mut needs = false;
+        for key in &names {
+            let t = &header[*key];
+            let dtype = t["dtype"].as_str().unwrap_or("?").to_string();
+            if float_name(&dtype).is_none() && !is_buffer(key) {
+                return Err(bad(format!(
+                    "tensor {key} is {dtype}; weights must be floating point (float16, \
+                     bfloat16, float32 or float64) — is this a checkpoint of a model?"
+                )));
+            }
+            needs |= dtype != "F32" && !is_buffer(key);
+        }
+        if !needs {
+            return Ok(None);
+        }
+        for key in names {
+            let t = &header[key];
+            let dtype = t["dtype"].as_str().unwrap_or("?").to_string();
+            if is_buffer(key) {
+                continue;
+            }
+            let dims: Vec<usize> = t["shape"].as_array().map_or(Vec::new(), |a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            });
+            let off: Vec<usize> = t["data_offsets"].as_array().map_or(Vec::new(), |a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            });
+            let raw = match off.as_slice() {
+                &[a, b] if a <= b => bytes.get(data + a..data + b),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("{key} has bad data offsets")))?;
+            let burn_dtype = match dtype.as_str() {
+                "F16" => DType::F16,
+                "BF16" => DType::BF16,
+                "F64" => DType::F64,
+                _ => DType::F32,
+            };
+            let expected = dims.iter().product::<usize>() * burn_dtype.size();
+            if raw.len() != expected {
+                return Err(bad(format!(
+                    "{key}: {} bytes for a {dtype} tensor of shape {dims:?}",
+                    raw.len()
+                )));
+            }
+            let data = TensorData::from_bytes_vec(raw.to_vec(), dims.clone(), burn_dtype);
+            tensors.push((key.clone(), dtype, dims, data));
+        }
+    } else {
+        let reader =
+            burn_store::pytorch::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
+        let mut names: Vec<&String> = reader.tensors().keys().collect();
+        names.sort();
+        let mut needs = false;
+        for key in &names {
+            let dtype = safetensors_name(reader.tensors()[*key].dtype);
+            if float_name(&dtype).is_none() && !is_buffer(key) {
+                return Err(bad(format!(
+                    "tensor {key} is {dtype}; weights must be floating point (float16, \
+                     bfloat16, float32 or float64) — is this a checkpoint of a model?"
+                )));
+            }
+            needs |= dtype != "F32" && !is_buffer(key);
+        }
+        if !needs {
+            return Ok(None);
+        }
+        for key in names {
+            if is_buffer(key) {
+                continue;
+            }
+            let snapshot = &reader.tensors()[key];
+            let data = snapshot
+                .to_data()
+                .map_err(|e| bad(format!("{key}: {e:?}")))?;
+            tensors.push((
+                key.clone(),
+                safetensors_name(snapshot.dtype),
+                snapshot.shape.to_vec(),
+                data,
+            ));
+        }
+    }
+    // Re-encode as float32 safetensors: header (JSON, padded to 8 bytes), then the data.
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut header = serde_json::Map::new();
+    let mut body: Vec<u8> = Vec::new();
+    for (key, dtype, dims, data) in tensors {
+        if dtype != "F32" {
+            *counts
+                .entry(float_name(&dtype).unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+        let values = data
+            .convert_dtype(DType::F32)
+            .into_vec::<f32>()
+            .map_err(|e| bad(format!("{key}: {e:?}")))?;
+        let start = body.len();
+        body.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            key,
+            serde_json::json!({"dtype": "F32", "shape": dims, "data_offsets": [start, body.len()]}),
+        );
+    }
+    let mut head = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + body.len());
+    out.extend((head.len() as u64).to_le_bytes());
+    out.extend(head);
+    out.extend(body);
+    Ok(Some((out, counts.into_iter().collect())))
+}
+
+/// Refuses weights with NaN or infinite values: such a model predicts NaN everywhere.
+fn check_finite<B: Backend, M: ModuleSnapshot<B>>(model: &M, path: &Path) -> Result<()> {
+    let mut bad: Vec<(String, usize)> = Vec::new();
+    for snapshot in model.collect(None, None, false) {
+        let Ok(data) = snapshot.to_data() else {
+            continue;
+        };
+        if !matches!(
+            data.dtype,
+            DType::F32 | DType::F64 | DType::F16 | DType::BF16
+        ) {
+            continue;
+        }
+        let n = data
+            .convert_dtype(DType::F32)
+            .iter::<f32>()
+            .filter(|v| !v.is_finite())
+            .count();
+        if n > 0 {
+            bad.push((snapshot.full_path(), n));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let total: usize = bad.iter().map(|(_, n)| n).sum();
+    let named: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(k, n)| format!("{k} ({n})"))
+        .collect();
+    Err(ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason: format!(
+            "{total} weight values are NaN or infinite, in {} tensors: {}{}; a model with them \
+             predicts NaN everywhere (did the training diverge?)",
+            bad.len(),
+            named.join(", "),
+            if bad.len() > 5 { ", …" } else { "" }
+        ),
+    })
 }
 
 /// Tensor names in a checkpoint.
@@ -186,16 +404,27 @@ pub fn load_mednext<B: Backend>(
             ),
         }
     };
-    let result = if is_safetensors(path) {
-        let store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter);
-        apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
-    } else {
-        let store = PytorchStore::from_file(path);
-        apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
+    let converted = as_float32(path)?;
+    let result = match &converted {
+        Some((bytes, _)) => {
+            let store = SafetensorsStore::from_bytes(Some(bytes.clone()))
+                .with_from_adapter(PyTorchToBurnAdapter);
+            apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
+        }
+        None if is_safetensors(path) => {
+            let store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter);
+            apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
+        }
+        None => {
+            let store = PytorchStore::from_file(path);
+            apply(model, store.remap(remap).allow_partial(true).validate(true)).map_err(mismatch)?
+        }
     };
+    check_finite(&*model, path)?;
     let report = LoadReport {
         naming,
         applied: result.applied.len(),
+        converted: converted.map(|(_, c)| c).unwrap_or_default(),
         missing: result.missing.iter().map(|(p, _)| p.clone()).collect(),
         // Norm `weight`/`bias` are applied to burn's `gamma`/`beta` yet still listed unused.
         unused: result
@@ -488,15 +717,19 @@ pub fn load_weights<B: Backend>(model: &mut crate::Model<B>, path: &Path) -> Res
     match model {
         crate::Model::MedNeXt(m) => load_mednext(m, path, true).map(|_| ()),
         crate::Model::RsUNet(m) => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .validate(true);
+            let mut store = match as_float32(path)? {
+                Some((bytes, _)) => SafetensorsStore::from_bytes(Some(bytes)),
+                None => SafetensorsStore::from_file(path),
+            }
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .validate(true);
             let r = m
                 .load_from(&mut store)
                 .map_err(|e| ModelError::Checkpoint {
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
+            check_finite(&*m, path)?;
             if !r.missing.is_empty() || !r.errors.is_empty() {
                 return Err(ModelError::Checkpoint {
                     path: path.display().to_string(),

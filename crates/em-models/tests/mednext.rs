@@ -41,10 +41,31 @@ fn parameter_counts_match_monai_and_the_original() {
                 row[key].as_u64().unwrap(),
                 "{size:?} k{k} out{out} ds{ds} {variant:?}"
             );
+            // Counted without building: what sizes are refused before allocation rests on it.
+            assert_eq!(
+                config.parameter_count(),
+                row[key].as_u64(),
+                "{size:?} k{k} out{out} ds{ds} {variant:?} counted"
+            );
             checked += 1;
         }
     }
     assert!(checked >= 40, "{checked}");
+}
+
+#[test]
+fn parameter_count_covers_grn_and_custom_widths_and_overflows_to_none() {
+    let device = Default::default();
+    let mut c = MedNeXtConfig::size(MedNeXtSize::B, 5, 2, 3).with_deep_supervision(true);
+    c.width = 8;
+    c.grn = true;
+    let model = c.init::<Cpu>(&device).unwrap();
+    assert_eq!(c.parameter_count(), Some(model.num_params() as u64));
+    c.width = usize::MAX / 4;
+    assert_eq!(c.parameter_count(), None);
+    c.width = 8;
+    c.kernel_size = 1 << 30;
+    assert_eq!(c.parameter_count(), None);
 }
 
 #[test]

@@ -445,6 +445,62 @@ impl TrainConfig {
                 self.optimizer.lr
             ));
         }
+        self.validate_learning()
+    }
+
+    /// Refuses settings under which training runs but cannot learn: a negative or NaN loss
+    /// term, no loss at all, a source that is never (or negatively) drawn, an affinity
+    /// offset whose edges never fit in a sample (its loss mask is empty everywhere).
+    fn validate_learning(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        let l = &self.loss;
+        let weights_ok = [l.bce, l.dice].iter().all(|w| w.is_finite() && *w >= 0.0);
+        if !weights_ok || l.bce + l.dice <= 0.0 {
+            return bad(format!(
+                "loss.bce {} and loss.dice {} must be finite and ≥ 0, and not both 0 (the loss \
+                 would be negative, NaN or nothing to learn from)",
+                l.bce, l.dice
+            ));
+        }
+        if !(l.clamp.is_finite() && l.clamp > 0.0) || !(l.smooth.is_finite() && l.smooth >= 0.0) {
+            return bad(format!(
+                "loss.clamp {} must be positive and loss.smooth {} ≥ 0",
+                l.clamp, l.smooth
+            ));
+        }
+        if let em_models::PosWeight::Fixed(w) = l.pos_weight {
+            if !(w.is_finite() && w > 0.0) {
+                return bad(format!(
+                    "loss.pos_weight {w} must be positive (or \"auto\")"
+                ));
+            }
+        }
+        for (i, s) in self.data.sources.iter().enumerate() {
+            if !(s.weight.is_finite() && s.weight > 0.0) {
+                return bad(format!(
+                    "data.sources[{i}].weight {} must be a positive number (a source with weight \
+                     ≤ 0 or NaN is never drawn, or breaks the mixture)",
+                    s.weight
+                ));
+            }
+        }
+        // Placeholder patches of "auto" are checked once the plan has filled them.
+        if !self.auto.iter().any(|k| k == "data.patch.patch") {
+            if let TargetSpec::Affinities { offsets, .. } = &self.targets {
+                let p = &self.data.patch;
+                for o in offsets.as_slice() {
+                    let reach: Vec<usize> = (0..3).map(|a| p.patch[a] + p.context[a]).collect();
+                    if (0..3).any(|a| o.0[a].unsigned_abs() as usize >= reach[a]) {
+                        return bad(format!(
+                            "affinity offset {:?} reaches beyond a sample (patch {:?} + context \
+                             {:?}): none of its edges fits, so its channel would train on an \
+                             empty mask; use a larger patch or context, or a shorter offset",
+                            o.0, p.patch, p.context
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ mod auto;
 pub mod checkpoint;
 mod config;
 mod ema;
+mod run_dir;
 mod trainer;
 pub mod validate;
 
@@ -43,6 +44,7 @@ pub use config::{
     preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
     PRESETS,
 };
+pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
 pub use trainer::{
     inference_model, train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained,
 };
@@ -69,6 +71,10 @@ pub enum TrainError {
     /// Scoring a validation failed.
     #[error(transparent)]
     Metrics(#[from] em_metrics::MetricsError),
+    /// The run directory cannot be used: another run or process holds it, or it holds
+    /// files that are not a run's.
+    #[error("{0}")]
+    Run(String),
     /// A checkpoint could not be written, read, or belongs to another run.
     #[error("checkpoint {0}")]
     Checkpoint(String),

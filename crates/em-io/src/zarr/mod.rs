@@ -232,7 +232,10 @@ fn chunk_index(key: &str, grid: &[u64]) -> Option<Vec<u64>> {
     if parts.len() != grid.len() {
         return None;
     }
-    let index: Vec<u64> = parts.iter().map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let index: Vec<u64> = parts
+        .iter()
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     index.iter().zip(grid).all(|(i, g)| i < g).then_some(index)
 }
 
@@ -259,7 +262,10 @@ fn walk_chunks(
             walk_chunks(root, &path, depth - 1, grid, out)?;
         } else {
             let rel = path.strip_prefix(root).ok()?;
-            out.push(chunk_index(&rel.to_string_lossy().replace('\\', "/"), grid)?);
+            out.push(chunk_index(
+                &rel.to_string_lossy().replace('\\', "/"),
+                grid,
+            )?);
         }
     }
     Some(())
