@@ -567,9 +567,12 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
     guard::disjoint(&work, &touched)
         .context("--dir: the work directory holds block records that are rewritten")?;
     check_work_dir(&a.dir)?;
-    let channels = match (&a.image, guard::peek(&a.affinities)?) {
-        (None, Some((shape, _))) => shape.first().copied().unwrap_or(3),
-        _ => 6,
+    // Predicted affinities do not exist yet: count the most channels a model predicts.
+    let channels = match &a.image {
+        None => guard::peek(&a.affinities)?
+            .and_then(|(shape, _)| shape.first().copied())
+            .unwrap_or(3),
+        Some(_) => 6,
     };
     guard::memory(
         &format!("a block of {:?} voxels", a.block),

@@ -129,6 +129,18 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Held while a model draws its initial weights.
+static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Initialises every lazily initialised parameter it visits.
+struct Materialise;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 impl ModelConfig {
     /// Parses a TOML configuration.
     ///
@@ -214,6 +226,32 @@ impl ModelConfig {
     /// # Errors
     /// Invalid settings, named.
     pub fn build<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
+        let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        self.build_unlocked(device)
+    }
+
+    /// Builds the model with the initial weights that `seed` gives: the same weights for
+    /// the same seed, also while other threads build models.
+    ///
+    /// # Errors
+    /// Invalid settings, named.
+    pub fn build_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Result<Model<B>> {
+        // Backends draw initial weights from one global generator: seeding and drawing under
+        // the lock every build takes keeps other builds from drawing in between.
+        let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        B::seed(device, seed);
+        self.build_unlocked(device)
+    }
+
+    fn build_unlocked<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
+        let model = self.build_lazy(device)?;
+        // burn draws a parameter's initial values when it is first used, which would be
+        // outside the lock: draw them all now.
+        model.visit(&mut Materialise);
+        Ok(model)
+    }
+
+    fn build_lazy<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
         match (self, self.mednext()) {
             (Self::Rsunet(c), _) => Ok(Model::RsUNet(c.init(device)?)),
             (_, Some(c)) => Ok(Model::MedNeXt(c.init(device)?)),

@@ -199,14 +199,7 @@ pub fn train<B: TrainBackend>(
         }
     };
     let patch = cfg.data.patch.patch;
-    let mut model: Model<B> = {
-        // Backends keep one global generator: seeding and building under one lock keeps the
-        // initial weights a function of the seed when several runs share a process.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
-        B::seed(device, cfg.seed);
-        cfg.model.build(device)?
-    };
+    let mut model: Model<B> = cfg.model.build_seeded(device, cfg.seed)?;
     model.check_input(&[cfg.batch_size, in_ch, patch[0], patch[1], patch[2]])?;
     let validator = Validator::new(cfg, opener)?;
     let mut optim = AdamWConfig::new()
