@@ -194,7 +194,7 @@ fn forward_memory(config: &MedNeXtConfig, input: &[u64]) -> Option<u64> {
     let (n, side) = match input {
         [n, _, z, y, x] => (*n, [*z, *y, *x]),
         [_, z, y, x] => (1, [*z, *y, *x]),
-        _ => return Some(params.checked_mul(4)?),
+        _ => return params.checked_mul(4),
     };
     let est = config.training_memory([1, 1, 1], 1, 4, 0);
     let voxels = side.iter().map(|&s| s as f64).product::<f64>() * n as f64;

@@ -742,7 +742,7 @@ fn recode_fixture(dst: &Path, dtype: &str, nan: bool) {
         );
     }
     let mut head = serde_json::to_vec(&out_header).unwrap();
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut file = (head.len() as u64).to_le_bytes().to_vec();

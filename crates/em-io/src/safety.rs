@@ -431,6 +431,48 @@ mod tests {
         check_outputs(&[&g.join("img")], &[], Existing::Replace).unwrap();
     }
 
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn hdf5_groups_are_never_replaced_and_datasets_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.h5");
+        crate::write(f.join("volumes/raw"), &small()).unwrap();
+        crate::write(f.join("volumes/labels"), &small()).unwrap();
+        for target in [f.join("volumes"), f.join("volumes/raw/x")] {
+            let e = check_outputs(&[&target], &[], Existing::Replace).unwrap_err();
+            assert!(matches!(e, Error::OutputRefused { .. }), "{e}");
+            // The library writer refuses the group in the same words.
+            assert!(crate::write(&target, &small()).is_err());
+        }
+        let e = check_outputs(&[&f.join("volumes/raw")], &[], Existing::Refuse).unwrap_err();
+        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        check_outputs(&[&f.join("volumes/raw")], &[], Existing::Replace).unwrap();
+        // Another dataset of the file an input is read from is fine.
+        check_outputs(
+            &[&f.join("seg")],
+            &[&f.join("volumes/raw")],
+            Existing::Refuse,
+        )
+        .unwrap();
+        let e = check_outputs(
+            &[&f.join("volumes")],
+            &[&f.join("volumes/raw")],
+            Existing::Replace,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::OutputOverlaps {
+                    relation: "contains",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(crate::read(f.join("volumes/labels")).unwrap(), small());
+    }
+
     #[test]
     fn two_outputs_may_not_overlap() {
         let dir = tempfile::tempdir().unwrap();

@@ -139,10 +139,13 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
 }
 
+/// Float32 safetensors bytes, and how many tensors of each other float type they came from.
+type Converted = (Vec<u8>, Vec<(String, usize)>);
+
 /// A checkpoint as float32 safetensors bytes, when it holds other float types (converted,
 /// counted per type); `None` when it is float32 already. Integer or bool tensors are refused:
 /// weights are real numbers, and a cast would load nonsense silently.
-fn as_float32(path: &Path) -> Result<Option<(Vec<u8>, Vec<(String, usize)>)>> {
+fn as_float32(path: &Path) -> Result<Option<Converted>> {
     let name = path.display().to_string();
     let bad = |reason: String| ModelError::Checkpoint {
         path: name.clone(),
@@ -265,7 +268,7 @@ fn as_float32(path: &Path) -> Result<Option<(Vec<u8>, Vec<(String, usize)>)>> {
         );
     }
     let mut head = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + head.len() + body.len());

@@ -462,7 +462,8 @@ impl TrainConfig {
                 l.bce, l.dice
             ));
         }
-        if !(l.clamp.is_finite() && l.clamp > 0.0) || !(l.smooth.is_finite() && l.smooth >= 0.0) {
+        let clamp_ok = l.clamp.is_finite() && l.clamp > 0.0;
+        if !(clamp_ok && l.smooth.is_finite() && l.smooth >= 0.0) {
             return bad(format!(
                 "loss.clamp {} must be positive and loss.smooth {} ≥ 0",
                 l.clamp, l.smooth
