@@ -79,21 +79,6 @@ fn times(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(" × ")
 }
 
-fn bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 fn human(i: &Info) -> String {
     let mut s = String::new();
     s += &format!("path:    {}\n", i.path);
@@ -101,7 +86,7 @@ fn human(i: &Info) -> String {
     s += &format!("shape:   {}{}\n", times(&i.shape), axes(i.shape.len()));
     s += &format!("dtype:   {}\n", i.dtype);
     s += &format!("chunks:  {}\n", times(&i.chunks));
-    s += &format!("size:    {} uncompressed\n", bytes(i.bytes));
+    s += &format!("size:    {} uncompressed\n", em_autoconf::gib(i.bytes));
     match (i.min, i.max) {
         (Some(lo), Some(hi)) => s += &format!("values:  {lo} … {hi}\n"),
         _ => s += "values:  (none)\n",

@@ -1,6 +1,8 @@
 //! The `em` binary end to end: `em info` on every format, `--json`, clear errors and exit
 //! codes for bad input.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -755,55 +757,10 @@ kind = "foreground"
     assert!(String::from_utf8_lossy(&o.stderr).contains("creating"));
 }
 
-fn tiny_config(dir: &std::path::Path, steps: usize) -> PathBuf {
-    let cfg = dir.join("tiny.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-steps = {steps}
-batch_size = 1
-workers = 1
-log_every = 1
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 1
-width = 4
-ratios = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-[data]
-patch = {{ patch = [16, 16, 16], epoch_len = 8 }}
-[[data.sources]]
-source = {{ kind = "synthetic", synth = "mito", shape = [16, 48, 48] }}
-[targets]
-kind = "foreground"
-[validation]
-every = 2
-source = {{ kind = "synthetic", synth = "mito", shape = [16, 32, 32], seed = 5 }}
-[checkpoint]
-every = 0
-"#
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn steps_logged(out: &std::path::Path) -> Vec<u64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "step")
-        .filter_map(|v| v["step"].as_u64())
-        .collect()
-}
-
 #[test]
 fn sigterm_checkpoints_and_resume_finishes_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_config(dir.path(), 100_000);
+    let cfg = common::tiny_train_config(dir.path(), 100_000, true);
     let out = dir.path().join("run");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_em"))
         .args([
@@ -817,7 +774,7 @@ fn sigterm_checkpoints_and_resume_finishes_the_run() {
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
-    while steps_logged(&out).len() < 3 {
+    while common::steps_logged(&out).len() < 3 {
         assert!(t0.elapsed().as_secs() < 120, "no training steps logged");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -850,7 +807,10 @@ fn sigterm_checkpoints_and_resume_finishes_the_run() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(json(&o)["steps"], stopped + 2);
-    assert_eq!(steps_logged(&out), (1..=stopped + 2).collect::<Vec<_>>());
+    assert_eq!(
+        common::steps_logged(&out),
+        (1..=stopped + 2).collect::<Vec<_>>()
+    );
     let csv = std::fs::read_to_string(out.join("validation.csv")).unwrap();
     assert!(csv.starts_with("step,dice,iou,seconds"), "{csv}");
     assert_eq!(

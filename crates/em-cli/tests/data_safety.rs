@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{em, ok};
+use common::{em, ok, steps_logged, tiny_train_config};
 use em_core::AnyArray;
 use ndarray::{Array3, Array4, ArrayD};
 use proptest::prelude::*;
@@ -208,8 +208,8 @@ fn model_forward_and_import_refuse_their_inputs_as_outputs() {
     let w = dir.path().join("w.safetensors");
     std::fs::copy(mednext_fixture(), &w).unwrap();
     let (x0, w0) = (std::fs::read(&x).unwrap(), std::fs::read(&w).unwrap());
-    for out in spellings(dir.path(), "x.npy") {
-        let o = em(&[
+    let forward = |out: &Path| {
+        em(&[
             "model",
             "forward",
             "--weights",
@@ -217,21 +217,13 @@ fn model_forward_and_import_refuse_their_inputs_as_outputs() {
             "--input",
             s(&x),
             "--out",
-            s(&out),
-        ]);
-        refused(&o, "is the input");
+            s(out),
+        ])
+    };
+    for out in spellings(dir.path(), "x.npy") {
+        refused(&forward(&out), "is the input");
     }
-    let o = em(&[
-        "model",
-        "forward",
-        "--weights",
-        s(&w),
-        "--input",
-        s(&x),
-        "--out",
-        s(&w),
-    ]);
-    refused(&o, "is the input");
+    refused(&forward(&w), "is the input");
     let o = em(&[
         "model",
         "import",
@@ -248,17 +240,7 @@ fn model_forward_and_import_refuse_their_inputs_as_outputs() {
     // An existing output needs --overwrite.
     let y = dir.path().join("y.npy");
     std::fs::write(&y, b"mine").unwrap();
-    let o = em(&[
-        "model",
-        "forward",
-        "--weights",
-        s(&w),
-        "--input",
-        s(&x),
-        "--out",
-        s(&y),
-    ]);
-    refused(&o, "--overwrite");
+    refused(&forward(&y), "--overwrite");
     assert_eq!(std::fs::read(&y).unwrap(), b"mine");
 }
 
@@ -434,48 +416,6 @@ fn existing_outputs_need_overwrite() {
     refused(&o, "exists");
 }
 
-fn tiny_train_config(dir: &Path, steps: usize) -> PathBuf {
-    let cfg = dir.join("tiny.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-steps = {steps}
-batch_size = 1
-workers = 1
-log_every = 1
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 1
-width = 4
-ratios = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-[data]
-patch = {{ patch = [16, 16, 16], epoch_len = 8 }}
-[[data.sources]]
-source = {{ kind = "synthetic", synth = "mito", shape = [16, 48, 48] }}
-[targets]
-kind = "foreground"
-[checkpoint]
-every = 0
-"#
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn steps_logged(out: &Path) -> Vec<u64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "step")
-        .filter_map(|v| v["step"].as_u64())
-        .collect()
-}
-
 fn spawn_em(args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_em"))
         .args(args)
@@ -505,7 +445,7 @@ fn sigterm(child: std::process::Child) -> Output {
 #[test]
 fn a_second_training_in_a_run_directory_needs_resume_or_overwrite() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_train_config(dir.path(), 2);
+    let cfg = tiny_train_config(dir.path(), 2, false);
     let out = dir.path().join("run");
     ok(&em(&["train", s(&cfg), "--out", s(&out)]));
     let before = snapshot(&out);
@@ -548,7 +488,7 @@ fn a_second_training_in_a_run_directory_needs_resume_or_overwrite() {
 #[test]
 fn two_trainings_cannot_share_a_run_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_train_config(dir.path(), 100_000);
+    let cfg = tiny_train_config(dir.path(), 100_000, false);
     let out = dir.path().join("run");
     let first = spawn_em(&["train", s(&cfg), "--out", s(&out)]);
     wait_for_steps(&out, 2);
@@ -568,7 +508,7 @@ fn two_trainings_cannot_share_a_run_directory() {
 fn the_resume_hint_and_resume_keep_the_overrides() {
     let dir = tempfile::tempdir().unwrap();
     // The file says 5 steps; the run was started for 100000 at another learning rate.
-    let cfg = tiny_train_config(dir.path(), 5);
+    let cfg = tiny_train_config(dir.path(), 5, false);
     let out = dir.path().join("run");
     let child = spawn_em(&[
         "train",
@@ -904,7 +844,7 @@ fn absurd_sizes_are_refused_with_the_estimate_before_any_work() {
     refused(&decode(&aff, &seg, &["--threads", "100000"]), "--threads");
     refused(&decode(&aff, &seg, &["--threads", "0"]), "--threads");
     assert!(!seg.exists());
-    let cfg = tiny_train_config(dir.path(), 1);
+    let cfg = tiny_train_config(dir.path(), 1, false);
     let out = dir.path().join("run");
     let o = em(&[
         "train",
@@ -1124,7 +1064,7 @@ fn trainings_that_cannot_learn_are_refused() {
 #[test]
 fn infer_clamps_a_window_larger_than_the_volume() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_train_config(dir.path(), 1);
+    let cfg = tiny_train_config(dir.path(), 1, false);
     let run = dir.path().join("run");
     ok(&em(&["train", s(&cfg), "--out", s(&run)]));
     let img = dir.path().join("img.npy");

@@ -139,6 +139,24 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
 }
 
+/// Whether any weight tensor is stored in a float type other than float32; integer and bool
+/// tensors are refused (their message names the first).
+fn needs_conversion<'a>(
+    dtypes: impl Iterator<Item = (&'a str, String)>,
+) -> std::result::Result<bool, String> {
+    let mut needs = false;
+    for (key, dtype) in dtypes.filter(|(k, _)| !is_buffer(k)) {
+        if float_name(&dtype).is_none() {
+            return Err(format!(
+                "tensor {key} is {dtype}; weights must be floating point (float16, bfloat16, \
+                 float32 or float64) — is this a checkpoint of a model?"
+            ));
+        }
+        needs |= dtype != "F32";
+    }
+    Ok(needs)
+}
+
 /// Float32 safetensors bytes, and how many tensors of each other float type they came from.
 type Converted = (Vec<u8>, Vec<(String, usize)>);
 
@@ -157,19 +175,13 @@ fn as_float32(path: &Path) -> Result<Option<Converted>> {
         let (bytes, header, data) = safetensors_header(path)?;
         let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
         names.sort();
-        let mut needs = false;
-        for key in &names {
-            let t = &header[*key];
-            let dtype = t["dtype"].as_str().unwrap_or("?").to_string();
-            if float_name(&dtype).is_none() && !is_buffer(key) {
-                return Err(bad(format!(
-                    "tensor {key} is {dtype}; weights must be floating point (float16, \
-                     bfloat16, float32 or float64) — is this a checkpoint of a model?"
-                )));
-            }
-            needs |= dtype != "F32" && !is_buffer(key);
-        }
-        if !needs {
+        let dtypes = names.iter().map(|k| {
+            (
+                k.as_str(),
+                header[*k]["dtype"].as_str().unwrap_or("?").to_string(),
+            )
+        });
+        if !needs_conversion(dtypes).map_err(bad)? {
             return Ok(None);
         }
         for key in names {
@@ -216,18 +228,10 @@ fn as_float32(path: &Path) -> Result<Option<Converted>> {
             burn_store::pytorch::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
         let mut names: Vec<&String> = reader.tensors().keys().collect();
         names.sort();
-        let mut needs = false;
-        for key in &names {
-            let dtype = safetensors_name(reader.tensors()[*key].dtype);
-            if float_name(&dtype).is_none() && !is_buffer(key) {
-                return Err(bad(format!(
-                    "tensor {key} is {dtype}; weights must be floating point (float16, \
-                     bfloat16, float32 or float64) — is this a checkpoint of a model?"
-                )));
-            }
-            needs |= dtype != "F32" && !is_buffer(key);
-        }
-        if !needs {
+        let dtypes = names
+            .iter()
+            .map(|k| (k.as_str(), safetensors_name(reader.tensors()[*k].dtype)));
+        if !needs_conversion(dtypes).map_err(bad)? {
             return Ok(None);
         }
         for key in names {

@@ -1,8 +1,8 @@
-//! Helpers shared by the `em slurm` test files (each test binary uses a different subset,
-//! hence the `dead_code` allowance).
+//! Helpers shared by the `em` test files (each test binary uses a different subset, hence
+//! the `dead_code` allowance).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A 3-channel affinity model config that trains 2 steps in seconds.
@@ -41,4 +41,54 @@ pub fn fixture(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
+}
+
+/// A one-channel foreground config on a built-in synthetic volume that trains a step in a
+/// fraction of a second; with `validation`, validated every 2 steps.
+pub fn tiny_train_config(dir: &Path, steps: usize, validation: bool) -> PathBuf {
+    let cfg = dir.join("tiny.toml");
+    let validation = if validation {
+        "[validation]\nevery = 2\nsource = { kind = \"synthetic\", synth = \"mito\", shape = [16, 32, 32], seed = 5 }\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+steps = {steps}
+batch_size = 1
+workers = 1
+log_every = 1
+[model]
+arch = "mednext_custom"
+in_channels = 1
+out_channels = 1
+width = 4
+ratios = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+[data]
+patch = {{ patch = [16, 16, 16], epoch_len = 8 }}
+[[data.sources]]
+source = {{ kind = "synthetic", synth = "mito", shape = [16, 48, 48] }}
+[targets]
+kind = "foreground"
+{validation}[checkpoint]
+every = 0
+"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The steps logged in a run directory's `metrics.jsonl`, in order.
+pub fn steps_logged(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .filter_map(|v| v["step"].as_u64())
+        .collect()
 }
