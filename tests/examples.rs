@@ -3,8 +3,8 @@
 //! ```text
 //! cargo test --release --test examples -- --ignored --nocapture
 //! ```
-//! Each builds and runs its example in release mode and checks the targets of issue #8 on
-//! the last stdout line (one JSON object).
+//! Each builds and runs its example in release mode and checks its quality targets on the
+//! last stdout line (one JSON object).
 
 use std::process::Command;
 

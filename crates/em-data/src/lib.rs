@@ -1,5 +1,5 @@
-//! Data for training: synthetic EM-like volumes (more of this crate — targets, patch
-//! datasets, `WeightedConcatDataset`, loaders — arrives with issue #7).
+//! Data for training: synthetic EM-like volumes, targets, patch datasets,
+//! `WeightedConcatDataset` and loaders.
 //!
 //! ```
 //! use em_data::synth::{neurons, NeuronSettings};

@@ -4,7 +4,7 @@
 //!
 //! burn's generic backward of a grouped convolution runs one full convolution per channel
 //! on strided copies, and its pointwise backward goes through im2col-style paths: together
-//! most of a CPU training step (issue #11). The depthwise kernels stream over contiguous
+//! most of a CPU training step. The depthwise kernels stream over contiguous
 //! rows so the inner loops vectorise; the pointwise ones are matrix products per block of
 //! voxels through the `gemm` crate (packed operands, register-blocked FMA kernels: a
 //! channel-by-channel multiply-add loop spent half of a MedNeXt-S step there). Both split
