@@ -235,12 +235,24 @@ impl ModelConfig {
     ///
     /// # Errors
     /// Invalid settings, named.
-    pub fn build_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Result<Model<B>> {
+    pub fn build_seeded<B: crate::ConvBackend>(
+        &self,
+        device: &B::Device,
+        seed: u64,
+    ) -> Result<Model<B>> {
         // Backends draw initial weights from one global generator: seeding and drawing under
         // the lock every build takes keeps other builds from drawing in between.
         let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
         B::seed(device, seed);
-        self.build_unlocked(device)
+        let model = self.build_lazy(device)?;
+        // burn draws a weight when it is first used. One pass over the smallest input draws
+        // them in the order training's first step always did, so that a seed gives the
+        // weights it gave before (the recipes' measured results were trained from them).
+        let [z, y, x] = self.divisors();
+        let input = Tensor::<B, 5>::zeros([1, self.channels().0.max(1), z, y, x], device);
+        let _ = model.forward_all(input);
+        model.visit(&mut Materialise);
+        Ok(model)
     }
 
     fn build_unlocked<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {

@@ -81,8 +81,7 @@ fn a_tiny_model_learns_and_the_loss_falls() {
     assert!(!out.stopped && out.step == 40 && out.last_checkpoint.is_none());
     let mean = |s: &[em_train::StepLog]| s.iter().map(|l| l.loss).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&out.log[..8]), mean(&out.log[32..]));
-    // Measured 1.239 → 1.040 with this seed (BCE + Dice levels off near 1.04 here).
-    assert!(last < 0.88 * first, "loss {first:.3} → {last:.3}");
+    assert!(last < 0.8 * first, "loss {first:.3} → {last:.3}");
     // Warm-up then cosine: the learning rate rises, peaks, and falls.
     assert!(out.log[0].lr < out.log[4].lr && out.log[39].lr < out.log[10].lr);
     // Stopping early (a signal handler returning false) ends the run cleanly.
