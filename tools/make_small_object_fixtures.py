@@ -184,7 +184,7 @@ def load_pytc(root):
 def skimage_min_size_is_strict():
     """PyTC calls skimage's remove_small_objects(segm, thres_small) positionally, i.e. with
     the (0.26-deprecated) `min_size`: strict `<` up to 0.25. scikit-image 0.26.0 forwards that
-    value to `max_size` (`<=`), skimage issue #8001 / PR #8003; detect it."""
+    value to `max_size` (`<=`), a regression fixed after 0.26.0; detect it."""
     from skimage.morphology import remove_small_objects
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -375,8 +375,8 @@ def main():
 
     strict = skimage_min_size_is_strict()
     if pytc is not None and not strict:
-        print("warning: this scikit-image removes objects of size == min_size (0.26.0 bug, "
-              "skimage#8001); PyTC's background modes are not cross-checked. Use "
+        print("warning: this scikit-image removes objects of size == min_size (a 0.26.0 "
+              "regression); PyTC's background modes are not cross-checked. Use "
               "scikit-image!=0.26.0 for the full check.", file=sys.stderr)
         if args.require_pytc:
             sys.exit("--require-pytc needs scikit-image != 0.26.0")

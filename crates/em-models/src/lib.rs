@@ -38,8 +38,8 @@ pub use weights::{
     read_f32_tensor, resample_matrix, save_weights, upkern, KeyNaming, LoadReport,
 };
 
-/// The default CPU backend (burn's `Flex`: REFERENCE's probe measured its 3-D convolution
-/// backward 20–80× faster than `ndarray`'s).
+/// The default CPU backend (burn's `Flex`: its 3-D convolution backward was measured
+/// 20–80× faster than `ndarray`'s).
 pub type Cpu = burn::backend::Flex;
 
 /// [`Cpu`] with automatic differentiation, for training.
