@@ -82,7 +82,10 @@ impl ModelCost {
         };
         let voxels = patch.iter().product::<usize>() as f64;
         let act = elements * keep * precision.bytes() as f64 * voxels * batch as f64;
-        (per_param * self.parameters) as u64 + act.ceil() as u64
+        // Saturating: an absurd model or patch reads as "more than any machine has".
+        (per_param as u64)
+            .saturating_mul(self.parameters as u64)
+            .saturating_add(act.ceil() as u64)
     }
 }
 

@@ -243,7 +243,7 @@ fn parse_size(text: &str) -> Option<u64> {
 
 /// Work that would need more memory than this process may use.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} needs about {} but {} is available ({source_name}); {hint}", gib(*needed), gib(*available))]
+#[error("{what} needs about {} but {} is available ({source_name}); {hint}", human_bytes(*needed), human_bytes(*available))]
 pub struct MemoryError {
     /// What was asked for.
     pub what: String,
@@ -257,8 +257,8 @@ pub struct MemoryError {
     pub hint: String,
 }
 
-/// Bytes as a human figure (KiB … TiB, or exabytes for absurd sizes).
-pub fn gib(bytes: u64) -> String {
+/// Bytes as a human figure (`512 B`, `1.5 GiB`, up to EiB for absurd sizes).
+pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = bytes as f64;
     let mut u = 0;

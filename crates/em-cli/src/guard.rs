@@ -37,15 +37,7 @@ pub(crate) fn bytes_of(shape: &[u64], bytes_each: u64) -> Option<u64> {
 
 /// Refuses a thread count of 0 or one far beyond the machine.
 pub(crate) fn threads(threads: Option<usize>) -> anyhow::Result<()> {
-    if let Some(t) = threads {
-        let max = em_decode::max_threads();
-        anyhow::ensure!(
-            (1..=max).contains(&t),
-            "--threads {t}: give 1 to {max} (this machine has {} cores)",
-            std::thread::available_parallelism().map_or(1, usize::from)
-        );
-    }
-    Ok(())
+    em_decode::check_threads(threads).map_err(|e| anyhow::anyhow!("--threads: {e}"))
 }
 
 /// Shape and element size of a volume from its header or metadata alone (`None` for

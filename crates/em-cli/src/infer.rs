@@ -131,15 +131,7 @@ fn memory_needed(
     streamed: bool,
 ) -> Option<u64> {
     let model = match cfg.model.mednext() {
-        Some(m) => {
-            let params = m.parameter_count()?;
-            let est = m.training_memory(window, 1, 4, 0);
-            // Forward only: about the widest layer's input and output at once, not the
-            // activations a backward pass would keep.
-            let voxels = window.iter().map(|&w| w as f64).product::<f64>();
-            let bytes = params as f64 * 4.0 + 2.0 * est.backward_bytes_per_voxel * voxels;
-            (bytes < u64::MAX as f64).then_some(bytes as u64)?
-        }
+        Some(m) => m.inference_memory(guard::bytes_of(&window.map(|w| w as u64), 1)?)?,
         None => 0,
     };
     let output = if streamed {

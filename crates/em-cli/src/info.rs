@@ -86,7 +86,10 @@ fn human(i: &Info) -> String {
     s += &format!("shape:   {}{}\n", times(&i.shape), axes(i.shape.len()));
     s += &format!("dtype:   {}\n", i.dtype);
     s += &format!("chunks:  {}\n", times(&i.chunks));
-    s += &format!("size:    {} uncompressed\n", em_autoconf::gib(i.bytes));
+    s += &format!(
+        "size:    {} uncompressed\n",
+        em_autoconf::human_bytes(i.bytes)
+    );
     match (i.min, i.max) {
         (Some(lo), Some(hi)) => s += &format!("values:  {lo} … {hi}\n"),
         _ => s += "values:  (none)\n",

@@ -188,18 +188,15 @@ fn summary(a: &SummaryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bytes of building a MedNeXt and running a forward pass on `input` `(N, C, Z, Y, X)`.
+/// Bytes of building a MedNeXt and running a forward pass on `input` `(N, C, Z, Y, X)`
+/// (or `(C, Z, Y, X)`).
 fn forward_memory(config: &MedNeXtConfig, input: &[u64]) -> Option<u64> {
-    let params = config.parameter_count()?;
-    let (n, side) = match input {
-        [n, _, z, y, x] => (*n, [*z, *y, *x]),
-        [_, z, y, x] => (1, [*z, *y, *x]),
-        _ => return params.checked_mul(4),
+    let voxels = match input {
+        [n, _, z, y, x] => guard::bytes_of(&[*n, *z, *y, *x], 1)?,
+        [_, z, y, x] => guard::bytes_of(&[*z, *y, *x], 1)?,
+        _ => 0,
     };
-    let est = config.training_memory([1, 1, 1], 1, 4, 0);
-    let voxels = side.iter().map(|&s| s as f64).product::<f64>() * n as f64;
-    let bytes = params as f64 * 4.0 + 2.0 * est.backward_bytes_per_voxel * voxels;
-    (bytes < u64::MAX as f64).then_some(bytes as u64)
+    config.inference_memory(voxels)
 }
 
 /// Notes the float types converted to float32 on load.

@@ -43,25 +43,17 @@ pub(crate) struct TrainArgs {
     overwrite: bool,
 }
 
-/// Peak bytes of a training step (weights, gradients, AdamW moments, activations).
-fn step_memory(cfg: &TrainConfig) -> Option<Option<u64>> {
-    let m = cfg.model.mednext()?;
-    Some(m.parameter_count().and_then(|p| {
-        let est = m.training_memory(
-            cfg.data.patch.patch,
-            cfg.batch_size,
-            4,
-            usize::try_from(p).ok()?,
-        );
-        // Checkpointing recomputes activations: measured at 54–70% less; count half.
-        let activations = est.total_bytes.saturating_sub(est.parameter_bytes);
-        let kept = if cfg.checkpointing {
-            activations / 2
-        } else {
-            activations
-        };
-        est.parameter_bytes.checked_add(kept)
-    }))
+/// Peak bytes of a training step on the CPU, by the planner's memory model (saturating at
+/// `u64::MAX` for absurd models); `None` for architectures it has no model of.
+fn step_memory(cfg: &TrainConfig) -> Option<u64> {
+    let cost = em_train::model_cost(cfg).ok()?;
+    Some(cost.step_bytes(
+        em_autoconf::Device::Cpu,
+        cfg.precision,
+        cfg.data.patch.patch,
+        cfg.batch_size,
+        cfg.checkpointing,
+    ))
 }
 
 pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
@@ -193,11 +185,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         (false, false) => Start::New,
     };
     // A resumed run trains with the overrides it was started with (then those given now).
-    let mut overrides = match (start, RunDir::stored(&a.out)?) {
-        (Start::Resume, Some(record)) => record.overrides,
-        _ => Vec::new(),
-    };
-    overrides.extend(given.iter().cloned());
+    let overrides = RunDir::overrides_for(&a.out, start, &given)?;
     let mut cfg = TrainConfig::load(&a.config, &overrides)?;
     // Everything that can fail before training does so now: a checkpoint of another run,
     // the output directory.
@@ -226,7 +214,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
                 "a training step ({} × {:?} voxels)",
                 cfg.batch_size, cfg.data.patch.patch
             ),
-            needed,
+            Some(needed),
             "lower batch_size or data.patch.patch, set checkpointing = true, or let \"auto\" plan them",
         )?;
     }

@@ -8,7 +8,7 @@ use crate::{AnyArray, ChunkedVolume, ChunkedVolumeExt, Element, Progress, Result
 
 /// One value of a volume, exact whatever its type: a 64-bit label id stays that id (an
 /// `f64` would round ids above 2^53).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize)]
 #[serde(untagged)]
 pub enum Scalar {
     /// An integer (or bool as 0/1).
@@ -66,26 +66,18 @@ impl VolumeStats {
             // whose metadata claims a huge shape is then as quick to scan as its files.
             Some(stored) if (stored.len() as u64) < grid.num_blocks() => {
                 let chunk = volume.chunk_shape();
-                let roi_of = |index: &[u64]| {
-                    let start: Vec<u64> = index.iter().zip(chunk).map(|(i, c)| i * c).collect();
-                    let shape: Vec<u64> = start
-                        .iter()
-                        .zip(chunk)
-                        .zip(volume.shape())
-                        .map(|((s, c), n)| (*c).min(n.saturating_sub(*s)))
-                        .collect();
-                    Roi::new(start, shape)
-                };
                 let mut seen = std::collections::BTreeSet::new();
                 let mut covered = 0u64;
-                for index in &stored {
-                    let roi = roi_of(index)?;
-                    if roi.num_elements() == 0 || !seen.insert(index.clone()) {
+                for index in stored {
+                    let Some(block) = grid.block(&index) else {
+                        continue;
+                    };
+                    if !seen.insert(index) {
                         continue;
                     }
-                    acc.add(&volume.read_roi(&roi)?);
-                    covered += roi.num_elements();
-                    progress.advance(roi.num_elements());
+                    acc.add(&volume.read_roi(&block.core)?);
+                    covered += block.core.num_elements();
+                    progress.advance(block.core.num_elements());
                 }
                 let missing = total.saturating_sub(covered);
                 // One voxel of a chunk that is not stored gives the fill value.
@@ -107,13 +99,9 @@ impl VolumeStats {
             }
         }
         progress.finish();
-        let (min, max) = match (acc.int_range, acc.min, acc.max) {
-            (Some((lo, hi)), _, _) => (Some(Scalar::Int(lo)), Some(Scalar::Int(hi))),
-            (None, lo, hi) => (lo.map(Scalar::Float), hi.map(Scalar::Float)),
-        };
         Ok(VolumeStats {
-            min,
-            max,
+            min: acc.min,
+            max: acc.max,
             label_count: volume
                 .dtype()
                 .is_integer()
@@ -134,10 +122,8 @@ fn chunk_index(start: &[u64], chunk: &[u64]) -> Vec<u64> {
 
 #[derive(Default)]
 struct Accumulator {
-    min: Option<f64>,
-    max: Option<f64>,
-    /// The exact range of an integer volume.
-    int_range: Option<(i128, i128)>,
+    min: Option<Scalar>,
+    max: Option<Scalar>,
     zeros: u64,
     nans: u64,
     labels: HashSet<u64>,
@@ -159,16 +145,13 @@ impl Accumulator {
     fn add(&mut self, data: &AnyArray) {
         // Integers reinterpreted as u64 keep distinct values distinct, all a count needs.
         macro_rules! ints {
-            ($a:expr) => {{
-                self.scan($a, |v| Some(v as u64));
-                self.exact_range($a.iter().map(|&v| i128::from(v)));
-            }};
+            ($a:expr) => {
+                self.scan($a, |v| Some(v as u64), |v| Scalar::Int(i128::from(v)))
+            };
         }
+        let float = |v: f64| Scalar::Float(v);
         match data {
-            AnyArray::Bool(a) => {
-                self.scan(a, |_| None);
-                self.exact_range(a.iter().map(|&v| i128::from(v)));
-            }
+            AnyArray::Bool(a) => self.scan(a, |_| None, |v| Scalar::Int(i128::from(v))),
             AnyArray::U8(a) => ints!(a),
             AnyArray::U16(a) => ints!(a),
             AnyArray::U32(a) => ints!(a),
@@ -177,36 +160,35 @@ impl Accumulator {
             AnyArray::I16(a) => ints!(a),
             AnyArray::I32(a) => ints!(a),
             AnyArray::I64(a) => ints!(a),
-            AnyArray::F16(a) => self.scan(a, |_| None),
-            AnyArray::F32(a) => self.scan(a, |_| None),
-            AnyArray::F64(a) => self.scan(a, |_| None),
-        }
-    }
-
-    fn exact_range(&mut self, values: impl Iterator<Item = i128>) {
-        let (lo, hi) = values.fold((i128::MAX, i128::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if lo <= hi {
-            self.int_range = Some(match self.int_range {
-                Some((a, b)) => (a.min(lo), b.max(hi)),
-                None => (lo, hi),
-            });
+            AnyArray::F16(a) => self.scan(a, |_| None, |v| float(v.to_f64())),
+            AnyArray::F32(a) => self.scan(a, |_| None, |v| float(v.to_f64())),
+            AnyArray::F64(a) => self.scan(a, |_| None, float),
         }
     }
 
     /// One pass: range, zeros, NaNs and (for labels) distinct ids. Label volumes are runs of
-    /// equal ids along x, so only a change of value touches the set.
-    fn scan<T: Element>(&mut self, a: &ndarray::ArrayD<T>, label: impl Fn(T) -> Option<u64>) {
+    /// equal ids along x, so only a change of value touches the set. The range is kept in
+    /// the element type and converted once, exactly (`scalar`).
+    fn scan<T: Element>(
+        &mut self,
+        a: &ndarray::ArrayD<T>,
+        label: impl Fn(T) -> Option<u64>,
+        scalar: impl Fn(T) -> Scalar,
+    ) {
         let zero = T::default();
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut range: Option<(T, T)> = None;
         let mut last = zero;
         for &v in a.iter() {
-            let f = v.to_f64();
-            if f.is_nan() {
+            // NaN is the one value not equal to itself.
+            #[allow(clippy::eq_op)]
+            if v != v {
                 self.nans += 1;
                 continue;
             }
-            lo = lo.min(f);
-            hi = hi.max(f);
+            range = Some(match range {
+                Some((lo, hi)) => (if v < lo { v } else { lo }, if v > hi { v } else { hi }),
+                None => (v, v),
+            });
             if v == zero {
                 self.zeros += 1;
             } else if v != last {
@@ -216,9 +198,10 @@ impl Accumulator {
                 last = v;
             }
         }
-        if lo <= hi {
-            self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
-            self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
+        if let Some((lo, hi)) = range {
+            let (lo, hi) = (scalar(lo), scalar(hi));
+            self.min = Some(self.min.filter(|&m| m <= lo).unwrap_or(lo));
+            self.max = Some(self.max.filter(|&m| m >= hi).unwrap_or(hi));
         }
     }
 }

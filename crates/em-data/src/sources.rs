@@ -242,17 +242,43 @@ impl SourceConfig {
 }
 
 impl DataConfig {
-    /// The training dataset: one patch dataset per source, mixed by weight.
+    /// Checks what can be checked without opening a source: there is one, and every weight
+    /// is a positive number (also for a single source, which is never mixed: a weight of
+    /// −1 or NaN there is a mistake all the same).
     ///
     /// # Errors
-    /// Sources that cannot be opened, shape mismatches, bad weights.
-    pub fn build(&self, opener: Opener<'_>) -> Result<Arc<dyn Dataset>> {
+    /// The first bad value, named.
+    pub fn validate(&self) -> Result<()> {
         if self.sources.is_empty() {
             return Err(invalid(
                 "data",
                 "no sources; add at least one [[data.sources]]",
             ));
         }
+        if let Some((i, s)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.weight.is_finite() && s.weight > 0.0))
+        {
+            return Err(invalid(
+                "data",
+                format!(
+                    "data.sources[{i}].weight {} must be a positive number (a source with weight \
+                     ≤ 0 or NaN is never drawn, or breaks the mixture)",
+                    s.weight
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The training dataset: one patch dataset per source, mixed by weight.
+    ///
+    /// # Errors
+    /// Sources that cannot be opened, shape mismatches, bad weights.
+    pub fn build(&self, opener: Opener<'_>) -> Result<Arc<dyn Dataset>> {
+        self.validate()?;
         let mut sets: Vec<Arc<dyn Dataset>> = Vec::with_capacity(self.sources.len());
         for s in &self.sources {
             let v = s.source.open(opener)?;

@@ -68,13 +68,20 @@ pub fn decode_with_summary<A: Affinity, L: Label>(
 ) -> Result<(Array3<L>, DecodeSummary)> {
     params.check_scale()?;
     let mut seg = affinity_cc::<A, L>(aff, &params.cc)?;
-    let found = seg.iter().map(|v| v.to_u64()).max().unwrap_or(0);
+    // Components are numbered 1..=K: one pass gives K and the labelled voxels.
+    let count = |seg: &Array3<L>| {
+        seg.iter().fold((0u64, 0u64), |(k, n), v| {
+            (k.max(v.to_u64()), n + u64::from(*v != L::BACKGROUND))
+        })
+    };
+    let (found, mut labelled) = count(&seg);
     let k = if params.min_size > 1 {
-        remove_small_objects(seg.view_mut(), params.min_size, params.small_mode)?
+        let k = remove_small_objects(seg.view_mut(), params.min_size, params.small_mode)?;
+        labelled = count(&seg).1;
+        k
     } else {
         found
     };
-    let labelled = seg.iter().filter(|&&v| v != L::BACKGROUND).count() as u64;
     let non_finite = params
         .cc
         .channels

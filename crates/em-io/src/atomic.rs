@@ -146,6 +146,19 @@ pub(crate) fn tidy(dir: &Path) {
     }
 }
 
+/// [`tidy`], once per directory and process: writers call it before every staged write,
+/// and a directory of many small files (block records, checkpoints) must not be listed for
+/// each of them.
+pub(crate) fn tidy_once(dir: &Path) {
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if !done.iter().any(|d| d == dir) {
+        done.push(dir.to_path_buf());
+        drop(done);
+        tidy(dir);
+    }
+}
+
 /// Puts back `target` if a killed writer had moved it aside and never put its replacement
 /// in place (only possible where the file system cannot exchange two directories).
 pub(crate) fn recover(target: &Path) {
@@ -167,7 +180,7 @@ pub(crate) struct AtomicFile {
 impl AtomicFile {
     pub(crate) fn create(target: &Path) -> Result<Self> {
         if let Some(parent) = target.parent() {
-            tidy(parent);
+            tidy_once(parent);
         }
         let staging = staging_path(target);
         let file = File::create(&staging).map_err(Error::io(target))?;
@@ -301,7 +314,7 @@ pub(crate) struct AtomicDir {
 impl AtomicDir {
     pub(crate) fn create(target: &Path) -> Result<Self> {
         if let Some(parent) = target.parent() {
-            tidy(parent);
+            tidy_once(parent);
         }
         let staging = staging_path(target);
         fs::create_dir_all(&staging).map_err(Error::io(target))?;
@@ -397,30 +410,23 @@ mod tests {
     }
 
     #[test]
-    fn exchange_replaces_a_directory_with_no_gap() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("a");
-        fs::create_dir(&target).unwrap();
-        fs::write(target.join("old"), b"1").unwrap();
-        let staged = AtomicDir::create(&target).unwrap();
-        fs::write(staged.staging().join("new"), b"2").unwrap();
-        staged.commit().unwrap();
-        assert!(target.join("new").is_file() && !target.join("old").exists());
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "only the target remains");
-    }
-
-    #[test]
-    fn the_rename_fallback_also_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("a");
-        fs::create_dir(&target).unwrap();
-        fs::write(target.join("old"), b"1").unwrap();
-        let staged = AtomicDir::create(&target).unwrap();
-        fs::write(staged.staging().join("new"), b"2").unwrap();
-        staged.commit_by_rename().unwrap();
-        assert!(target.join("new").is_file());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    fn both_commits_replace_a_directory_and_leave_nothing_beside_it() {
+        for exchange in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("a");
+            fs::create_dir(&target).unwrap();
+            fs::write(target.join("old"), b"1").unwrap();
+            let staged = AtomicDir::create(&target).unwrap();
+            fs::write(staged.staging().join("new"), b"2").unwrap();
+            if exchange {
+                staged.commit().unwrap();
+            } else {
+                staged.commit_by_rename().unwrap();
+            }
+            assert!(target.join("new").is_file() && !target.join("old").exists());
+            let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(left.len(), 1, "only the target remains");
+        }
     }
 
     #[test]

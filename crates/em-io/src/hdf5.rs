@@ -329,7 +329,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
         dataset_target(&path.container, key)?;
     }
     if let Some(parent) = path.container.parent() {
-        crate::atomic::tidy(parent);
+        crate::atomic::tidy_once(parent);
     }
     let staging = staging_path(&path.container);
     let result = (|| {

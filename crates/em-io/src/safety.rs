@@ -48,31 +48,20 @@ impl Existing {
     }
 }
 
-/// What lies at a path, as a command would write it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// A whole file: `.npy`, TIFF, or any other file (scripts, configs, weights).
-    File,
-    /// A zarr array directory (the key is part of the path).
-    Zarr,
-    /// An HDF5 dataset inside a file.
-    Hdf5,
-}
-
 /// A place on disk, resolved so that two spellings of one place compare equal.
 #[derive(Clone, Debug)]
 struct Location {
     given: PathBuf,
-    kind: Kind,
-    /// Absolute, symlinks and `..` resolved; for zarr the array's directory.
+    /// The volume path when `given` names one; otherwise a whole file (script, config,
+    /// weights).
+    volume: Option<VolumePath>,
+    /// Absolute, symlinks and `..` resolved; for zarr the array's directory, for HDF5 the
+    /// file.
     path: PathBuf,
     /// For HDF5, the dataset's path inside the file, by component.
     inner: Vec<String>,
     /// Device and inode of an existing path, which tells hard links apart.
     id: Option<(u64, u64)>,
-    /// The zarr container or HDF5 file.
-    container: PathBuf,
-    key: Option<String>,
 }
 
 #[cfg(unix)]
@@ -113,17 +102,10 @@ pub fn resolve_path(p: &Path) -> PathBuf {
 
 impl Location {
     fn of(given: &Path) -> Self {
-        let parsed = VolumePath::parse(given).ok();
-        let (kind, path, inner, container, key) = match &parsed {
-            Some(vp) if vp.format == Format::Zarr => (
-                Kind::Zarr,
-                resolve_path(&vp.display()),
-                Vec::new(),
-                vp.container.clone(),
-                vp.key.clone(),
-            ),
+        let volume = VolumePath::parse(given).ok();
+        let (path, inner) = match &volume {
+            Some(vp) if vp.format == Format::Zarr => (resolve_path(&vp.display()), Vec::new()),
             Some(vp) if vp.format == Format::Hdf5 => (
-                Kind::Hdf5,
                 resolve_path(&vp.container),
                 vp.key
                     .iter()
@@ -131,25 +113,15 @@ impl Location {
                     .filter(|s| !s.is_empty())
                     .map(String::from)
                     .collect(),
-                vp.container.clone(),
-                vp.key.clone(),
             ),
-            _ => (
-                Kind::File,
-                resolve_path(given),
-                Vec::new(),
-                given.to_path_buf(),
-                None,
-            ),
+            _ => (resolve_path(given), Vec::new()),
         };
         Self {
             given: given.to_path_buf(),
-            kind,
+            volume,
             id: file_id(&path),
             path,
             inner,
-            container,
-            key,
         }
     }
 
@@ -197,23 +169,23 @@ impl Location {
                 })
             }
         };
-        match self.kind {
-            Kind::File => match fs::metadata(&self.path) {
-                Ok(m) if m.is_dir() => refuse("is a directory, not a file".into()),
-                Ok(_) => exists("a file"),
-                Err(_) => Ok(()),
-            },
-            Kind::Zarr => zarr_target(&self.container, self.key.as_deref()).and_then(|t| match t {
+        match &self.volume {
+            Some(vp) if vp.format == Format::Zarr => match zarr_target(vp)? {
                 ZarrTarget::New => Ok(()),
                 ZarrTarget::Array => exists("a zarr array"),
-            }),
-            Kind::Hdf5 => hdf5_target(&self.container, self.key.as_deref()).and_then(|t| {
-                if t {
+            },
+            Some(vp) if vp.format == Format::Hdf5 => {
+                if hdf5_target(vp)? {
                     exists("an HDF5 dataset")
                 } else {
                     Ok(())
                 }
-            }),
+            }
+            _ => match fs::metadata(&self.path) {
+                Ok(m) if m.is_dir() => refuse("is a directory, not a file".into()),
+                Ok(_) => exists("a file"),
+                Err(_) => Ok(()),
+            },
         }
     }
 }
@@ -228,32 +200,25 @@ pub(crate) enum ZarrTarget {
 
 /// Checks a zarr write target: never a group, a non-empty directory that is not an array,
 /// or a path below an existing array (which would turn the array into a group).
-pub(crate) fn zarr_target(container: &Path, key: Option<&str>) -> Result<ZarrTarget> {
-    let display = match key {
-        Some(k) => container.join(k),
-        None => container.to_path_buf(),
-    };
+pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
+    let display = vp.display();
     let refused = |reason: String| Error::OutputRefused {
         path: display.clone(),
         reason,
     };
     // Every level above the target must be a group or nothing.
-    let parts: Vec<&str> = key
-        .unwrap_or("")
-        .split('/')
+    let mut dir = vp.container.clone();
+    for part in vp
+        .key
+        .iter()
+        .flat_map(|k| k.split('/'))
         .filter(|p| !p.is_empty())
-        .collect();
-    let mut dir = container.to_path_buf();
-    for (i, part) in parts.iter().enumerate() {
+    {
         if node_type(&dir) == Some("array") {
-            let above = if i == 0 {
-                container.display().to_string()
-            } else {
-                container.join(parts[..i].join("/")).display().to_string()
-            };
             return Err(refused(format!(
-                "lies inside the zarr array {above}; an array holds no other arrays, so write \
-                 beside it instead"
+                "lies inside the zarr array {}; an array holds no other arrays, so write \
+                 beside it instead",
+                dir.display()
             )));
         }
         dir.push(part);
@@ -304,15 +269,15 @@ pub(crate) fn zarr_target(container: &Path, key: Option<&str>) -> Result<ZarrTar
 /// Whether an HDF5 write at `file/key` replaces an existing dataset; a group there (or a
 /// dataset above it) is refused.
 #[cfg(feature = "hdf5")]
-fn hdf5_target(file: &Path, key: Option<&str>) -> Result<bool> {
-    match key {
-        Some(k) if file.is_file() => crate::hdf5::dataset_target(file, k),
+fn hdf5_target(vp: &VolumePath) -> Result<bool> {
+    match &vp.key {
+        Some(k) if vp.container.is_file() => crate::hdf5::dataset_target(&vp.container, k),
         _ => Ok(false),
     }
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn hdf5_target(_file: &Path, _key: Option<&str>) -> Result<bool> {
+fn hdf5_target(_vp: &VolumePath) -> Result<bool> {
     // Without HDF5 support the write itself fails with a clear error.
     Ok(false)
 }

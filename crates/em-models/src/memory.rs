@@ -91,6 +91,16 @@ impl MedNeXtConfig {
         Some(total)
     }
 
+    /// Bytes of a forward pass without gradients on `voxels` input voxels (all batch items
+    /// together): the float32 weights and, at the widest layer, its input and output at
+    /// once; `None` when the figure overflows.
+    pub fn inference_memory(&self, voxels: u64) -> Option<u64> {
+        let params = self.parameter_count()?;
+        let (_, widest) = self.activation_floats_per_voxel();
+        let bytes = 4.0 * (params as f64 + 2.0 * widest * voxels as f64);
+        (bytes < u64::MAX as f64).then_some(bytes as u64)
+    }
+
     /// Floats the autodiff graph keeps per input voxel (one batch item), summed over the
     /// network, and the transient floats of the widest backward step.
     pub fn activation_floats_per_voxel(&self) -> (f64, f64) {

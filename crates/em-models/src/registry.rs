@@ -202,12 +202,7 @@ impl ModelConfig {
     /// MedNeXt (four halvings), for RSUNet 2 per isotropic (z) and per any (y, x) halving.
     pub fn divisors(&self) -> [usize; 3] {
         match self {
-            Self::Rsunet(c) => {
-                let n = c.widths.len().max(1);
-                let z = 1usize << c.isotropic.iter().skip(1).filter(|&&b| b).count().min(16);
-                let xy = 1usize << (n - 1).min(16);
-                [z, xy, xy]
-            }
+            Self::Rsunet(c) => c.divisors(),
             _ => [16; 3],
         }
     }
@@ -227,7 +222,11 @@ impl ModelConfig {
     /// Invalid settings, named.
     pub fn build<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
         let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-        self.build_unlocked(device)
+        let model = self.build_lazy(device)?;
+        // burn draws a parameter's initial values when it is first used, which would be
+        // outside the lock: draw them all now.
+        model.visit(&mut Materialise);
+        Ok(model)
     }
 
     /// Builds the model with the initial weights that `seed` gives: the same weights for
@@ -251,14 +250,6 @@ impl ModelConfig {
         let [z, y, x] = self.divisors();
         let input = Tensor::<B, 5>::zeros([1, self.channels().0.max(1), z, y, x], device);
         let _ = model.forward_all(input);
-        model.visit(&mut Materialise);
-        Ok(model)
-    }
-
-    fn build_unlocked<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
-        let model = self.build_lazy(device)?;
-        // burn draws a parameter's initial values when it is first used, which would be
-        // outside the lock: draw them all now.
         model.visit(&mut Materialise);
         Ok(model)
     }

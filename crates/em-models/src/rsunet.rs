@@ -36,6 +36,21 @@ fn default_isotropic() -> Vec<bool> {
 }
 
 impl RsUNetConfig {
+    /// What each input side `(z, y, x)` must be a multiple of: 2 per halving (in z only
+    /// into isotropic levels).
+    pub fn divisors(&self) -> [usize; 3] {
+        let z = 1usize
+            << self
+                .isotropic
+                .iter()
+                .skip(1)
+                .filter(|&&b| b)
+                .count()
+                .min(16);
+        let xy = 1usize << self.widths.len().saturating_sub(1).min(16);
+        [z, xy, xy]
+    }
+
     /// PyTC's default widths and anisotropy for `in_channels` → `out_channels`.
     pub fn new(in_channels: usize, out_channels: usize) -> Self {
         Self {
@@ -99,8 +114,8 @@ impl RsUNetConfig {
                 .map(|i| ResBlock::new(w[i], self.isotropic[i], device))
                 .collect(),
             head: Conv3dConfig::new([w[0], self.out_channels], [1, 1, 1]).init(device),
-            z_factor: 1 << self.isotropic[1..].iter().filter(|&&b| b).count(),
-            xy_factor: 1 << (n - 1),
+            z_factor: self.divisors()[0],
+            xy_factor: self.divisors()[1],
         })
     }
 }

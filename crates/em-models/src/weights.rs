@@ -39,29 +39,46 @@ pub struct LoadReport {
     pub errors: Vec<String>,
 }
 
-/// The parsed JSON header of a safetensors file and the offset of its data.
-fn safetensors_header(
-    path: &Path,
-) -> Result<(Vec<u8>, serde_json::Map<String, serde_json::Value>, usize)> {
+/// The parsed JSON header of a safetensors file and the offset of its data, reading only
+/// the header (weights are inspected before every load; their data is read once, by the
+/// store).
+fn safetensors_header(path: &Path) -> Result<(serde_json::Map<String, serde_json::Value>, usize)> {
+    use std::io::Read;
     let name = path.display().to_string();
     let bad = |reason: String| ModelError::Checkpoint {
         path: name.clone(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let io = |source| ModelError::Io {
         path: name.clone(),
         source,
-    })?;
-    let len = bytes
-        .get(..8)
-        .ok_or_else(|| bad("shorter than a safetensors header".into()))?;
-    let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("bad header".into()))?) as usize;
-    let header = bytes
-        .get(8..8 + len)
-        .ok_or_else(|| bad("header runs past the end of the file".into()))?;
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|_| bad("shorter than a safetensors header".into()))?;
+    let len = u64::from_le_bytes(len);
+    if len > file_len.saturating_sub(8) {
+        return Err(bad("header runs past the end of the file".into()));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io)?;
     let map =
-        serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    Ok((bytes, map, 8 + len))
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    Ok((map, 8 + len as usize))
+}
+
+/// A safetensors file's bytes with its parsed header and the offset of its data.
+fn safetensors_file(
+    path: &Path,
+) -> Result<(Vec<u8>, serde_json::Map<String, serde_json::Value>, usize)> {
+    let (map, data) = safetensors_header(path)?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok((bytes, map, data))
 }
 
 /// One float32 tensor of a safetensors file (e.g. a fixture's `test.input`), with its shape.
@@ -69,7 +86,7 @@ fn safetensors_header(
 /// # Errors
 /// I/O errors, a missing tensor or another dtype.
 pub fn read_f32_tensor(path: &Path, tensor: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let (bytes, header, data) = safetensors_header(path)?;
+    let (bytes, header, data) = safetensors_file(path)?;
     let bad = |reason: String| ModelError::Checkpoint {
         path: path.display().to_string(),
         reason,
@@ -172,7 +189,7 @@ fn as_float32(path: &Path) -> Result<Option<Converted>> {
     // (name, safetensors dtype, shape, raw little-endian bytes or a lazy PyTorch tensor)
     let mut tensors: Vec<(String, String, Vec<usize>, TensorData)> = Vec::new();
     if is_safetensors(path) {
-        let (bytes, header, data) = safetensors_header(path)?;
+        let (header, data) = safetensors_header(path)?;
         let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
         names.sort();
         let dtypes = names.iter().map(|k| {
@@ -184,6 +201,11 @@ fn as_float32(path: &Path) -> Result<Option<Converted>> {
         if !needs_conversion(dtypes).map_err(bad)? {
             return Ok(None);
         }
+        // Only a file to convert is read whole here.
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: name.clone(),
+            source,
+        })?;
         for key in names {
             let t = &header[key];
             let dtype = t["dtype"].as_str().unwrap_or("?").to_string();
@@ -593,7 +615,7 @@ pub fn checkpoint_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
         reason,
     };
     if is_safetensors(path) {
-        let (_, map, _) = safetensors_header(path)?;
+        let (map, _) = safetensors_header(path)?;
         Ok(map
             .iter()
             .filter(|(k, _)| *k != "__metadata__")

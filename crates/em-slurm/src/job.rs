@@ -566,8 +566,8 @@ fn check_time(t: &str) -> Result<()> {
     Ok(())
 }
 
-/// Single-quotes a word for bash.
-pub(crate) fn quote(s: &str) -> String {
+/// A word as bash reads it back: unchanged when it is plain, else single-quoted.
+pub fn quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-=+,:@%".contains(c))

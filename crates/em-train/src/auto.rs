@@ -5,7 +5,6 @@
 //! model's measured memory model and writes the planned values in. Values the config gives
 //! are never changed.
 
-use burn::module::Module;
 use em_autoconf::{Explicit, Hardware, ModelCost, Plan, Precision, Request};
 use em_data::SourceConfig;
 
@@ -68,7 +67,11 @@ pub fn model_cost(cfg: &TrainConfig) -> Result<ModelCost> {
             "\"auto\" values need a MedNeXt model (the memory model is MedNeXt's)".into(),
         )
     })?;
-    let parameters = m.init::<em_models::Cpu>(&Default::default())?.num_params();
+    // Counted, not built: an absurd width is priced, not allocated.
+    let parameters = m
+        .parameter_count()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(usize::MAX);
     let (saved, widest) = m.activation_floats_per_voxel();
     let (i, o) = cfg.model.channels();
     Ok(ModelCost {

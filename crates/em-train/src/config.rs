@@ -476,22 +476,15 @@ impl TrainConfig {
                 ));
             }
         }
-        for (i, s) in self.data.sources.iter().enumerate() {
-            if !(s.weight.is_finite() && s.weight > 0.0) {
-                return bad(format!(
-                    "data.sources[{i}].weight {} must be a positive number (a source with weight \
-                     ≤ 0 or NaN is never drawn, or breaks the mixture)",
-                    s.weight
-                ));
-            }
-        }
+        self.data.validate()?;
         // Placeholder patches of "auto" are checked once the plan has filled them.
         if !self.auto.iter().any(|k| k == "data.patch.patch") {
             if let TargetSpec::Affinities { offsets, .. } = &self.targets {
                 let p = &self.data.patch;
                 for o in offsets.as_slice() {
-                    let reach: Vec<usize> = (0..3).map(|a| p.patch[a] + p.context[a]).collect();
-                    if (0..3).any(|a| o.0[a].unsigned_abs() as usize >= reach[a]) {
+                    let beyond =
+                        |a: usize| o.0[a].unsigned_abs() as usize >= p.patch[a] + p.context[a];
+                    if (0..3).any(beyond) {
                         return bad(format!(
                             "affinity offset {:?} reaches beyond a sample (patch {:?} + context \
                              {:?}): none of its edges fits, so its channel would train on an \

@@ -168,15 +168,10 @@ impl RunDir {
                     newest_step(path).map_or(String::new(), |s| format!(" ({s})"))
                 )));
             }
-            Start::Resume => {
-                // The run's own overrides first; those given now win where they differ.
-                let mut all = Self::stored(path)?.map(|r| r.overrides).unwrap_or_default();
-                all.extend(overrides.iter().cloned());
-                RunRecord {
-                    config: config.to_string(),
-                    overrides: all,
-                }
-            }
+            Start::Resume => RunRecord {
+                config: config.to_string(),
+                overrides: Self::overrides_for(path, start, overrides)?,
+            },
             Start::New | Start::Overwrite => {
                 for name in &ours {
                     let p = path.join(name);
@@ -195,7 +190,8 @@ impl RunDir {
         if start != Start::Resume || !record_path.exists() {
             let text = serde_json::to_string_pretty(&record)
                 .map_err(|e| TrainError::Run(e.to_string()))?;
-            write_staged(&record_path, text.as_bytes()).map_err(io)?;
+            em_io::write_atomic(&record_path, text.as_bytes())
+                .map_err(|e| TrainError::Run(e.to_string()))?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -218,6 +214,20 @@ impl RunDir {
         }
     }
 
+    /// The overrides a start of the run in `path` trains with: for [`Start::Resume`] those
+    /// it was started with, then `given` (which win where they differ); otherwise `given`.
+    ///
+    /// # Errors
+    /// [`TrainError::Run`] for an unreadable record.
+    pub fn overrides_for(path: &Path, start: Start, given: &[String]) -> Result<Vec<String>> {
+        let mut all = match (start, Self::stored(path)?) {
+            (Start::Resume, Some(record)) => record.overrides,
+            _ => Vec::new(),
+        };
+        all.extend(given.iter().cloned());
+        Ok(all)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -235,37 +245,16 @@ impl RunDir {
         let mut parts = vec![
             "em".to_string(),
             "train".into(),
-            quote(&self.record.config),
+            em_slurm::shell_quote(&self.record.config),
             "--out".into(),
-            quote(&self.path.display().to_string()),
+            em_slurm::shell_quote(&self.path.display().to_string()),
             "--resume".into(),
         ];
         for o in &self.record.overrides {
             parts.push("--set".into());
-            parts.push(quote(o));
+            parts.push(em_slurm::shell_quote(o));
         }
         parts.join(" ")
-    }
-}
-
-/// Writes `bytes` under a hidden name, then renames it onto `path`.
-fn write_staged(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
-}
-
-/// `s` as one shell word.
-fn quote(s: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
-    if !s.is_empty() && s.chars().all(plain) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -340,7 +329,13 @@ mod tests {
 
     #[test]
     fn quoting_survives_the_shell() {
-        assert_eq!(quote("optimizer.lr=2e-3"), "optimizer.lr=2e-3");
-        assert_eq!(quote("name=it's here"), r"'name=it'\''s here'");
+        assert_eq!(
+            em_slurm::shell_quote("optimizer.lr=2e-3"),
+            "optimizer.lr=2e-3"
+        );
+        assert_eq!(
+            em_slurm::shell_quote("name=it's here"),
+            r"'name=it'\''s here'"
+        );
     }
 }

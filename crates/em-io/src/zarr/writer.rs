@@ -204,7 +204,7 @@ impl ZarrWriter {
         check_compression(options.compression).map_err(|r| invalid("compression", r))?;
         // An existing array is replaced on commit; a group, a foreign directory or a path
         // below an array never is.
-        crate::safety::zarr_target(&path.container, path.key.as_deref())?;
+        crate::safety::zarr_target(path)?;
         let version = options
             .version
             .or_else(|| node_type_version(&path.container))
