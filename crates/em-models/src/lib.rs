@@ -45,9 +45,19 @@ pub type Cpu = burn::backend::Flex;
 /// [`Cpu`] with automatic differentiation, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 
-/// NVIDIA GPUs through burn's CUDA backend (feature `cuda`).
+/// NVIDIA GPUs: burn's CUDA runtime under its generic GPU backend, named explicitly with
+/// fusion off so that a burn feature enabled elsewhere cannot swap the type (feature `cuda`).
 #[cfg(feature = "cuda")]
-pub type Gpu = burn::backend::Cuda;
+pub type Cuda = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// Any wgpu device (Vulkan, Metal, DX12; Mesa's software Vulkan without a GPU) under the
+/// same generic GPU backend as [`Cuda`] (feature `wgpu`).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// [`Cuda`], the GPU the examples and training pick first.
+#[cfg(feature = "cuda")]
+pub type Gpu = Cuda;
 
 /// [`Gpu`] with automatic differentiation, for training.
 #[cfg(feature = "cuda")]

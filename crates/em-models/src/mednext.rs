@@ -436,7 +436,7 @@ impl<B: ConvBackend> Down<B> {
             self.grn.as_ref(),
             through(&self.conv1, x.clone(), B::down_depthwise_conv3d),
         );
-        path + self.res_conv.forward(x)
+        path + through(&self.res_conv, x, B::down_pointwise_conv3d)
     }
 }
 
@@ -481,8 +481,9 @@ impl<B: ConvBackend> Up<B> {
             self.grn.as_ref(),
             up_depthwise_conv(&self.conv1, x.clone()),
         );
+        let residual = transposed(&self.res_conv, x, B::up_pointwise_conv3d, false);
         // Both branches get the same zero front planes: pad once, after the sum.
-        pad_front(path + self.res_conv.forward(x))
+        pad_front(path + residual)
     }
 }
 
@@ -504,7 +505,9 @@ fn tail<B: ConvBackend>(
             .sum_dim(4)
             .sqrt();
         let nx = gx.clone() / (gx.mean_dim(1) + 1e-6);
-        x = g.global_resp_gamma.val() * (x.clone() * nx) + g.global_resp_beta.val() + x;
+        x = param_as(&g.global_resp_gamma, &x) * (x.clone() * nx)
+            + param_as(&g.global_resp_beta, &x)
+            + x;
     }
     pointwise(conv3, x)
 }
@@ -514,8 +517,8 @@ fn group_norm<B: ConvBackend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B,
     if let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) {
         let fused = B::fast_group_norm(
             x.clone().into_primitive().tensor(),
-            gamma.val().into_primitive().tensor(),
-            beta.val().into_primitive().tensor(),
+            param_as(gamma, &x).into_primitive().tensor(),
+            param_as(beta, &x).into_primitive().tensor(),
             norm.num_groups,
             norm.epsilon,
         );
@@ -555,29 +558,63 @@ fn through<B: ConvBackend>(
     let Some(bias) = &conv.bias else {
         return conv.forward(x);
     };
+    let (w, b) = (param_as(&conv.weight, &x), param_as(bias, &x));
     Tensor::from_primitive(TensorPrimitive::Float(op(
         x.into_primitive().tensor(),
-        conv.weight.val().into_primitive().tensor(),
-        bias.val().into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        b.into_primitive().tensor(),
+    )))
+}
+
+/// A parameter in the dtype of the activations it meets: under mixed precision the weights
+/// stay float32 (the optimizer's copy) and the cast's gradient returns to float32.
+fn param_as<B: Backend, const D: usize>(
+    p: &Param<Tensor<B, D>>,
+    like: &Tensor<B, 5>,
+) -> Tensor<B, D> {
+    let v = p.val();
+    let dtype = like.dtype();
+    if v.dtype() == dtype {
+        v
+    } else {
+        v.cast(dtype)
+    }
+}
+
+/// A transposed convolution `conv` applied by a [`ConvBackend`] operation `(x, weight,
+/// bias)`; with `swap`, the weight `(Ci, Co, …)` is handed over as `(Co, Ci, …)` (a 1×1×1
+/// transposed convolution with stride 1 is that pointwise convolution).
+fn transposed<B: ConvBackend>(
+    conv: &ConvTranspose3d<B>,
+    x: Tensor<B, 5>,
+    op: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    swap: bool,
+) -> Tensor<B, 5> {
+    let Some(bias) = &conv.bias else {
+        return conv.forward(x);
+    };
+    let w = param_as(&conv.weight, &x);
+    let w = if swap { w.swap_dims(0, 1) } else { w };
+    let b = param_as(bias, &x);
+    Tensor::from_primitive(TensorPrimitive::Float(op(
+        x.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        b.into_primitive().tensor(),
     )))
 }
 
 /// The up blocks' stride-2 depthwise transposed convolution through [`ConvBackend`].
 fn up_depthwise_conv<B: ConvBackend>(conv: &ConvTranspose3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
-    let Some(bias) = &conv.bias else {
-        return conv.forward(x);
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(B::up_depthwise_conv3d(
-        x.into_primitive().tensor(),
-        conv.weight.val().into_primitive().tensor(),
-        bias.val().into_primitive().tensor(),
-    )))
+    transposed(conv, x, B::up_depthwise_conv3d, false)
 }
 
 /// One zero plane in front of each spatial axis.
 fn pad_front<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
     let [n, c, z, y, w] = x.dims();
-    let out = Tensor::zeros([n, c, z + 1, y + 1, w + 1], &x.device());
+    let mut out = Tensor::<B, 5>::zeros([n, c, z + 1, y + 1, w + 1], &x.device());
+    if out.dtype() != x.dtype() {
+        out = out.cast(x.dtype());
+    }
     out.slice_assign([0..n, 0..c, 1..z + 1, 1..y + 1, 1..w + 1], x)
 }
 
@@ -597,7 +634,7 @@ impl<B: Backend> Head<B> {
 
 impl<B: ConvBackend> Head<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        self.conv_out.forward(x)
+        transposed(&self.conv_out, x, B::pointwise_conv3d, true)
     }
 }
 
