@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use em_core::ChunkedVolume;
-use em_models::{Cpu, CpuTrain, CpuTrainCheckpointed, Model};
-use em_train::{train, Event, RunDir, RunOptions, Start, TrainConfig};
+use em_train::{Device, DeviceChoice, Event, RunDir, RunOptions, Start, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -41,19 +40,45 @@ pub(crate) struct TrainArgs {
     /// deleted first (other files make it refuse).
     #[arg(long, conflicts_with_all = ["resume", "resume_from"])]
     overwrite: bool,
+    /// Where to train: auto (a GPU when this build has CUDA and one is visible, else the
+    /// CPU), cpu, cuda, cuda:N, or wgpu (any Vulkan/Metal/DX12 adapter).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
 }
 
-/// Peak bytes of a training step on the CPU, by the planner's memory model (saturating at
-/// `u64::MAX` for absurd models); `None` for architectures it has no model of.
-fn step_memory(cfg: &TrainConfig) -> Option<u64> {
+/// Peak bytes of a training step on the CPU or a GPU, by the planner's memory model
+/// (saturating at `u64::MAX` for absurd models); `None` for architectures it has no model
+/// of.
+fn step_memory(cfg: &TrainConfig, device: em_autoconf::Device) -> Option<u64> {
     let cost = em_train::model_cost(cfg).ok()?;
     Some(cost.step_bytes(
-        em_autoconf::Device::Cpu,
+        device,
         cfg.precision,
         cfg.data.patch.patch,
         cfg.batch_size,
         cfg.checkpointing,
     ))
+}
+
+/// Refuses a step that cannot fit the GPU's free memory, naming both figures.
+fn check_gpu_memory(cfg: &TrainConfig, gpu: &em_autoconf::Gpu) -> anyhow::Result<()> {
+    let Some(needed) = step_memory(cfg, em_autoconf::Device::Gpu) else {
+        return Ok(());
+    };
+    if needed > gpu.free_bytes {
+        anyhow::bail!(
+            "a training step ({} × {:?} voxels, {:?}) needs about {} of GPU memory but {} has \
+             {} free: set checkpointing = true, lower batch_size or data.patch.patch, use \
+             precision = \"bf16\"/\"f16\", or let \"auto\" plan them",
+            cfg.batch_size,
+            cfg.data.patch.patch,
+            cfg.precision,
+            em_autoconf::human_bytes(needed),
+            gpu.name,
+            em_autoconf::human_bytes(gpu.free_bytes)
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
@@ -144,29 +169,6 @@ fn write_summaries(out: &Path, records: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the CLI keeps of a finished run, whichever backend (plain or checkpointed) ran it.
-struct Done {
-    model: Model<Cpu>,
-    log: Vec<em_train::StepLog>,
-    validations: Vec<em_train::ValidationLog>,
-    step: usize,
-    stopped: bool,
-    last_checkpoint: Option<std::path::PathBuf>,
-}
-
-impl<B: em_train::TrainBackend<InnerBackend = Cpu>> From<em_train::Trained<B>> for Done {
-    fn from(t: em_train::Trained<B>) -> Self {
-        Self {
-            model: t.inference_model(),
-            log: t.log,
-            validations: t.validations,
-            step: t.step,
-            stopped: t.stopped,
-            last_checkpoint: t.last_checkpoint,
-        }
-    }
-}
-
 pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     // First of all: a signal during start-up (a Slurm time-limit warning, say) must stop
     // the run with a checkpoint, not kill the process.
@@ -187,6 +189,10 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     // A resumed run trains with the overrides it was started with (then those given now).
     let overrides = RunDir::overrides_for(&a.out, start, &given)?;
     let mut cfg = TrainConfig::load(&a.config, &overrides)?;
+    // The device is checked before any work: a missing driver or GPU fails here.
+    let hw = em_autoconf::probe();
+    let (device, why) = em_train::resolve_device(a.device, &hw)?;
+    eprintln!("device: {why}");
     // Everything that can fail before training does so now: a checkpoint of another run,
     // the output directory.
     let log_path = a.out.join("metrics.jsonl");
@@ -202,13 +208,17 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             let prev = TrainConfig::load(&previous.to_string_lossy(), &[])
                 .with_context(|| format!("reading the run's config {}", previous.display()))?;
             cfg.fill_auto_from(&prev);
-        } else if let Some(plan) = cfg.resolve_auto(&em_autoconf::probe(), &opener, false)? {
+        } else if let Some(plan) =
+            cfg.resolve_auto(&hw, &opener, matches!(device, Device::Cuda(_)))?
+        {
             for line in plan.lines() {
                 eprintln!("plan: {line}");
             }
         }
     }
-    if let Some(needed) = step_memory(&cfg) {
+    if let Device::Cuda(i) = device {
+        check_gpu_memory(&cfg, &hw.gpus[i])?;
+    } else if let Some(needed) = step_memory(&cfg, em_autoconf::Device::Cpu) {
         crate::guard::memory(
             &format!(
                 "a training step ({} × {:?} voxels)",
@@ -309,12 +319,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
         }
         true
     };
-    let trained = if cfg.checkpointing {
-        train::<CpuTrainCheckpointed>(&cfg, &opener, &Default::default(), &opts, &mut on_event)
-            .map(Done::from)
-    } else {
-        train::<CpuTrain>(&cfg, &opener, &Default::default(), &opts, &mut on_event).map(Done::from)
-    };
+    let trained = em_train::train_on(device, &cfg, &opener, &opts, &mut on_event);
     bar.finish_and_clear();
     log.flush()
         .with_context(|| format!("writing {}", log_path.display()))?;
@@ -342,13 +347,14 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
     }
 
     let weights = a.out.join("model.safetensors");
-    em_models::save_weights(&trained.model, &weights)?;
+    trained.model.save_weights(&weights)?;
     let last = trained.log.last();
     println!(
         "{}",
         json!({"steps": trained.step, "final_loss": last.map(|l| l.loss),
                "validation": trained.validations.last().map(|v| &v.metrics),
                "seconds": last.map(|l| l.elapsed_s), "out": a.out.display().to_string(),
+               "device": device.name(),
                "model": weights.display().to_string(), "checkpoint": checkpoint,
                "metrics": log_path.display().to_string(),
                "loss_curve": a.out.join("loss.png").display().to_string()})

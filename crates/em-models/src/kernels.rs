@@ -443,18 +443,20 @@ pub fn pointwise_backward_weight(
     // No voxels: no tasks, and the zero partial sums below are the gradients.
     let cols = pointwise_columns(s.n, v);
     let blocks = v.div_ceil(cols);
-    let partial = (0..s.n * blocks)
+    // Bias sums in f64: a bias gradient sums every voxel's gradient, and summing millions
+    // of like-signed values in f32 loses digits.
+    let (partial, bias) = (0..s.n * blocks)
         .into_par_iter()
         .fold(
-            || vec![0.0f32; co * ci + co],
-            |mut acc, t| {
+            || (vec![0.0f32; co * ci], vec![0.0f64; co]),
+            |(mut acc, mut bias), t| {
                 let (b, j) = (t / blocks, t % blocks);
                 let lo = j * cols;
                 let len = cols.min(v - lo);
                 let g = &dy[b * co * v + lo..];
                 let xs = &x[b * ci * v + lo..];
-                for o in 0..co {
-                    acc[co * ci + o] += g[o * v..][..len].iter().sum::<f32>();
+                for (o, sum) in bias.iter_mut().enumerate() {
+                    *sum += g[o * v..][..len].iter().map(|&a| f64::from(a)).sum::<f64>();
                 }
                 // dw (co × ci) += dy block (co × len) · x block transposed (len × ci).
                 // SAFETY: rows 0..co of dy and 0..ci of x (stride v) from `lo` for `len`
@@ -468,21 +470,26 @@ pub fn pointwise_backward_weight(
                         (xs.as_ptr(), 1, v),
                     );
                 }
-                acc
+                (acc, bias)
             },
         )
         .reduce(
-            || vec![0.0f32; co * ci + co],
-            |mut a, b| {
+            || (vec![0.0f32; co * ci], vec![0.0f64; co]),
+            |(mut a, mut ab), (b, bb)| {
                 for (x, y) in a.iter_mut().zip(&b) {
                     *x += y;
                 }
-                a
+                for (x, y) in ab.iter_mut().zip(&bb) {
+                    *x += y;
+                }
+                (a, ab)
             },
         );
-    dw.copy_from_slice(&partial[..co * ci]);
+    dw.copy_from_slice(&partial);
     if let Some(db) = db {
-        db.copy_from_slice(&partial[co * ci..]);
+        for (d, s) in db.iter_mut().zip(bias) {
+            *d = s as f32;
+        }
     }
     true
 }

@@ -135,7 +135,11 @@ impl TrainConfig {
         req.voxel_size = self.voxel_size;
         req.data_bytes = data_bytes;
         req.gpu_backend = gpu_backend;
-        req.precisions = vec![Precision::F32];
+        req.precisions = if gpu_backend {
+            vec![Precision::F32, Precision::Bf16, Precision::F16]
+        } else {
+            vec![Precision::F32]
+        };
         req.effective_batch = match (self.effective_batch, given("batch_size")) {
             (Some(e), _) => e,
             (None, true) => {

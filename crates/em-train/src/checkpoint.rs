@@ -38,6 +38,18 @@ pub struct CheckpointState {
     pub seed: u64,
     /// Whether `ema.mpk` is present.
     pub ema: bool,
+    /// The dynamic loss scale of float16 training (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaleState>,
+}
+
+/// Where float16 training's dynamic loss scale stands.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossScaleState {
+    /// The current scale.
+    pub scale: f64,
+    /// Good steps in a row since the scale last changed.
+    pub good_steps: usize,
 }
 
 fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
@@ -204,6 +216,7 @@ pub(crate) fn state(
         targets: cfg.targets.clone(),
         seed: cfg.seed,
         ema: cfg.ema.is_some(),
+        loss_scale: None,
     }
 }
 

@@ -131,10 +131,15 @@ pub struct TrainConfig {
     /// patch-sized window, half overlap, Gaussian blending, sigmoid).
     #[serde(default)]
     pub inference: Option<SlidingWindow>,
-    /// Activation precision; the trainer runs `"f32"` (mixed precision is planned, not yet
-    /// run).
+    /// Activation precision: `"f32"`, or mixed precision on a GPU device — `"bf16"` or
+    /// `"f16"` convolutions, matrix products and activations with float32 weights, optimizer
+    /// state, GroupNorm statistics and loss (`"auto"`: bf16 from compute capability 8.0,
+    /// f16 from 7.0, else f32).
     #[serde(default = "f32_precision")]
     pub precision: Precision,
+    /// Dynamic loss scaling for `precision = "f16"`.
+    #[serde(default)]
+    pub loss_scale: LossScaleConfig,
     /// Gradient checkpointing: recompute cheap activations in the backward pass (54–70% of
     /// the step's memory, measured). The `em` CLI and the examples then train on
     /// `CpuTrainCheckpointed` (`GpuTrainCheckpointed` with `cuda`).
@@ -159,6 +164,28 @@ fn f32_precision() -> Precision {
 
 fn one_usize() -> usize {
     1
+}
+
+/// Dynamic loss scaling (float16 training): the loss is multiplied by the scale before the
+/// backward pass and the gradients divided by it, so that small gradients survive float16;
+/// a step whose gradients overflow is skipped (the weights are not touched), logged, and the
+/// scale halves; after `growth_interval` good steps in a row it doubles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossScaleConfig {
+    /// The first scale (PyTorch's GradScaler starts at 2¹⁶).
+    pub initial: f64,
+    /// Good steps in a row before the scale doubles.
+    pub growth_interval: usize,
+}
+
+impl Default for LossScaleConfig {
+    fn default() -> Self {
+        Self {
+            initial: 65536.0,
+            growth_interval: 2000,
+        }
+    }
 }
 
 /// Weight averaging: `ema ← decay·ema + (1 − decay)·weights` after every step from `start`.
@@ -475,6 +502,13 @@ impl TrainConfig {
                     "loss.pos_weight {w} must be positive (or \"auto\")"
                 ));
             }
+        }
+        let ls = &self.loss_scale;
+        if !(ls.initial.is_finite() && ls.initial >= 1.0 && ls.growth_interval > 0) {
+            return bad(format!(
+                "loss_scale.initial {} must be finite and ≥ 1, loss_scale.growth_interval {} ≥ 1",
+                ls.initial, ls.growth_interval
+            ));
         }
         self.data.validate()?;
         // Placeholder patches of "auto" are checked once the plan has filled them.

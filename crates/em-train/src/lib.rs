@@ -34,6 +34,7 @@
 mod auto;
 pub mod checkpoint;
 mod config;
+pub mod device;
 mod ema;
 mod run_dir;
 mod trainer;
@@ -41,8 +42,11 @@ pub mod validate;
 
 pub use auto::{model_cost, AUTO_KEYS};
 pub use config::{
-    preset, CheckpointConfig, EmaConfig, OptimizerConfig, Schedule, TrainConfig, ValidationConfig,
-    PRESETS,
+    preset, CheckpointConfig, EmaConfig, LossScaleConfig, OptimizerConfig, Schedule, TrainConfig,
+    ValidationConfig, PRESETS,
+};
+pub use device::{
+    resolve as resolve_device, train_on, Device, DeviceChoice, DeviceTrained, TrainedModel,
 };
 pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
 pub use trainer::{

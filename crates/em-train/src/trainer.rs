@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use serde::Serialize;
 
 use em_augment::Pipeline;
 use em_data::{Loader, LoaderConfig, TargetSpec};
 use em_models::{ConvBackend, Model};
 
-use crate::checkpoint::{self, CheckpointState};
+use crate::checkpoint::{self, CheckpointState, LossScaleState};
 use crate::validate::{ValidationLog, Validator};
 use crate::{ema, Result, TrainConfig, TrainError};
 
@@ -34,6 +34,13 @@ pub struct StepLog {
     pub voxels_per_s: f64,
     /// Seconds of training since the run began (resumed runs keep counting).
     pub elapsed_s: f64,
+    /// float16 training: the gradients overflowed, so this step left the weights as they
+    /// were and the loss scale halved.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// float16 training: the loss scale this step ran with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
 }
 
 /// What the loop reports as it goes.
@@ -176,12 +183,7 @@ pub fn train<B: TrainBackend>(
         planned = c;
         &planned
     };
-    if cfg.precision != em_autoconf::Precision::F32 {
-        return Err(TrainError::Config(format!(
-            "precision = {:?}: mixed-precision training is not implemented yet; use \"f32\"",
-            cfg.precision
-        )));
-    }
+    let half = half_dtype::<B>(cfg.precision, device)?;
     let (in_ch, out_ch) = cfg.model.channels();
     if out_ch != cfg.targets.channels() {
         return Err(TrainError::Config(format!(
@@ -209,6 +211,10 @@ pub fn train<B: TrainBackend>(
         ))
         .init::<B, Model<B>>();
     let mut ema_model = cfg.ema.as_ref().map(|_| ema::init(&model));
+    let mut scaler = (cfg.precision == em_autoconf::Precision::F16).then(|| LossScaleState {
+        scale: cfg.loss_scale.initial,
+        good_steps: 0,
+    });
 
     let (mut step, mut epoch, mut next_batch, mut elapsed0) = (0usize, 0u64, 0usize, 0.0);
     let mut last_checkpoint = None;
@@ -219,6 +225,9 @@ pub fn train<B: TrainBackend>(
         (model, optim, ema_model) = loaded;
         (step, epoch, next_batch, elapsed0) =
             (state.step, state.epoch, state.batch, state.elapsed_s);
+        if let (Some(s), Some(saved)) = (scaler.as_mut(), state.loss_scale) {
+            *s = saved;
+        }
         if !on_event(Event::Resumed { step, path: &path }) {
             return Ok(Trained {
                 model,
@@ -250,10 +259,11 @@ pub fn train<B: TrainBackend>(
     let mut log = Vec::new();
     let mut validations = Vec::new();
     let mut accumulator = GradientsAccumulator::new();
-    let (mut micro, mut loss_sum) = (0usize, 0.0f64);
+    let (mut micro, mut loss_sum, mut overflow) = (0usize, 0.0f64, false);
     let mut step_t0 = Instant::now();
     let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let mut stopped = false;
+    let mut skipped_in_row = 0usize;
 
     'outer: while step < cfg.steps {
         let mut loader =
@@ -275,7 +285,15 @@ pub fn train<B: TrainBackend>(
                 tensor::<B>(batch.target, device),
                 tensor::<B>(batch.mask, device),
             );
-            let outputs = model.forward_all(x)?;
+            // Mixed precision: activations in half precision, the loss in float32.
+            let x = match half {
+                Some(dtype) => x.cast(dtype),
+                None => x,
+            };
+            let mut outputs = model.forward_all(x)?;
+            if half.is_some() {
+                outputs = outputs.into_iter().map(|o| o.cast(DType::F32)).collect();
+            }
             let loss = if outputs.len() > 1 {
                 cfg.loss
                     .deep_supervision(&outputs, t, Some(m), None, average)?
@@ -284,28 +302,71 @@ pub fn train<B: TrainBackend>(
                 cfg.loss.loss(logits, t, Some(m))?
             };
             let value: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
-            if !value.is_finite() {
+            micro += 1;
+            if !value.is_finite() && scaler.is_none() {
                 return Err(TrainError::NonFinite {
                     step: step + 1,
                     loss: value,
                     last_good: last_checkpoint,
                 });
             }
-            let loss = if cfg.accumulate > 1 {
-                loss / cfg.accumulate as f64
+            if value.is_finite() && !overflow {
+                loss_sum += value;
+                let loss = if cfg.accumulate > 1 {
+                    loss / cfg.accumulate as f64
+                } else {
+                    loss
+                };
+                let grads = match &scaler {
+                    Some(s) => {
+                        let grads =
+                            GradientsParams::from_grads((loss * s.scale).backward(), &model);
+                        unscale(&model, grads, s.scale)
+                    }
+                    None => Some(GradientsParams::from_grads(loss.backward(), &model)),
+                };
+                match grads {
+                    Some(g) => accumulator.accumulate(&model, g),
+                    None => overflow = true,
+                }
             } else {
-                loss
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-            micro += 1;
-            loss_sum += value;
+                // A float16 forward pass overflowed: the same as overflowing gradients.
+                overflow = true;
+            }
             if micro < cfg.accumulate {
                 continue;
             }
-            model = optim.step(lr, model, accumulator.grads());
+            let scale_used = scaler.map(|s| s.scale);
+            let skipped = overflow;
+            if overflow {
+                // Drop whatever the other micro-batches accumulated: the step is skipped.
+                let _ = accumulator.grads();
+                if let Some(s) = scaler.as_mut() {
+                    s.scale = (s.scale / 2.0).max(1.0);
+                    s.good_steps = 0;
+                }
+                overflow = false;
+                skipped_in_row += 1;
+                if skipped_in_row > MAX_SKIPPED_IN_ROW {
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        loss: f64::INFINITY,
+                        last_good: last_checkpoint,
+                    });
+                }
+            } else {
+                model = optim.step(lr, model, accumulator.grads());
+                skipped_in_row = 0;
+                if let Some(s) = scaler.as_mut() {
+                    s.good_steps += 1;
+                    if s.good_steps >= cfg.loss_scale.growth_interval {
+                        s.scale *= 2.0;
+                        s.good_steps = 0;
+                    }
+                }
+            }
             step += 1;
-            if let (Some(e), Some(c)) = (ema_model.take(), &cfg.ema) {
+            if let (Some(e), Some(c), false) = (ema_model.take(), &cfg.ema, skipped) {
                 ema_model = Some(if step <= c.start {
                     ema::init(&model)
                 } else {
@@ -318,6 +379,8 @@ pub fn train<B: TrainBackend>(
                 lr,
                 voxels_per_s: voxels / step_t0.elapsed().as_secs_f64().max(1e-9),
                 elapsed_s: elapsed0 + start.elapsed().as_secs_f64(),
+                skipped,
+                loss_scale: scale_used,
             };
             (micro, loss_sum) = (0, 0.0);
             let mut go_on = on_event(Event::Step(&rec));
@@ -341,7 +404,8 @@ pub fn train<B: TrainBackend>(
                         (epoch, next_batch)
                     };
                     let elapsed = elapsed0 + start.elapsed().as_secs_f64();
-                    let state = checkpoint::state(cfg, step, e, b, elapsed);
+                    let mut state = checkpoint::state(cfg, step, e, b, elapsed);
+                    state.loss_scale = scaler;
                     let path = checkpoint::save(
                         dir,
                         cfg.checkpoint.keep,
@@ -377,4 +441,75 @@ pub fn train<B: TrainBackend>(
 /// The model without autodiff, for inference after training.
 pub fn inference_model<B: AutodiffBackend>(model: &Model<B>) -> Model<B::InnerBackend> {
     model.valid()
+}
+
+/// Steps skipped in a row for overflowing float16 gradients before training gives up (the
+/// scale has then halved this many times: the model does not fit float16).
+const MAX_SKIPPED_IN_ROW: usize = 50;
+
+/// The half-precision dtype of `precision`, checked against the backend and device.
+fn half_dtype<B: TrainBackend>(
+    precision: em_autoconf::Precision,
+    device: &B::Device,
+) -> Result<Option<DType>> {
+    let dtype = match precision {
+        em_autoconf::Precision::F32 => return Ok(None),
+        em_autoconf::Precision::Bf16 => DType::BF16,
+        em_autoconf::Precision::F16 => DType::F16,
+    };
+    if !B::GPU {
+        return Err(TrainError::Config(format!(
+            "precision = {precision:?}: mixed precision runs on a GPU device (--device cuda or \
+             wgpu); the CPU trains in \"f32\""
+        )));
+    }
+    if !B::supports_dtype(device, dtype) {
+        return Err(TrainError::Config(format!(
+            "precision = {precision:?}: this device has no {dtype:?} arithmetic; use \"f16\" \
+             (float16 with loss scaling) or \"f32\""
+        )));
+    }
+    Ok(Some(dtype))
+}
+
+/// Divides every gradient by `scale`; `None` when any is NaN or infinite (one read-back for
+/// the whole model: the sum of all gradients is finite exactly when no gradient overflowed,
+/// short of the sum itself overflowing float32, which counts as an overflow too).
+fn unscale<B: AutodiffBackend>(
+    model: &Model<B>,
+    grads: GradientsParams,
+    scale: f64,
+) -> Option<GradientsParams> {
+    struct Unscale<B: AutodiffBackend> {
+        grads: GradientsParams,
+        factor: f64,
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let g = g.mul_scalar(self.factor);
+                let sum = g.clone().cast(DType::F32).sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + sum,
+                    None => sum,
+                });
+                self.grads.register::<B::InnerBackend, D>(param.id, g);
+            }
+        }
+    }
+    let mut v = Unscale::<B> {
+        grads,
+        factor: 1.0 / scale,
+        total: None,
+    };
+    model.visit(&mut v);
+    let finite = match v.total {
+        Some(t) => {
+            let total: f64 = burn::tensor::ElementConversion::elem(t.into_scalar());
+            total.is_finite()
+        }
+        None => true,
+    };
+    finite.then_some(v.grads)
 }
