@@ -28,9 +28,8 @@ use std::time::Instant;
 use em_connectomics::core::NoProgress;
 use em_connectomics::data::{synth, SourceConfig, Split, SynthKind};
 use em_connectomics::io::png::line_chart;
-use em_connectomics::train::validate::{load_volume, predict, score_semantic};
-use em_connectomics::train::TrainBackend;
-use em_connectomics::train::{train, RunOptions, TrainConfig};
+use em_connectomics::train::validate::{load_volume, score_semantic};
+use em_connectomics::train::{train_on, Device, RunOptions, TrainConfig};
 use ndarray::{Array3, Array4, Axis};
 use serde_json::json;
 
@@ -45,10 +44,10 @@ mod common;
 
 use common::{opener, Args};
 
-fn run<B: TrainBackend>(
+fn run(
     cfg: &TrainConfig,
     a: &Args,
-    device: &B::Device,
+    device: Device,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let start = Instant::now();
     std::fs::create_dir_all(&a.out)?;
@@ -76,11 +75,11 @@ fn run<B: TrainBackend>(
         checkpoint_dir: Some(a.out.join("checkpoints")),
         ..Default::default()
     };
-    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| log.event(e))?;
+    let trained = train_on(device, cfg, &opener, &opts, &mut |e| log.event(e))?;
     log.finish()?;
     let train_s = start.elapsed().as_secs_f64();
-    let model = trained.inference_model();
-    em_connectomics::models::save_weights(&model, &a.out.join("model.safetensors"))?;
+    let model = &trained.model;
+    model.save_weights(&a.out.join("model.safetensors"))?;
 
     let settings = cfg.inference_settings();
     // The probability threshold: the best on the validation volume (predicted the way the
@@ -89,7 +88,7 @@ fn run<B: TrainBackend>(
         Some(v) => {
             eprintln!("choosing the threshold on the validation volume …");
             let val = load_volume(&v.source, &cfg.targets, &opener)?;
-            let p = predict(&model, &val.image, 1, &settings, device, &NoProgress)?;
+            let p = model.predict(&val.image, 1, &settings, &NoProgress)?;
             best_threshold(&p, &val.target, &val.mask)
         }
         None => 0.5,
@@ -99,7 +98,7 @@ fn run<B: TrainBackend>(
         test_image.dim()
     );
     let t0 = Instant::now();
-    let pred = predict(&model, &test_image, 1, &settings, device, &NoProgress)?;
+    let pred = model.predict(&test_image, 1, &settings, &NoProgress)?;
     let predict_s = t0.elapsed().as_secs_f64();
     let score = |t: f32| {
         score_semantic(
@@ -170,7 +169,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let gpu = common::gpu();
+    let device = match common::device(&a) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let gpu = matches!(device, Device::Cuda(_));
     let preset = a
         .preset
         .clone()
@@ -196,28 +202,10 @@ fn main() -> std::process::ExitCode {
             eprintln!(
                 "training {preset} for {} steps on {} → {}",
                 cfg.steps,
-                if gpu { "GPU" } else { "CPU" },
+                device.name(),
                 a.out.display()
             );
-            #[cfg(feature = "cuda")]
-            if gpu {
-                if cfg.checkpointing {
-                    return run::<em_connectomics::models::GpuTrainCheckpointed>(
-                        &cfg,
-                        &a,
-                        &Default::default(),
-                    );
-                }
-                return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
-            }
-            if cfg.checkpointing {
-                return run::<em_connectomics::models::CpuTrainCheckpointed>(
-                    &cfg,
-                    &a,
-                    &Default::default(),
-                );
-            }
-            run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
+            run(&cfg, &a, device)
         });
     common::finish(result)
 }

@@ -2,7 +2,7 @@
 //! (which runs PyTorch + MONAI on the same weights and input).
 //!
 //! ```text
-//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray|cuda] [BATCH=1]
+//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray|cuda|wgpu] [BATCH=1]
 //! cargo run --release --example mednext_step --features ndarray -- W 64 1 ndarray
 //! cargo run --release --example mednext_step --features cuda -- W 128 3 cuda 2
 //! ```
@@ -52,10 +52,12 @@ fn main() -> Res<()> {
         #[cfg(feature = "ndarray")]
         "ndarray" => bench.run::<burn::backend::NdArray>(&Default::default())?,
         #[cfg(feature = "cuda")]
-        "cuda" => bench.run::<em_connectomics::models::Gpu>(&Default::default())?,
+        "cuda" => bench.run::<em_connectomics::models::Cuda>(&Default::default())?,
+        #[cfg(feature = "wgpu")]
+        "wgpu" => bench.run::<em_connectomics::models::Wgpu>(&Default::default())?,
         other => {
             return Err(format!(
-                "backend {other:?}: flex (or ndarray / cuda with that cargo feature)"
+                "backend {other:?}: flex (or ndarray / cuda / wgpu with that cargo feature)"
             )
             .into())
         }

@@ -25,11 +25,8 @@ use em_connectomics::core::{NoProgress, VoxelSize};
 use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
 use em_connectomics::io::png::line_chart;
 use em_connectomics::metrics::Skeletons;
-use em_connectomics::train::validate::{
-    decode, load_volume, predict, score_affinities, section_skeletons,
-};
-use em_connectomics::train::TrainBackend;
-use em_connectomics::train::{train, RunOptions, TrainConfig};
+use em_connectomics::train::validate::{decode, load_volume, score_affinities, section_skeletons};
+use em_connectomics::train::{train_on, Device, RunOptions, TrainConfig};
 use ndarray::{Array3, Axis};
 use serde_json::json;
 
@@ -66,10 +63,10 @@ mod common;
 
 use common::{opener, Args};
 
-fn run<B: TrainBackend>(
+fn run(
     cfg: &TrainConfig,
     a: &Args,
-    device: &B::Device,
+    device: Device,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let TargetSpec::Affinities { offsets, storage } = &cfg.targets else {
@@ -100,11 +97,11 @@ fn run<B: TrainBackend>(
         checkpoint_dir: Some(a.out.join("checkpoints")),
         ..Default::default()
     };
-    let trained = train::<B>(cfg, &opener, device, &opts, &mut |e| log.event(e))?;
+    let trained = train_on(device, cfg, &opener, &opts, &mut |e| log.event(e))?;
     log.finish()?;
     let train_s = start.elapsed().as_secs_f64();
-    let model = trained.inference_model();
-    em_connectomics::models::save_weights(&model, &a.out.join("model.safetensors"))?;
+    let model = &trained.model;
+    model.save_weights(&a.out.join("model.safetensors"))?;
 
     // BANIS's sweep, sigmoid(0.2k) for k = −1..11, and a few lower values for weak models.
     let mut thresholds: Vec<f32> = vec![0.1, 0.2, 0.3, 0.4];
@@ -112,7 +109,7 @@ fn run<B: TrainBackend>(
     let settings = cfg.inference_settings();
     let k = cfg.targets.channels();
     eprintln!("predicting the validation volume {:?} …", val_image.dim());
-    let val_pred = predict(&model, &val_image, k, &settings, device, &NoProgress)?;
+    let val_pred = model.predict(&val_image, k, &settings, &NoProgress)?;
     let sweep = score_affinities(
         val_pred.view(),
         val_labels.view(),
@@ -134,7 +131,7 @@ fn run<B: TrainBackend>(
 
     eprintln!("predicting the test volume {:?} …", test_image.dim());
     let t0 = Instant::now();
-    let test_pred = predict(&model, &test_image, k, &settings, device, &NoProgress)?;
+    let test_pred = model.predict(&test_image, k, &settings, &NoProgress)?;
     let predict_s = t0.elapsed().as_secs_f64();
     let test = score_affinities(
         test_pred.view(),
@@ -184,7 +181,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let gpu = common::gpu();
+    let device = match common::device(&a) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let gpu = matches!(device, Device::Cuda(_));
     let preset = a.preset.clone().unwrap_or_else(|| {
         if a.data.is_some() || gpu {
             "banis_s"
@@ -217,28 +221,10 @@ fn main() -> std::process::ExitCode {
             eprintln!(
                 "training {preset} for {} steps on {} → {}",
                 cfg.steps,
-                if gpu { "GPU" } else { "CPU" },
+                device.name(),
                 a.out.display()
             );
-            #[cfg(feature = "cuda")]
-            if gpu {
-                if cfg.checkpointing {
-                    return run::<em_connectomics::models::GpuTrainCheckpointed>(
-                        &cfg,
-                        &a,
-                        &Default::default(),
-                    );
-                }
-                return run::<em_connectomics::models::GpuTrain>(&cfg, &a, &Default::default());
-            }
-            if cfg.checkpointing {
-                return run::<em_connectomics::models::CpuTrainCheckpointed>(
-                    &cfg,
-                    &a,
-                    &Default::default(),
-                );
-            }
-            run::<em_connectomics::models::CpuTrain>(&cfg, &a, &Default::default())
+            run(&cfg, &a, device)
         });
     common::finish(result)
 }

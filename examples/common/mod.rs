@@ -4,14 +4,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use em_connectomics::core::ChunkedVolume;
-use em_connectomics::train::{Event, TrainConfig};
+use em_connectomics::train::{Device, DeviceChoice, Event, TrainConfig};
 
-/// `--data DIR --out DIR --preset NAME --set KEY=VALUE…`
+/// `--data DIR --out DIR --preset NAME --set KEY=VALUE… --device DEVICE`
 pub struct Args {
     pub data: Option<PathBuf>,
     pub out: PathBuf,
     pub set: Vec<String>,
     pub preset: Option<String>,
+    pub device: DeviceChoice,
 }
 
 /// Parses the arguments; `Err` carries the message (usage for `--help`).
@@ -21,6 +22,7 @@ pub fn args(name: &str, default_out: &str) -> Result<Args, String> {
         out: PathBuf::from(default_out),
         set: Vec::new(),
         preset: None,
+        device: DeviceChoice::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -30,9 +32,11 @@ pub fn args(name: &str, default_out: &str) -> Result<Args, String> {
             "--out" => a.out = PathBuf::from(value()?),
             "--set" => a.set.push(value()?),
             "--preset" => a.preset = Some(value()?),
+            "--device" => a.device = value()?.parse().map_err(|e| format!("{e}"))?,
             "-h" | "--help" => {
                 return Err(format!(
-                    "usage: {name} [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]…"
+                    "usage: {name} [--data DIR] [--out DIR] [--preset NAME] [--set KEY=VALUE]… \
+                     [--device auto|cpu|cuda[:N]|wgpu]"
                 ))
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -99,9 +103,14 @@ impl Log {
     }
 }
 
-/// Whether to train on the GPU: built with `cuda` and an NVIDIA device node present.
-pub fn gpu() -> bool {
-    cfg!(feature = "cuda") && Path::new("/dev/nvidia0").exists()
+/// The device `--device` names, checked before any work (`auto`: a GPU when this build has
+/// CUDA and one is visible, else the CPU); says which and why on stderr.
+pub fn device(a: &Args) -> Result<Device, String> {
+    let (device, why) =
+        em_connectomics::train::resolve_device(a.device, &em_connectomics::autoconf::probe())
+            .map_err(|e| e.to_string())?;
+    eprintln!("device: {why}");
+    Ok(device)
 }
 
 /// Prints the report as the last stdout line, or the error; the exit status says which.

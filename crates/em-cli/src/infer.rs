@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use em_core::ChunkedVolume;
 use em_core::{AnyArray, ChunkedVolumeExt, DType, InMemoryVolume};
 use em_data::TargetSpec;
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
-use em_models::{load_weights, model_predictor, sliding_window, Cpu, Model};
-use em_train::TrainConfig;
+use em_models::{load_weights, model_predictor, sliding_window, ConvBackend, Model, SlidingWindow};
+use em_train::{Device, DeviceChoice, TrainConfig};
 use serde_json::json;
 
 use crate::decode::DecodeArgs;
@@ -59,6 +60,10 @@ pub(crate) struct InferArgs {
     /// Replace existing outputs (never the input, the weights, a group or a directory).
     #[arg(long)]
     overwrite: bool,
+    /// Where to predict: auto (a GPU when this build has CUDA and one is visible, else the
+    /// CPU), cpu, cuda, cuda:N, or wgpu.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,11 +85,11 @@ fn load_config(a: &InferArgs) -> anyhow::Result<TrainConfig> {
 }
 
 /// The config's model with `weights`: a .safetensors file or a checkpoint directory.
-pub(crate) fn load_model(
+pub(crate) fn load_model<B: ConvBackend>(
     cfg: &TrainConfig,
     weights: &Path,
-    device: &burn::tensor::Device<Cpu>,
-) -> anyhow::Result<Model<Cpu>> {
+    device: &B::Device,
+) -> anyhow::Result<Model<B>> {
     Ok(if weights.is_dir() {
         em_train::checkpoint::load_for_inference(weights, cfg, device)?
     } else {
@@ -163,8 +168,8 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     let mut outputs: Vec<&Path> = vec![&a.out];
     outputs.extend(a.decode.as_deref());
     guard::outputs(&outputs, &inputs, a.overwrite)?;
-    let device = Default::default();
-    let model = load_model(&cfg, &weights, &device)?;
+    let (device, why) = em_train::resolve_device(a.device, &em_autoconf::probe())?;
+    eprintln!("device: {why}");
     let mut settings = cfg.inference_settings();
     if let Some(w) = &a.window {
         settings.window = match w.as_slice() {
@@ -227,41 +232,30 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         "use a smaller --window, or write DIR.zarr (streamed, any size)",
     )?;
     let bar = Bar::new();
-    let mut predictor = model_predictor(&model, &device);
-    if streamed {
-        let w = settings.window;
-        let options = ZarrOptions {
-            chunk_shape: Some(vec![
-                1,
-                w[0].min(spatial[0] as usize) as u64,
-                128.min(spatial[1]),
-                128.min(spatial[2]),
-            ]),
-            ..ZarrOptions::default()
-        };
-        let writer = ZarrWriter::create(&target, &out_shape, DType::F32, &options)?;
-        sliding_window(
-            input.as_ref(),
-            writer.volume(),
-            &settings,
-            &mut predictor,
-            &bar,
-        )?;
-        writer.commit()?;
-    } else {
-        let dims: Vec<usize> = out_shape.iter().map(|&d| d as usize).collect();
-        let output = InMemoryVolume::new(
-            AnyArray::from(ndarray::ArrayD::<f32>::zeros(dims)),
-            "prediction",
-        );
-        sliding_window(input.as_ref(), &output, &settings, &mut predictor, &bar)?;
-        let mut result = output.read_all()?;
-        if tiff {
-            // (1, Z, Y, X) → (Z, Y, X): TIFF stacks have no channel axis.
-            let p = result.into_typed::<f32>()?;
-            result = AnyArray::from(p.index_axis_move(ndarray::Axis(0), 0));
+    let job = Prediction {
+        cfg: &cfg,
+        weights: &weights,
+        input: input.as_ref(),
+        out: &a.out,
+        target: &target,
+        settings: &settings,
+        out_shape: &out_shape,
+        spatial: &spatial,
+        bar: &bar,
+    };
+    match device {
+        Device::Cpu => job.run::<em_models::Cpu>(&Default::default())?,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => {
+            job.run::<em_models::Cuda>(&burn::backend::cuda::CudaDevice { index: i })?
         }
-        em_io::write(&a.out, &result)?;
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => job.run::<em_models::Wgpu>(&Default::default())?,
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "--device {}: this build has no backend for it",
+            other.name()
+        ),
     }
     bar.0.finish_and_clear();
     let predicted_s = start.elapsed().as_secs_f64();
@@ -310,4 +304,61 @@ fn write_mask(probabilities: &Path, out: &Path, threshold: f32) -> anyhow::Resul
     let mask = p.mapv(|v| u8::from(v > threshold));
     em_io::write(out, &AnyArray::from(mask))?;
     Ok(())
+}
+
+/// One prediction: everything but the backend.
+struct Prediction<'a> {
+    cfg: &'a TrainConfig,
+    weights: &'a Path,
+    input: &'a dyn ChunkedVolume,
+    out: &'a Path,
+    target: &'a VolumePath,
+    settings: &'a SlidingWindow,
+    out_shape: &'a [u64],
+    spatial: &'a [u64],
+    bar: &'a Bar,
+}
+
+impl Prediction<'_> {
+    /// Loads the model on `device` and predicts the whole volume into the output.
+    fn run<B: ConvBackend>(&self, device: &B::Device) -> anyhow::Result<()> {
+        let model = load_model::<B>(self.cfg, self.weights, device)?;
+        let mut predictor = model_predictor(&model, device);
+        if self.target.format == Format::Zarr {
+            let w = self.settings.window;
+            let options = ZarrOptions {
+                chunk_shape: Some(vec![
+                    1,
+                    w[0].min(self.spatial[0] as usize) as u64,
+                    128.min(self.spatial[1]),
+                    128.min(self.spatial[2]),
+                ]),
+                ..ZarrOptions::default()
+            };
+            let writer = ZarrWriter::create(self.target, self.out_shape, DType::F32, &options)?;
+            sliding_window(
+                self.input,
+                writer.volume(),
+                self.settings,
+                &mut predictor,
+                self.bar,
+            )?;
+            writer.commit()?;
+        } else {
+            let dims: Vec<usize> = self.out_shape.iter().map(|&d| d as usize).collect();
+            let output = InMemoryVolume::new(
+                AnyArray::from(ndarray::ArrayD::<f32>::zeros(dims)),
+                "prediction",
+            );
+            sliding_window(self.input, &output, self.settings, &mut predictor, self.bar)?;
+            let mut result = output.read_all()?;
+            if self.target.format == Format::Tiff {
+                // (1, Z, Y, X) → (Z, Y, X): TIFF stacks have no channel axis.
+                let p = result.into_typed::<f32>()?;
+                result = AnyArray::from(p.index_axis_move(ndarray::Axis(0), 0));
+            }
+            em_io::write(self.out, &result)?;
+        }
+        Ok(())
+    }
 }

@@ -72,6 +72,9 @@ pub(crate) struct ForwardArgs {
     /// Replace an existing output file (never the input or the weights).
     #[arg(long)]
     overwrite: bool,
+    /// Where to run: auto, cpu, cuda, cuda:N or wgpu.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: em_train::DeviceChoice,
 }
 
 /// Arguments of `em model import`.
@@ -219,8 +222,41 @@ fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
             "crop the input, or predict it window by window with `em infer`",
         )?;
     }
-    let device = Default::default();
-    let mut model = config.init::<Cpu>(&device)?;
+    let (device, why) = em_train::resolve_device(a.device, &em_autoconf::probe())?;
+    eprintln!("device: {why}");
+    let (dims, values, report) = match device {
+        em_train::Device::Cpu => run_forward::<Cpu>(a, &config, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        em_train::Device::Cuda(i) => run_forward::<em_models::Cuda>(
+            a,
+            &config,
+            &burn::backend::cuda::CudaDevice { index: i },
+        )?,
+        #[cfg(feature = "wgpu")]
+        em_train::Device::Wgpu => run_forward::<em_models::Wgpu>(a, &config, &Default::default())?,
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "--device {}: this build has no backend for it",
+            other.name()
+        ),
+    };
+    let out = ndarray::ArrayD::from_shape_vec(dims.to_vec(), values)?;
+    em_io::write(&a.out, &AnyArray::from(out))?;
+    println!(
+        "{}",
+        json!({"out": a.out.display().to_string(), "shape": dims, "unused_tensors": report.unused,
+               "device": device.name()})
+    );
+    Ok(())
+}
+
+/// Loads the weights on `device` and runs the input through: `(dims, values, report)`.
+fn run_forward<B: em_models::ConvBackend>(
+    a: &ForwardArgs,
+    config: &MedNeXtConfig,
+    device: &B::Device,
+) -> anyhow::Result<(Vec<usize>, Vec<f32>, em_models::LoadReport)> {
+    let mut model = config.init::<B>(device)?;
     let report = load_mednext(&mut model, &a.weights, false)?;
     note_conversions(&a.weights, &report.converted);
     anyhow::ensure!(
@@ -251,19 +287,14 @@ fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
             .collect::<Vec<f32>>(),
         shape,
     );
-    let y = model.forward(Tensor::<Cpu, 5>::from_data(data, &device))?;
-    let dims = y.dims();
+    let y = model.forward(Tensor::<B, 5>::from_data(data, device))?;
+    let dims = y.dims().to_vec();
     let values: Vec<f32> = y
         .into_data()
+        .convert::<f32>()
         .to_vec()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let out = ndarray::ArrayD::from_shape_vec(dims.to_vec(), values)?;
-    em_io::write(&a.out, &AnyArray::from(out))?;
-    println!(
-        "{}",
-        json!({"out": a.out.display().to_string(), "shape": dims, "unused_tensors": report.unused})
-    );
-    Ok(())
+    Ok((dims, values, report))
 }
 
 fn import(a: &ImportArgs) -> anyhow::Result<()> {

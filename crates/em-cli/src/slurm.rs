@@ -155,6 +155,10 @@ pub(crate) struct DecodeJobArgs {
     /// Replace an existing output array (and, with --run, predicted affinities).
     #[arg(long)]
     overwrite: bool,
+    /// Where the prediction tasks run (checked on the compute node): auto, cpu, cuda,
+    /// cuda:N or wgpu. Ask the job for a GPU (`gpus = 1` in its [slurm] table) with cuda.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: em_train::DeviceChoice,
 }
 
 pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
@@ -358,6 +362,13 @@ struct PredictPlan {
     /// One marker file per predicted block.
     markers: PathBuf,
     script: PathBuf,
+    /// `--device` of the prediction tasks.
+    #[serde(default = "auto_device")]
+    device: String,
+}
+
+fn auto_device() -> String {
+    "auto".into()
 }
 
 impl PredictPlan {
@@ -446,7 +457,11 @@ fn prepare_prediction(
     let cfg = em_train::TrainConfig::load(&run.join("config.toml").display().to_string(), &[])
         .with_context(|| format!("{} is not a training run", run.display()))?;
     // The weights must load into the config's model: fail here, not in every task.
-    crate::infer::load_model(&cfg, &run.join("model.safetensors"), &Default::default())?;
+    crate::infer::load_model::<em_models::Cpu>(
+        &cfg,
+        &run.join("model.safetensors"),
+        &Default::default(),
+    )?;
     let (in_ch, k) = cfg.model.channels();
     let img = em_io::open(image)?;
     let ish = img.shape().to_vec();
@@ -482,6 +497,7 @@ fn prepare_prediction(
         blocks: grid.num_blocks(),
         markers: dir.join("predicted"),
         script: dir.join(format!("{base_name}-predict.sbatch")),
+        device: a.device.to_string(),
     };
     std::fs::create_dir_all(&plan.markers)
         .with_context(|| format!("creating {}", plan.markers.display()))?;
@@ -755,10 +771,49 @@ fn predict_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
         bail!("task {task}; the plan has tasks 0..{}", plan.tasks);
     }
     let cfg = em_train::TrainConfig::load(&pp.run.join("config.toml").display().to_string(), &[])?;
-    let device = Default::default();
-    let model = crate::infer::load_model(&cfg, &pp.run.join("model.safetensors"), &device)?;
+    let choice: em_train::DeviceChoice = pp.device.parse()?;
+    let (device, why) = em_train::resolve_device(choice, &em_autoconf::probe())?;
+    eprintln!("device: {why}");
+    let (done, skipped) = match device {
+        em_train::Device::Cpu => {
+            predict_blocks::<em_models::Cpu>(&plan, pp, &cfg, task, &Default::default())?
+        }
+        #[cfg(feature = "cuda")]
+        em_train::Device::Cuda(i) => predict_blocks::<em_models::Cuda>(
+            &plan,
+            pp,
+            &cfg,
+            task,
+            &burn::backend::cuda::CudaDevice { index: i },
+        )?,
+        #[cfg(feature = "wgpu")]
+        em_train::Device::Wgpu => {
+            predict_blocks::<em_models::Wgpu>(&plan, pp, &cfg, task, &Default::default())?
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!(
+            "--device {}: this build has no backend for it",
+            other.name()
+        ),
+    };
+    println!(
+        "{}",
+        json!({"task": task, "predicted": done, "already_done": skipped})
+    );
+    Ok(())
+}
+
+/// Predicts task `task`'s blocks on `device`: `(predicted, already done)`.
+fn predict_blocks<B: em_models::ConvBackend>(
+    plan: &DecodePlan,
+    pp: &PredictPlan,
+    cfg: &em_train::TrainConfig,
+    task: u64,
+    device: &B::Device,
+) -> anyhow::Result<(u64, u64)> {
+    let model = crate::infer::load_model::<B>(cfg, &pp.run.join("model.safetensors"), device)?;
     let settings = cfg.inference_settings();
-    let mut predictor = em_models::model_predictor(&model, &device);
+    let mut predictor = em_models::model_predictor(&model, device);
     let image = em_io::open(&pp.image)?;
     let aff = em_io::open(&plan.affinities)?;
     let k = aff.shape()[0];
@@ -798,11 +853,7 @@ fn predict_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
         em_io::write_atomic(&pp.marker(i), b"")?;
         done += 1;
     }
-    println!(
-        "{}",
-        json!({"task": task, "predicted": done, "already_done": skipped})
-    );
-    Ok(())
+    Ok((done, skipped))
 }
 
 fn decode_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {

@@ -928,3 +928,60 @@ fn sigterm_checkpoints_and_resume_finishes_the_run() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("none.safetensors"));
 }
+
+#[test]
+fn a_device_this_build_or_machine_lacks_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::tiny_train_config(dir.path(), 2, false);
+    let out = dir.path().join("run");
+    let help = em(&["train", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--device <DEVICE>"));
+    for (device, expect) in [
+        ("tpu", "auto, cpu, cuda, cuda:N"),
+        // Without the `cuda` feature the build says how to get it; with it, a machine
+        // without a GPU says what is missing.
+        ("cuda", "cuda"),
+    ] {
+        let o = em(&[
+            "train",
+            cfg.to_str().unwrap(),
+            "--device",
+            device,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(expect),
+            "{device}: {err}"
+        );
+        assert!(!out.exists(), "{device}: nothing was written");
+    }
+    if !cfg!(feature = "cuda") {
+        let o = em(&[
+            "train",
+            cfg.to_str().unwrap(),
+            "--device",
+            "cuda",
+            "--out",
+            "x",
+        ]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--features cuda"));
+    }
+    // Mixed precision on the CPU is refused with the reason.
+    let o = em(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--set",
+        "precision=\"f16\"",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("runs on a GPU device"),
+        "{err}"
+    );
+}

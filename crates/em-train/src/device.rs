@@ -181,9 +181,9 @@ fn wgpu_adapter() -> Result<()> {
 pub enum TrainedModel {
     /// On the CPU.
     Cpu(Model<em_models::Cpu>),
-    /// On an NVIDIA GPU.
+    /// On NVIDIA GPU `index`.
     #[cfg(feature = "cuda")]
-    Cuda(Model<em_models::Cuda>),
+    Cuda(Model<em_models::Cuda>, usize),
     /// On a wgpu adapter.
     #[cfg(feature = "wgpu")]
     Wgpu(Model<em_models::Wgpu>),
@@ -198,9 +198,38 @@ impl TrainedModel {
         match self {
             Self::Cpu(m) => em_models::save_weights(m, path),
             #[cfg(feature = "cuda")]
-            Self::Cuda(m) => em_models::save_weights(m, path),
+            Self::Cuda(m, _) => em_models::save_weights(m, path),
             #[cfg(feature = "wgpu")]
             Self::Wgpu(m) => em_models::save_weights(m, path),
+        }
+    }
+
+    /// Predicts `image (C, Z, Y, X)` window by window on the model's device: `(k, Z, Y,
+    /// X)` (see [`crate::validate::predict`]).
+    ///
+    /// # Errors
+    /// As [`crate::validate::predict`].
+    pub fn predict(
+        &self,
+        image: &ndarray::Array4<f32>,
+        k: usize,
+        window: &em_models::SlidingWindow,
+        progress: &dyn em_core::Progress,
+    ) -> Result<ndarray::Array4<f32>> {
+        use crate::validate::predict;
+        match self {
+            Self::Cpu(m) => predict(m, image, k, window, &Default::default(), progress),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(m, i) => predict(
+                m,
+                image,
+                k,
+                window,
+                &burn::backend::cuda::CudaDevice { index: *i },
+                progress,
+            ),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(m) => predict(m, image, k, window, &Default::default(), progress),
         }
     }
 }
@@ -223,7 +252,7 @@ pub struct DeviceTrained {
 
 fn finish<B: TrainBackend>(
     t: Trained<B>,
-    wrap: fn(Model<B::InnerBackend>) -> TrainedModel,
+    wrap: impl FnOnce(Model<B::InnerBackend>) -> TrainedModel,
 ) -> DeviceTrained {
     DeviceTrained {
         model: wrap(t.inference_model()),
@@ -273,12 +302,12 @@ pub fn train_on(
                     train::<Autodiff<em_models::Cuda, BalancedCheckpointing>>(
                         cfg, opener, &d, opts, on_event,
                     )?,
-                    TrainedModel::Cuda,
+                    |m| TrainedModel::Cuda(m, i),
                 )
             } else {
                 finish(
                     train::<Autodiff<em_models::Cuda>>(cfg, opener, &d, opts, on_event)?,
-                    TrainedModel::Cuda,
+                    |m| TrainedModel::Cuda(m, i),
                 )
             })
         }

@@ -211,7 +211,7 @@ pub fn train<B: TrainBackend>(
         ))
         .init::<B, Model<B>>();
     let mut ema_model = cfg.ema.as_ref().map(|_| ema::init(&model));
-    let mut scaler = (cfg.precision == em_autoconf::Precision::F16).then(|| LossScaleState {
+    let mut scaler = (cfg.precision == em_autoconf::Precision::F16).then_some(LossScaleState {
         scale: cfg.loss_scale.initial,
         good_steps: 0,
     });
