@@ -2,7 +2,7 @@
 //! (which runs PyTorch + MONAI on the same weights and input).
 //!
 //! ```text
-//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray|cuda|wgpu] [BATCH=1]
+//! cargo run --release --example mednext_step -- WEIGHTS.safetensors [SIDE=64] [REPEATS=3] [flex|ndarray|cuda|wgpu] [BATCH=1] [f32|bf16|f16]
 //! cargo run --release --example mednext_step --features ndarray -- W 64 1 ndarray
 //! cargo run --release --example mednext_step --features cuda -- W 128 3 cuda 2
 //! ```
@@ -11,7 +11,9 @@
 //! weight decay 1e-2, as `torch.optim.AdamW`'s defaults) includes zeroing nothing, since burn's
 //! gradients are fresh per backward pass. Prints one JSON line: best `forward_s`,
 //! `forward_backward_s`, `adamw_step_s`, `peak_rss_bytes`, `output_mean`, after one untimed
-//! pass of each. On the GPU each timing ends with a device sync.
+//! pass of each. On the GPU each timing ends with a device sync. With `bf16` or `f16` (GPU
+//! backends) the input is cast to that type and the weights where they are used, as mixed
+//! precision training does, and the output back to float32 for the loss.
 
 use std::time::Instant;
 
@@ -37,6 +39,12 @@ fn main() -> Res<()> {
     let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let backend = args.get(4).map_or("flex", String::as_str);
     let batch: usize = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let dtype = match args.get(6).map_or("f32", String::as_str) {
+        "f32" => burn::tensor::DType::F32,
+        "bf16" => burn::tensor::DType::BF16,
+        "f16" => burn::tensor::DType::F16,
+        other => return Err(format!("precision {other:?}: f32, bf16 or f16").into()),
+    };
     let config = config_from_checkpoint(&weights)?;
     let bench = Bench {
         input: (0..batch * config.in_channels * side * side * side)
@@ -46,6 +54,7 @@ fn main() -> Res<()> {
         config,
         weights,
         repeats,
+        dtype,
     };
     let t = match backend {
         "flex" => bench.run::<Cpu>(&Default::default())?,
@@ -79,6 +88,7 @@ struct Bench {
     input: Vec<f32>,
     shape: Vec<usize>,
     repeats: usize,
+    dtype: burn::tensor::DType,
 }
 
 /// Best seconds of each measurement.
@@ -91,10 +101,15 @@ struct Timings {
 
 impl Bench {
     fn tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 5> {
-        Tensor::from_data(
+        let t = Tensor::from_data(
             TensorData::new(self.input.clone(), self.shape.clone()),
             device,
-        )
+        );
+        if self.dtype == burn::tensor::DType::F32 {
+            t
+        } else {
+            t.cast(self.dtype)
+        }
     }
 
     fn model<B: ConvBackend>(&self, device: &B::Device) -> Res<MedNeXt<B>> {
@@ -128,6 +143,7 @@ impl Bench {
         let forward_s = self.best("forward", || {
             let m: f32 = model
                 .forward(self.tensor(device))?
+                .cast(burn::tensor::DType::F32)
                 .mean()
                 .into_scalar()
                 .elem();
@@ -139,7 +155,13 @@ impl Bench {
         let model = self.model::<Autodiff<B>>(device)?;
         let forward_backward_s = self.best("forward+backward", || {
             let x = self.tensor::<Autodiff<B>>(device).require_grad();
-            drop(model.forward(x)?.mean().backward());
+            drop(
+                model
+                    .forward(x)?
+                    .cast(burn::tensor::DType::F32)
+                    .mean()
+                    .backward(),
+            );
             sync()?;
             Ok(())
         })?;
@@ -150,7 +172,11 @@ impl Bench {
             .init::<Autodiff<B>, MedNeXt<Autodiff<B>>>();
         let adamw_step_s = self.best("AdamW step", || {
             let m = model.take().ok_or("model lost")?;
-            let grads = m.forward(self.tensor(device))?.mean().backward();
+            let grads = m
+                .forward(self.tensor(device))?
+                .cast(burn::tensor::DType::F32)
+                .mean()
+                .backward();
             let grads = GradientsParams::from_grads(grads, &m);
             let m = optim.step(1e-3, m, grads);
             sync()?;

@@ -47,6 +47,10 @@ pub(crate) struct InferArgs {
     /// Test-time augmentation: none, flip (8 flips) or rot90 (16 flips and turns).
     #[arg(long)]
     tta: Option<Tta>,
+    /// Windows (augmentation variants included) per forward pass (default: the config's
+    /// [inference] batch, else 1); larger batches keep a GPU busy, the result is the same.
+    #[arg(long)]
+    batch: Option<usize>,
     /// After predicting, write a segmentation here: affinities are decoded (BANIS
     /// connected components), one-channel probabilities thresholded into a 0/1 uint8 mask.
     #[arg(long)]
@@ -131,12 +135,13 @@ fn fit_window(
 fn memory_needed(
     cfg: &TrainConfig,
     window: [usize; 3],
+    batch: usize,
     input_bytes: Option<u64>,
     out_shape: &[u64],
     streamed: bool,
 ) -> Option<u64> {
     let model = match cfg.model.mednext() {
-        Some(m) => m.inference_memory(guard::bytes_of(&window.map(|w| w as u64), 1)?)?,
+        Some(m) => m.inference_memory(guard::bytes_of(&window.map(|w| w as u64), batch as u64)?)?,
         None => 0,
     };
     let output = if streamed {
@@ -179,6 +184,10 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     }
     if let Some(o) = a.overlap {
         settings.overlap = [o; 3];
+    }
+    if let Some(b) = a.batch {
+        anyhow::ensure!(b >= 1, "--batch must be at least 1");
+        settings.batch = b;
     }
     match a.tta {
         Some(Tta::None) => (settings.flip_tta, settings.rot90_tta) = (false, false),
@@ -228,7 +237,14 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     };
     guard::memory(
         &format!("predicting {}", a.input.display()),
-        memory_needed(&cfg, settings.window, in_memory_input, &out_shape, streamed),
+        memory_needed(
+            &cfg,
+            settings.window,
+            settings.batch,
+            in_memory_input,
+            &out_shape,
+            streamed,
+        ),
         "use a smaller --window, or write DIR.zarr (streamed, any size)",
     )?;
     let bar = Bar::new();

@@ -67,10 +67,18 @@ pub struct SlidingWindow {
     /// channels such as masks that flip plainly.
     #[serde(default)]
     pub offsets: Option<Vec<[i64; 3]>>,
+    /// Windows (test-time-augmentation variants included) per forward pass: on a GPU a
+    /// batch keeps the device busy; the result is the same for every batch size.
+    #[serde(default = "one")]
+    pub batch: usize,
 }
 
 fn half() -> [f32; 3] {
     [0.5; 3]
+}
+
+fn one() -> usize {
+    1
 }
 
 impl SlidingWindow {
@@ -84,10 +92,17 @@ impl SlidingWindow {
             flip_tta: false,
             rot90_tta: false,
             offsets: None,
+            batch: 1,
         }
     }
 
     fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(ModelError::InvalidConfig {
+                name: "sliding window",
+                reason: "batch must be at least 1".into(),
+            });
+        }
         if self.window.contains(&0) || self.overlap.iter().any(|o| !(0.0..1.0).contains(o)) {
             return Err(ModelError::InvalidConfig {
                 name: "sliding window",
@@ -239,6 +254,9 @@ pub fn sliding_window(
         .map(|a| SlidingWindow::starts(dims[a], win[a], settings.overlap[a]))
         .collect();
     let weights = settings.weights();
+    // Windows per forward pass: each brings its test-time-augmentation variants.
+    let variants = if settings.rot90_tta { 2 } else { 1 } * if settings.flip_tta { 8 } else { 1 };
+    let per_call = (settings.batch / variants).max(1);
     let total = (starts[0].len() * starts[1].len() * starts[2].len()) as u64;
     progress.start("sliding window", total);
     let (ny, nx) = (dims[1], dims[2]);
@@ -261,8 +279,12 @@ pub fn sliding_window(
                 .assign(&wsum);
             wsum = w2;
         }
-        for &y0 in &starts[1] {
-            for &x0 in &starts[2] {
+        // Windows wait here until a forward pass's worth (`settings.batch` variants) is
+        // collected; at most that many are held at once.
+        let mut row: Vec<([usize; 2], [usize; 3], Array5<f32>)> = Vec::new();
+        let last = (starts[1].len(), starts[2].len());
+        for (yi, &y0) in starts[1].iter().enumerate() {
+            for (xi, &x0) in starts[2].iter().enumerate() {
                 let ext = [
                     z1 - z0,
                     (y0 + win[1]).min(ny) - y0,
@@ -290,20 +312,34 @@ pub fn sliding_window(
                                 found: ext.to_vec(),
                             })?,
                     );
-                let pred = predict_window(window, settings, k, predict)?;
-                let wz = weights.slice(s![..ext[0], ..ext[1], ..ext[2]]);
-                for ch in 0..k {
-                    let mut dst =
-                        acc.slice_mut(s![ch, z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
-                    let src = pred.slice(s![ch, ..ext[0], ..ext[1], ..ext[2]]);
-                    ndarray::Zip::from(&mut dst)
-                        .and(&src)
-                        .and(&wz)
-                        .for_each(|d, &p, &w| *d += p * w);
+                row.push(([y0, x0], ext, window));
+                if row.len() < per_call && (yi + 1, xi + 1) != last {
+                    continue;
                 }
-                let mut dw = wsum.slice_mut(s![z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
-                dw += &wz;
-                progress.advance(1);
+                let batch: Vec<_> = std::mem::take(&mut row);
+                let (places, windows): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|(at, ext, w)| ((at, ext), w)).unzip();
+                let preds = predict_windows(windows, settings, k, predict)?;
+                for (([y0, x0], ext), pred) in places.into_iter().zip(preds) {
+                    let wz = weights.slice(s![..ext[0], ..ext[1], ..ext[2]]);
+                    for ch in 0..k {
+                        let mut dst = acc.slice_mut(s![
+                            ch,
+                            z0 - lo..z1 - lo,
+                            y0..y0 + ext[1],
+                            x0..x0 + ext[2]
+                        ]);
+                        let src = pred.slice(s![ch, ..ext[0], ..ext[1], ..ext[2]]);
+                        ndarray::Zip::from(&mut dst)
+                            .and(&src)
+                            .and(&wz)
+                            .for_each(|d, &p, &w| *d += p * w);
+                    }
+                    let mut dw =
+                        wsum.slice_mut(s![z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
+                    dw += &wz;
+                    progress.advance(1);
+                }
             }
         }
         // Planes before the next window's start are final.
@@ -352,37 +388,20 @@ fn to_f32(a: AnyArray) -> Result<ArrayD<f32>> {
     }
 }
 
-/// One window through the model (with flips if asked), activation applied, `(K, w, w, w)`.
-fn predict_window(
-    window: Array5<f32>,
+/// Windows `(1, C, w, w, w)` through the model (each with its flips and turns if asked),
+/// activation applied, `(K, w, w, w)` each. Every window's variants run
+/// `settings.batch` at a time, stacked on the batch axis.
+fn predict_windows(
+    windows: Vec<Array5<f32>>,
     settings: &SlidingWindow,
     k: usize,
     predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>,
-) -> Result<Array4<f32>> {
+) -> Result<Vec<Array4<f32>>> {
     let act = |x: f32| match settings.activation {
         OutputActivation::None => x,
         OutputActivation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         OutputActivation::BanisSigmoid => 1.0 / (1.0 + (-0.2 * x).exp()),
     };
-    let run = |w: Array5<f32>,
-               predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>|
-     -> Result<Array4<f32>> {
-        let out = predict(w)?;
-        let dims = out.dim();
-        if dims.0 != 1 || dims.1 != k {
-            return Err(ModelError::BadInput {
-                expected: format!("model output (1, {k}, …)"),
-                found: out.shape().to_vec(),
-            });
-        }
-        Ok(out.index_axis_move(Axis(0), 0).mapv(act))
-    };
-    if !settings.flip_tta && !settings.rot90_tta {
-        return run(window, predict);
-    }
-    let shape = window.dim();
-    let mut sum = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
-    let mut count = Array4::<f32>::zeros((k, shape.2, shape.3, shape.4));
     let transposes: &[bool] = if settings.rot90_tta {
         &[false, true]
     } else {
@@ -394,22 +413,58 @@ fn predict_window(
     } else {
         Vec::new()
     };
-    for &transpose in transposes {
-        for flips in 0..flip_sets {
-            let axes: Vec<usize> = (0..3).filter(|a| flips & (1 << a) != 0).collect();
-            let mut w = window.clone();
-            if transpose {
-                w.swap_axes(3, 4);
+    // Every (window, transpose, flipped axes) to run, in order.
+    let mut variants: Vec<(usize, bool, Vec<usize>)> = Vec::new();
+    for i in 0..windows.len() {
+        for &transpose in transposes {
+            for flips in 0..flip_sets {
+                let axes: Vec<usize> = (0..3).filter(|a| flips & (1 << a) != 0).collect();
+                variants.push((i, transpose, axes));
             }
-            for &a in &axes {
-                w.invert_axis(Axis(2 + a));
+        }
+    }
+    let mut sums: Vec<Option<(Array4<f32>, Array4<f32>)>> = vec![None; windows.len()];
+    for group in variants.chunks(settings.batch.max(1)) {
+        let inputs: Vec<Array5<f32>> = group
+            .iter()
+            .map(|(i, transpose, axes)| {
+                let mut w = windows[*i].clone();
+                if *transpose {
+                    w.swap_axes(3, 4);
+                }
+                for &a in axes {
+                    w.invert_axis(Axis(2 + a));
+                }
+                w.as_standard_layout().into_owned()
+            })
+            .collect();
+        let views: Vec<_> = inputs.iter().map(|w| w.view()).collect();
+        let stacked = ndarray::concatenate(Axis(0), &views).map_err(|_| ModelError::BadInput {
+            expected: "windows of one shape".into(),
+            found: inputs[0].shape().to_vec(),
+        })?;
+        let out = predict(stacked)?;
+        if out.dim().0 != group.len() || out.dim().1 != k {
+            return Err(ModelError::BadInput {
+                expected: format!("model output ({}, {k}, …)", group.len()),
+                found: out.shape().to_vec(),
+            });
+        }
+        for ((i, transpose, axes), p) in group.iter().zip(out.outer_iter()) {
+            let mut p = p.mapv(act);
+            if !settings.flip_tta && !settings.rot90_tta {
+                sums[*i] = Some((p, Array4::ones((1, 1, 1, 1))));
+                continue;
             }
-            let mut p = run(w.as_standard_layout().into_owned(), predict)?;
-            for &a in &axes {
+            for &a in axes {
                 p.invert_axis(Axis(1 + a));
             }
-            let (mut s, mut c) = unflip_offsets(&p, &axes, settings.offsets.as_deref());
-            if transpose {
+            let (mut s, mut c) = unflip_offsets(&p, axes, settings.offsets.as_deref());
+            let (sum, count) = sums[*i].get_or_insert_with(|| {
+                let d = p.dim();
+                (Array4::zeros(d), Array4::zeros(d))
+            });
+            if *transpose {
                 // In the transposed frame channel ch predicted the edge with y and x swapped,
                 // i.e. channel partner[ch] of the original frame.
                 s.swap_axes(2, 3);
@@ -423,13 +478,23 @@ fn predict_window(
                         .zip_mut_with(&c.index_axis(Axis(0), ch), |a, b| *a += b);
                 }
             } else {
-                sum += &s;
-                count += &c;
+                *sum += &s;
+                *count += &c;
             }
         }
     }
-    // The unflipped pass always counts, so every count is ≥ 1.
-    Ok(sum / count)
+    sums.into_iter()
+        .map(|s| {
+            let (sum, count) = s.expect("every window ran at least its plain variant");
+            // Without augmentation the sum is the prediction; with it, the unflipped pass
+            // always counts, so every count is ≥ 1.
+            Ok(if settings.flip_tta || settings.rot90_tta {
+                sum / count
+            } else {
+                sum
+            })
+        })
+        .collect()
 }
 
 /// A flipped prediction moved back to the unflipped frame: a flipped affinity predicts the

@@ -101,6 +101,7 @@ fn identity_model_reconstructs_the_input_for_every_blend() {
                 flip_tta: false,
                 rot90_tta: false,
                 offsets: None,
+                batch: 3,
             };
             let got = run(&input, 2, &settings, &mut |w| Ok(w));
             let err = got
@@ -163,17 +164,16 @@ fn offsets_model(
             .as_slice()
             .expect("windows arrive in standard layout")
             .to_vec();
-        let at = |i: usize, j: usize, k: usize| raw[(i * y + j) * x + k];
-        let _ = n;
+        let at = |b: usize, i: usize, j: usize, k: usize| raw[((b * z + i) * y + j) * x + k];
         Ok(Array5::from_shape_fn(
-            (1, offsets.len(), z, y, x),
-            |(_, c, i, j, k)| {
+            (n, offsets.len(), z, y, x),
+            |(b, c, i, j, k)| {
                 let [dz, dy, dx] = offsets[c];
                 let (p, q, r) = (i as i64 + dz, j as i64 + dy, k as i64 + dx);
                 let inside = (0..z as i64).contains(&p)
                     && (0..y as i64).contains(&q)
                     && (0..x as i64).contains(&r);
-                f32::from(inside && at(i, j, k) == at(p as usize, q as usize, r as usize))
+                f32::from(inside && at(b, i, j, k) == at(b, p as usize, q as usize, r as usize))
             },
         ))
     }
@@ -224,6 +224,50 @@ fn rot90_and_flip_tta_return_each_affinity_to_its_channel() {
     oblong.rot90_tta = true;
     let e = sliding_window(&input, &out, &oblong, &mut |w| Ok(w), &NoProgress).unwrap_err();
     assert!(e.to_string().contains("equal y and x"), "{e}");
+}
+
+#[test]
+fn batched_windows_give_the_same_prediction() {
+    // Several windows per row and z slab, with a last window snapped to the far edge.
+    let labels = Array4::from_shape_fn((1, 13, 20, 22), |(_, z, y, x)| {
+        ((x / 3) * 10 + (y / 4) * 3 + z / 5) as f32 + 0.25 * ((x * 7 + y * 3 + z) % 5) as f32
+    });
+    let offsets = vec![[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 3], [0, 3, 0]];
+    let mut base = SlidingWindow::new([8, 8, 8]);
+    base.offsets = Some(offsets.clone());
+    for (flip, rot) in [(false, false), (true, false), (true, true)] {
+        let mut settings = base.clone();
+        (settings.flip_tta, settings.rot90_tta) = (flip, rot);
+        let want = run(&labels, 5, &settings, &mut offsets_model(offsets.clone()));
+        for batch in [2, 3, 8, 17, 64] {
+            settings.batch = batch;
+            let mut largest = 0;
+            let mut model = offsets_model(offsets.clone());
+            let mut counting = |w: Array5<f32>| {
+                largest = largest.max(w.dim().0);
+                model(w)
+            };
+            let got = run(&labels, 5, &settings, &mut counting);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err < 1e-6,
+                "batch {batch}, flip {flip}, rot90 {rot}: differs by {err}"
+            );
+            assert!(
+                largest <= batch && largest > 1,
+                "batch {batch}: passes of {largest}"
+            );
+        }
+    }
+    let mut zero = base.clone();
+    zero.batch = 0;
+    let out = vol(Array4::zeros((5, 13, 20, 22)));
+    let e = sliding_window(&vol(labels), &out, &zero, &mut |w| Ok(w), &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("batch"), "{e}");
 }
 
 #[test]
