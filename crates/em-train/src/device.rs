@@ -178,6 +178,8 @@ fn wgpu_adapter() -> Result<()> {
 }
 
 /// A trained model on whichever backend it trained on.
+// One value per run: boxing the larger GPU variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TrainedModel {
     /// On the CPU.
     Cpu(Model<em_models::Cpu>),

@@ -12,43 +12,25 @@ use burn::tensor::DType;
 use em_core::ChunkedVolume;
 use em_train::{Device, Event, RunOptions, StepLog, TrainConfig, TrainedModel};
 
-const TINY: &str = r#"
-seed = 1
-steps = 12
-batch_size = 2
-workers = 1
-augment = "none"
-
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 1
-width = 4
-kernel_size = 3
-ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-
-[data]
-patch = { patch = [16, 32, 32], epoch_len = 64 }
-
-[[data.sources]]
-source = { kind = "synthetic", synth = "mito", shape = [16, 96, 96], seed = 2 }
-
-[targets]
-kind = "foreground"
-
-[optimizer]
-lr = 3e-3
-warmup = 2
-"#;
+/// The CPU tests' tiny run, with the changes below (12 steps, no augmentation).
+const TINY: &str = include_str!("fixtures/tiny.toml");
+const CHANGES: [&str; 3] = ["steps=12", "augment=\"none\"", "optimizer.warmup=2"];
 
 fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_io::open(p).map_err(|e| e.to_string())
 }
 
+fn config(overrides: &[&str]) -> em_train::Result<TrainConfig> {
+    let o: Vec<String> = CHANGES
+        .iter()
+        .chain(overrides)
+        .map(|s| s.to_string())
+        .collect();
+    TrainConfig::from_toml(TINY, &o)
+}
+
 fn run(overrides: &[&str]) -> em_train::Result<em_train::DeviceTrained> {
-    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let cfg = TrainConfig::from_toml(TINY, &o)?;
+    let cfg = config(overrides)?;
     em_train::train_on(
         Device::Wgpu,
         &cfg,
@@ -132,7 +114,7 @@ fn an_overflowing_float16_step_is_skipped_and_the_scale_backs_off() {
         "the loss itself is finite"
     );
     // The weights are those the seed gives: no optimizer step touched them.
-    let cfg = TrainConfig::from_toml(TINY, &[]).unwrap();
+    let cfg = config(&[]).unwrap();
     let initial = cfg
         .model
         .build_seeded::<em_models::Wgpu>(&Default::default(), cfg.seed)
@@ -155,7 +137,7 @@ fn precisions_the_device_lacks_are_refused_before_training() {
             "{e}"
         );
     }
-    let cfg = TrainConfig::from_toml(TINY, &["precision=\"f16\"".into()]).unwrap();
+    let cfg = config(&["precision=\"f16\""]).unwrap();
     let e = em_train::train_on(
         Device::Cpu,
         &cfg,

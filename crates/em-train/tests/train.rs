@@ -7,36 +7,7 @@ use std::path::Path;
 use em_core::ChunkedVolume;
 use em_train::{train, Event, RunOptions, TrainConfig, TrainError};
 
-const TINY: &str = r#"
-seed = 1
-steps = 40
-batch_size = 2
-workers = 1
-augment = "light"
-log_every = 5
-
-[model]
-arch = "mednext_custom"
-in_channels = 1
-out_channels = 1
-width = 4
-kernel_size = 3
-ratios = [2, 2, 2, 2, 2, 2, 2, 2, 2]
-blocks = [1, 1, 1, 1, 1, 1, 1, 1, 1]
-
-[data]
-patch = { patch = [16, 32, 32], epoch_len = 64 }
-
-[[data.sources]]
-source = { kind = "synthetic", synth = "mito", shape = [16, 96, 96], seed = 2 }
-
-[targets]
-kind = "foreground"
-
-[optimizer]
-lr = 3e-3
-warmup = 4
-"#;
+const TINY: &str = include_str!("fixtures/tiny.toml");
 
 fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_io::open(p).map_err(|e| e.to_string())
