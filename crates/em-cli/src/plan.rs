@@ -33,9 +33,9 @@ pub(crate) fn run(a: &PlanArgs) -> anyhow::Result<()> {
             if a.all {
                 cfg.auto = AUTO_KEYS.iter().map(|k| k.to_string()).collect();
             }
-            // This binary trains on the CPU (the cuda build is the examples').
+            // `em train --device auto` trains on a GPU where this build has CUDA.
             Some(
-                cfg.plan(&hw, &opener, false)
+                cfg.plan(&hw, &opener, em_train::device::HAS_CUDA)
                     .with_context(|| format!("planning {c}"))?,
             )
         }
