@@ -60,9 +60,9 @@ fn a_24_gib_gpu_and_an_80_gib_gpu_get_plans_that_fit_them() {
         let mut cfg = all_auto("banis_s", &["effective_batch=8"]);
         let plan = cfg.resolve_auto(&hw, &opener, true).unwrap().unwrap();
         assert_eq!(plan.device.value, Device::Gpu);
-        // The trainer runs float32 only: the plan says mixed precision would suit the card.
-        assert_eq!(cfg.precision, Precision::F32);
-        assert!(plan.precision.reason.contains("mixed precision"));
+        // Compute capability 8.6 has bfloat16 tensor cores: mixed precision in bf16.
+        assert_eq!(cfg.precision, Precision::Bf16);
+        assert!(plan.precision.reason.contains("bfloat16"), "{}", plan.precision.reason);
         assert!(cfg.data.patch.patch.iter().all(|s| s % 16 == 0));
         assert!((plan.step_bytes as f64) <= 0.85 * gib as f64 * GIB);
         assert!(cfg.batch_size * cfg.accumulate >= 8);
@@ -149,7 +149,7 @@ fn auto_values_fail_clearly_where_they_cannot_be_planned() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("MedNeXt"), "{e}");
-    // Half precision is refused by the float32 trainer.
+    // Half precision is refused for CPU training.
     let e = TrainConfig::load("lucchi_cpu", &["precision=\"bf16\"".into()])
         .unwrap()
         .plan(&hw, &opener, false)
