@@ -62,7 +62,11 @@ fn a_24_gib_gpu_and_an_80_gib_gpu_get_plans_that_fit_them() {
         assert_eq!(plan.device.value, Device::Gpu);
         // Compute capability 8.6 has bfloat16 tensor cores: mixed precision in bf16.
         assert_eq!(cfg.precision, Precision::Bf16);
-        assert!(plan.precision.reason.contains("bfloat16"), "{}", plan.precision.reason);
+        assert!(
+            plan.precision.reason.contains("bfloat16"),
+            "{}",
+            plan.precision.reason
+        );
         assert!(cfg.data.patch.patch.iter().all(|s| s % 16 == 0));
         assert!((plan.step_bytes as f64) <= 0.85 * gib as f64 * GIB);
         assert!(cfg.batch_size * cfg.accumulate >= 8);
