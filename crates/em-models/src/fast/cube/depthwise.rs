@@ -8,7 +8,8 @@
 //! - `scatter`: fine[i] = Σₖ w[k]·coarse[(i + p − k)/s] (the transposed convolution; the
 //!   input gradient of the convolution);
 //! - `weight_grad`: dw[k] = Σₙ,ₒ fine[s·o + k − p]·coarse[o], a reduction over every voxel,
-//!   split into chunks that each cube sums in shared memory, then one sum over the chunks.
+//!   split into chunks; each unit accumulates all k³ taps for its voxels (reading the coarse
+//!   gradient once), each cube sums every tap in shared memory, then one sum over the chunks.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -182,7 +183,10 @@ fn scatter_kernel<F: Float>(
     fine[pos] = F::cast_from(acc);
 }
 
-/// Partial sums `partial[(c·k³ + tap)·chunks + chunk]` of the weight gradient.
+/// Partial sums `partial[(c·k³ + tap)·chunks + chunk]` of the weight gradient. Each unit
+/// reads a coarse gradient value once and adds its products with all `k³` fine inputs it
+/// meets (neighbours, mostly cached), so the coarse gradient is read once instead of once
+/// per tap; the cube then sums each tap in shared memory.
 #[cube(launch)]
 fn weight_grad_kernel<F: Float>(
     fine: &Tensor<F>,
@@ -191,16 +195,13 @@ fn weight_grad_kernel<F: Float>(
     g: Geometry,
     n: usize,
     chunk: usize,
+    #[comptime] taps: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let chunks = CUBE_COUNT_X as usize;
     let j = CUBE_POS_X as usize;
     let c = CUBE_POS_Y as usize;
-    let tap = CUBE_POS_Z as usize;
     let k = g.k;
-    let kx = tap % k;
-    let ky = (tap / k) % k;
-    let kz = tap / (k * k);
     let vc = g.cz * g.cy * g.cx;
     let vf = g.fz * g.fy * g.fx;
     let total = n * vc;
@@ -209,7 +210,10 @@ fn weight_grad_kernel<F: Float>(
     if end > total {
         end = total;
     }
-    let mut acc = f32::new(0.0);
+    let mut acc = Array::<f32>::new(taps);
+    for t in 0..taps {
+        acc[t] = f32::new(0.0);
+    }
     let mut e = start + UNIT_POS_X as usize;
     while e < end {
         let b = e / vc;
@@ -217,25 +221,36 @@ fn weight_grad_kernel<F: Float>(
         let ox = o % g.cx;
         let oy = (o / g.cx) % g.cy;
         let oz = o / (g.cx * g.cy);
-        let zz = oz * g.s + kz;
-        let yy = oy * g.s + ky;
-        let xx = ox * g.s + kx;
-        if zz >= g.p
-            && zz - g.p < g.fz
-            && yy >= g.p
-            && yy - g.p < g.fy
-            && xx >= g.p
-            && xx - g.p < g.fx
-        {
-            let nc = b * g.c + c;
-            let fi = nc * vf + ((zz - g.p) * g.fy + yy - g.p) * g.fx + xx - g.p;
-            acc += f32::cast_from(fine[fi]) * f32::cast_from(coarse[nc * vc + o]);
+        let nc = b * g.c + c;
+        let gv = f32::cast_from(coarse[nc * vc + o]);
+        let base = nc * vf;
+        for kz in 0..k {
+            let zz = oz * g.s + kz;
+            if zz >= g.p && zz - g.p < g.fz {
+                for ky in 0..k {
+                    let yy = oy * g.s + ky;
+                    if yy >= g.p && yy - g.p < g.fy {
+                        let row = base + ((zz - g.p) * g.fy + yy - g.p) * g.fx;
+                        for kx in 0..k {
+                            let xx = ox * g.s + kx;
+                            if xx >= g.p && xx - g.p < g.fx {
+                                let t = (kz * k + ky) * k + kx;
+                                acc[t] += f32::cast_from(fine[row + xx - g.p]) * gv;
+                            }
+                        }
+                    }
+                }
+            }
         }
         e += CUBE_DIM_X as usize;
     }
-    let sum = block_sum(acc);
-    if UNIT_POS_X == 0 {
-        partial[(c * k * k * k + tap) * chunks + j] = sum;
+    for t in 0..taps {
+        let sum = block_sum(acc[t]);
+        if UNIT_POS_X == 0 {
+            partial[(c * taps + t) * chunks + j] = sum;
+        }
+        // The next tap's sum reuses the shared memory.
+        sync_cube();
     }
 }
 
@@ -345,7 +360,7 @@ pub fn weight_grad<R: CubeRuntime>(
     let dtype = fine.dtype;
     weight_grad_kernel::launch::<R>(
         &partial.client.clone(),
-        CubeCount::Static(chunks as u32, g.c as u32, k3 as u32),
+        CubeCount::Static(chunks as u32, g.c as u32, 1),
         CubeDim::new_1d(BLOCK as u32),
         fine.into_tensor_arg(),
         coarse.into_tensor_arg(),
@@ -353,6 +368,7 @@ pub fn weight_grad<R: CubeRuntime>(
         g.launch(),
         n,
         chunk,
+        k3,
         dtype.into(),
     );
     into_f32_sum_rows(partial, vec![g.c, 1, g.k, g.k, g.k], dtype)
