@@ -216,12 +216,7 @@ pub(crate) fn run(a: &TrainArgs) -> anyhow::Result<()> {
             }
         }
     }
-    anyhow::ensure!(
-        device.is_gpu() || cfg.precision == em_autoconf::Precision::F32,
-        "precision = {:?}: mixed precision runs on a GPU device (--device cuda or wgpu); the \
-         CPU trains in \"f32\"",
-        cfg.precision
-    );
+    em_train::device::check_precision(device, cfg.precision)?;
     if let Device::Cuda(i) = device {
         check_gpu_memory(&cfg, &hw.gpus[i])?;
     } else if let Some(needed) = step_memory(&cfg, em_autoconf::Device::Cpu) {

@@ -130,6 +130,31 @@ fn lucchi_cpu_trains_on_wgpu_and_predicts_as_the_cpu_does() {
 #[test]
 fn lucchi_cpu_trains_on_wgpu_in_float16() {
     let dir = tempfile::tempdir().unwrap();
+    // bfloat16 where the adapter has none (Mesa's software driver): refused before anything
+    // is written.
+    let device = Default::default();
+    if !<em_models::Wgpu as burn::tensor::backend::Backend>::supports_dtype(
+        &device,
+        burn::tensor::DType::BF16,
+    ) {
+        let bf16 = dir.path().join("bf16");
+        let o = em(&[
+            "train",
+            "lucchi_cpu",
+            "--device",
+            "wgpu",
+            "--set",
+            "precision=\"bf16\"",
+            "--out",
+            bf16.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("no BF16 arithmetic"),
+            "{err}"
+        );
+        assert!(!bf16.exists(), "nothing written");
+    }
     let run = dir.path().join("run");
     ok(&em(&[
         "train",

@@ -153,6 +153,46 @@ pub fn resolve(choice: DeviceChoice, hw: &Hardware) -> Result<(Device, String)> 
     }
 }
 
+/// Checks that `device` can train in `precision`: half precision needs a GPU device with
+/// that type (checked before any file is written; the trainer checks again).
+///
+/// # Errors
+/// Half precision on the CPU, or a half type the device lacks, with what to use instead.
+pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Result<()> {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::DType;
+    let dtype = match precision {
+        em_autoconf::Precision::F32 => return Ok(()),
+        em_autoconf::Precision::Bf16 => DType::BF16,
+        em_autoconf::Precision::F16 => DType::F16,
+    };
+    let supported = match device {
+        Device::Cpu => {
+            return Err(TrainError::Config(format!(
+                "precision = {precision:?}: mixed precision runs on a GPU device (--device cuda \
+                 or wgpu); the CPU trains in \"f32\""
+            )))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => <em_models::Cuda as Backend>::supports_dtype(
+            &burn::backend::cuda::CudaDevice { index: i },
+            dtype,
+        ),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => <em_models::Wgpu as Backend>::supports_dtype(&Default::default(), dtype),
+        #[allow(unreachable_patterns)]
+        _ => true,
+    };
+    if supported {
+        Ok(())
+    } else {
+        Err(TrainError::Config(format!(
+            "precision = {precision:?}: this device has no {dtype:?} arithmetic; use \"f16\" \
+             (float16 with loss scaling) or \"f32\""
+        )))
+    }
+}
+
 /// Checks that wgpu finds an adapter (burn panics on first use when it does not).
 #[cfg(feature = "wgpu")]
 fn wgpu_adapter() -> Result<()> {
