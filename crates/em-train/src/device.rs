@@ -159,7 +159,6 @@ pub fn resolve(choice: DeviceChoice, hw: &Hardware) -> Result<(Device, String)> 
 /// # Errors
 /// Half precision on the CPU, or a half type the device lacks, with what to use instead.
 pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Result<()> {
-    use burn::tensor::backend::Backend;
     use burn::tensor::DType;
     let dtype = match precision {
         em_autoconf::Precision::F32 => return Ok(()),
@@ -174,12 +173,15 @@ pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Res
             )))
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(i) => <em_models::Cuda as Backend>::supports_dtype(
+        Device::Cuda(i) => <em_models::Cuda as burn::tensor::backend::Backend>::supports_dtype(
             &burn::backend::cuda::CudaDevice { index: i },
             dtype,
         ),
         #[cfg(feature = "wgpu")]
-        Device::Wgpu => <em_models::Wgpu as Backend>::supports_dtype(&Default::default(), dtype),
+        Device::Wgpu => <em_models::Wgpu as burn::tensor::backend::Backend>::supports_dtype(
+            &Default::default(),
+            dtype,
+        ),
         #[allow(unreachable_patterns)]
         _ => true,
     };
