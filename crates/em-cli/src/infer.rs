@@ -10,7 +10,7 @@ use em_core::{AnyArray, ChunkedVolumeExt, DType, InMemoryVolume};
 use em_data::TargetSpec;
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use em_models::{load_weights, model_predictor, sliding_window, ConvBackend, Model, SlidingWindow};
-use em_train::{Device, DeviceChoice, TrainConfig};
+use em_train::{DeviceChoice, TrainConfig};
 use serde_json::json;
 
 use crate::decode::DecodeArgs;
@@ -259,20 +259,7 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         spatial: &spatial,
         bar: &bar,
     };
-    match device {
-        Device::Cpu => job.run::<em_models::Cpu>(&Default::default())?,
-        #[cfg(feature = "cuda")]
-        Device::Cuda(i) => {
-            job.run::<em_models::Cuda>(&burn::backend::cuda::CudaDevice { index: i })?
-        }
-        #[cfg(feature = "wgpu")]
-        Device::Wgpu => job.run::<em_models::Wgpu>(&Default::default())?,
-        #[allow(unreachable_patterns)]
-        other => anyhow::bail!(
-            "--device {}: this build has no backend for it",
-            other.name()
-        ),
-    }
+    em_train::on_device(device, &job)??;
     bar.0.finish_and_clear();
     let predicted_s = start.elapsed().as_secs_f64();
     let voxels: u64 = spatial.iter().product();
@@ -335,9 +322,11 @@ struct Prediction<'a> {
     bar: &'a Bar,
 }
 
-impl Prediction<'_> {
+impl em_train::OnDevice for &Prediction<'_> {
+    type Output = anyhow::Result<()>;
+
     /// Loads the model on `device` and predicts the whole volume into the output.
-    fn run<B: ConvBackend>(&self, device: &B::Device) -> anyhow::Result<()> {
+    fn run<B: ConvBackend>(self, device: &B::Device) -> anyhow::Result<()> {
         let model = load_model::<B>(self.cfg, self.weights, device)?;
         let mut predictor = model_predictor(&model, device);
         if self.target.format == Format::Zarr {

@@ -224,22 +224,7 @@ fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
     }
     let (device, why) = em_train::resolve_device(a.device, &em_autoconf::probe())?;
     eprintln!("device: {why}");
-    let (dims, values, report) = match device {
-        em_train::Device::Cpu => run_forward::<Cpu>(a, &config, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        em_train::Device::Cuda(i) => run_forward::<em_models::Cuda>(
-            a,
-            &config,
-            &burn::backend::cuda::CudaDevice { index: i },
-        )?,
-        #[cfg(feature = "wgpu")]
-        em_train::Device::Wgpu => run_forward::<em_models::Wgpu>(a, &config, &Default::default())?,
-        #[allow(unreachable_patterns)]
-        other => anyhow::bail!(
-            "--device {}: this build has no backend for it",
-            other.name()
-        ),
-    };
+    let (dims, values, report) = em_train::on_device(device, Forward { a, config: &config })??;
     let out = ndarray::ArrayD::from_shape_vec(dims.to_vec(), values)?;
     em_io::write(&a.out, &AnyArray::from(out))?;
     println!(
@@ -250,51 +235,58 @@ fn forward(a: &ForwardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the weights on `device` and runs the input through: `(dims, values, report)`.
-fn run_forward<B: em_models::ConvBackend>(
-    a: &ForwardArgs,
-    config: &MedNeXtConfig,
-    device: &B::Device,
-) -> anyhow::Result<(Vec<usize>, Vec<f32>, em_models::LoadReport)> {
-    let mut model = config.init::<B>(device)?;
-    let report = load_mednext(&mut model, &a.weights, false)?;
-    note_conversions(&a.weights, &report.converted);
-    anyhow::ensure!(
-        report.missing.is_empty() && report.errors.is_empty(),
-        "{}: missing {:?}, mismatched {:?}",
-        a.weights.display(),
-        report.missing,
-        report.errors
-    );
-    let input = em_io::read(&a.input)?
-        .into_typed::<f32>()
-        .with_context(|| format!("{} must be float32", a.input.display()))?;
-    let mut shape = input.shape().to_vec();
-    if shape.len() == 4 {
-        shape.insert(0, 1);
+/// `em model forward`'s work on a backend.
+struct Forward<'a> {
+    a: &'a ForwardArgs,
+    config: &'a MedNeXtConfig,
+}
+
+impl em_train::OnDevice for Forward<'_> {
+    type Output = anyhow::Result<(Vec<usize>, Vec<f32>, em_models::LoadReport)>;
+
+    /// Loads the weights on `device` and runs the input through: `(dims, values, report)`.
+    fn run<B: em_models::ConvBackend>(self, device: &B::Device) -> Self::Output {
+        let (a, config) = (self.a, self.config);
+        let mut model = config.init::<B>(device)?;
+        let report = load_mednext(&mut model, &a.weights, false)?;
+        note_conversions(&a.weights, &report.converted);
+        anyhow::ensure!(
+            report.missing.is_empty() && report.errors.is_empty(),
+            "{}: missing {:?}, mismatched {:?}",
+            a.weights.display(),
+            report.missing,
+            report.errors
+        );
+        let input = em_io::read(&a.input)?
+            .into_typed::<f32>()
+            .with_context(|| format!("{} must be float32", a.input.display()))?;
+        let mut shape = input.shape().to_vec();
+        if shape.len() == 4 {
+            shape.insert(0, 1);
+        }
+        anyhow::ensure!(
+            shape.len() == 5,
+            "{}: shape {:?}; give (N, C, Z, Y, X) or (C, Z, Y, X)",
+            a.input.display(),
+            input.shape()
+        );
+        let data = TensorData::new(
+            input
+                .as_standard_layout()
+                .iter()
+                .copied()
+                .collect::<Vec<f32>>(),
+            shape,
+        );
+        let y = model.forward(Tensor::<B, 5>::from_data(data, device))?;
+        let dims = y.dims().to_vec();
+        let values: Vec<f32> = y
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok((dims, values, report))
     }
-    anyhow::ensure!(
-        shape.len() == 5,
-        "{}: shape {:?}; give (N, C, Z, Y, X) or (C, Z, Y, X)",
-        a.input.display(),
-        input.shape()
-    );
-    let data = TensorData::new(
-        input
-            .as_standard_layout()
-            .iter()
-            .copied()
-            .collect::<Vec<f32>>(),
-        shape,
-    );
-    let y = model.forward(Tensor::<B, 5>::from_data(data, device))?;
-    let dims = y.dims().to_vec();
-    let values: Vec<f32> = y
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok((dims, values, report))
 }
 
 fn import(a: &ImportArgs) -> anyhow::Result<()> {

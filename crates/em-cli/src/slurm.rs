@@ -774,28 +774,13 @@ fn predict_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
     let choice: em_train::DeviceChoice = pp.device.parse()?;
     let (device, why) = em_train::resolve_device(choice, &em_autoconf::probe())?;
     eprintln!("device: {why}");
-    let (done, skipped) = match device {
-        em_train::Device::Cpu => {
-            predict_blocks::<em_models::Cpu>(&plan, pp, &cfg, task, &Default::default())?
-        }
-        #[cfg(feature = "cuda")]
-        em_train::Device::Cuda(i) => predict_blocks::<em_models::Cuda>(
-            &plan,
-            pp,
-            &cfg,
-            task,
-            &burn::backend::cuda::CudaDevice { index: i },
-        )?,
-        #[cfg(feature = "wgpu")]
-        em_train::Device::Wgpu => {
-            predict_blocks::<em_models::Wgpu>(&plan, pp, &cfg, task, &Default::default())?
-        }
-        #[allow(unreachable_patterns)]
-        other => bail!(
-            "--device {}: this build has no backend for it",
-            other.name()
-        ),
+    let blocks = Blocks {
+        plan: &plan,
+        pp,
+        cfg: &cfg,
+        task,
     };
+    let (done, skipped) = em_train::on_device(device, blocks)??;
     println!(
         "{}",
         json!({"task": task, "predicted": done, "already_done": skipped})
@@ -803,57 +788,69 @@ fn predict_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Predicts task `task`'s blocks on `device`: `(predicted, already done)`.
-fn predict_blocks<B: em_models::ConvBackend>(
-    plan: &DecodePlan,
-    pp: &PredictPlan,
-    cfg: &em_train::TrainConfig,
+/// One prediction task's blocks.
+struct Blocks<'a> {
+    plan: &'a DecodePlan,
+    pp: &'a PredictPlan,
+    cfg: &'a em_train::TrainConfig,
     task: u64,
-    device: &B::Device,
-) -> anyhow::Result<(u64, u64)> {
-    let model = crate::infer::load_model::<B>(cfg, &pp.run.join("model.safetensors"), device)?;
-    let settings = cfg.inference_settings();
-    let mut predictor = em_models::model_predictor(&model, device);
-    let image = em_io::open(&pp.image)?;
-    let aff = em_io::open(&plan.affinities)?;
-    let k = aff.shape()[0];
-    let grid = em_core::BlockGrid::new(&aff.shape()[1..], &plan.block, &pp.context)?;
-    let share = |t: u64| t * pp.blocks / plan.tasks;
-    let (mut done, mut skipped) = (0, 0);
-    for (i, b) in grid.iter().enumerate() {
-        let i = i as u64;
-        if !(share(task)..share(task + 1)).contains(&i) {
-            continue;
+}
+
+impl em_train::OnDevice for Blocks<'_> {
+    type Output = anyhow::Result<(u64, u64)>;
+
+    /// Predicts the task's blocks on `device`: `(predicted, already done)`.
+    fn run<B: em_models::ConvBackend>(self, device: &B::Device) -> Self::Output {
+        let Blocks {
+            plan,
+            pp,
+            cfg,
+            task,
+        } = self;
+        let model = crate::infer::load_model::<B>(cfg, &pp.run.join("model.safetensors"), device)?;
+        let settings = cfg.inference_settings();
+        let mut predictor = em_models::model_predictor(&model, device);
+        let image = em_io::open(&pp.image)?;
+        let aff = em_io::open(&plan.affinities)?;
+        let k = aff.shape()[0];
+        let grid = em_core::BlockGrid::new(&aff.shape()[1..], &plan.block, &pp.context)?;
+        let share = |t: u64| t * pp.blocks / plan.tasks;
+        let (mut done, mut skipped) = (0, 0);
+        for (i, b) in grid.iter().enumerate() {
+            let i = i as u64;
+            if !(share(task)..share(task + 1)).contains(&i) {
+                continue;
+            }
+            if pp.marker(i).is_file() {
+                skipped += 1;
+                continue;
+            }
+            let region = match image.shape().len() {
+                4 => b.with_halo.with_leading_axis(0, image.shape()[0]),
+                _ => b.with_halo.clone(),
+            };
+            let input = em_core::InMemoryVolume::new(image.read_roi(&region)?, "block");
+            let mut shape = vec![k as usize];
+            shape.extend(b.with_halo.shape_usize());
+            let out = em_core::InMemoryVolume::new(
+                em_core::AnyArray::from(ndarray::ArrayD::<f32>::zeros(shape)),
+                "prediction",
+            );
+            em_models::sliding_window(
+                &input,
+                &out,
+                &settings,
+                &mut predictor,
+                &em_core::NoProgress,
+            )
+            .with_context(|| format!("predicting block {i} ({})", b.core))?;
+            let values = out.read_roi(&b.core_in_halo().with_leading_axis(0, k))?;
+            aff.write_roi(&b.core.with_leading_axis(0, k), &values)?;
+            em_io::write_atomic(&pp.marker(i), b"")?;
+            done += 1;
         }
-        if pp.marker(i).is_file() {
-            skipped += 1;
-            continue;
-        }
-        let region = match image.shape().len() {
-            4 => b.with_halo.with_leading_axis(0, image.shape()[0]),
-            _ => b.with_halo.clone(),
-        };
-        let input = em_core::InMemoryVolume::new(image.read_roi(&region)?, "block");
-        let mut shape = vec![k as usize];
-        shape.extend(b.with_halo.shape_usize());
-        let out = em_core::InMemoryVolume::new(
-            em_core::AnyArray::from(ndarray::ArrayD::<f32>::zeros(shape)),
-            "prediction",
-        );
-        em_models::sliding_window(
-            &input,
-            &out,
-            &settings,
-            &mut predictor,
-            &em_core::NoProgress,
-        )
-        .with_context(|| format!("predicting block {i} ({})", b.core))?;
-        let values = out.read_roi(&b.core_in_halo().with_leading_axis(0, k))?;
-        aff.write_roi(&b.core.with_leading_axis(0, k), &values)?;
-        em_io::write_atomic(&pp.marker(i), b"")?;
-        done += 1;
+        Ok((done, skipped))
     }
-    Ok((done, skipped))
 }
 
 fn decode_task(plan_path: &Path, task: u64) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use em_autoconf::Hardware;
-use em_models::Model;
+use em_models::{ConvBackend, Model};
 
 use crate::trainer::{train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained};
 use crate::validate::ValidationLog;
@@ -153,6 +153,36 @@ pub fn resolve(choice: DeviceChoice, hw: &Hardware) -> Result<(Device, String)> 
     }
 }
 
+/// Work that runs on any inference backend; [`on_device`] picks the backend of a
+/// [`Device`], so that callers need no per-backend code (or cargo features) of their own.
+pub trait OnDevice {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B` and its device `device`.
+    fn run<B: ConvBackend>(self, device: &B::Device) -> Self::Output;
+}
+
+/// Runs `work` on the backend of `device` (without autodiff).
+///
+/// # Errors
+/// A device this build has no backend for.
+pub fn on_device<W: OnDevice>(device: Device, work: W) -> Result<W::Output> {
+    match device {
+        Device::Cpu => Ok(work.run::<em_models::Cpu>(&Default::default())),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => {
+            Ok(work.run::<em_models::Cuda>(&burn::backend::cuda::CudaDevice { index: i }))
+        }
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => Ok(work.run::<em_models::Wgpu>(&Default::default())),
+        #[allow(unreachable_patterns)]
+        other => Err(TrainError::Config(format!(
+            "--device {}: this build has no backend for it",
+            other.name()
+        ))),
+    }
+}
+
 /// Checks that `device` can train in `precision`: half precision needs a GPU device with
 /// that type (checked before any file is written; the trainer checks again).
 ///
@@ -165,26 +195,20 @@ pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Res
         em_autoconf::Precision::Bf16 => DType::BF16,
         em_autoconf::Precision::F16 => DType::F16,
     };
-    let supported = match device {
-        Device::Cpu => {
-            return Err(TrainError::Config(format!(
-                "precision = {precision:?}: mixed precision runs on a GPU device (--device cuda \
-                 or wgpu); the CPU trains in \"f32\""
-            )))
+    if device == Device::Cpu {
+        return Err(TrainError::Config(format!(
+            "precision = {precision:?}: mixed precision runs on a GPU device (--device cuda or \
+             wgpu); the CPU trains in \"f32\""
+        )));
+    }
+    struct Supports(DType);
+    impl OnDevice for Supports {
+        type Output = bool;
+        fn run<B: ConvBackend>(self, device: &B::Device) -> bool {
+            B::supports_dtype(device, self.0)
         }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(i) => <em_models::Cuda as burn::tensor::backend::Backend>::supports_dtype(
-            &burn::backend::cuda::CudaDevice { index: i },
-            dtype,
-        ),
-        #[cfg(feature = "wgpu")]
-        Device::Wgpu => <em_models::Wgpu as burn::tensor::backend::Backend>::supports_dtype(
-            &Default::default(),
-            dtype,
-        ),
-        #[allow(unreachable_patterns)]
-        _ => true,
-    };
+    }
+    let supported = on_device(device, Supports(dtype))?;
     if supported {
         Ok(())
     } else {
@@ -319,64 +343,63 @@ pub fn train_on(
     opts: &RunOptions,
     on_event: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<DeviceTrained> {
-    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-    use burn::backend::Autodiff;
+    let run = Run {
+        cfg,
+        opener,
+        opts,
+        on_event,
+    };
     match device {
-        Device::Cpu => {
-            let d = Default::default();
-            Ok(if cfg.checkpointing {
-                finish(
-                    train::<Autodiff<em_models::Cpu, BalancedCheckpointing>>(
-                        cfg, opener, &d, opts, on_event,
-                    )?,
-                    TrainedModel::Cpu,
-                )
-            } else {
-                finish(
-                    train::<Autodiff<em_models::Cpu>>(cfg, opener, &d, opts, on_event)?,
-                    TrainedModel::Cpu,
-                )
-            })
-        }
+        Device::Cpu => run.on::<em_models::Cpu>(&Default::default(), TrainedModel::Cpu),
         #[cfg(feature = "cuda")]
-        Device::Cuda(i) => {
-            let d = burn::backend::cuda::CudaDevice { index: i };
-            Ok(if cfg.checkpointing {
-                finish(
-                    train::<Autodiff<em_models::Cuda, BalancedCheckpointing>>(
-                        cfg, opener, &d, opts, on_event,
-                    )?,
-                    |m| TrainedModel::Cuda(m, i),
-                )
-            } else {
-                finish(
-                    train::<Autodiff<em_models::Cuda>>(cfg, opener, &d, opts, on_event)?,
-                    |m| TrainedModel::Cuda(m, i),
-                )
-            })
-        }
+        Device::Cuda(i) => run
+            .on::<em_models::Cuda>(&burn::backend::cuda::CudaDevice { index: i }, |m| {
+                TrainedModel::Cuda(m, i)
+            }),
         #[cfg(feature = "wgpu")]
-        Device::Wgpu => {
-            let d = Default::default();
-            Ok(if cfg.checkpointing {
-                finish(
-                    train::<Autodiff<em_models::Wgpu, BalancedCheckpointing>>(
-                        cfg, opener, &d, opts, on_event,
-                    )?,
-                    TrainedModel::Wgpu,
-                )
-            } else {
-                finish(
-                    train::<Autodiff<em_models::Wgpu>>(cfg, opener, &d, opts, on_event)?,
-                    TrainedModel::Wgpu,
-                )
-            })
-        }
+        Device::Wgpu => run.on::<em_models::Wgpu>(&Default::default(), TrainedModel::Wgpu),
         #[allow(unreachable_patterns)]
         other => Err(TrainError::Config(format!(
             "--device {}: this build has no backend for it",
             other.name()
         ))),
+    }
+}
+
+/// [`train_on`]'s arguments, for one backend at a time.
+struct Run<'a, 'b> {
+    cfg: &'a TrainConfig,
+    opener: Opener<'a>,
+    opts: &'a RunOptions,
+    on_event: &'b mut dyn FnMut(Event<'_>) -> bool,
+}
+
+impl Run<'_, '_> {
+    /// Trains on backend `B` (with gradient checkpointing when the config asks).
+    fn on<B: ConvBackend>(
+        self,
+        device: &B::Device,
+        wrap: impl FnOnce(Model<B>) -> TrainedModel,
+    ) -> Result<DeviceTrained> {
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        use burn::backend::Autodiff;
+        let Run {
+            cfg,
+            opener,
+            opts,
+            on_event,
+        } = self;
+        Ok(if cfg.checkpointing {
+            finish(
+                train::<Autodiff<B, BalancedCheckpointing>>(cfg, opener, device, opts, on_event)?,
+                wrap,
+            )
+        } else {
+            finish(
+                train::<Autodiff<B>>(cfg, opener, device, opts, on_event)?,
+                wrap,
+            )
+        })
     }
 }
 

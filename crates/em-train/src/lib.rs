@@ -46,7 +46,8 @@ pub use config::{
     ValidationConfig, PRESETS,
 };
 pub use device::{
-    resolve as resolve_device, train_on, Device, DeviceChoice, DeviceTrained, TrainedModel,
+    on_device, resolve as resolve_device, train_on, Device, DeviceChoice, DeviceTrained, OnDevice,
+    TrainedModel,
 };
 pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
 pub use trainer::{

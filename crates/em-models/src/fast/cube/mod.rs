@@ -23,6 +23,11 @@ use norm::NormShape;
 use pointwise::PointwiseShape;
 use resample::Grids;
 
+/// burn's float operations on the GPU tensors. They act on each tensor's own dtype; the
+/// backend's default element types only matter to tensors created without one, which these
+/// helpers never create, so one instance serves every `CubeBackend<R, _, _, _>`.
+pub(crate) type Ops<R> = CubeBackend<R, f32, i32, u32>;
+
 /// Units per cube of the reductions (a power of two).
 pub(crate) const BLOCK: usize = 256;
 /// log2 of [`BLOCK`].
@@ -51,10 +56,9 @@ pub(crate) fn into_f32_sum_rows<R: CubeRuntime>(
     shape: Vec<usize>,
     dtype: DType,
 ) -> CubeTensor<R> {
-    type B<R> = CubeBackend<R, f32, i32, u32>;
-    let sums = B::<R>::float_sum_dim(partial, 1);
-    let sums = B::<R>::float_reshape(sums, Shape::from(shape));
-    B::<R>::float_cast(sums, dtype.into())
+    let sums = Ops::<R>::float_sum_dim(partial, 1);
+    let sums = Ops::<R>::float_reshape(sums, Shape::from(shape));
+    Ops::<R>::float_cast(sums, dtype.into())
 }
 
 /// Contiguous tensors and their dims.
@@ -73,12 +77,70 @@ fn prepare<R: CubeRuntime, const N: usize>(ts: [CubeTensor<R>; N]) -> Option<Pre
     Some((ts, dims))
 }
 
-/// Channels and kernel side of a depthwise weight `(C, 1, k, k, k)` for input `x (N, C, …)`.
+/// Batch and channels of `x (N, C, Z, Y, X)`, kernel side and grid of a depthwise weight
+/// `(C, 1, k, k, k)` (odd `k`).
 fn depthwise_dims(x: &[usize], w: &[usize]) -> Option<(usize, usize, usize, [usize; 3])> {
     let (&[n, c, z, y, xx], &[wc, 1, k, k2, k3]) = (x, w) else {
         return None;
     };
     (wc == c && k == k2 && k == k3 && k % 2 == 1).then_some((n, c, k, [z, y, xx]))
+}
+
+/// The geometry of the depthwise convolution with `stride` on (fine) input `x`.
+fn depthwise_geometry(x: &[usize], w: &[usize], stride: usize) -> Option<(usize, Geometry)> {
+    let (n, c, k, spatial) = depthwise_dims(x, w)?;
+    Some((n, Geometry::new(c, k, stride, spatial)))
+}
+
+/// The geometry of the up blocks' stride-2 transpose on coarse input `x` (fine side
+/// `2n − 1`).
+fn up_geometry(x: &[usize], w: &[usize]) -> Option<(usize, Geometry)> {
+    let (n, c, k, coarse) = depthwise_dims(x, w)?;
+    let fine = coarse.map(|s| 2 * s - 1);
+    Some((n, Geometry::between(c, k, 2, fine, coarse)))
+}
+
+/// The fast path where `fast` accepts the contiguous inputs (one float dtype, shapes it
+/// handles), else `fallback` (burn's generic operation).
+fn fast_or<R: CubeRuntime, const N: usize, T>(
+    ts: [&CubeTensor<R>; N],
+    fast: impl FnOnce([CubeTensor<R>; N], [Vec<usize>; N]) -> Option<T>,
+    fallback: impl FnOnce() -> T,
+) -> T {
+    prepare(ts.map(Clone::clone))
+        .and_then(|(t, d)| fast(t, d))
+        .unwrap_or_else(fallback)
+}
+
+/// Gradients of a depthwise convolution from fine `x` to the coarse output or, with
+/// `transposed`, of its transpose from coarse `x` to the fine output, for the output
+/// gradient `dy`: each direction's input gradient is the other direction's map.
+fn depthwise_grads<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    w: CubeTensor<R>,
+    dy: CubeTensor<R>,
+    g: Geometry,
+    n: usize,
+    transposed: bool,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    let out_voxels = if transposed {
+        g.fz * g.fy * g.fx
+    } else {
+        g.cz * g.cy * g.cx
+    };
+    let db = norm::channel_sums(&dy, n, g.c, out_voxels);
+    let (dx, dw) = if transposed {
+        (
+            depthwise::gather(dy.clone(), w, None, g, n),
+            depthwise::weight_grad(dy, x, g, n),
+        )
+    } else {
+        (
+            depthwise::scatter(dy.clone(), w, None, g, n),
+            depthwise::weight_grad(x, dy, g, n),
+        )
+    };
+    (dx, dw, db)
 }
 
 fn pointwise_dims(x: &[usize], w: &[usize]) -> Option<PointwiseShape> {
@@ -90,18 +152,6 @@ fn pointwise_dims(x: &[usize], w: &[usize]) -> Option<PointwiseShape> {
         ci,
         co,
         v: z * y * xx,
-    })
-}
-
-/// The geometry of the down (stride-2) convolution on fine input `x`, or of the up one on
-/// coarse input `x` (fine side `2n − 1`).
-fn strided(x: &[usize], w: &[usize], down: bool) -> Option<(usize, Geometry)> {
-    let (n, c, k, spatial) = depthwise_dims(x, w)?;
-    Some(if down {
-        (n, Geometry::new(c, k, 2, spatial))
-    } else {
-        let fine = spatial.map(|s| 2 * s - 1);
-        (n, Geometry::between(c, k, 2, fine, spatial))
     })
 }
 
@@ -123,7 +173,7 @@ where
     ) -> Option<FloatTensor<Self>> {
         let ([x, gamma, beta], [xd, _, _]) = prepare([x, gamma, beta])?;
         let s = norm_shape(&xd, groups)?;
-        Some(norm::forward::<R, F, I, BT>(x, gamma, beta, s, eps))
+        Some(norm::forward(x, gamma, beta, s, eps))
     }
 
     fn fast_group_norm_backward(
@@ -135,7 +185,7 @@ where
     ) -> Option<ConvGrads<Self>> {
         let ([x, gamma, dy], [xd, _, gd]) = prepare([x, gamma, dy])?;
         let s = norm_shape(&xd, groups).filter(|_| gd == xd)?;
-        Some(norm::backward::<R, F, I, BT>(x, gamma, dy, s, eps))
+        Some(norm::backward(x, gamma, dy, s, eps))
     }
 
     fn depthwise_conv3d(
@@ -143,15 +193,14 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match prepare([x.clone(), w.clone(), b.clone()]) {
-            Some(([x, w, b], [xd, wd, _])) => match depthwise_dims(&xd, &wd) {
-                Some((n, c, k, spatial)) => {
-                    depthwise::gather(x, w, Some(b), Geometry::new(c, k, 1, spatial), n)
-                }
-                None => generic::depthwise_conv3d::<Self>(x, w, b),
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let (n, g) = depthwise_geometry(&xd, &wd, 1)?;
+                Some(depthwise::gather(x, w, Some(b), g, n))
             },
-            None => generic::depthwise_conv3d::<Self>(x, w, b),
-        }
+            || generic::depthwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn depthwise_conv3d_backward(
@@ -160,17 +209,14 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some((n, c, k, spatial)) = depthwise_dims(&xd, &wd).filter(|_| gd == xd) {
-                let g = Geometry::new(c, k, 1, spatial);
-                let v = spatial.iter().product();
-                let dx = depthwise::scatter(gc.clone(), wc, None, g, n);
-                let dw = depthwise::weight_grad(xc, gc.clone(), g, n);
-                let db = norm::channel_sums::<R, F, I, BT>(&gc, n, c, v);
-                return (dx, dw, db);
-            }
-        }
-        generic::depthwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let (n, g) = depthwise_geometry(&xd, &wd, 1).filter(|_| gd == xd)?;
+                Some(depthwise_grads(x, w, dy, g, n, false))
+            },
+            || generic::depthwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 
     fn down_depthwise_conv3d(
@@ -178,12 +224,14 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
-            if let Some((n, g)) = strided(&xd, &wd, true) {
-                return depthwise::gather(xc, wc, Some(bc), g, n);
-            }
-        }
-        generic::down_depthwise_conv3d::<Self>(x, w, b)
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let (n, g) = depthwise_geometry(&xd, &wd, 2)?;
+                Some(depthwise::gather(x, w, Some(b), g, n))
+            },
+            || generic::down_depthwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn down_depthwise_conv3d_backward(
@@ -192,18 +240,15 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some((n, g)) = strided(&xd, &wd, true) {
-                if gd == [n, g.c, g.cz, g.cy, g.cx] {
-                    let v = g.cz * g.cy * g.cx;
-                    let dx = depthwise::scatter(gc.clone(), wc, None, g, n);
-                    let dw = depthwise::weight_grad(xc, gc.clone(), g, n);
-                    let db = norm::channel_sums::<R, F, I, BT>(&gc, n, g.c, v);
-                    return (dx, dw, db);
-                }
-            }
-        }
-        generic::down_depthwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let (n, g) = depthwise_geometry(&xd, &wd, 2)
+                    .filter(|(n, g)| gd == [*n, g.c, g.cz, g.cy, g.cx])?;
+                Some(depthwise_grads(x, w, dy, g, n, false))
+            },
+            || generic::down_depthwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 
     fn up_depthwise_conv3d(
@@ -211,12 +256,14 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
-            if let Some((n, g)) = strided(&xd, &wd, false) {
-                return depthwise::scatter(xc, wc, Some(bc), g, n);
-            }
-        }
-        generic::up_depthwise_conv3d::<Self>(x, w, b)
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let (n, g) = up_geometry(&xd, &wd)?;
+                Some(depthwise::scatter(x, w, Some(b), g, n))
+            },
+            || generic::up_depthwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn up_depthwise_conv3d_backward(
@@ -225,18 +272,15 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some((n, g)) = strided(&xd, &wd, false) {
-                if gd == [n, g.c, g.fz, g.fy, g.fx] {
-                    let v = g.fz * g.fy * g.fx;
-                    let dx = depthwise::gather(gc.clone(), wc, None, g, n);
-                    let dw = depthwise::weight_grad(gc.clone(), xc, g, n);
-                    let db = norm::channel_sums::<R, F, I, BT>(&gc, n, g.c, v);
-                    return (dx, dw, db);
-                }
-            }
-        }
-        generic::up_depthwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let (n, g) =
+                    up_geometry(&xd, &wd).filter(|(n, g)| gd == [*n, g.c, g.fz, g.fy, g.fx])?;
+                Some(depthwise_grads(x, w, dy, g, n, true))
+            },
+            || generic::up_depthwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 
     fn down_pointwise_conv3d(
@@ -244,14 +288,16 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
-            if let Some((s, g)) = down_residual(&xd, &wd) {
-                let xs = resample::subsample(xc, s.n, g);
-                let (y, _) = pointwise::forward::<R, F, I, BT>(xs, wc, bc, s, false);
-                return reshape5(y, s.n, s.co, &[0, 0, g.cz, g.cy, g.cx]);
-            }
-        }
-        generic::down_pointwise_conv3d::<Self>(x, w, b)
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let (s, g) = down_residual(&xd, &wd)?;
+                let xs = resample::subsample(x, s.n, g);
+                let (y, _) = pointwise::forward(xs, w, b, s, false);
+                Some(reshape5(y, s.n, s.co, &[0, 0, g.cz, g.cy, g.cx]))
+            },
+            || generic::down_pointwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn down_pointwise_conv3d_backward(
@@ -260,18 +306,18 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some((s, g)) = down_residual(&xd, &wd) {
-                if gd == [s.n, s.co, g.cz, g.cy, g.cx] {
-                    let xs = resample::subsample(xc, s.n, g);
-                    let db = norm::channel_sums::<R, F, I, BT>(&gc, s.n, s.co, s.v);
-                    let (dxs, dw) = pointwise::backward::<R, F, I, BT>(xs, wc, gc, s);
-                    let dx = resample::insert(dxs, None, s.n, g);
-                    return (dx, dw, db);
-                }
-            }
-        }
-        generic::down_pointwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let (s, g) =
+                    down_residual(&xd, &wd).filter(|(s, g)| gd == [s.n, s.co, g.cz, g.cy, g.cx])?;
+                let xs = resample::subsample(x, s.n, g);
+                let db = norm::channel_sums(&dy, s.n, s.co, s.v);
+                let (dxs, dw) = pointwise::backward(xs, w, dy, s);
+                Some((resample::insert(dxs, None, s.n, g), dw, db))
+            },
+            || generic::down_pointwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 
     fn up_pointwise_conv3d(
@@ -279,14 +325,15 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
-            if let Some((s, g)) = up_residual(&xd, &wd) {
-                let wt = transpose_io::<R>(wc);
-                let p = pointwise::product::<R, F, I, BT>(xc, wt, s);
-                return resample::insert(p, Some(bc), s.n, g);
-            }
-        }
-        generic::up_pointwise_conv3d::<Self>(x, w, b)
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let (s, g) = up_residual(&xd, &wd)?;
+                let p = pointwise::product(x, transpose_io(w), s);
+                Some(resample::insert(p, Some(b), s.n, g))
+            },
+            || generic::up_pointwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn up_pointwise_conv3d_backward(
@@ -295,19 +342,18 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some((s, g)) = up_residual(&xd, &wd) {
-                if gd == [s.n, s.co, g.fz, g.fy, g.fx] {
-                    let db = norm::channel_sums::<R, F, I, BT>(&gc, s.n, s.co, g.fz * g.fy * g.fx);
-                    let dys = resample::subsample(gc, s.n, g);
-                    let (dx, dwt) =
-                        pointwise::backward::<R, F, I, BT>(xc, transpose_io::<R>(wc), dys, s);
-                    let dx = reshape5(dx, s.n, s.ci, &xd);
-                    return (dx, transpose_io::<R>(dwt), db);
-                }
-            }
-        }
-        generic::up_pointwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let (s, g) =
+                    up_residual(&xd, &wd).filter(|(s, g)| gd == [s.n, s.co, g.fz, g.fy, g.fx])?;
+                let db = norm::channel_sums(&dy, s.n, s.co, g.fz * g.fy * g.fx);
+                let dys = resample::subsample(dy, s.n, g);
+                let (dx, dwt) = pointwise::backward(x, transpose_io(w), dys, s);
+                Some((reshape5(dx, s.n, s.ci, &xd), transpose_io(dwt), db))
+            },
+            || generic::up_pointwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 
     fn pointwise_conv3d(
@@ -315,13 +361,15 @@ where
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
-            if let Some(s) = pointwise_dims(&xd, &wd) {
-                let (y, _) = pointwise::forward::<R, F, I, BT>(xc, wc, bc, s, false);
-                return reshape5(y, s.n, s.co, &xd);
-            }
-        }
-        generic::pointwise_conv3d::<Self>(x, w, b)
+        fast_or(
+            [&x, &w, &b],
+            |[x, w, b], [xd, wd, _]| {
+                let s = pointwise_dims(&xd, &wd)?;
+                let (y, _) = pointwise::forward(x, w, b, s, false);
+                Some(reshape5(y, s.n, s.co, &xd))
+            },
+            || generic::pointwise_conv3d::<Self>(x.clone(), w.clone(), b.clone()),
+        )
     }
 
     fn pointwise_conv3d_gelu_parts(
@@ -331,7 +379,7 @@ where
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if let Some(([xc, wc, bc], [xd, wd, _])) = prepare([x.clone(), w.clone(), b.clone()]) {
             if let Some(s) = pointwise_dims(&xd, &wd) {
-                let (pre, out) = pointwise::forward::<R, F, I, BT>(xc, wc, bc, s, true);
+                let (pre, out) = pointwise::forward(xc, wc, bc, s, true);
                 return (reshape5(pre, s.n, s.co, &xd), reshape5(out, s.n, s.co, &xd));
             }
         }
@@ -355,25 +403,23 @@ where
         b: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> ConvGrads<Self> {
-        if let Some(([xc, wc, gc], [xd, wd, gd])) = prepare([x.clone(), w.clone(), dy.clone()]) {
-            if let Some(s) = pointwise_dims(&xd, &wd) {
-                if gd[..2] == [s.n, s.co] && gd[2..] == xd[2..] {
-                    let db = norm::channel_sums::<R, F, I, BT>(&gc, s.n, s.co, s.v);
-                    let (dx, dw) = pointwise::backward::<R, F, I, BT>(xc, wc, gc, s);
-                    return (reshape5(dx, s.n, s.ci, &xd), dw, db);
-                }
-            }
-        }
-        generic::pointwise_conv3d_backward::<Self>(x, w, b, dy)
+        fast_or(
+            [&x, &w, &dy],
+            |[x, w, dy], [xd, wd, gd]| {
+                let s = pointwise_dims(&xd, &wd)
+                    .filter(|s| gd[..2] == [s.n, s.co] && gd[2..] == xd[2..])?;
+                let db = norm::channel_sums(&dy, s.n, s.co, s.v);
+                let (dx, dw) = pointwise::backward(x, w, dy, s);
+                Some((reshape5(dx, s.n, s.ci, &xd), dw, db))
+            },
+            || generic::pointwise_conv3d_backward::<Self>(x.clone(), w.clone(), b, dy.clone()),
+        )
     }
 }
 
 /// `(N, C, V)` back to `(N, C, Z, Y, X)` with the spatial dims of `like`.
 fn reshape5<R: CubeRuntime>(t: CubeTensor<R>, n: usize, c: usize, like: &[usize]) -> CubeTensor<R> {
-    CubeBackend::<R, f32, i32, u32>::float_reshape(
-        t,
-        Shape::from(vec![n, c, like[2], like[3], like[4]]),
-    )
+    Ops::<R>::float_reshape(t, Shape::from(vec![n, c, like[2], like[3], like[4]]))
 }
 
 /// The pointwise shape (on the coarse grid) and grids of the down residual on fine `x`
@@ -412,7 +458,7 @@ fn up_residual(x: &[usize], w: &[usize]) -> Option<(PointwiseShape, Grids)> {
 
 /// `(A, B, 1, 1, 1)` → contiguous `(B, A, 1, 1, 1)`.
 fn transpose_io<R: CubeRuntime>(w: CubeTensor<R>) -> CubeTensor<R> {
-    into_contiguous(CubeBackend::<R, f32, i32, u32>::float_swap_dims(w, 0, 1))
+    into_contiguous(Ops::<R>::float_swap_dims(w, 0, 1))
 }
 
 fn norm_shape(x: &[usize], groups: usize) -> Option<NormShape> {

@@ -6,11 +6,11 @@ use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
 use super::depthwise::block_sum;
-use super::{chunking, elementwise_launch, BLOCK};
+use super::{chunking, elementwise_launch, Ops, BLOCK};
 
 /// What [`row_sums_kernel`] sums over each (sample, channel) row.
 pub mod mode {
@@ -81,13 +81,13 @@ fn row_sums_kernel<F: Float>(
     }
 }
 
-/// y = (x − mean)·rstd·γ + β, with `coef[group·4 + {0, 1}]` = (mean, rstd).
+/// y = (x − mean)·rstd·γ + β, with `stats[group·2 + {0, 1}]` = (mean, rstd).
 #[cube(launch)]
 fn normalize_kernel<F: Float>(
     x: &Tensor<F>,
     gamma: &Tensor<F>,
     beta: &Tensor<F>,
-    coef: &Tensor<f32>,
+    stats: &Tensor<f32>,
     y: &mut Tensor<F>,
     v: usize,
     c: usize,
@@ -101,7 +101,7 @@ fn normalize_kernel<F: Float>(
     let row = pos / v;
     let ch = row % c;
     let group = row / cpg;
-    let xh = (f32::cast_from(x[pos]) - coef[group * 4]) * coef[group * 4 + 1];
+    let xh = (f32::cast_from(x[pos]) - stats[group * 2]) * stats[group * 2 + 1];
     y[pos] = F::cast_from(xh * f32::cast_from(gamma[ch]) + f32::cast_from(beta[ch]));
 }
 
@@ -131,8 +131,6 @@ fn input_grad_kernel<F: Float>(
     dx[pos] = F::cast_from(rstd * (g - coef[o + 2] - xh * coef[o + 3]));
 }
 
-type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
-
 /// The shape of a group norm over `x (N, C, …)`.
 #[derive(Clone, Copy, Debug)]
 pub struct NormShape {
@@ -154,7 +152,7 @@ impl NormShape {
 }
 
 /// Per-row (sum a, sum b) as an f32 tensor `(N·C, 2)`.
-fn row_sums<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+fn row_sums<R: CubeRuntime>(
     x: &CubeTensor<R>,
     dy: &CubeTensor<R>,
     stats: &CubeTensor<R>,
@@ -185,8 +183,8 @@ fn row_sums<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         mode,
         x.dtype.into(),
     );
-    let sums = Cube::<R, F, I, BT>::float_sum_dim(partial, 1);
-    Cube::<R, F, I, BT>::float_reshape(sums, Shape::from(vec![rows, 2]))
+    let sums = Ops::<R>::float_sum_dim(partial, 1);
+    Ops::<R>::float_reshape(sums, Shape::from(vec![rows, 2]))
 }
 
 /// `rows` as `ry · rz` with `ry ≤ 65535` (rows must then be a multiple of `ry`, which
@@ -203,12 +201,9 @@ fn split_rows(rows: usize) -> (usize, usize) {
 }
 
 /// Column `i` of a `(rows, 2)` f32 tensor as `(rows, 1)`.
-fn column<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    t: CubeTensor<R>,
-    i: usize,
-) -> CubeTensor<R> {
+fn column<R: CubeRuntime>(t: CubeTensor<R>, i: usize) -> CubeTensor<R> {
     let rows = burn::tensor::TensorMetadata::shape(&t)[0];
-    Cube::<R, F, I, BT>::float_slice(
+    Ops::<R>::float_slice(
         t,
         &[
             burn::tensor::Slice::from(0..rows),
@@ -218,12 +213,7 @@ fn column<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
 }
 
 /// Per-group (mean, rstd) as an f32 tensor `(N·G, 2)`.
-fn statistics<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    x: &CubeTensor<R>,
-    s: NormShape,
-    eps: f64,
-) -> CubeTensor<R> {
-    type B<R, F, I, BT> = Cube<R, F, I, BT>;
+fn statistics<R: CubeRuntime>(x: &CubeTensor<R>, s: NormShape, eps: f64) -> CubeTensor<R> {
     let count = (s.cpg() * s.v) as f32;
     let ng = s.n * s.groups;
     let dummy = empty_device_contiguous_dtype::<R>(
@@ -232,27 +222,19 @@ fn statistics<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         Shape::from(vec![2]),
         DType::F32,
     );
-    let sums = column::<R, F, I, BT>(row_sums::<R, F, I, BT>(x, x, &dummy, s, mode::SUM), 0);
-    let grouped = B::<R, F, I, BT>::float_reshape(sums, Shape::from(vec![ng, s.cpg()]));
-    let mean = B::<R, F, I, BT>::float_div_scalar(
-        B::<R, F, I, BT>::float_sum_dim(grouped, 1),
-        count.into(),
-    );
-    let zeros = B::<R, F, I, BT>::float_mul_scalar(mean.clone(), 0.0f32.into());
-    let stats = B::<R, F, I, BT>::float_cat(vec![mean.clone(), zeros], 1);
-    let sq = column::<R, F, I, BT>(
-        row_sums::<R, F, I, BT>(x, x, &stats, s, mode::SQUARED_DEVIATION),
-        0,
-    );
-    let grouped = B::<R, F, I, BT>::float_reshape(sq, Shape::from(vec![ng, s.cpg()]));
-    let var = B::<R, F, I, BT>::float_div_scalar(
-        B::<R, F, I, BT>::float_sum_dim(grouped, 1),
-        count.into(),
-    );
-    let rstd = B::<R, F, I, BT>::float_recip(B::<R, F, I, BT>::float_sqrt(
-        B::<R, F, I, BT>::float_add_scalar(var, (eps as f32).into()),
-    ));
-    B::<R, F, I, BT>::float_cat(vec![mean, rstd], 1)
+    let sums = column(row_sums(x, x, &dummy, s, mode::SUM), 0);
+    let grouped = Ops::<R>::float_reshape(sums, Shape::from(vec![ng, s.cpg()]));
+    let mean = Ops::<R>::float_div_scalar(Ops::<R>::float_sum_dim(grouped, 1), count.into());
+    let zeros = Ops::<R>::float_mul_scalar(mean.clone(), 0.0f32.into());
+    let stats = Ops::<R>::float_cat(vec![mean.clone(), zeros], 1);
+    let sq = column(row_sums(x, x, &stats, s, mode::SQUARED_DEVIATION), 0);
+    let grouped = Ops::<R>::float_reshape(sq, Shape::from(vec![ng, s.cpg()]));
+    let var = Ops::<R>::float_div_scalar(Ops::<R>::float_sum_dim(grouped, 1), count.into());
+    let rstd = Ops::<R>::float_recip(Ops::<R>::float_sqrt(Ops::<R>::float_add_scalar(
+        var,
+        (eps as f32).into(),
+    )));
+    Ops::<R>::float_cat(vec![mean, rstd], 1)
 }
 
 fn out_like<R: CubeRuntime>(x: &CubeTensor<R>) -> CubeTensor<R> {
@@ -265,19 +247,14 @@ fn out_like<R: CubeRuntime>(x: &CubeTensor<R>) -> CubeTensor<R> {
 }
 
 /// The group norm of contiguous `x` with `gamma`, `beta` of x's dtype.
-pub fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     beta: CubeTensor<R>,
     s: NormShape,
     eps: f64,
 ) -> CubeTensor<R> {
-    type B<R, F, I, BT> = Cube<R, F, I, BT>;
-    let stats = statistics::<R, F, I, BT>(&x, s, eps);
-    let ng = s.n * s.groups;
-    let coef = B::<R, F, I, BT>::float_cat(vec![stats.clone(), stats], 1);
-    let coef = burn_cubecl::kernel::into_contiguous(coef);
-    debug_assert_eq!(burn::tensor::TensorMetadata::shape(&coef)[0], ng);
+    let stats = burn_cubecl::kernel::into_contiguous(statistics(&x, s, eps));
     let y = out_like(&x);
     let (count, dim) = elementwise_launch(&y);
     let dtype = x.dtype;
@@ -288,7 +265,7 @@ pub fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         x.into_tensor_arg(),
         gamma.into_tensor_arg(),
         beta.into_tensor_arg(),
-        coef.into_tensor_arg(),
+        stats.into_tensor_arg(),
         y.clone().into_tensor_arg(),
         s.v,
         s.c,
@@ -299,51 +276,48 @@ pub fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
 }
 
 /// Gradients (x, gamma, beta) of [`forward`] for the output gradient `dy`.
-pub fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     dy: CubeTensor<R>,
     s: NormShape,
     eps: f64,
 ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-    type B<R, F, I, BT> = Cube<R, F, I, BT>;
     let dtype = x.dtype;
-    let stats = burn_cubecl::kernel::into_contiguous(statistics::<R, F, I, BT>(&x, s, eps));
+    let stats = burn_cubecl::kernel::into_contiguous(statistics(&x, s, eps));
     let ng = s.n * s.groups;
     let count = (s.cpg() * s.v) as f32;
     // Per (sample, channel): Σ dy·x̂ and Σ dy.
-    let sums = row_sums::<R, F, I, BT>(&x, &dy, &stats, s, mode::GRADIENT);
-    let per_channel = B::<R, F, I, BT>::float_reshape(sums.clone(), Shape::from(vec![s.n, s.c, 2]));
-    let per_channel = B::<R, F, I, BT>::float_sum_dim(per_channel, 0);
-    let dgamma = column::<R, F, I, BT>(
-        B::<R, F, I, BT>::float_reshape(per_channel.clone(), Shape::from(vec![s.c, 2])),
+    let sums = row_sums(&x, &dy, &stats, s, mode::GRADIENT);
+    let per_channel = Ops::<R>::float_reshape(sums.clone(), Shape::from(vec![s.n, s.c, 2]));
+    let per_channel = Ops::<R>::float_sum_dim(per_channel, 0);
+    let dgamma = column(
+        Ops::<R>::float_reshape(per_channel.clone(), Shape::from(vec![s.c, 2])),
         0,
     );
-    let dbeta = column::<R, F, I, BT>(
-        B::<R, F, I, BT>::float_reshape(per_channel, Shape::from(vec![s.c, 2])),
+    let dbeta = column(
+        Ops::<R>::float_reshape(per_channel, Shape::from(vec![s.c, 2])),
         1,
     );
     // Per group: a = Σ γ·Σdy / M, b = Σ γ·Σdy·x̂ / M.
-    let gamma32 = B::<R, F, I, BT>::float_cast(gamma.clone(), DType::F32.into());
-    let gamma_rows = B::<R, F, I, BT>::float_reshape(gamma32, Shape::from(vec![1, s.c, 1]));
-    let weighted = B::<R, F, I, BT>::float_mul(
-        B::<R, F, I, BT>::float_reshape(sums, Shape::from(vec![s.n, s.c, 2])),
+    let gamma32 = Ops::<R>::float_cast(gamma.clone(), DType::F32.into());
+    let gamma_rows = Ops::<R>::float_reshape(gamma32, Shape::from(vec![1, s.c, 1]));
+    let weighted = Ops::<R>::float_mul(
+        Ops::<R>::float_reshape(sums, Shape::from(vec![s.n, s.c, 2])),
         gamma_rows,
     );
-    let grouped = B::<R, F, I, BT>::float_reshape(weighted, Shape::from(vec![ng, s.cpg(), 2]));
-    let per_group = B::<R, F, I, BT>::float_div_scalar(
-        B::<R, F, I, BT>::float_reshape(
-            B::<R, F, I, BT>::float_sum_dim(grouped, 1),
+    let grouped = Ops::<R>::float_reshape(weighted, Shape::from(vec![ng, s.cpg(), 2]));
+    let per_group = Ops::<R>::float_div_scalar(
+        Ops::<R>::float_reshape(
+            Ops::<R>::float_sum_dim(grouped, 1),
             Shape::from(vec![ng, 2]),
         ),
         count.into(),
     );
-    let b_term = column::<R, F, I, BT>(per_group.clone(), 0);
-    let a_term = column::<R, F, I, BT>(per_group, 1);
-    let coef = burn_cubecl::kernel::into_contiguous(B::<R, F, I, BT>::float_cat(
-        vec![stats, a_term, b_term],
-        1,
-    ));
+    let b_term = column(per_group.clone(), 0);
+    let a_term = column(per_group, 1);
+    let coef =
+        burn_cubecl::kernel::into_contiguous(Ops::<R>::float_cat(vec![stats, a_term, b_term], 1));
     let dx = out_like(&x);
     let (cnt, dim) = elementwise_launch(&dx);
     input_grad_kernel::launch::<R>(
@@ -361,21 +335,20 @@ pub fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
         dtype.into(),
     );
     let to = |t: CubeTensor<R>| {
-        let t = B::<R, F, I, BT>::float_reshape(t, Shape::from(vec![s.c]));
-        B::<R, F, I, BT>::float_cast(t, dtype.into())
+        let t = Ops::<R>::float_reshape(t, Shape::from(vec![s.c]));
+        Ops::<R>::float_cast(t, dtype.into())
     };
     (dx, to(dgamma), to(dbeta))
 }
 
 /// Σ dy per channel over samples and voxels (a bias gradient) for contiguous `dy (N, C, …)`,
 /// in dy's dtype.
-pub fn channel_sums<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn channel_sums<R: CubeRuntime>(
     dy: &CubeTensor<R>,
     n: usize,
     c: usize,
     v: usize,
 ) -> CubeTensor<R> {
-    type B<R, F, I, BT> = Cube<R, F, I, BT>;
     let s = NormShape { n, c, groups: c, v };
     let dummy = empty_device_contiguous_dtype::<R>(
         dy.client.clone(),
@@ -383,13 +356,10 @@ pub fn channel_sums<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElem
         Shape::from(vec![2]),
         DType::F32,
     );
-    let sums = column::<R, F, I, BT>(row_sums::<R, F, I, BT>(dy, dy, &dummy, s, mode::SUM_DY), 0);
-    let per = B::<R, F, I, BT>::float_sum_dim(
-        B::<R, F, I, BT>::float_reshape(sums, Shape::from(vec![n, c])),
-        0,
-    );
-    B::<R, F, I, BT>::float_cast(
-        B::<R, F, I, BT>::float_reshape(per, Shape::from(vec![c])),
+    let sums = column(row_sums(dy, dy, &dummy, s, mode::SUM_DY), 0);
+    let per = Ops::<R>::float_sum_dim(Ops::<R>::float_reshape(sums, Shape::from(vec![n, c])), 0);
+    Ops::<R>::float_cast(
+        Ops::<R>::float_reshape(per, Shape::from(vec![c])),
         dy.dtype.into(),
     )
 }

@@ -6,12 +6,10 @@ use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
-use super::elementwise_launch;
-
-type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+use super::{elementwise_launch, Ops};
 
 /// 1/√2 and 1/√(2π).
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -70,27 +68,27 @@ pub struct PointwiseShape {
 }
 
 /// `W (Co, Ci) × x[n] (Ci, V)` for every sample: `(N, Co, V)`, without bias.
-pub fn product<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn product<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     s: PointwiseShape,
 ) -> CubeTensor<R> {
-    let x = B::<R, F, I, BT>::float_reshape(x, Shape::from(vec![s.n, s.ci, s.v]));
-    let w = B::<R, F, I, BT>::float_reshape(w, Shape::from(vec![1, s.co, s.ci]));
-    let w = B::<R, F, I, BT>::float_expand(w, Shape::from(vec![s.n, s.co, s.ci]));
-    burn_cubecl::kernel::into_contiguous(B::<R, F, I, BT>::float_matmul(w, x))
+    let x = Ops::<R>::float_reshape(x, Shape::from(vec![s.n, s.ci, s.v]));
+    let w = Ops::<R>::float_reshape(w, Shape::from(vec![1, s.co, s.ci]));
+    let w = Ops::<R>::float_expand(w, Shape::from(vec![s.n, s.co, s.ci]));
+    burn_cubecl::kernel::into_contiguous(Ops::<R>::float_matmul(w, x))
 }
 
 /// The convolution with its bias; with `gelu`, `(pre-activation, GELU output)`, else
 /// `(output, output)`.
-pub fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     b: CubeTensor<R>,
     s: PointwiseShape,
     gelu: bool,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let y = product::<R, F, I, BT>(x, w, s);
+    let y = product(x, w, s);
     let out = if gelu {
         empty_device_contiguous_dtype::<R>(
             y.client.clone(),
@@ -143,46 +141,45 @@ pub fn gelu_grad<R: CubeRuntime>(pre: CubeTensor<R>, dy: CubeTensor<R>) -> CubeT
 /// Gradients (x, w) for the output gradient `dy (N, Co, V)`; the weight gradient's
 /// reduction over all voxels is split into chunks that run as one batched product, then
 /// summed.
-pub fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     dy: CubeTensor<R>,
     s: PointwiseShape,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let dy3 = B::<R, F, I, BT>::float_reshape(dy, Shape::from(vec![s.n, s.co, s.v]));
+    let dy3 = Ops::<R>::float_reshape(dy, Shape::from(vec![s.n, s.co, s.v]));
     // dx = Wᵀ × dy.
-    let wt = B::<R, F, I, BT>::float_swap_dims(
-        B::<R, F, I, BT>::float_reshape(w.clone(), Shape::from(vec![1, s.co, s.ci])),
+    let wt = Ops::<R>::float_swap_dims(
+        Ops::<R>::float_reshape(w.clone(), Shape::from(vec![1, s.co, s.ci])),
         1,
         2,
     );
-    let wt = B::<R, F, I, BT>::float_expand(wt, Shape::from(vec![s.n, s.ci, s.co]));
-    let dx = B::<R, F, I, BT>::float_matmul(wt, dy3.clone());
+    let wt = Ops::<R>::float_expand(wt, Shape::from(vec![s.n, s.ci, s.co]));
+    let dx = Ops::<R>::float_matmul(wt, dy3.clone());
     let dx = burn_cubecl::kernel::into_contiguous(dx);
     // dW = Σ over samples and voxel chunks of dy (Co, Vc) × xᵀ (Vc, Ci).
     let split = split_k(s.v);
     let vc = s.v / split;
     let batches = s.n * split;
-    let dy_chunks = B::<R, F, I, BT>::float_swap_dims(
-        B::<R, F, I, BT>::float_reshape(dy3, Shape::from(vec![s.n, s.co, split, vc])),
+    let dy_chunks = Ops::<R>::float_swap_dims(
+        Ops::<R>::float_reshape(dy3, Shape::from(vec![s.n, s.co, split, vc])),
         1,
         2,
     );
-    let dy_chunks = B::<R, F, I, BT>::float_reshape(
+    let dy_chunks = Ops::<R>::float_reshape(
         burn_cubecl::kernel::into_contiguous(dy_chunks),
         Shape::from(vec![batches, s.co, vc]),
     );
-    let x_chunks = B::<R, F, I, BT>::float_reshape(x, Shape::from(vec![s.n, s.ci, split, vc]));
+    let x_chunks = Ops::<R>::float_reshape(x, Shape::from(vec![s.n, s.ci, split, vc]));
     // (N, split, Vc, Ci)
-    let x_chunks =
-        B::<R, F, I, BT>::float_swap_dims(B::<R, F, I, BT>::float_swap_dims(x_chunks, 1, 2), 2, 3);
-    let x_chunks = B::<R, F, I, BT>::float_reshape(
+    let x_chunks = Ops::<R>::float_swap_dims(Ops::<R>::float_swap_dims(x_chunks, 1, 2), 2, 3);
+    let x_chunks = Ops::<R>::float_reshape(
         burn_cubecl::kernel::into_contiguous(x_chunks),
         Shape::from(vec![batches, vc, s.ci]),
     );
-    let partial = B::<R, F, I, BT>::float_matmul(dy_chunks, x_chunks);
-    let dw = B::<R, F, I, BT>::float_sum_dim(partial, 0);
-    let dw = B::<R, F, I, BT>::float_reshape(dw, burn::tensor::TensorMetadata::shape(&w));
+    let partial = Ops::<R>::float_matmul(dy_chunks, x_chunks);
+    let dw = Ops::<R>::float_sum_dim(partial, 0);
+    let dw = Ops::<R>::float_reshape(dw, burn::tensor::TensorMetadata::shape(&w));
     (dx, dw)
 }
 
