@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use em_connectomics::core::AnyArray;
-use em_connectomics::decode::{affinity_cc, CcParams};
+use em_connectomics::decode::{affinity_cc, CcOptions};
 use ndarray::Array4;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,10 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_dimensionality()?;
     let mut seg = None;
     for threads in [1, 2] {
-        let params = CcParams {
+        let params = CcOptions {
             threshold,
             threads: Some(threads),
-            ..CcParams::default()
+            ..CcOptions::default()
         };
         let mut best = f64::INFINITY;
         for _ in 0..repeats {

@@ -15,7 +15,7 @@ use burn::tensor::{Tensor, TensorData};
 use em_connectomics::core::{AnyArray, ChunkedVolumeExt, InMemoryVolume, NoProgress};
 use em_connectomics::models::{
     config_from_checkpoint, load_mednext, model_predictor, sliding_window, Blend, Cpu, Model,
-    OutputActivation, SlidingWindow,
+    OutputActivation, SlidingWindowConfig,
 };
 use ndarray::{Array4, Array5};
 
@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         AnyArray::from(Array4::<f32>::zeros((k, dims[0], dims[1], dims[2])).into_dyn()),
         "prediction",
     );
-    let mut settings = SlidingWindow::new([window; 3]);
+    let mut settings = SlidingWindowConfig::new([window; 3]);
     settings.overlap = [overlap; 3];
     settings.blend = Blend::Gaussian;
     settings.activation = OutputActivation::None;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use em_connectomics::augment::Pipeline;
 use em_connectomics::core::{AffinityOffsets, AnyArray, EdgeStorage, InMemoryVolume};
 use em_connectomics::data::{
-    synth, Dataset, Loader, LoaderConfig, PatchDataset, PatchSettings, TargetSpec,
+    synth, Dataset, Loader, LoaderOptions, PatchConfig, PatchDataset, TargetSpec,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,9 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let context = [4, 10, 10];
     let shape = [p + 48, 2 * p, 2 * p];
     let t = Instant::now();
-    let v = synth::neurons(shape, 0, &synth::NeuronSettings::default());
+    let v = synth::neurons(shape, 0, &synth::NeuronOptions::default());
     let made = t.elapsed().as_secs_f64();
-    let mut settings = PatchSettings::new([p; 3]);
+    let mut settings = PatchConfig::new([p; 3]);
     settings.context = context;
     let ds: Arc<dyn Dataset> = Arc::new(PatchDataset::new(
         "synthetic neurons",
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?);
     let pipeline = Arc::new(Pipeline::load(&preset)?);
     for workers in [1usize, 2] {
-        let cfg = LoaderConfig {
+        let cfg = LoaderOptions {
             batch_size: 1,
             workers,
             prefetch: 4,

@@ -81,7 +81,7 @@ fn run(
     let model = &trained.model;
     model.save_weights(&a.out.join("model.safetensors"))?;
 
-    let settings = cfg.inference_settings();
+    let settings = cfg.inference_config();
     // The probability threshold: the best on the validation volume (predicted the way the
     // test volume is), 0.5 without one. The test volume is never used to choose it.
     let threshold = match &cfg.validation {

@@ -106,7 +106,7 @@ fn run(
     // BANIS's sweep, sigmoid(0.2k) for k = −1..11, and a few lower values for weak models.
     let mut thresholds: Vec<f32> = vec![0.1, 0.2, 0.3, 0.4];
     thresholds.extend((-1..=11).map(|k| 1.0 / (1.0 + (-0.2 * k as f32).exp())));
-    let settings = cfg.inference_settings();
+    let settings = cfg.inference_config();
     let k = cfg.targets.channels();
     eprintln!("predicting the validation volume {:?} …", val_image.dim());
     let val_pred = model.predict(&val_image, k, &settings, &NoProgress)?;

@@ -88,7 +88,7 @@ fn decode_and_score(
     labels: &ArrayD<u32>,
     out: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use em_connectomics::decode::{decode, decode_blockwise, DecodeParams};
+    use em_connectomics::decode::{decode, decode_blockwise, DecodeOptions};
     use em_connectomics::metrics::{erl, Contingency, Node, Skeletons, VoxelMetrics};
     let labels = labels.view().into_dimensionality::<ndarray::Ix3>()?;
     let (z, y, x) = labels.dim();
@@ -109,9 +109,9 @@ fn decode_and_score(
             0.1 + noise
         }
     });
-    let params = DecodeParams {
+    let params = DecodeOptions {
         min_size: 10,
-        ..DecodeParams::default()
+        ..DecodeOptions::default()
     };
     let t = std::time::Instant::now();
     let (seg, k) = decode::<f32, u32>(aff.view(), &params)?;

@@ -4,8 +4,13 @@
 #[derive(Debug, thiserror::Error)]
 pub enum AutoconfError {
     /// The request itself is inconsistent.
-    #[error("invalid plan request: {0}")]
-    Request(String),
+    #[error("invalid plan request: {name} {reason}")]
+    InvalidParameter {
+        /// The value.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value the user asked for cannot be had here (a GPU, a precision).
     #[error("{0}")]
     Unavailable(String),

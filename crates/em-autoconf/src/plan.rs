@@ -262,9 +262,10 @@ pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
     let ex = &req.explicit;
     let m = &req.model;
     if m.divisor == 0 || req.effective_batch == 0 {
-        return Err(AutoconfError::Request(
-            "the model's patch divisor and the effective batch must be at least 1".into(),
-        ));
+        return Err(AutoconfError::InvalidParameter {
+            name: "the model's patch divisor and the effective batch",
+            reason: "must be at least 1".into(),
+        });
     }
     let mut warnings = Vec::new();
 

@@ -100,7 +100,7 @@ fn load_sample(a: &AugmentArgs, anisotropic: bool) -> anyhow::Result<Sample> {
             } else {
                 ([64, 64, 64], 1.0)
             };
-            let settings = em_data::synth::NeuronSettings {
+            let settings = em_data::synth::NeuronOptions {
                 z_anisotropy,
                 ..Default::default()
             };

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use em_core::{AnyArray, ChunkedVolumeExt, DType, EdgeStorage, InMemoryVolume, Progress};
 use em_decode::{
-    decode_blockwise, decode_with_summary, CcParams, DecodeParams, DecodeSummary, SmallObjectMode,
+    decode_blockwise, decode_with_summary, CcOptions, DecodeOptions, DecodeSummary, SmallObjectMode,
 };
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use ndarray::{ArrayView4, Ix4};
@@ -106,9 +106,9 @@ impl LabelOptions {
         &self,
         small_mode: SmallObjectMode,
         threads: Option<usize>,
-    ) -> DecodeParams {
-        DecodeParams {
-            cc: CcParams {
+    ) -> DecodeOptions {
+        DecodeOptions {
+            cc: CcOptions {
                 threshold: self.threshold,
                 channels: self.channels.clone(),
                 offsets: None,
@@ -255,7 +255,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
 /// Reads everything, decodes, writes.
 fn in_memory(
     args: &DecodeArgs,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     bar: &Bar,
 ) -> anyhow::Result<(&'static str, DecodeSummary)> {
     bar.start("reading affinities", 3);
@@ -277,7 +277,7 @@ fn in_memory(
 
 fn decode_any<L: em_core::Label>(
     aff: &AnyArray,
-    params: &DecodeParams,
+    params: &DecodeOptions,
 ) -> anyhow::Result<(AnyArray, DecodeSummary)> {
     fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> anyhow::Result<ArrayView4<'_, A>> {
         a.view().into_dimensionality::<Ix4>().map_err(|_| {
@@ -304,7 +304,7 @@ fn decode_any<L: em_core::Label>(
 /// other formats are assembled in memory and written at the end.
 fn blockwise(
     args: &DecodeArgs,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block: [u64; 3],
     bar: &Bar,
 ) -> anyhow::Result<(&'static str, DecodeSummary)> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use em_core::{AnyArray, EdgeStorage, Progress, VoxelSize};
-use em_decode::{affinity_cc_any, CcParams};
+use em_decode::{affinity_cc_any, CcOptions};
 use em_metrics::{
     binary_scores, erl, match_instances, Contingency, ErlReport, Skeletons, VoxelMetrics,
 };
@@ -357,7 +357,7 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
     bar.start("decoding thresholds", thresholds.len() as u64);
     let mut rows = Vec::new();
     for &t in &thresholds {
-        let params = CcParams {
+        let params = CcOptions {
             threshold: t,
             channels: args.channels.clone(),
             offsets: None,

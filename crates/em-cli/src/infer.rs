@@ -9,7 +9,9 @@ use em_core::ChunkedVolume;
 use em_core::{AnyArray, ChunkedVolumeExt, DType, InMemoryVolume};
 use em_data::TargetSpec;
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
-use em_models::{load_weights, model_predictor, sliding_window, ConvBackend, Model, SlidingWindow};
+use em_models::{
+    load_weights, model_predictor, sliding_window, ConvBackend, Model, SlidingWindowConfig,
+};
 use em_train::{DeviceChoice, TrainConfig};
 use serde_json::json;
 
@@ -175,7 +177,7 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     guard::outputs(&outputs, &inputs, a.overwrite)?;
     let (device, why) = em_train::resolve_device(a.device, &em_autoconf::probe())?;
     eprintln!("device: {why}");
-    let mut settings = cfg.inference_settings();
+    let mut settings = cfg.inference_config();
     if let Some(w) = &a.window {
         settings.window = match w.as_slice() {
             &[z, y, x] => [z, y, x],
@@ -316,7 +318,7 @@ struct Prediction<'a> {
     input: &'a dyn ChunkedVolume,
     out: &'a Path,
     target: &'a VolumePath,
-    settings: &'a SlidingWindow,
+    settings: &'a SlidingWindowConfig,
     out_shape: &'a [u64],
     spatial: &'a [u64],
     bar: &'a Bar,

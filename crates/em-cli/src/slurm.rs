@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use em_core::{ChunkedVolume, EdgeStorage};
-use em_decode::{block_count, label_block, stitch_blocks, BlockRecord, CcParams, DecodeParams};
+use em_decode::{block_count, label_block, stitch_blocks, BlockRecord, CcOptions, DecodeOptions};
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use em_slurm::{JobConfig, Manifest, ManifestEntry, RenderOptions, SweepConfig};
 use serde::{Deserialize, Serialize};
@@ -391,9 +391,9 @@ impl DecodePlan {
             .with_context(|| format!("{} is not a decode plan", path.display()))
     }
 
-    fn params(&self) -> DecodeParams {
-        DecodeParams {
-            cc: CcParams {
+    fn params(&self) -> DecodeOptions {
+        DecodeOptions {
+            cc: CcOptions {
                 threshold: self.threshold,
                 channels: self.channels.clone(),
                 offsets: None,
@@ -402,7 +402,7 @@ impl DecodePlan {
             },
             min_size: self.min_size,
             scale: self.scale,
-            ..DecodeParams::default()
+            ..DecodeOptions::default()
         }
     }
 
@@ -473,7 +473,7 @@ fn prepare_prediction(
             image.display()
         ),
     };
-    let window = cfg.inference_settings().window;
+    let window = cfg.inference_config().window;
     let context = a.context.unwrap_or([0, 1, 2].map(|i| window[i] as u64 / 2));
     let grid = em_core::BlockGrid::new(&dims, &a.block, &context)?;
     let mut shape = vec![k as u64];
@@ -808,7 +808,7 @@ impl em_train::OnDevice for Blocks<'_> {
             task,
         } = self;
         let model = crate::infer::load_model::<B>(cfg, &pp.run.join("model.safetensors"), device)?;
-        let settings = cfg.inference_settings();
+        let settings = cfg.inference_config();
         let mut predictor = em_models::model_predictor(&model, device);
         let image = em_io::open(&pp.image)?;
         let aff = em_io::open(&plan.affinities)?;

@@ -384,8 +384,8 @@ fn existing_outputs_need_overwrite() {
                 .into_dimensionality()
                 .unwrap()
                 .view(),
-            &em_decode::DecodeParams {
-                cc: em_decode::CcParams {
+            &em_decode::DecodeOptions {
+                cc: em_decode::CcOptions {
                     threshold: 0.7,
                     ..Default::default()
                 },

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{CoreError, Result};
 
 /// A voxel offset `(dz, dy, dx)`: channel `c` of an affinity map belongs to offset `c`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,12 +67,12 @@ impl EdgeStorage {
 }
 
 impl std::str::FromStr for EdgeStorage {
-    type Err = Error;
+    type Err = CoreError;
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "source" | "banis" => Ok(Self::Source),
             "destination" | "deepem" => Ok(Self::Destination),
-            _ => Err(Error::InvalidParameter {
+            _ => Err(CoreError::InvalidParameter {
                 name: "edge storage",
                 reason: format!("{s:?}; allowed: source (banis), destination (deepem)"),
             }),
@@ -89,16 +89,16 @@ impl AffinityOffsets {
     /// Offsets for channels in order; none may be `(0, 0, 0)` and there must be at least one.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for an empty list or a zero offset.
+    /// [`CoreError::InvalidParameter`] for an empty list or a zero offset.
     pub fn new(offsets: Vec<Offset>) -> Result<Self> {
         if offsets.is_empty() {
-            return Err(Error::InvalidParameter {
+            return Err(CoreError::InvalidParameter {
                 name: "affinity offsets",
                 reason: "the list is empty; give at least one (dz, dy, dx)".into(),
             });
         }
         if let Some(c) = offsets.iter().position(|o| o.0 == [0, 0, 0]) {
-            return Err(Error::InvalidParameter {
+            return Err(CoreError::InvalidParameter {
                 name: "affinity offsets",
                 reason: format!("channel {c} has offset (0, 0, 0), which links a voxel to itself"),
             });
@@ -161,7 +161,7 @@ impl Default for AffinityOffsets {
 }
 
 impl TryFrom<Vec<Offset>> for AffinityOffsets {
-    type Error = Error;
+    type Error = CoreError;
     fn try_from(v: Vec<Offset>) -> Result<Self> {
         Self::new(v)
     }

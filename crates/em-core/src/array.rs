@@ -6,7 +6,7 @@ use half::f16;
 use ndarray::{ArrayD, ArrayViewD};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{CoreError, Result};
 
 /// The element type of a volume on disk or in memory.
 ///
@@ -113,13 +113,13 @@ impl fmt::Display for DType {
 }
 
 impl std::str::FromStr for DType {
-    type Err = Error;
+    type Err = CoreError;
     fn from_str(s: &str) -> Result<Self> {
         let s = s.to_ascii_lowercase();
         DType::ALL
             .into_iter()
             .find(|d| d.name() == s || format!("{d:?}").to_ascii_lowercase() == s)
-            .ok_or_else(|| Error::InvalidParameter {
+            .ok_or_else(|| CoreError::InvalidParameter {
                 name: "dtype",
                 reason: format!("{s:?}; allowed: {}", DType::ALL.map(DType::name).join(", ")),
             })
@@ -133,7 +133,7 @@ impl From<DType> for &'static str {
 }
 
 impl TryFrom<String> for DType {
-    type Error = Error;
+    type Error = CoreError;
     fn try_from(s: String) -> Result<Self> {
         s.parse()
     }
@@ -216,7 +216,7 @@ macro_rules! any_array {
             /// Copies the elements of `roi` (which must fit this array) into a new array.
             ///
             /// # Errors
-            /// [`Error::DimensionMismatch`] or [`Error::OutOfBounds`].
+            /// [`CoreError::DimensionMismatch`] or [`CoreError::OutOfBounds`].
             pub fn crop(&self, roi: &crate::Roi) -> Result<Self> {
                 match self { $(AnyArray::$variant(a) => Ok(AnyArray::$variant(roi.slice(a)?.to_owned())),)* }
             }
@@ -224,20 +224,20 @@ macro_rules! any_array {
             /// Writes `data` (same type) into `roi` of this array.
             ///
             /// # Errors
-            /// [`Error::DTypeMismatch`], [`Error::ShapeMismatch`], or a region error.
+            /// [`CoreError::DTypeMismatch`], [`CoreError::ShapeMismatch`], or a region error.
             pub fn assign(&mut self, roi: &crate::Roi, data: &AnyArray) -> Result<()> {
                 let found = data.dtype();
                 let expected = self.dtype();
                 let got: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
                 if got != roi.shape() {
-                    return Err(Error::ShapeMismatch { what: format!("data written to {roi}"), expected: roi.shape().to_vec(), got });
+                    return Err(CoreError::ShapeMismatch { what: format!("data written to {roi}"), expected: roi.shape().to_vec(), got });
                 }
                 match (self, data) {
                     $((AnyArray::$variant(dst), AnyArray::$variant(src)) => {
                         roi.slice_mut(dst)?.assign(src);
                         Ok(())
                     })*
-                    _ => Err(Error::DTypeMismatch { expected, found }),
+                    _ => Err(CoreError::DTypeMismatch { expected, found }),
                 }
             }
         }
@@ -300,10 +300,10 @@ impl AnyArray {
     /// The array as type `T`, without conversion.
     ///
     /// # Errors
-    /// [`Error::DTypeMismatch`] when the array holds another type.
+    /// [`CoreError::DTypeMismatch`] when the array holds another type.
     pub fn into_typed<T: Element>(self) -> Result<ArrayD<T>> {
         let found = self.dtype();
-        T::from_any(self).map_err(|_| Error::DTypeMismatch {
+        T::from_any(self).map_err(|_| CoreError::DTypeMismatch {
             expected: T::DTYPE,
             found,
         })
@@ -312,9 +312,9 @@ impl AnyArray {
     /// A view of the array as type `T`, without conversion.
     ///
     /// # Errors
-    /// [`Error::DTypeMismatch`] when the array holds another type.
+    /// [`CoreError::DTypeMismatch`] when the array holds another type.
     pub fn view_typed<T: Element>(&self) -> Result<ArrayViewD<'_, T>> {
-        T::view_any(self).ok_or(Error::DTypeMismatch {
+        T::view_any(self).ok_or(CoreError::DTypeMismatch {
             expected: T::DTYPE,
             found: self.dtype(),
         })
@@ -355,12 +355,12 @@ mod tests {
         let wrong: AnyArray = ArrayD::<u8>::from_elem(vec![2, 2], 9).into();
         assert!(matches!(
             a.assign(&roi, &wrong),
-            Err(Error::DTypeMismatch { .. })
+            Err(CoreError::DTypeMismatch { .. })
         ));
         let wrong_shape: AnyArray = ArrayD::<u32>::from_elem(vec![3, 2], 9).into();
         assert!(matches!(
             a.assign(&roi, &wrong_shape),
-            Err(Error::ShapeMismatch { .. })
+            Err(CoreError::ShapeMismatch { .. })
         ));
     }
 

@@ -1,6 +1,6 @@
 //! Iteration of a volume in blocks with a halo, for out-of-core and parallel work.
 
-use crate::{Error, Result, Roi};
+use crate::{CoreError, Result, Roi};
 
 /// A regular grid of blocks over a volume; each block also knows its region grown by a
 /// halo (clipped to the volume), which is what a blockwise algorithm reads.
@@ -44,12 +44,12 @@ impl BlockGrid {
     /// extra voxels per side. Edge blocks are smaller where the volume does not divide.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] if the three lengths differ, [`Error::InvalidParameter`]
+    /// [`CoreError::DimensionMismatch`] if the three lengths differ, [`CoreError::InvalidParameter`]
     /// if a block side is 0.
     pub fn new(volume_shape: &[u64], block_shape: &[u64], halo: &[u64]) -> Result<Self> {
         for (what, len) in [("block shape", block_shape.len()), ("halo", halo.len())] {
             if len != volume_shape.len() {
-                return Err(Error::DimensionMismatch {
+                return Err(CoreError::DimensionMismatch {
                     what: what.into(),
                     expected: volume_shape.len(),
                     got: len,
@@ -57,7 +57,7 @@ impl BlockGrid {
             }
         }
         if block_shape.contains(&0) {
-            return Err(Error::InvalidParameter {
+            return Err(CoreError::InvalidParameter {
                 name: "block shape",
                 reason: format!("{block_shape:?} has a zero side; every side must be ≥ 1"),
             });

@@ -1,13 +1,13 @@
 use crate::DType;
 
 /// Result alias used throughout em-core and by every [`crate::ChunkedVolume`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in em-core, and the error that storage backends report
 /// through [`crate::ChunkedVolume`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum CoreError {
     /// Two things that must have the same number of axes do not.
     #[error("{what} has {got} axes, expected {expected}")]
     DimensionMismatch {
@@ -68,7 +68,7 @@ pub enum Error {
         /// The volume, as [`crate::ChunkedVolume::describe`] gives it.
         volume: String,
         /// What was wrong with the request.
-        source: Box<Error>,
+        source: Box<CoreError>,
     },
     /// A storage backend (file format reader/writer) failed; the message names the file.
     #[error(transparent)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{CoreError, Result};
 
 /// Physical size of a voxel in nanometres, `(z, y, x)`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,10 +13,10 @@ impl VoxelSize {
     /// A voxel size; every side must be finite and positive.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] naming the bad side.
+    /// [`CoreError::InvalidParameter`] naming the bad side.
     pub fn new(zyx: [f64; 3]) -> Result<Self> {
         if let Some(v) = zyx.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::InvalidParameter {
+            return Err(CoreError::InvalidParameter {
                 name: "voxel size",
                 reason: format!("{zyx:?} contains {v}; every side must be a positive number of nm"),
             });
@@ -52,7 +52,7 @@ impl Default for VoxelSize {
 }
 
 impl TryFrom<[f64; 3]> for VoxelSize {
-    type Error = Error;
+    type Error = CoreError;
     fn try_from(v: [f64; 3]) -> Result<Self> {
         Self::new(v)
     }

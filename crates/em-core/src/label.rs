@@ -3,7 +3,7 @@
 use std::fmt;
 use std::hash::Hash;
 
-use crate::{AnyArray, Element, Error, Result};
+use crate::{AnyArray, CoreError, Element, Result};
 
 /// A segment id type: `u32` (default) or `u64`. 0 is background.
 pub trait Label: Element + Eq + Ord + Hash + fmt::Display + bytemuck::Zeroable {
@@ -53,7 +53,7 @@ impl Label for u64 {
 fn label_of<T: fmt::Display, L: Label>(v: T, as_u64: Option<u64>) -> Result<L> {
     as_u64
         .and_then(L::from_u64)
-        .ok_or_else(|| Error::LabelOutOfRange {
+        .ok_or_else(|| CoreError::LabelOutOfRange {
             value: v.to_string(),
             label_type: L::NAME,
             max: L::MAX.to_u64(),
@@ -66,7 +66,7 @@ fn label_of<T: fmt::Display, L: Label>(v: T, as_u64: Option<u64>) -> Result<L> {
 /// unknown regions into an explicit mask before converting.
 ///
 /// # Errors
-/// [`Error::LabelOutOfRange`] naming the first bad value; [`Error::InvalidParameter`] for
+/// [`CoreError::LabelOutOfRange`] naming the first bad value; [`CoreError::InvalidParameter`] for
 /// float or bool data.
 pub fn to_labels<L: Label>(array: &AnyArray) -> Result<ndarray::ArrayD<L>> {
     fn conv<T: Copy + fmt::Display, L: Label>(
@@ -88,7 +88,7 @@ pub fn to_labels<L: Label>(array: &AnyArray) -> Result<ndarray::ArrayD<L>> {
         AnyArray::I16(a) => conv(a, |v| u64::try_from(v).ok()),
         AnyArray::I32(a) => conv(a, |v| u64::try_from(v).ok()),
         AnyArray::I64(a) => conv(a, |v| u64::try_from(v).ok()),
-        other => Err(Error::InvalidParameter {
+        other => Err(CoreError::InvalidParameter {
             name: "label volume",
             reason: format!(
                 "{} data cannot hold labels; labels are integers",

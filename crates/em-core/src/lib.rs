@@ -23,7 +23,7 @@
 //! let a = Roi::new([0, 0, 0], [4, 4, 4])?;
 //! let b = Roi::new([2, 2, 2], [4, 4, 4])?;
 //! assert_eq!(a.intersect(&b).unwrap().to_string(), "[2..4, 2..4, 2..4]");
-//! # Ok::<(), em_core::Error>(())
+//! # Ok::<(), em_core::CoreError>(())
 //! ```
 
 mod affinity;
@@ -42,7 +42,7 @@ pub use affinity::{AffinityOffsets, EdgeStorage, Offset};
 pub use alloc::{huge_vec, keep_freed_memory, peak_rss_bytes, zeroed_vec, PeakAlloc};
 pub use array::{AnyArray, DType, Element};
 pub use blocks::{Block, BlockGrid};
-pub use error::{Error, Result};
+pub use error::{CoreError, Result};
 pub use geometry::VoxelSize;
 pub use half::f16;
 pub use label::{to_labels, to_labels_and_mask, Label};

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{CoreError, Result};
 
 /// An axis-aligned box of voxels: `start` (inclusive) and `shape`, one entry per axis.
 ///
@@ -22,12 +22,12 @@ impl Roi {
     /// A region from its start corner and shape.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] if the two lengths differ, and
-    /// [`Error::InvalidParameter`] if `start + shape` overflows `u64`.
+    /// [`CoreError::DimensionMismatch`] if the two lengths differ, and
+    /// [`CoreError::InvalidParameter`] if `start + shape` overflows `u64`.
     pub fn new(start: impl Into<Vec<u64>>, shape: impl Into<Vec<u64>>) -> Result<Self> {
         let (start, shape) = (start.into(), shape.into());
         if start.len() != shape.len() {
-            return Err(Error::DimensionMismatch {
+            return Err(CoreError::DimensionMismatch {
                 what: "region shape".into(),
                 expected: start.len(),
                 got: shape.len(),
@@ -38,7 +38,7 @@ impl Roi {
             .zip(&shape)
             .any(|(s, n)| s.checked_add(*n).is_none())
         {
-            return Err(Error::InvalidParameter {
+            return Err(CoreError::InvalidParameter {
                 name: "region",
                 reason: format!("start {start:?} + shape {shape:?} overflows"),
             });
@@ -157,7 +157,7 @@ impl Roi {
     /// Intersect with the volume's region to clip the far side.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] if `amount` has another length.
+    /// [`CoreError::DimensionMismatch`] if `amount` has another length.
     pub fn grow(&self, amount: &[u64]) -> Result<Roi> {
         self.check_ndim("growth amount", amount.len())?;
         let start: Vec<u64> = self
@@ -179,10 +179,10 @@ impl Roi {
     /// This region in the coordinates of `outer` (whose start becomes the origin).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] if `self` is not inside `outer`.
+    /// [`CoreError::OutOfBounds`] if `self` is not inside `outer`.
     pub fn relative_to(&self, outer: &Roi) -> Result<Roi> {
         if !outer.contains(self) {
-            return Err(Error::OutOfBounds {
+            return Err(CoreError::OutOfBounds {
                 roi: self.to_string(),
                 shape: outer.shape.clone(),
             });
@@ -218,11 +218,11 @@ impl Roi {
     /// Checks that this region lies inside a volume of shape `shape`.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] or [`Error::OutOfBounds`].
+    /// [`CoreError::DimensionMismatch`] or [`CoreError::OutOfBounds`].
     pub fn check_within(&self, shape: &[u64]) -> Result<()> {
         self.check_ndim("region", shape.len())?;
         if !Roi::from_shape(shape.to_vec()).contains(self) {
-            return Err(Error::OutOfBounds {
+            return Err(CoreError::OutOfBounds {
                 roi: self.to_string(),
                 shape: shape.to_vec(),
             });
@@ -232,7 +232,7 @@ impl Roi {
 
     fn check_ndim(&self, what: &str, got: usize) -> Result<()> {
         if got != self.ndim() {
-            return Err(Error::DimensionMismatch {
+            return Err(CoreError::DimensionMismatch {
                 what: what.into(),
                 expected: self.ndim(),
                 got,
@@ -244,7 +244,7 @@ impl Roi {
     /// Slices an in-memory array (whose origin is voxel 0) to this region.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] or [`Error::OutOfBounds`] if the region does not fit.
+    /// [`CoreError::DimensionMismatch`] or [`CoreError::OutOfBounds`] if the region does not fit.
     pub fn slice<'a, T>(
         &self,
         array: &'a ndarray::ArrayD<T>,
@@ -261,7 +261,7 @@ impl Roi {
     /// Mutable variant of [`Roi::slice`].
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] or [`Error::OutOfBounds`] if the region does not fit.
+    /// [`CoreError::DimensionMismatch`] or [`CoreError::OutOfBounds`] if the region does not fit.
     pub fn slice_mut<'a, T>(
         &self,
         array: &'a mut ndarray::ArrayD<T>,

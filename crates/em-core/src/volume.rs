@@ -4,7 +4,7 @@ use std::sync::RwLock;
 
 use ndarray::ArrayD;
 
-use crate::{AnyArray, BlockGrid, DType, Element, Error, Result, Roi};
+use crate::{AnyArray, BlockGrid, CoreError, DType, Element, Result, Roi};
 
 /// A volume on disk or in memory that is read and written one region at a time.
 ///
@@ -27,13 +27,13 @@ pub trait ChunkedVolume: Send + Sync {
     /// Reads the voxels of `roi`, which must lie inside the volume.
     ///
     /// # Errors
-    /// A region error for a bad `roi`; [`Error::Storage`] when the backend fails.
+    /// A region error for a bad `roi`; [`CoreError::Storage`] when the backend fails.
     fn read_roi(&self, roi: &Roi) -> Result<AnyArray>;
 
     /// Writes `data` (of this volume's dtype and `roi`'s shape) into `roi`.
     ///
     /// # Errors
-    /// A region, dtype or shape error; [`Error::Storage`] when the backend fails or the
+    /// A region, dtype or shape error; [`CoreError::Storage`] when the backend fails or the
     /// volume was opened read-only.
     fn write_roi(&self, roi: &Roi, data: &AnyArray) -> Result<()>;
 
@@ -66,11 +66,11 @@ pub trait ChunkedVolumeExt: ChunkedVolume {
     /// Reads `roi` as type `T` (no conversion: the dtype must match).
     ///
     /// # Errors
-    /// As [`ChunkedVolume::read_roi`], plus [`Error::DTypeMismatch`].
+    /// As [`ChunkedVolume::read_roi`], plus [`CoreError::DTypeMismatch`].
     fn read_roi_as<T: Element>(&self, roi: &Roi) -> Result<ArrayD<T>> {
         self.read_roi(roi)?
             .into_typed()
-            .map_err(|e| Error::InVolume {
+            .map_err(|e| CoreError::InVolume {
                 volume: self.describe(),
                 source: Box::new(e),
             })
@@ -87,7 +87,7 @@ pub trait ChunkedVolumeExt: ChunkedVolume {
     /// A grid of blocks aligned to multiples of the storage chunks, with `halo`.
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] if `halo` has the wrong length.
+    /// [`CoreError::DimensionMismatch`] if `halo` has the wrong length.
     fn chunk_grid(&self, halo: &[u64]) -> Result<BlockGrid> {
         let chunks: Vec<u64> = self.chunk_shape().iter().map(|&c| c.max(1)).collect();
         BlockGrid::new(self.shape(), &chunks, halo)
@@ -99,10 +99,10 @@ impl<V: ChunkedVolume + ?Sized> ChunkedVolumeExt for V {}
 /// Checks a [`ChunkedVolume::read_roi`] region against the volume; the error names it.
 ///
 /// # Errors
-/// [`Error::InVolume`] around a region error.
+/// [`CoreError::InVolume`] around a region error.
 pub fn check_read(volume: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<()> {
     roi.check_within(volume.shape())
-        .map_err(|e| Error::InVolume {
+        .map_err(|e| CoreError::InVolume {
             volume: volume.describe(),
             source: Box::new(e),
         })
@@ -112,14 +112,14 @@ pub fn check_read(volume: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<(
 /// names it.
 ///
 /// # Errors
-/// [`Error::InVolume`] around a dtype, region or shape error.
+/// [`CoreError::InVolume`] around a dtype, region or shape error.
 pub fn check_write(
     volume: &(impl ChunkedVolume + ?Sized),
     roi: &Roi,
     data: &AnyArray,
 ) -> Result<()> {
     let problem = if data.dtype() != volume.dtype() {
-        Some(Error::DTypeMismatch {
+        Some(CoreError::DTypeMismatch {
             expected: volume.dtype(),
             found: data.dtype(),
         })
@@ -127,7 +127,7 @@ pub fn check_write(
         Some(e)
     } else {
         let got: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
-        (got != roi.shape()).then(|| Error::ShapeMismatch {
+        (got != roi.shape()).then(|| CoreError::ShapeMismatch {
             what: format!("data written to {roi}"),
             expected: roi.shape().to_vec(),
             got,
@@ -135,7 +135,7 @@ pub fn check_write(
     };
     match problem {
         None => Ok(()),
-        Some(e) => Err(Error::InVolume {
+        Some(e) => Err(CoreError::InVolume {
             volume: volume.describe(),
             source: Box::new(e),
         }),
@@ -166,7 +166,7 @@ impl InMemoryVolume {
     /// Sets the chunk shape reported to blockwise algorithms (e.g. to test them).
     ///
     /// # Errors
-    /// [`Error::DimensionMismatch`] or [`Error::InvalidParameter`] for a zero side.
+    /// [`CoreError::DimensionMismatch`] or [`CoreError::InvalidParameter`] for a zero side.
     pub fn with_chunk_shape(mut self, chunk_shape: &[u64]) -> Result<Self> {
         BlockGrid::new(&self.shape, chunk_shape, &vec![0; chunk_shape.len()])?;
         self.chunk_shape = chunk_shape.to_vec();
@@ -231,7 +231,7 @@ mod tests {
         let outside = Roi::new([3, 0, 0], [2, 1, 1]).unwrap();
         let err = v.read_roi(&outside).unwrap_err();
         assert!(
-            matches!(&err, Error::InVolume { source, .. } if matches!(**source, Error::OutOfBounds { .. }))
+            matches!(&err, CoreError::InVolume { source, .. } if matches!(**source, CoreError::OutOfBounds { .. }))
         );
         assert!(
             err.to_string()

@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     let v = synth::neurons(
         [148, 148, 148],
         0,
-        &synth::NeuronSettings {
+        &synth::NeuronOptions {
             z_anisotropy: 1.0,
             ..Default::default()
         },

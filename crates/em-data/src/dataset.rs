@@ -31,7 +31,7 @@ pub trait Dataset: Send + Sync {
 /// How patches are cut.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PatchSettings {
+pub struct PatchConfig {
     /// Patch side `(z, y, x)` handed to the model.
     pub patch: [usize; 3],
     /// Extra voxels read on each side (augmentation and long-range affinities need them);
@@ -62,7 +62,7 @@ fn thousand() -> usize {
     1000
 }
 
-impl PatchSettings {
+impl PatchConfig {
     /// Settings for `patch` with no context, padding or rejection.
     pub fn new(patch: [usize; 3]) -> Self {
         Self {
@@ -89,7 +89,7 @@ pub struct PatchDataset {
     image: Arc<dyn ChunkedVolume>,
     labels: Option<Arc<dyn ChunkedVolume>>,
     mask: Option<Arc<dyn ChunkedVolume>>,
-    settings: PatchSettings,
+    settings: PatchConfig,
     shape: [usize; 3],
     channels: usize,
 }
@@ -98,14 +98,14 @@ impl PatchDataset {
     /// Checks shapes and settings.
     ///
     /// # Errors
-    /// [`DataError::Invalid`] naming the mismatch: label or mask shape ≠ image shape, a
+    /// [`DataError::InvalidParameter`] naming the mismatch: label or mask shape ≠ image shape, a
     /// volume smaller than the patch, a zero patch side or tries.
     pub fn new(
         name: impl Into<String>,
         image: Arc<dyn ChunkedVolume>,
         labels: Option<Arc<dyn ChunkedVolume>>,
         mask: Option<Arc<dyn ChunkedVolume>>,
-        settings: PatchSettings,
+        settings: PatchConfig,
     ) -> Result<Self> {
         let name = name.into();
         let ish: Vec<usize> = image.shape().iter().map(|&v| v as usize).collect();
@@ -181,7 +181,7 @@ impl PatchDataset {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &PatchSettings {
+    pub fn settings(&self) -> &PatchConfig {
         &self.settings
     }
 

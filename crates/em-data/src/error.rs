@@ -5,15 +5,15 @@
 pub enum DataError {
     /// Reading a volume failed, or a region did not fit it.
     #[error(transparent)]
-    Volume(#[from] em_core::Error),
+    Volume(#[from] em_core::CoreError),
     /// The augmentation pipeline refused the sample.
     #[error(transparent)]
     Augment(#[from] em_augment::AugmentError),
     /// A dataset or loader setting, or the volumes given, do not make sense.
-    #[error("{what}: {reason}")]
-    Invalid {
+    #[error("{name}: {reason}")]
+    InvalidParameter {
         /// The dataset or setting.
-        what: String,
+        name: String,
         /// What is wrong and what would be right.
         reason: String,
     },
@@ -43,8 +43,8 @@ pub enum DataError {
 pub type Result<T> = std::result::Result<T, DataError>;
 
 pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> DataError {
-    DataError::Invalid {
-        what: what.into(),
+    DataError::InvalidParameter {
+        name: what.into(),
         reason: reason.into(),
     }
 }

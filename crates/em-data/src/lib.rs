@@ -2,9 +2,9 @@
 //! `WeightedConcatDataset` and loaders.
 //!
 //! ```
-//! use em_data::synth::{neurons, NeuronSettings};
+//! use em_data::synth::{neurons, NeuronOptions};
 //!
-//! let v = neurons([4, 32, 32], 7, &NeuronSettings::default());
+//! let v = neurons([4, 32, 32], 7, &NeuronOptions::default());
 //! assert_eq!(v.image.dim(), (4, 32, 32));
 //! assert!(v.labels.iter().all(|&l| l >= 1));
 //! ```
@@ -17,11 +17,11 @@ pub mod synth;
 pub mod targets;
 
 pub use dataset::{
-    grid_starts, Dataset, GridDataset, LengthPolicy, MixMode, PatchDataset, PatchSettings,
+    grid_starts, Dataset, GridDataset, LengthPolicy, MixMode, PatchConfig, PatchDataset,
     WeightedConcatDataset,
 };
 pub use error::{DataError, Result};
-pub use loader::{make_batch, Batch, Loader, LoaderConfig, TargetSpec};
+pub use loader::{make_batch, Batch, Loader, LoaderOptions, TargetSpec};
 pub use sources::{
     DataConfig, Opener, SourceConfig, SourceVolumes, Split, SynthKind, WeightedSource,
 };

@@ -155,7 +155,7 @@ pub struct Batch {
 
 /// Loader settings.
 #[derive(Clone, Debug)]
-pub struct LoaderConfig {
+pub struct LoaderOptions {
     /// Samples per batch.
     pub batch_size: usize,
     /// Worker threads (0 = build batches on the caller's thread, lazily).
@@ -177,7 +177,7 @@ pub struct LoaderConfig {
 /// Builds batch `b` of `epoch`: fully determined by the seed, epoch and batch index.
 pub fn make_batch(
     dataset: &dyn Dataset,
-    cfg: &LoaderConfig,
+    cfg: &LoaderOptions,
     epoch: u64,
     b: usize,
 ) -> Result<Batch> {
@@ -251,7 +251,7 @@ pub struct Loader {
     total: usize,
     failed: bool,
     // For workers = 0.
-    inline: Option<(Arc<dyn Dataset>, LoaderConfig, u64)>,
+    inline: Option<(Arc<dyn Dataset>, LoaderOptions, u64)>,
 }
 
 impl Loader {
@@ -259,7 +259,7 @@ impl Loader {
     ///
     /// # Errors
     /// A zero batch size or a zero prefetch with workers.
-    pub fn new(dataset: Arc<dyn Dataset>, cfg: LoaderConfig, epoch: u64) -> Result<Self> {
+    pub fn new(dataset: Arc<dyn Dataset>, cfg: LoaderOptions, epoch: u64) -> Result<Self> {
         Self::starting_at(dataset, cfg, epoch, 0)
     }
 
@@ -270,7 +270,7 @@ impl Loader {
     /// As [`Loader::new`].
     pub fn starting_at(
         dataset: Arc<dyn Dataset>,
-        cfg: LoaderConfig,
+        cfg: LoaderOptions,
         epoch: u64,
         first: usize,
     ) -> Result<Self> {

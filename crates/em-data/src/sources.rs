@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result};
 use crate::synth;
-use crate::{Dataset, LengthPolicy, MixMode, PatchDataset, PatchSettings, WeightedConcatDataset};
+use crate::{Dataset, LengthPolicy, MixMode, PatchConfig, PatchDataset, WeightedConcatDataset};
 
 /// Opens a volume path (any em-io format); the caller supplies the opener so that this
 /// crate needs no I/O backends (em-io's `open` fits).
@@ -124,7 +124,7 @@ pub struct DataConfig {
     #[serde(default)]
     pub length: LengthPolicy,
     /// Patch cutting.
-    pub patch: PatchSettings,
+    pub patch: PatchConfig,
 }
 
 /// The image, label and mask volumes of a source.
@@ -325,7 +325,7 @@ impl ChunkedVolume for Binarized {
         Ok(AnyArray::from(a.mapv(|v| u8::from(v != 0.0))))
     }
     fn write_roi(&self, _roi: &Roi, _data: &AnyArray) -> em_core::Result<()> {
-        Err(em_core::Error::InvalidParameter {
+        Err(em_core::CoreError::InvalidParameter {
             name: "binarised labels",
             reason: "read-only view".into(),
         })

@@ -16,7 +16,7 @@ pub struct SynthVolume {
 
 /// Settings of [`neurons`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct NeuronSettings {
+pub struct NeuronOptions {
     /// Mean cell spacing in-plane, voxels.
     pub cell_size: f32,
     /// z voxel size relative to y/x (anisotropy of serial sections, e.g. 4 for 40 vs 10 nm).
@@ -29,7 +29,7 @@ pub struct NeuronSettings {
     pub noise: f32,
 }
 
-impl Default for NeuronSettings {
+impl Default for NeuronOptions {
     fn default() -> Self {
         Self {
             cell_size: 24.0,
@@ -43,7 +43,7 @@ impl Default for NeuronSettings {
 
 /// Densely packed neuron-like cells (a warped Voronoi partition with random cell weights),
 /// membranes dark, interiors of varying brightness with texture; deterministic per seed.
-pub fn neurons(shape: [usize; 3], seed: u64, s: &NeuronSettings) -> SynthVolume {
+pub fn neurons(shape: [usize; 3], seed: u64, s: &NeuronOptions) -> SynthVolume {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let [nz, ny, nx] = shape;
     let step = s.cell_size.max(2.0);
@@ -219,8 +219,8 @@ mod tests {
 
     #[test]
     fn mitochondria_are_not_thresholdable() {
-        let v = mitochondria([12, 96, 96], 5, &MitoSettings::default());
-        assert_eq!(v, mitochondria([12, 96, 96], 5, &MitoSettings::default()));
+        let v = mitochondria([12, 96, 96], 5, &MitoOptions::default());
+        assert_eq!(v, mitochondria([12, 96, 96], 5, &MitoOptions::default()));
         let fg = v.labels.iter().filter(|&&l| l != 0).count() as f32 / v.labels.len() as f32;
         assert!((0.03..0.3).contains(&fg), "foreground fraction {fg}");
         let (iou, t) = threshold_baseline_iou(&v.image, &v.labels);
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn section_skeletons_follow_cells_through_z() {
-        let v = neurons([6, 32, 32], 1, &NeuronSettings::default());
+        let v = neurons([6, 32, 32], 1, &NeuronOptions::default());
         let (nodes, edges) = section_skeletons(&v.labels);
         assert!(!nodes.is_empty() && !edges.is_empty());
         for [a, b] in edges {
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn cells_are_dense_distinct_and_reproducible() {
-        let s = NeuronSettings::default();
+        let s = NeuronOptions::default();
         let a = neurons([8, 64, 64], 3, &s);
         assert_eq!(a, neurons([8, 64, 64], 3, &s));
         assert_ne!(a.image, neurons([8, 64, 64], 4, &s).image);
@@ -269,7 +269,7 @@ mod tests {
 
 /// Settings of [`mitochondria`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct MitoSettings {
+pub struct MitoOptions {
     /// Organelles per 10⁶ voxels.
     pub density: f32,
     /// Tube radius range in-plane (voxels).
@@ -284,7 +284,7 @@ pub struct MitoSettings {
     pub noise: f32,
 }
 
-impl Default for MitoSettings {
+impl Default for MitoOptions {
     fn default() -> Self {
         Self {
             density: 8.0,
@@ -301,14 +301,14 @@ impl Default for MitoSettings {
 /// double membrane and striped cristae inside, among cell membranes and dark vesicles of
 /// the same grey levels, so that intensity alone does not separate them; binary labels
 /// (1 = mitochondrion). Deterministic per seed.
-pub fn mitochondria(shape: [usize; 3], seed: u64, s: &MitoSettings) -> SynthVolume {
+pub fn mitochondria(shape: [usize; 3], seed: u64, s: &MitoOptions) -> SynthVolume {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_746f);
     let [nz, ny, nx] = shape;
     // Neuropil: cells with membranes, at lower contrast, as the background.
     let cells = neurons(
         shape,
         seed,
-        &NeuronSettings {
+        &NeuronOptions {
             cell_size: 40.0,
             z_anisotropy: s.z_anisotropy,
             membrane: 1.0,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use em_augment::{rng_from_seed, AugmentRng, Pipeline, Sample};
 use em_core::{AnyArray, ChunkedVolume, InMemoryVolume};
 use em_data::{
-    grid_starts, DataError, Dataset, GridDataset, LengthPolicy, Loader, LoaderConfig, MixMode,
-    PatchDataset, PatchSettings, TargetSpec, WeightedConcatDataset,
+    grid_starts, DataError, Dataset, GridDataset, LengthPolicy, Loader, LoaderOptions, MixMode,
+    PatchConfig, PatchDataset, TargetSpec, WeightedConcatDataset,
 };
 use ndarray::{s, Array3, Array4};
 
@@ -28,7 +28,7 @@ fn volumes(shape: [usize; 3]) -> (Array3<f32>, Array3<i64>) {
     (img, lab)
 }
 
-fn dataset(shape: [usize; 3], settings: PatchSettings) -> PatchDataset {
+fn dataset(shape: [usize; 3], settings: PatchConfig) -> PatchDataset {
     let (img, lab) = volumes(shape);
     PatchDataset::new(
         "blocks",
@@ -44,7 +44,7 @@ fn dataset(shape: [usize; 3], settings: PatchSettings) -> PatchDataset {
 fn crops_read_the_right_region_with_context_and_padding() {
     let shape = [10, 14, 16];
     let (img, lab) = volumes(shape);
-    let mut st = PatchSettings::new([4, 6, 6]);
+    let mut st = PatchConfig::new([4, 6, 6]);
     st.context = [1, 2, 2];
     st.padding = [2, 2, 2];
     let ds = dataset(shape, st);
@@ -78,7 +78,7 @@ fn bad_volumes_and_settings_are_clear_errors() {
         vol(img.clone().into_dyn()),
         Some(vol(short.into_dyn())),
         None,
-        PatchSettings::new([4, 4, 4]),
+        PatchConfig::new([4, 4, 4]),
     )
     .err()
     .unwrap()
@@ -92,13 +92,13 @@ fn bad_volumes_and_settings_are_clear_errors() {
         vol(img.clone().into_dyn()),
         None,
         None,
-        PatchSettings::new([12, 4, 4]),
+        PatchConfig::new([12, 4, 4]),
     )
     .err()
     .unwrap()
     .to_string();
     assert!(e.contains("smaller than the patch"), "{e}");
-    let mut st = PatchSettings::new([4, 4, 4]);
+    let mut st = PatchConfig::new([4, 4, 4]);
     st.min_foreground = 1.5;
     assert!(PatchDataset::new("x", vol(img.into_dyn()), None, None, st).is_err());
 }
@@ -109,7 +109,7 @@ fn rejection_sampling_honours_thresholds_or_says_why() {
     let (img, _) = volumes([8, 32, 32]);
     let mut lab = Array3::<i64>::zeros((8, 32, 32));
     lab.slice_mut(s![.., 0..12, 0..12]).fill(3);
-    let mut st = PatchSettings::new([8, 8, 8]);
+    let mut st = PatchConfig::new([8, 8, 8]);
     st.min_foreground = 0.5;
     st.tries = 400;
     let ds = PatchDataset::new(
@@ -157,7 +157,7 @@ fn grids_cover_the_volume() {
     }
     assert!(covered.iter().all(|&v| v == 1));
     let g = GridDataset::new(
-        dataset([10, 20, 16], PatchSettings::new([4, 8, 8])),
+        dataset([10, 20, 16], PatchConfig::new([4, 8, 8])),
         [0, 0, 0],
     );
     assert_eq!(g.len(), 3 * 3 * 2);
@@ -287,8 +287,8 @@ fn mixtures_draw_in_proportion() {
     .is_err());
 }
 
-fn loader_cfg(workers: usize) -> LoaderConfig {
-    LoaderConfig {
+fn loader_cfg(workers: usize) -> LoaderOptions {
+    LoaderOptions {
         batch_size: 2,
         workers,
         prefetch: 2,
@@ -305,7 +305,7 @@ fn loader_cfg(workers: usize) -> LoaderConfig {
 
 #[test]
 fn loader_batches_are_the_same_for_any_worker_count() {
-    let mut st = PatchSettings::new([4, 8, 8]);
+    let mut st = PatchConfig::new([4, 8, 8]);
     st.context = [1, 2, 2];
     let ds: Arc<dyn Dataset> = Arc::new(dataset([12, 24, 24], st));
     let run = |w| {
@@ -347,8 +347,8 @@ impl Dataset for Faulty {
             if self.1 {
                 panic!("corrupt chunk in sample {i}");
             }
-            return Err(DataError::Invalid {
-                what: "faulty".into(),
+            return Err(DataError::InvalidParameter {
+                name: "faulty".into(),
                 reason: format!("cannot read sample {i}"),
             });
         }

@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use em_core::{AnyArray, InMemoryVolume, NoProgress};
-use em_decode::{affinity_cc, decode_blockwise, CcParams, DecodeParams};
+use em_decode::{affinity_cc, decode_blockwise, CcOptions, DecodeOptions};
 use ndarray::Array4;
 
 /// Affinities of a volume of wavy cells; also used to time larger sizes by hand.
@@ -44,9 +44,9 @@ fn bench(c: &mut Criterion) {
         let aff = cell_affinities(n);
         g.throughput(Throughput::Elements((n * n * n) as u64));
         for threads in [1, 2] {
-            let params = CcParams {
+            let params = CcOptions {
                 threads: Some(threads),
-                ..CcParams::default()
+                ..CcOptions::default()
             };
             g.bench_function(format!("{n}^3_{threads}_threads_u32"), |b| {
                 b.iter(|| affinity_cc::<f32, u32>(aff.view(), &params).unwrap())
@@ -71,12 +71,12 @@ fn bench_blockwise(c: &mut Criterion) {
         )
         .with_chunk_shape(&[block; 3])
         .unwrap();
-        let params = DecodeParams {
-            cc: CcParams {
+        let params = DecodeOptions {
+            cc: CcOptions {
                 threads: Some(1),
-                ..CcParams::default()
+                ..CcOptions::default()
             },
-            ..DecodeParams::default()
+            ..DecodeOptions::default()
         };
         g.bench_function(format!("{n}^3_block_{block}_1_thread"), |b| {
             b.iter(|| decode_blockwise(&aff, &out, &params, [block; 3], &NoProgress).unwrap())

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use em_core::{BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi};
 use ndarray::{Array3, Array4, ArrayD};
 
-use crate::cc::{affinity_cc, count_non_finite, in_pool, Affinity, CcParams};
-use crate::decode::{upscale, DecodeParams};
+use crate::cc::{affinity_cc, count_non_finite, in_pool, Affinity, CcOptions};
+use crate::decode::{upscale, DecodeOptions};
 use crate::small::SmallObjectMode;
 use crate::{DecodeError, Result};
 
@@ -54,7 +54,7 @@ pub struct DecodeSummary {
 pub fn decode_blockwise(
     aff: &dyn ChunkedVolume,
     out: &dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
     progress: &dyn Progress,
 ) -> Result<DecodeSummary> {
@@ -113,7 +113,7 @@ pub(crate) struct Plan<'a> {
     pub(crate) aligned: bool,
     /// Selected channels with their offsets.
     pub(crate) edges: Vec<(usize, em_core::Offset)>,
-    pub(crate) cc: CcParams,
+    pub(crate) cc: CcOptions,
 }
 
 /// Checks the request and fixes the block layout; `out` receives the block-local labels of
@@ -121,7 +121,7 @@ pub(crate) struct Plan<'a> {
 pub(crate) fn make_plan<'a>(
     aff: &'a dyn ChunkedVolume,
     out: &'a dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
 ) -> Result<Plan<'a>> {
     params.check_scale()?;
@@ -205,7 +205,7 @@ pub(crate) fn make_plan<'a>(
         halo,
         scale: params.scale,
         aligned,
-        cc: CcParams {
+        cc: CcOptions {
             threshold: params.cc.threshold,
             channels: (0..edges.len()).collect(),
             offsets: Some(edges.iter().map(|&(_, o)| o).collect()),
@@ -220,7 +220,7 @@ pub(crate) fn make_plan<'a>(
 fn run<A: Affinity + Element, L: Label>(
     aff: &dyn ChunkedVolume,
     out: &dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
     progress: &dyn Progress,
 ) -> Result<DecodeSummary> {
@@ -372,7 +372,7 @@ pub(crate) fn relabel_blocks<S: Label, L: Label>(
             local
                 .read_roi(&roi)?
                 .into_typed()
-                .map_err(|e| em_core::Error::InVolume {
+                .map_err(|e| em_core::CoreError::InVolume {
                     volume: local.describe(),
                     source: Box::new(e),
                 })?;
@@ -572,7 +572,7 @@ pub(crate) fn read_channels<A: Affinity + Element>(
             .aff
             .read_roi(&roi.with_leading_axis(channel as u64, 1))?
             .into_typed()
-            .map_err(|e| em_core::Error::InVolume {
+            .map_err(|e| em_core::CoreError::InVolume {
                 volume: plan.aff.describe(),
                 source: Box::new(e),
             })?;

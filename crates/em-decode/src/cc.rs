@@ -85,7 +85,7 @@ impl Affinity for u8 {
 
 /// Parameters of [`affinity_cc`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct CcParams {
+pub struct CcOptions {
     /// Edges with affinity strictly above this are on (default 0.5).
     pub threshold: f32,
     /// The channels to use (default `[0, 1, 2]`: the short-range ones).
@@ -100,7 +100,7 @@ pub struct CcParams {
     pub threads: Option<usize>,
 }
 
-impl Default for CcParams {
+impl Default for CcOptions {
     fn default() -> Self {
         Self {
             threshold: 0.5,
@@ -112,11 +112,14 @@ impl Default for CcParams {
     }
 }
 
-impl CcParams {
+impl CcOptions {
     /// The (channel, offset) pairs, checked against a channel count.
     pub(crate) fn edges(&self, available: usize) -> Result<Vec<(usize, Offset)>> {
         if !self.threshold.is_finite() {
-            return Err(DecodeError::BadThreshold(f64::from(self.threshold)));
+            return Err(DecodeError::InvalidParameter {
+                name: "threshold",
+                reason: format!("{} is not a finite number", self.threshold),
+            });
         }
         if self.channels.is_empty() {
             return Err(DecodeError::NoChannels);
@@ -168,7 +171,7 @@ impl CcParams {
 /// [`DecodeError`] for bad channels, offsets or threshold, or a volume too large for `L`.
 pub fn affinity_cc<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
-    params: &CcParams,
+    params: &CcOptions,
 ) -> Result<Array3<L>> {
     let (c, z, y, x) = aff.dim();
     let edges = params.edges(c)?;
@@ -336,7 +339,7 @@ fn unit_axes<'a, A>(channels: &[Channel<'a, A>]) -> Option<(fast::UnitAxes<'a, A
 /// # Errors
 /// As [`affinity_cc`]; [`DecodeError::NotFourDimensional`] and
 /// [`DecodeError::InvalidParameter`] for other shapes and element types.
-pub fn affinity_cc_any<L: Label>(aff: &AnyArray, params: &CcParams) -> Result<Array3<L>> {
+pub fn affinity_cc_any<L: Label>(aff: &AnyArray, params: &CcOptions) -> Result<Array3<L>> {
     fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> Result<ArrayView4<'_, A>> {
         a.view()
             .into_dimensionality()

@@ -3,16 +3,16 @@
 use em_core::Label;
 use ndarray::{Array3, ArrayView3, ArrayView4};
 
-use crate::cc::{affinity_cc, count_non_finite, Affinity, CcParams};
+use crate::cc::{affinity_cc, count_non_finite, Affinity, CcOptions};
 use crate::small::{remove_small_objects, SmallObjectMode};
 use crate::DecodeSummary;
 use crate::{DecodeError, Result};
 
 /// Everything `em decode` does after reading the affinities.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DecodeParams {
+pub struct DecodeOptions {
     /// Connected-component parameters.
-    pub cc: CcParams,
+    pub cc: CcOptions,
     /// Objects with fewer voxels than this are removed (0 or 1: keep all).
     pub min_size: u64,
     /// What happens to removed objects.
@@ -22,10 +22,10 @@ pub struct DecodeParams {
     pub scale: [usize; 3],
 }
 
-impl Default for DecodeParams {
+impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
-            cc: CcParams::default(),
+            cc: CcOptions::default(),
             min_size: 0,
             small_mode: SmallObjectMode::Background,
             scale: [1, 1, 1],
@@ -33,7 +33,7 @@ impl Default for DecodeParams {
     }
 }
 
-impl DecodeParams {
+impl DecodeOptions {
     pub(crate) fn check_scale(&self) -> Result<()> {
         if self.scale.contains(&0) {
             return Err(DecodeError::InvalidParameter {
@@ -52,7 +52,7 @@ impl DecodeParams {
 /// As [`affinity_cc`], plus a zero scale factor or an output too large to allocate.
 pub fn decode<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
-    params: &DecodeParams,
+    params: &DecodeOptions,
 ) -> Result<(Array3<L>, u64)> {
     decode_with_summary(aff, params).map(|(seg, s)| (seg, s.components))
 }
@@ -64,7 +64,7 @@ pub fn decode<A: Affinity, L: Label>(
 /// As [`decode`].
 pub fn decode_with_summary<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
-    params: &DecodeParams,
+    params: &DecodeOptions,
 ) -> Result<(Array3<L>, DecodeSummary)> {
     params.check_scale()?;
     let mut seg = affinity_cc::<A, L>(aff, &params.cc)?;

@@ -13,7 +13,7 @@ use crate::blockwise::{
     make_plan, pass1, read_channels, relabel_blocks, BlockRecord, Piece, Plan, Stitcher,
 };
 use crate::cc::{in_pool, Affinity};
-use crate::decode::DecodeParams;
+use crate::decode::DecodeOptions;
 use crate::{DecodeError, DecodeSummary, Result};
 
 /// The number of blocks of `block_shape` over the affinity volume `aff` (`(C, Z, Y, X)`):
@@ -52,7 +52,7 @@ pub fn block_count(aff: &dyn ChunkedVolume, block_shape: [u64; 3]) -> Result<u64
 pub fn label_block(
     aff: &dyn ChunkedVolume,
     local: &dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
     position: u64,
 ) -> Result<BlockRecord> {
@@ -130,7 +130,7 @@ pub fn stitch_blocks(
     aff: &dyn ChunkedVolume,
     local: &dyn ChunkedVolume,
     out: &dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
     records: &mut dyn FnMut(u64) -> Result<BlockRecord>,
     progress: &dyn Progress,
@@ -165,7 +165,7 @@ fn stitch_typed<L: Label>(
     aff: &dyn ChunkedVolume,
     local: &dyn ChunkedVolume,
     out: &dyn ChunkedVolume,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block_shape: [u64; 3],
     records: &mut dyn FnMut(u64) -> Result<BlockRecord>,
     progress: &dyn Progress,

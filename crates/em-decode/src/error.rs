@@ -27,9 +27,6 @@ pub enum DecodeError {
     /// No channel selected.
     #[error("no channel selected; select at least one (default 0,1,2)")]
     NoChannels,
-    /// The threshold is not a finite number.
-    #[error("threshold {0} is not a finite number")]
-    BadThreshold(f64),
     /// The volume has more voxels than the label type can index.
     #[error("{voxels} voxels do not fit {label_type} labels; decode to u64 labels")]
     TooManyVoxels {
@@ -46,7 +43,7 @@ pub enum DecodeError {
     },
     /// Reading or writing a volume failed.
     #[error(transparent)]
-    Volume(#[from] em_core::Error),
+    Volume(#[from] em_core::CoreError),
     /// A parameter is out of range.
     #[error("invalid {name}: {reason}")]
     InvalidParameter {

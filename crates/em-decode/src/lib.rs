@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use em_core::{AnyArray, ChunkedVolumeExt, InMemoryVolume, NoProgress};
-//! use em_decode::{affinity_cc, decode_blockwise, remove_small_objects, CcParams, DecodeParams,
+//! use em_decode::{affinity_cc, decode_blockwise, remove_small_objects, CcOptions, DecodeOptions,
 //!                 SmallObjectMode};
 //! use ndarray::{Array3, Array4};
 //!
@@ -11,7 +11,7 @@
 //! let mut aff = Array4::<f32>::zeros((3, 1, 1, 5));
 //! aff[[2, 0, 0, 0]] = 0.9; // voxel 0 — voxel 1
 //! aff[[2, 0, 0, 3]] = 0.9; // voxel 3 — voxel 4
-//! let seg = affinity_cc::<f32, u32>(aff.view(), &CcParams::default())?;
+//! let seg = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default())?;
 //! assert_eq!(seg.as_slice().unwrap(), &[1, 1, 0, 2, 2]);
 //!
 //! // Objects below 3 voxels go to background; the rest are renumbered.
@@ -23,7 +23,7 @@
 //! // into another: identical labels, memory bounded by a few blocks.
 //! let input = InMemoryVolume::new(AnyArray::from(aff.into_dyn()), "affinities");
 //! let output = InMemoryVolume::new(AnyArray::from(Array3::<u32>::zeros((1, 1, 5)).into_dyn()), "seg");
-//! let summary = decode_blockwise(&input, &output, &DecodeParams::default(), [1, 1, 2], &NoProgress)?;
+//! let summary = decode_blockwise(&input, &output, &DecodeOptions::default(), [1, 1, 2], &NoProgress)?;
 //! assert_eq!(summary.components, 2);
 //! assert_eq!(output.read_all()?.into_typed::<u32>()?.into_raw_vec_and_offset().0, vec![1, 1, 0, 2, 2]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -43,8 +43,8 @@ mod small;
 pub mod strategies;
 
 pub use blockwise::{decode_blockwise, BlockRecord, DecodeSummary};
-pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity, CcParams};
-pub use decode::{decode, decode_with_summary, upscale, DecodeParams};
+pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity, CcOptions};
+pub use decode::{decode, decode_with_summary, upscale, DecodeOptions};
 pub use distributed::{block_count, label_block, stitch_blocks};
 pub use error::{DecodeError, Result};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};

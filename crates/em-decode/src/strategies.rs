@@ -16,7 +16,7 @@ use em_core::{EdgeStorage, Offset};
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
 
-use crate::CcParams;
+use crate::CcOptions;
 
 /// Affinities generated from a segmentation, with what decoding them must give.
 #[derive(Clone, Debug)]
@@ -27,7 +27,7 @@ pub struct AffinityCase {
     /// exactly between two voxels of the same object; off values include NaN.
     pub affinities: Array4<f32>,
     /// Threshold, storage and channels to decode with.
-    pub params: CcParams,
+    pub params: CcOptions,
     /// The decoder's output: each object of two or more voxels numbered in raster order of
     /// first appearance, single-voxel objects 0 (they touch no on edge).
     pub expected: Array3<u32>,
@@ -112,7 +112,7 @@ pub fn case(
     AffinityCase {
         segmentation,
         affinities,
-        params: CcParams {
+        params: CcOptions {
             threshold,
             channels: vec![0, 1, 2],
             offsets: Some(offsets.map(|o| Offset(o.map(|d| d as i64))).to_vec()),

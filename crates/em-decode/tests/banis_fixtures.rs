@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use em_core::EdgeStorage;
-use em_decode::{affinity_cc, remove_small_objects, CcParams, SmallObjectMode};
+use em_decode::{affinity_cc, remove_small_objects, CcOptions, SmallObjectMode};
 use ndarray::{Array3, Array4};
 
 fn fixture(name: &str) -> PathBuf {
@@ -43,10 +43,10 @@ fn both_storages_match_banis_at_every_threshold_and_min_size() {
     ] {
         let aff = affinities(file);
         for thr in ["0.5", "0.8"] {
-            let params = CcParams {
+            let params = CcOptions {
                 threshold: thr.parse().unwrap(),
                 storage,
-                ..CcParams::default()
+                ..CcOptions::default()
             };
             let seg = affinity_cc::<f32, u32>(aff.view(), &params).unwrap();
             let case = &expected[thr];
@@ -87,10 +87,10 @@ fn values_exactly_at_the_threshold_do_not_connect() {
     // The fixture's boundary edges are exactly 0.5: at 0.5 they stay off, just below they
     // join objects (so the count drops).
     let aff = affinities("c1_32_aff_fwd.npy");
-    let at = affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap();
-    let below = CcParams {
+    let at = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default()).unwrap();
+    let below = CcOptions {
         threshold: 0.499_999_9,
-        ..CcParams::default()
+        ..CcOptions::default()
     };
     let merged = affinity_cc::<f32, u32>(aff.view(), &below).unwrap();
     assert!(merged.iter().max() < at.iter().max());
@@ -99,7 +99,7 @@ fn values_exactly_at_the_threshold_do_not_connect() {
 #[test]
 fn u32_and_u64_labels_agree() {
     let aff = affinities("c1_32_aff_fwd.npy");
-    let a = affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap();
-    let b = affinity_cc::<f32, u64>(aff.view(), &CcParams::default()).unwrap();
+    let a = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default()).unwrap();
+    let b = affinity_cc::<f32, u64>(aff.view(), &CcOptions::default()).unwrap();
     assert!(a.iter().zip(b.iter()).all(|(x, y)| u64::from(*x) == *y));
 }

@@ -4,7 +4,7 @@ use em_core::{
     AnyArray, ChunkedVolume, ChunkedVolumeExt, EdgeStorage, InMemoryVolume, NoProgress, Offset,
 };
 use em_decode::strategies::affinity_cases;
-use em_decode::{decode, decode_blockwise, CcParams, DecodeParams, SmallObjectMode};
+use em_decode::{decode, decode_blockwise, CcOptions, DecodeOptions, SmallObjectMode};
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
 
@@ -14,7 +14,7 @@ fn volume(aff: &Array4<f32>) -> InMemoryVolume {
 
 fn blockwise(
     aff: &Array4<f32>,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block: [u64; 3],
 ) -> (Array3<u32>, em_decode::DecodeSummary) {
     let (_, z, y, x) = aff.dim();
@@ -57,7 +57,7 @@ proptest! {
         threads in 1usize..4,
     ) {
         let storage = if destination { EdgeStorage::Destination } else { EdgeStorage::Source };
-        let mut cc = CcParams { storage, threads: Some(threads), ..CcParams::default() };
+        let mut cc = CcOptions { storage, threads: Some(threads), ..CcOptions::default() };
         let mut block = [block.0, block.1, block.2];
         if long_range {
             cc.channels = vec![0, 1, 2, 3, 5];
@@ -67,7 +67,7 @@ proptest! {
             ]);
             block = [block[0].max(2), block[1], block[2].max(2)];
         }
-        let params = DecodeParams { cc, min_size, ..DecodeParams::default() };
+        let params = DecodeOptions { cc, min_size, ..DecodeOptions::default() };
         let (want, memory) = em_decode::decode_with_summary::<f32, u32>(aff.view(), &params).unwrap();
         let (got, summary) = blockwise(&aff, &params, block);
         prop_assert_eq!(&got, &want);
@@ -93,7 +93,7 @@ proptest! {
         block in (1u64..6, 1u64..6, 1u64..6),
         scale in (1usize..3, 1usize..3, 1usize..3),
     ) {
-        let params = DecodeParams { cc: case.params.clone(), scale: [scale.0, scale.1, scale.2], ..DecodeParams::default() };
+        let params = DecodeOptions { cc: case.params.clone(), scale: [scale.0, scale.1, scale.2], ..DecodeOptions::default() };
         let (got, _) = blockwise(&case.affinities, &params, [block.0, block.1, block.2]);
         let (want, _) = decode::<f32, u32>(case.affinities.view(), &params).unwrap();
         prop_assert_eq!(&got, &want);
@@ -112,9 +112,9 @@ fn u64_output_and_f16_u8_inputs_agree() {
         0.5,
         7,
     );
-    let params = DecodeParams {
+    let params = DecodeOptions {
         cc: case.params.clone(),
-        ..DecodeParams::default()
+        ..DecodeOptions::default()
     };
     let (want, _) = blockwise(&case.affinities, &params, [2, 4, 3]);
     // u8 affinities: v/255 > 0.5, same on/off pattern after scaling (NaN → 0 is off).
@@ -200,11 +200,11 @@ fn zarr_volumes_block_by_block() {
         },
     )
     .unwrap();
-    let params = DecodeParams {
+    let params = DecodeOptions {
         cc: case.params.clone(),
         min_size: 30,
         small_mode: SmallObjectMode::Background,
-        ..DecodeParams::default()
+        ..DecodeOptions::default()
     };
     let summary = decode_blockwise(
         aff.as_ref(),
@@ -237,34 +237,46 @@ fn bad_requests_are_clear_errors() {
         AnyArray::from(Array3::<u32>::zeros((4, 4, 5)).into_dyn()),
         "labels",
     );
-    let e =
-        decode_blockwise(&vol, &out, &DecodeParams::default(), [2, 2, 2], &NoProgress).unwrap_err();
+    let e = decode_blockwise(
+        &vol,
+        &out,
+        &DecodeOptions::default(),
+        [2, 2, 2],
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("needs [4, 4, 4]"), "{e}");
     let out = InMemoryVolume::new(
         AnyArray::from(Array3::<u32>::zeros((4, 4, 4)).into_dyn()),
         "labels",
     );
-    let e =
-        decode_blockwise(&vol, &out, &DecodeParams::default(), [0, 2, 2], &NoProgress).unwrap_err();
+    let e = decode_blockwise(
+        &vol,
+        &out,
+        &DecodeOptions::default(),
+        [0, 2, 2],
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("block shape"), "{e}");
-    let neighbor = DecodeParams {
+    let neighbor = DecodeOptions {
         min_size: 3,
         small_mode: SmallObjectMode::Background2d,
-        ..DecodeParams::default()
+        ..DecodeOptions::default()
     };
     let e = decode_blockwise(&vol, &out, &neighbor, [2, 2, 2], &NoProgress).unwrap_err();
     assert!(e.to_string().contains("needs the whole volume"), "{e}");
-    let long = DecodeParams {
-        cc: CcParams {
+    let long = DecodeOptions {
+        cc: CcOptions {
             channels: vec![0, 1, 2],
             offsets: Some(vec![
                 Offset([3, 0, 0]),
                 Offset([0, 1, 0]),
                 Offset([0, 0, 1]),
             ]),
-            ..CcParams::default()
+            ..CcOptions::default()
         },
-        ..DecodeParams::default()
+        ..DecodeOptions::default()
     };
     let e = decode_blockwise(&vol, &out, &long, [2, 2, 2], &NoProgress).unwrap_err();
     assert!(e.to_string().contains("reach [3, 1, 1]"), "{e}");
@@ -275,7 +287,7 @@ fn bad_requests_are_clear_errors() {
     let e = decode_blockwise(
         &labels_in,
         &out,
-        &DecodeParams::default(),
+        &DecodeOptions::default(),
         [2, 2, 2],
         &NoProgress,
     )
@@ -288,7 +300,7 @@ fn bad_requests_are_clear_errors() {
     let e = decode_blockwise(
         &vol,
         &out_f,
-        &DecodeParams::default(),
+        &DecodeOptions::default(),
         [2, 2, 2],
         &NoProgress,
     )
@@ -299,8 +311,14 @@ fn bad_requests_are_clear_errors() {
         AnyArray::from(Array4::<f32>::zeros((2, 4, 4, 4)).into_dyn()),
         "two",
     );
-    let e =
-        decode_blockwise(&two, &out, &DecodeParams::default(), [2, 2, 2], &NoProgress).unwrap_err();
+    let e = decode_blockwise(
+        &two,
+        &out,
+        &DecodeOptions::default(),
+        [2, 2, 2],
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(
         e.to_string()
             .contains("channel 2 selected but the affinities have 2"),
@@ -319,7 +337,7 @@ fn empty_volumes_decode_to_nothing() {
     let s = decode_blockwise(
         &volume(&aff),
         &out,
-        &DecodeParams::default(),
+        &DecodeOptions::default(),
         [2, 2, 2],
         &NoProgress,
     )

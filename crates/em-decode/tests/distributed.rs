@@ -4,8 +4,8 @@
 
 use em_core::{AnyArray, ChunkedVolumeExt, EdgeStorage, InMemoryVolume, NoProgress, Offset};
 use em_decode::{
-    block_count, decode, label_block, stitch_blocks, BlockRecord, CcParams, DecodeError,
-    DecodeParams,
+    block_count, decode, label_block, stitch_blocks, BlockRecord, CcOptions, DecodeError,
+    DecodeOptions,
 };
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
@@ -28,7 +28,7 @@ fn labels<L: em_core::Label>(shape: [usize; 3], chunk: [u64; 3], name: &str) -> 
 /// Labels every block in `order` (serialising each record), then stitches.
 fn split_decode(
     aff: &Array4<f32>,
-    params: &DecodeParams,
+    params: &DecodeOptions,
     block: [u64; 3],
     order: &[u64],
 ) -> (Array3<u32>, em_decode::DecodeSummary) {
@@ -96,7 +96,7 @@ proptest! {
         order in Just((0u64..400).collect::<Vec<_>>()).prop_shuffle(),
     ) {
         let storage = if destination { EdgeStorage::Destination } else { EdgeStorage::Source };
-        let mut cc = CcParams { storage, threads: Some(1), ..CcParams::default() };
+        let mut cc = CcOptions { storage, threads: Some(1), ..CcOptions::default() };
         let mut block = [block.0, block.1, block.2];
         if long_range {
             cc.channels = vec![0, 1, 2, 3, 5];
@@ -106,7 +106,7 @@ proptest! {
             ]);
             block = [block[0].max(2), block[1], block[2].max(2)];
         }
-        let params = DecodeParams { cc, min_size, scale, ..DecodeParams::default() };
+        let params = DecodeOptions { cc, min_size, scale, ..DecodeOptions::default() };
         let (want, k) = decode::<f32, u32>(aff.view(), &params).unwrap();
         let (got, summary) = split_decode(&aff, &params, block, &order);
         prop_assert_eq!(&got, &want);
@@ -119,7 +119,7 @@ proptest! {
         aff[[0, 2, 1, 1]] = 0.1;
         let input = volume(&aff);
         let local = labels::<u32>([4, 5, 6], [2, 5, 3], "local");
-        let bytes = label_block(&input, &local, &DecodeParams::default(), [2, 5, 3], 3)
+        let bytes = label_block(&input, &local, &DecodeOptions::default(), [2, 5, 3], 3)
             .unwrap()
             .to_bytes();
         prop_assert_eq!(BlockRecord::from_bytes(&bytes).unwrap().position(), 3);
@@ -137,7 +137,7 @@ proptest! {
 fn mismatched_records_and_volumes_get_clear_errors() {
     let aff = Array4::<f32>::from_elem((3, 4, 4, 4), 0.9);
     let input = volume(&aff);
-    let params = DecodeParams::default();
+    let params = DecodeOptions::default();
     let local = labels::<u32>([4, 4, 4], [2, 2, 2], "local");
     let out = labels::<u32>([4, 4, 4], [2, 2, 2], "labels");
     assert_eq!(block_count(&input, [2, 2, 2]).unwrap(), 8);

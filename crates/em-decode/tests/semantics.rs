@@ -2,12 +2,12 @@
 
 use em_core::{f16, EdgeStorage, Offset};
 use em_decode::{
-    affinity_cc, affinity_cc_any, remove_small_objects, CcParams, DecodeError, SmallObjectMode,
+    affinity_cc, affinity_cc_any, remove_small_objects, CcOptions, DecodeError, SmallObjectMode,
 };
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
 
-fn cc(aff: &Array4<f32>, params: &CcParams) -> Array3<u32> {
+fn cc(aff: &Array4<f32>, params: &CcOptions) -> Array3<u32> {
     affinity_cc::<f32, u32>(aff.view(), params).unwrap()
 }
 
@@ -15,13 +15,13 @@ fn cc(aff: &Array4<f32>, params: &CcParams) -> Array3<u32> {
 fn an_on_value_pointing_out_of_the_volume_labels_its_voxel() {
     let mut aff = Array4::<f32>::zeros((3, 2, 2, 2));
     aff[[2, 1, 1, 1]] = 0.9; // x-edge of the last voxel: its partner is outside.
-    let seg = cc(&aff, &CcParams::default());
+    let seg = cc(&aff, &CcOptions::default());
     assert_eq!(seg[[1, 1, 1]], 1);
     assert_eq!(seg.iter().filter(|&&v| v != 0).count(), 1);
     // In Destination storage the same value is the edge to (1, 1, 0): inside, so both join.
-    let dst = CcParams {
+    let dst = CcOptions {
         storage: EdgeStorage::Destination,
-        ..CcParams::default()
+        ..CcOptions::default()
     };
     let seg = cc(&aff, &dst);
     assert_eq!((seg[[1, 1, 0]], seg[[1, 1, 1]]), (1, 1));
@@ -32,10 +32,10 @@ fn nan_and_infinity_are_off() {
     let mut aff = Array4::<f32>::zeros((3, 1, 1, 3));
     aff[[2, 0, 0, 0]] = f32::NAN;
     aff[[2, 0, 0, 1]] = f32::INFINITY;
-    assert!(cc(&aff, &CcParams::default()).iter().all(|&v| v == 0));
+    assert!(cc(&aff, &CcOptions::default()).iter().all(|&v| v == 0));
     aff[[2, 0, 0, 1]] = 1.0;
     assert_eq!(
-        cc(&aff, &CcParams::default()).as_slice().unwrap(),
+        cc(&aff, &CcOptions::default()).as_slice().unwrap(),
         &[0, 1, 1]
     );
 }
@@ -52,9 +52,9 @@ fn u8_and_f16_affinities_are_scaled_like_f32() {
             a32[[2, 0, 0, i]] = f32::from(v) / 255.0;
             a16[[2, 0, 0, i]] = f16::from_f32(f32::from(v) / 255.0);
         }
-        let p = CcParams {
+        let p = CcOptions {
             threshold: thr,
-            ..CcParams::default()
+            ..CcOptions::default()
         };
         let s8 = affinity_cc::<u8, u32>(a8.view(), &p).unwrap();
         // Compare with exact rational arithmetic rather than f32 rounding.
@@ -80,7 +80,7 @@ fn u8_and_f16_affinities_are_scaled_like_f32() {
 #[test]
 fn bad_parameters_are_clear_errors() {
     let aff = Array4::<f32>::zeros((2, 2, 2, 2));
-    let err = affinity_cc::<f32, u32>(aff.view(), &CcParams::default()).unwrap_err();
+    let err = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -91,27 +91,30 @@ fn bad_parameters_are_clear_errors() {
         ),
         "{err}"
     );
-    let p = CcParams {
+    let p = CcOptions {
         channels: vec![0, 1],
         offsets: Some(vec![Offset([1, 0, 0])]),
-        ..CcParams::default()
+        ..CcOptions::default()
     };
     assert!(affinity_cc::<f32, u32>(aff.view(), &p)
         .unwrap_err()
         .to_string()
         .contains("1 offsets given for 2"));
-    let p = CcParams {
+    let p = CcOptions {
         threshold: f32::NAN,
         channels: vec![0],
-        ..CcParams::default()
+        ..CcOptions::default()
     };
     assert!(matches!(
         affinity_cc::<f32, u32>(aff.view(), &p),
-        Err(DecodeError::BadThreshold(_))
+        Err(DecodeError::InvalidParameter {
+            name: "threshold",
+            ..
+        })
     ));
-    let p = CcParams {
+    let p = CcOptions {
         channels: vec![],
-        ..CcParams::default()
+        ..CcOptions::default()
     };
     assert!(matches!(
         affinity_cc::<f32, u32>(aff.view(), &p),
@@ -119,18 +122,18 @@ fn bad_parameters_are_clear_errors() {
     ));
     let three_d = em_core::AnyArray::from(ndarray::ArrayD::<f32>::zeros(vec![2, 2, 2]));
     assert!(matches!(
-        affinity_cc_any::<u32>(&three_d, &CcParams::default()),
+        affinity_cc_any::<u32>(&three_d, &CcOptions::default()),
         Err(DecodeError::NotFourDimensional(_))
     ));
     let ints = em_core::AnyArray::from(ndarray::ArrayD::<i32>::zeros(vec![3, 2, 2, 2]));
-    assert!(affinity_cc_any::<u32>(&ints, &CcParams::default())
+    assert!(affinity_cc_any::<u32>(&ints, &CcOptions::default())
         .unwrap_err()
         .to_string()
         .contains("int32"));
     // Empty volumes decode to empty segmentations.
     let empty = Array4::<f32>::zeros((3, 0, 4, 4));
     assert_eq!(
-        affinity_cc::<f32, u32>(empty.view(), &CcParams::default())
+        affinity_cc::<f32, u32>(empty.view(), &CcOptions::default())
             .unwrap()
             .len(),
         0
@@ -139,7 +142,7 @@ fn bad_parameters_are_clear_errors() {
 
 /// Flood fill straight from the definition: on edges inside the volume connect; voxels with
 /// an on value (pointing anywhere) or an on edge are labelled; ids by first appearance.
-fn reference(aff: &Array4<f32>, params: &CcParams) -> Array3<u32> {
+fn reference(aff: &Array4<f32>, params: &CcOptions) -> Array3<u32> {
     let (_, z, y, x) = aff.dim();
     let offsets = params.offsets.clone().unwrap_or_else(|| {
         params
@@ -208,7 +211,7 @@ proptest! {
         threads in 1usize..5,
     ) {
         let storage = if destination { EdgeStorage::Destination } else { EdgeStorage::Source };
-        let mut params = CcParams { storage, threads: Some(threads), ..CcParams::default() };
+        let mut params = CcOptions { storage, threads: Some(threads), ..CcOptions::default() };
         if long_range {
             params.channels = vec![0, 1, 2, 3, 4, 5];
             params.offsets = Some(vec![
@@ -225,7 +228,7 @@ proptest! {
     #[test]
     fn small_object_removal_commutes_with_relabelling(aff in volumes(), min in 1u64..6, perm_seed in any::<u64>(), mode_index in 0usize..4) {
         let mode = [SmallObjectMode::Background, SmallObjectMode::Background2d, SmallObjectMode::Neighbor, SmallObjectMode::Neighbor2d][mode_index];
-        let seg = cc(&aff, &CcParams::default());
+        let seg = cc(&aff, &CcOptions::default());
         let k = *seg.iter().max().unwrap_or(&0);
         // Permute ids (keeping 0): the result after removal + renumbering is the same.
         let mut ids: Vec<u32> = (1..=k).collect();

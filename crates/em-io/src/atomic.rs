@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -183,7 +183,7 @@ impl AtomicFile {
             tidy_once(parent);
         }
         let staging = staging_path(target);
-        let file = File::create(&staging).map_err(Error::io(target))?;
+        let file = File::create(&staging).map_err(IoError::io(target))?;
         Ok(Self {
             target: target.to_path_buf(),
             staging,
@@ -206,10 +206,10 @@ impl AtomicFile {
         let writer = self.writer.take().expect("commit runs once");
         let file = writer
             .into_inner()
-            .map_err(|e| Error::io(&self.target)(e.into_error()))?;
-        file.sync_all().map_err(Error::io(&self.target))?;
+            .map_err(|e| IoError::io(&self.target)(e.into_error()))?;
+        file.sync_all().map_err(IoError::io(&self.target))?;
         drop(file);
-        fs::rename(&self.staging, &self.target).map_err(Error::io(&self.target))
+        fs::rename(&self.staging, &self.target).map_err(IoError::io(&self.target))
     }
 }
 
@@ -317,7 +317,7 @@ impl AtomicDir {
             tidy_once(parent);
         }
         let staging = staging_path(target);
-        fs::create_dir_all(&staging).map_err(Error::io(target))?;
+        fs::create_dir_all(&staging).map_err(IoError::io(target))?;
         Ok(Self {
             target: target.to_path_buf(),
             staging,
@@ -336,7 +336,7 @@ impl AtomicDir {
     /// directory puts it back.
     pub(crate) fn commit(mut self) -> Result<()> {
         if fs::symlink_metadata(&self.target).is_err() {
-            fs::rename(&self.staging, &self.target).map_err(Error::io(&self.target))?;
+            fs::rename(&self.staging, &self.target).map_err(IoError::io(&self.target))?;
             self.committed = true;
             return Ok(());
         }
@@ -348,7 +348,7 @@ impl AtomicDir {
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
-            Err(e) => return Err(Error::io(&self.target)(e)),
+            Err(e) => return Err(IoError::io(&self.target)(e)),
         }
         self.commit_by_rename()
     }
@@ -357,10 +357,10 @@ impl AtomicDir {
     /// atomic exchange.
     fn commit_by_rename(mut self) -> Result<()> {
         let aside = sibling(&self.target, OLD);
-        fs::rename(&self.target, &aside).map_err(Error::io(&self.target))?;
+        fs::rename(&self.target, &aside).map_err(IoError::io(&self.target))?;
         if let Err(e) = fs::rename(&self.staging, &self.target) {
             let _ = fs::rename(&aside, &self.target);
-            return Err(Error::io(&self.target)(e));
+            return Err(IoError::io(&self.target)(e));
         }
         self.committed = true;
         let _ = fs::remove_dir_all(aside);
@@ -382,7 +382,7 @@ impl Drop for AtomicDir {
 /// I/O errors naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
-    file.writer().write_all(bytes).map_err(Error::io(path))?;
+    file.writer().write_all(bytes).map_err(IoError::io(path))?;
     file.commit()
 }
 

@@ -1,12 +1,12 @@
 use std::path::{Path, PathBuf};
 
 /// Result alias of em-io.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = IoError> = std::result::Result<T, E>;
 
 /// A failure to read or write a volume; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum IoError {
     /// The operating system refused (missing file, permissions, disk full …).
     #[error("{}: {source}", path.display())]
     Io {
@@ -69,7 +69,7 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// The problem, from em-core.
-        source: em_core::Error,
+        source: em_core::CoreError,
     },
     /// An output would be, contain or lie inside an input of the same command (or another
     /// of its outputs).
@@ -117,9 +117,9 @@ fn list_available(keys: &[String]) -> String {
     }
 }
 
-impl Error {
-    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Io {
+impl IoError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
+        move |source| IoError::Io {
             path: path.to_path_buf(),
             source,
         }
@@ -131,8 +131,8 @@ impl Error {
         direction: &'static str,
         dtype: impl Into<String>,
         supported: &'static str,
-    ) -> Error {
-        Error::UnsupportedDType {
+    ) -> IoError {
+        IoError::UnsupportedDType {
             path: path.to_path_buf(),
             format,
             direction,
@@ -141,8 +141,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl Into<String>) -> Error {
-        Error::Corrupt {
+    pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl Into<String>) -> IoError {
+        IoError::Corrupt {
             path: path.to_path_buf(),
             format,
             reason: reason.into(),
@@ -151,21 +151,21 @@ impl Error {
 
     /// Wraps an em-core error for `path`, unwrapping one that already came from em-io so
     /// that the path is not named twice.
-    pub(crate) fn volume(path: &Path) -> impl FnOnce(em_core::Error) -> Error + '_ {
+    pub(crate) fn volume(path: &Path) -> impl FnOnce(em_core::CoreError) -> IoError + '_ {
         move |source| match source {
-            em_core::Error::Storage(inner) => match inner.downcast::<Error>() {
+            em_core::CoreError::Storage(inner) => match inner.downcast::<IoError>() {
                 Ok(own) => *own,
-                Err(other) => Error::Volume {
+                Err(other) => IoError::Volume {
                     path: path.to_path_buf(),
-                    source: em_core::Error::Storage(other),
+                    source: em_core::CoreError::Storage(other),
                 },
             },
             // The path is named here; the volume's own description would say it twice.
-            em_core::Error::InVolume { source, .. } => Error::Volume {
+            em_core::CoreError::InVolume { source, .. } => IoError::Volume {
                 path: path.to_path_buf(),
                 source: *source,
             },
-            source => Error::Volume {
+            source => IoError::Volume {
                 path: path.to_path_buf(),
                 source,
             },
@@ -173,14 +173,14 @@ impl Error {
     }
 }
 
-impl From<Error> for em_core::Error {
-    fn from(e: Error) -> Self {
+impl From<IoError> for em_core::CoreError {
+    fn from(e: IoError) -> Self {
         match e {
-            Error::Volume { path, source } => em_core::Error::InVolume {
+            IoError::Volume { path, source } => em_core::CoreError::InVolume {
                 volume: path.display().to_string(),
                 source: Box::new(source),
             },
-            other => em_core::Error::Storage(Box::new(other)),
+            other => em_core::CoreError::Storage(Box::new(other)),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 /// A volume file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -57,7 +57,7 @@ impl VolumePath {
     /// the key inside the container (only zarr and HDF5 have keys).
     ///
     /// # Errors
-    /// [`Error::UnknownFormat`] when no component names a format, or an npy/TIFF path goes on
+    /// [`IoError::UnknownFormat`] when no component names a format, or an npy/TIFF path goes on
     /// past the file.
     pub fn parse(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -76,11 +76,11 @@ impl VolumePath {
                     .collect();
                 let key = (!rest.is_empty()).then(|| rest.join("/"));
                 if key.is_some() && matches!(format, Format::Npy | Format::Tiff) {
-                    return Err(Error::UnknownFormat { path: path.into() });
+                    return Err(IoError::UnknownFormat { path: path.into() });
                 }
                 // A key that climbs out of its container would read or write elsewhere.
                 if rest.iter().any(|c| c == ".." || c == ".") {
-                    return Err(Error::BadKey { path: path.into() });
+                    return Err(IoError::BadKey { path: path.into() });
                 }
                 return Ok(Self {
                     format,
@@ -89,7 +89,7 @@ impl VolumePath {
                 });
             }
         }
-        Err(Error::UnknownFormat { path: path.into() })
+        Err(IoError::UnknownFormat { path: path.into() })
     }
 
     /// The path as the user would write it.

@@ -15,7 +15,7 @@ use ndarray::IxDyn;
 
 use crate::atomic::staging_path;
 use crate::format::VolumePath;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 const FORMAT: &str = "HDF5";
 
@@ -47,7 +47,7 @@ fn descriptor_dtype(path: &Path, d: &TypeDescriptor) -> Result<DType> {
         // h5py stores numpy bools as an int8 enum {FALSE, TRUE}.
         TypeDescriptor::Enum(e) if e.members.len() == 2 && e.size == IntSize::U1 => DType::Bool,
         other => {
-            return Err(Error::unsupported(
+            return Err(IoError::unsupported(
                 path,
                 FORMAT,
                 "reading",
@@ -58,9 +58,9 @@ fn descriptor_dtype(path: &Path, d: &TypeDescriptor) -> Result<DType> {
     })
 }
 
-fn h5err<'a>(path: &'a Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error + 'a {
+fn h5err<'a>(path: &'a Path, what: &str) -> impl FnOnce(hdf5::Error) -> IoError + 'a {
     let what = what.to_string();
-    move |e| Error::corrupt(path, FORMAT, format!("{what}: {e}"))
+    move |e| IoError::corrupt(path, FORMAT, format!("{what}: {e}"))
 }
 
 /// Dataset names in an HDF5 file (recursively), for "not found" messages.
@@ -91,14 +91,14 @@ fn open_dataset(path: &VolumePath, file: &hdf5::File) -> Result<Dataset> {
         out
     };
     let Some(key) = path.key.as_deref() else {
-        return Err(Error::KeyNotFound {
+        return Err(IoError::KeyNotFound {
             path: path.container.clone(),
             what: "dataset",
             key: "(none given; write FILE.h5/DATASET)".into(),
             available: available(),
         });
     };
-    file.dataset(key).map_err(|_| Error::KeyNotFound {
+    file.dataset(key).map_err(|_| IoError::KeyNotFound {
         path: path.container.clone(),
         what: "dataset",
         key: key.into(),
@@ -110,8 +110,8 @@ impl Hdf5Volume {
     /// Opens `file.h5/dataset` read-only.
     ///
     /// # Errors
-    /// [`Error::Io`] for a missing file, [`Error::Corrupt`] for a file libhdf5 cannot read,
-    /// [`Error::KeyNotFound`] listing the datasets that exist.
+    /// [`IoError::Io`] for a missing file, [`IoError::Corrupt`] for a file libhdf5 cannot read,
+    /// [`IoError::KeyNotFound`] listing the datasets that exist.
     pub fn open(path: &VolumePath) -> Result<Self> {
         Self::open_with(path, false)
     }
@@ -126,7 +126,7 @@ impl Hdf5Volume {
 
     fn open_with(path: &VolumePath, writable: bool) -> Result<Self> {
         let display = path.display();
-        fs::metadata(&path.container).map_err(Error::io(&path.container))?;
+        fs::metadata(&path.container).map_err(IoError::io(&path.container))?;
         let file = if writable {
             hdf5::File::open_rw(&path.container)
         } else {
@@ -188,8 +188,8 @@ impl ChunkedVolume for Hdf5Volume {
         }
         let ds = self.dataset.lock().unwrap_or_else(|p| p.into_inner());
         let sel = Self::selection(roi);
-        let bad = |e: hdf5::Error| -> em_core::Error {
-            Error::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
+        let bad = |e: hdf5::Error| -> em_core::CoreError {
+            IoError::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
         };
         macro_rules! read {
             ($t:ty) => {
@@ -209,7 +209,7 @@ impl ChunkedVolume for Hdf5Volume {
             DType::F32 => read!(f32),
             DType::F64 => read!(f64),
             DType::F16 => {
-                return Err(Error::unsupported(
+                return Err(IoError::unsupported(
                     &self.display,
                     FORMAT,
                     "reading",
@@ -224,7 +224,7 @@ impl ChunkedVolume for Hdf5Volume {
     fn write_roi(&self, roi: &Roi, data: &AnyArray) -> em_core::Result<()> {
         check_write(self, roi, data)?;
         if !self.writable {
-            return Err(Error::corrupt(
+            return Err(IoError::corrupt(
                 &self.display,
                 FORMAT,
                 "opened read-only; use Hdf5Volume::open_rw",
@@ -235,8 +235,8 @@ impl ChunkedVolume for Hdf5Volume {
             return Ok(());
         }
         let ds = self.dataset.lock().unwrap_or_else(|p| p.into_inner());
-        let bad = |e: hdf5::Error| -> em_core::Error {
-            Error::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
+        let bad = |e: hdf5::Error| -> em_core::CoreError {
+            IoError::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
         };
         let sel = Self::selection(roi);
         macro_rules! write {
@@ -256,7 +256,7 @@ impl ChunkedVolume for Hdf5Volume {
             AnyArray::I64(a) => write!(a),
             AnyArray::F32(a) => write!(a),
             AnyArray::F64(a) => write!(a),
-            other => Err(em_core::Error::DTypeMismatch {
+            other => Err(em_core::CoreError::DTypeMismatch {
                 expected: self.dtype,
                 found: other.dtype(),
             }),
@@ -271,7 +271,7 @@ pub(crate) fn dataset_target(file: &Path, key: &str) -> Result<bool> {
     let f = hdf5::File::open(file).map_err(h5err(file, "cannot open"))?;
     let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
     let display = file.join(key);
-    let refused = |reason: String| Error::OutputRefused {
+    let refused = |reason: String| IoError::OutputRefused {
         path: display.clone(),
         reason,
     };
@@ -314,11 +314,11 @@ pub(crate) fn dataset_target(file: &Path, key: &str) -> Result<bool> {
 /// rewritten as a copy and renamed into place.
 ///
 /// # Errors
-/// [`Error::KeyNotFound`] if no dataset name is given, I/O and HDF5 errors.
+/// [`IoError::KeyNotFound`] if no dataset name is given, I/O and HDF5 errors.
 pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
     let display = path.display();
     let Some(key) = path.key.as_deref() else {
-        return Err(Error::KeyNotFound {
+        return Err(IoError::KeyNotFound {
             path: path.container.clone(),
             what: "dataset",
             key: "(none given; write FILE.h5/DATASET)".into(),
@@ -334,7 +334,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
     let staging = staging_path(&path.container);
     let result = (|| {
         let file = if path.container.exists() {
-            fs::copy(&path.container, &staging).map_err(Error::io(&path.container))?;
+            fs::copy(&path.container, &staging).map_err(IoError::io(&path.container))?;
             hdf5::File::open_rw(&staging)
         } else {
             hdf5::File::create(&staging)
@@ -394,7 +394,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
             AnyArray::F32(a) => create!(a),
             AnyArray::F64(a) => create!(a),
             other => {
-                return Err(Error::unsupported(
+                return Err(IoError::unsupported(
                     &display,
                     FORMAT,
                     "writing",
@@ -406,7 +406,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
         .map_err(bad)?;
         file.flush().map_err(h5err(&display, "cannot flush"))?;
         drop(file);
-        fs::rename(&staging, &path.container).map_err(Error::io(&path.container))
+        fs::rename(&staging, &path.container).map_err(IoError::io(&path.container))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&staging);
@@ -420,5 +420,6 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
 /// As [`Hdf5Volume::open`] and [`ChunkedVolume::read_roi`].
 pub fn read_hdf5(path: &VolumePath) -> Result<AnyArray> {
     let v = Hdf5Volume::open(path)?;
-    v.read_roi(&v.roi()).map_err(Error::volume(&path.display()))
+    v.read_roi(&v.roi())
+        .map_err(IoError::volume(&path.display()))
 }

@@ -38,7 +38,7 @@ use std::path::Path;
 use em_core::{AnyArray, ChunkedVolume, InMemoryVolume};
 
 pub use atomic::{write_atomic, StagedDir};
-pub use error::{Error, Result};
+pub use error::{IoError, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
@@ -51,7 +51,7 @@ pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrVolume, Za
 /// chunk by chunk; `.npy` and TIFF are loaded into memory.
 ///
 /// # Errors
-/// [`Error::UnknownFormat`] for an unknown extension, or the format's own errors.
+/// [`IoError::UnknownFormat`] for an unknown extension, or the format's own errors.
 pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn ChunkedVolume>> {
     let vp = VolumePath::parse(path.as_ref())?;
     let name = |fmt: &str| format!("{fmt} {}", vp.display().display());
@@ -76,7 +76,7 @@ fn open_hdf5(vp: &VolumePath) -> Result<Box<dyn ChunkedVolume>> {
 
 #[cfg(not(feature = "hdf5"))]
 fn open_hdf5(vp: &VolumePath) -> Result<Box<dyn ChunkedVolume>> {
-    Err(Error::Hdf5Disabled {
+    Err(IoError::Hdf5Disabled {
         path: vp.container.clone(),
     })
 }
@@ -113,12 +113,12 @@ pub fn read(path: impl AsRef<Path>) -> Result<AnyArray> {
         Format::Tiff => read_tiff(&vp.container),
         Format::Zarr => {
             let v = ZarrVolume::open(&vp)?;
-            v.read_roi(&v.roi()).map_err(Error::volume(&vp.display()))
+            v.read_roi(&v.roi()).map_err(IoError::volume(&vp.display()))
         }
         #[cfg(feature = "hdf5")]
         Format::Hdf5 => read_hdf5(&vp),
         #[cfg(not(feature = "hdf5"))]
-        Format::Hdf5 => Err(Error::Hdf5Disabled { path: vp.container }),
+        Format::Hdf5 => Err(IoError::Hdf5Disabled { path: vp.container }),
     }
 }
 
@@ -129,7 +129,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<AnyArray> {
 /// zstd; use [`write_zarr`] for other layouts.
 ///
 /// # Errors
-/// [`Error::UnknownFormat`], [`Error::UnsupportedDType`], I/O errors.
+/// [`IoError::UnknownFormat`], [`IoError::UnsupportedDType`], I/O errors.
 pub fn write(path: impl AsRef<Path>, array: &AnyArray) -> Result<()> {
     let vp = VolumePath::parse(path.as_ref())?;
     match vp.format {
@@ -139,6 +139,6 @@ pub fn write(path: impl AsRef<Path>, array: &AnyArray) -> Result<()> {
         #[cfg(feature = "hdf5")]
         Format::Hdf5 => write_hdf5(&vp, array),
         #[cfg(not(feature = "hdf5"))]
-        Format::Hdf5 => Err(Error::Hdf5Disabled { path: vp.container }),
+        Format::Hdf5 => Err(IoError::Hdf5Disabled { path: vp.container }),
     }
 }

@@ -11,7 +11,7 @@ use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
 use crate::atomic::AtomicFile;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 const FORMAT: &str = "npy";
 
@@ -58,19 +58,19 @@ fn parse_descr(descr: &str) -> Option<(DType, bool)> {
 /// Reads and checks a `.npy` header without reading the data.
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a bad header or a file shorter (or longer) than the header declares,
-/// [`Error::UnsupportedDType`] for element types other than bool, integers and floats.
+/// [`IoError::Corrupt`] for a bad header or a file shorter (or longer) than the header declares,
+/// [`IoError::UnsupportedDType`] for element types other than bool, integers and floats.
 pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
-    let file = File::open(path).map_err(Error::io(path))?;
-    let file_len = file.metadata().map_err(Error::io(path))?.len();
+    let file = File::open(path).map_err(IoError::io(path))?;
+    let file_len = file.metadata().map_err(IoError::io(path))?.len();
     let mut reader = BufReader::new(file);
     let header = Header::from_reader(&mut reader)
-        .map_err(|e| Error::corrupt(path, FORMAT, format!("bad header: {e}")))?;
-    let data_offset = reader.stream_position().map_err(Error::io(path))?;
+        .map_err(|e| IoError::corrupt(path, FORMAT, format!("bad header: {e}")))?;
+    let data_offset = reader.stream_position().map_err(IoError::io(path))?;
     let descr = header.type_descriptor.to_string();
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let (dtype, big_endian) = parse_descr(descr).ok_or_else(|| {
-        Error::unsupported(
+        IoError::unsupported(
             path,
             FORMAT,
             "reading",
@@ -85,7 +85,7 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
             acc.checked_mul(n as u64)
         })
         .ok_or_else(|| {
-            Error::corrupt(
+            IoError::corrupt(
                 path,
                 FORMAT,
                 format!("shape {:?} is too large", header.shape),
@@ -93,7 +93,7 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
         })?;
     let available = file_len - data_offset.min(file_len);
     if available < bytes {
-        return Err(Error::corrupt(
+        return Err(IoError::corrupt(
             path,
             FORMAT,
             format!(
@@ -103,7 +103,7 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
         ));
     }
     if available > bytes {
-        return Err(Error::corrupt(
+        return Err(IoError::corrupt(
             path,
             FORMAT,
             format!(
@@ -153,9 +153,9 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
     let open = || {
         File::open(path)
             .map(BufReader::new)
-            .map_err(Error::io(path))
+            .map_err(IoError::io(path))
     };
-    let bad = |e: ndarray_npy::ReadNpyError| Error::corrupt(path, FORMAT, e.to_string());
+    let bad = |e: ndarray_npy::ReadNpyError| IoError::corrupt(path, FORMAT, e.to_string());
     macro_rules! typed {
         ($t:ty) => {
             AnyArray::from(ArrayD::<$t>::read_npy(open()?).map_err(bad)?)
@@ -188,13 +188,13 @@ fn read_native<T: bytemuck::Pod>(path: &Path, header: &NpyHeader) -> Result<Arra
     };
     let len = shape.iter().product();
     let mut array = ArrayD::from_shape_vec(shape, em_core::zeroed_vec::<T>(len))
-        .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
-    let mut file = File::open(path).map_err(Error::io(path))?;
+        .map_err(|e| IoError::corrupt(path, FORMAT, e.to_string()))?;
+    let mut file = File::open(path).map_err(IoError::io(path))?;
     file.seek(std::io::SeekFrom::Start(header.data_offset))
-        .map_err(Error::io(path))?;
+        .map_err(IoError::io(path))?;
     if let Some(data) = array.as_slice_mut() {
         file.read_exact(bytemuck::cast_slice_mut(data))
-            .map_err(Error::io(path))?;
+            .map_err(IoError::io(path))?;
     }
     if header.fortran_order {
         array = array.reversed_axes();
@@ -214,8 +214,9 @@ fn read_big_endian_f16(path: &Path, header: &NpyHeader) -> Result<AnyArray> {
 /// I/O errors; nothing is left at `path` on failure.
 pub fn write_npy(path: &Path, array: &AnyArray) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
-    let bad =
-        |e: ndarray_npy::WriteNpyError| Error::corrupt(path, FORMAT, format!("write failed: {e}"));
+    let bad = |e: ndarray_npy::WriteNpyError| {
+        IoError::corrupt(path, FORMAT, format!("write failed: {e}"))
+    };
     match array {
         AnyArray::Bool(a) => a.write_npy(file.writer()).map_err(bad)?,
         AnyArray::U8(a) => a.write_npy(file.writer()).map_err(bad)?,
@@ -230,7 +231,7 @@ pub fn write_npy(path: &Path, array: &AnyArray) -> Result<()> {
         AnyArray::F64(a) => a.write_npy(file.writer()).map_err(bad)?,
         AnyArray::F16(a) => write_f16(&mut file, a)?,
         other => {
-            return Err(Error::unsupported(
+            return Err(IoError::unsupported(
                 path,
                 FORMAT,
                 "writing",
@@ -268,5 +269,5 @@ fn write_f16(file: &mut AtomicFile, a: &ArrayD<f16>) -> Result<()> {
     for v in a.as_standard_layout().iter() {
         out.extend_from_slice(&v.to_bits().to_le_bytes());
     }
-    w.write_all(&out).map_err(Error::io(&path))
+    w.write_all(&out).map_err(IoError::io(&path))
 }

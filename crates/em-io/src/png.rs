@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::ArrayView2;
 
 use crate::atomic::AtomicFile;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 /// An RGB colour.
 pub type Rgb = [u8; 3];
@@ -149,7 +149,7 @@ impl Canvas {
         let path = path.as_ref();
         let mut file = AtomicFile::create(path)?;
         {
-            let corrupt = |e: png::EncodingError| Error::Corrupt {
+            let corrupt = |e: png::EncodingError| IoError::Corrupt {
                 path: path.to_path_buf(),
                 format: "PNG",
                 reason: e.to_string(),

@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::format::{Format, VolumePath};
 use crate::zarr::{list_arrays, node_type};
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 /// What a command may do with an output that already exists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl Location {
     /// array, dataset or file.
     fn check_target(&self, existing: Existing) -> Result<()> {
         let refuse = |reason: String| {
-            Err(Error::OutputRefused {
+            Err(IoError::OutputRefused {
                 path: self.given.clone(),
                 reason,
             })
@@ -163,7 +163,7 @@ impl Location {
             if existing == Existing::Replace {
                 Ok(())
             } else {
-                Err(Error::OutputExists {
+                Err(IoError::OutputExists {
                     path: self.given.clone(),
                     what,
                 })
@@ -202,7 +202,7 @@ pub(crate) enum ZarrTarget {
 /// or a path below an existing array (which would turn the array into a group).
 pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
     let display = vp.display();
-    let refused = |reason: String| Error::OutputRefused {
+    let refused = |reason: String| IoError::OutputRefused {
         path: display.clone(),
         reason,
     };
@@ -286,9 +286,9 @@ fn hdf5_target(_vp: &VolumePath) -> Result<bool> {
 /// output intact and replaces nothing it may not (see [`Existing`]).
 ///
 /// # Errors
-/// [`Error::OutputOverlaps`] when an output is, contains or lies inside an input or
-/// another output; [`Error::OutputExists`] for an existing array, dataset or file without
-/// [`Existing::Replace`]; [`Error::OutputRefused`] for a group, a foreign directory or a
+/// [`IoError::OutputOverlaps`] when an output is, contains or lies inside an input or
+/// another output; [`IoError::OutputExists`] for an existing array, dataset or file without
+/// [`Existing::Replace`]; [`IoError::OutputRefused`] for a group, a foreign directory or a
 /// path below an array.
 pub fn check_outputs(outputs: &[&Path], inputs: &[&Path], existing: Existing) -> Result<()> {
     check_disjoint(outputs, inputs)?;
@@ -302,7 +302,7 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path], existing: Existing) ->
 /// (a work or run directory): none may be, contain or lie inside an input or another output.
 ///
 /// # Errors
-/// [`Error::OutputOverlaps`].
+/// [`IoError::OutputOverlaps`].
 pub fn check_disjoint(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     let ins: Vec<Location> = inputs.iter().map(|p| Location::of(p)).collect();
     let outs: Vec<Location> = outputs.iter().map(|p| Location::of(p)).collect();
@@ -311,7 +311,7 @@ pub fn check_disjoint(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
             if let Some((relation, other)) =
                 others.iter().find_map(|o| out.relation(o).map(|r| (r, o)))
             {
-                return Err(Error::OutputOverlaps {
+                return Err(IoError::OutputOverlaps {
                     output: out.given.clone(),
                     relation,
                     role,
@@ -353,7 +353,7 @@ mod tests {
         for out in spellings {
             let e = check_outputs(&[&out], &[&input], Existing::Replace).unwrap_err();
             assert!(
-                matches!(e, Error::OutputOverlaps { relation: "is", .. }),
+                matches!(e, IoError::OutputOverlaps { relation: "is", .. }),
                 "{out:?}: {e}"
             );
         }
@@ -368,7 +368,7 @@ mod tests {
         for (out, relation) in [(g.clone(), "contains"), (aff.join("v2"), "lies inside")] {
             let e = check_outputs(&[&out], &[&aff], Existing::Replace).unwrap_err();
             assert!(
-                matches!(e, Error::OutputOverlaps { relation: r, .. } if r == relation),
+                matches!(e, IoError::OutputOverlaps { relation: r, .. } if r == relation),
                 "{out:?}: {e}"
             );
         }
@@ -392,7 +392,7 @@ mod tests {
         assert!(e.to_string().contains("not a zarr array"), "{e}");
         // An existing array needs Replace.
         let e = check_outputs(&[&g.join("img")], &[], Existing::Refuse).unwrap_err();
-        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        assert!(matches!(e, IoError::OutputExists { .. }), "{e}");
         check_outputs(&[&g.join("img")], &[], Existing::Replace).unwrap();
     }
 
@@ -405,12 +405,12 @@ mod tests {
         crate::write(f.join("volumes/labels"), &small()).unwrap();
         for target in [f.join("volumes"), f.join("volumes/raw/x")] {
             let e = check_outputs(&[&target], &[], Existing::Replace).unwrap_err();
-            assert!(matches!(e, Error::OutputRefused { .. }), "{e}");
+            assert!(matches!(e, IoError::OutputRefused { .. }), "{e}");
             // The library writer refuses the group in the same words.
             assert!(crate::write(&target, &small()).is_err());
         }
         let e = check_outputs(&[&f.join("volumes/raw")], &[], Existing::Refuse).unwrap_err();
-        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        assert!(matches!(e, IoError::OutputExists { .. }), "{e}");
         check_outputs(&[&f.join("volumes/raw")], &[], Existing::Replace).unwrap();
         // Another dataset of the file an input is read from is fine.
         check_outputs(
@@ -428,7 +428,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::OutputOverlaps {
+                IoError::OutputOverlaps {
                     relation: "contains",
                     ..
                 }
@@ -446,7 +446,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::OutputOverlaps {
+                IoError::OutputOverlaps {
                     role: "another output",
                     ..
                 }

@@ -17,7 +17,7 @@ use tiff::encoder::{colortype, TiffEncoder, TiffKind};
 use tiff::ColorType;
 
 use crate::atomic::AtomicFile;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 const FORMAT: &str = "TIFF";
 const SUPPORTED: &str = "uint8/16/32/64, int8/16/32/64, float32/64, bool (written as uint8)";
@@ -25,18 +25,18 @@ const SUPPORTED: &str = "uint8/16/32/64, int8/16/32/64, float32/64, bool (writte
 /// Reads a TIFF stack into a `(Z, Y, X)` array.
 ///
 /// # Errors
-/// [`Error::Corrupt`] for damaged files, pages of different size or type, or limits exceeded;
-/// [`Error::UnsupportedDType`] for colour or half-float pages.
+/// [`IoError::Corrupt`] for damaged files, pages of different size or type, or limits exceeded;
+/// [`IoError::UnsupportedDType`] for colour or half-float pages.
 pub fn read_tiff(path: &Path) -> Result<AnyArray> {
-    let file = File::open(path).map_err(Error::io(path))?;
-    let file_len = file.metadata().map_err(Error::io(path))?.len();
+    let file = File::open(path).map_err(IoError::io(path))?;
+    let file_len = file.metadata().map_err(IoError::io(path))?.len();
     // The decoder is third-party code fed untrusted bytes: a panic inside it must become an
     // error for the caller, not take the caller down.
     match catch_unwind(AssertUnwindSafe(|| {
         read_pages(path, BufReader::new(file), file_len)
     })) {
         Ok(result) => result,
-        Err(_) => Err(Error::corrupt(
+        Err(_) => Err(IoError::corrupt(
             path,
             FORMAT,
             "the decoder failed on malformed data",
@@ -68,7 +68,7 @@ fn reason(e: tiff::TiffError) -> String {
 }
 
 fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) -> Result<AnyArray> {
-    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, reason(e));
+    let bad = |e: tiff::TiffError| IoError::corrupt(path, FORMAT, reason(e));
     let mut limits = Limits::default();
     limits.decoding_buffer_size = page_limit(file_len);
     limits.intermediate_buffer_size = page_limit(file_len);
@@ -82,7 +82,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
     loop {
         let dims = decoder.dimensions().map_err(bad)?;
         if dims != (width, height) {
-            return Err(Error::corrupt(
+            return Err(IoError::corrupt(
                 path,
                 FORMAT,
                 format!(
@@ -94,7 +94,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
         match decoder.colortype().map_err(bad)? {
             ColorType::Gray(_) => {}
             other => {
-                return Err(Error::unsupported(
+                return Err(IoError::unsupported(
                     path,
                     FORMAT,
                     "reading",
@@ -120,7 +120,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
                 .saturating_mul(plane as u64)
                 .saturating_mul(std::mem::size_of::<$t>() as u64);
             if bytes > file_len.saturating_mul(1024).max(1 << 30) {
-                return Err(Error::corrupt(
+                return Err(IoError::corrupt(
                     path,
                     FORMAT,
                     format!("{depth} pages of {width}×{height} pixels are implausibly large for a {file_len}-byte file"),
@@ -137,10 +137,10 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
                     }
                 };
                 let DecodingResult::$variant(v) = data else {
-                    return Err(Error::corrupt(path, FORMAT, format!("page {z} has another sample type than page 0")));
+                    return Err(IoError::corrupt(path, FORMAT, format!("page {z} has another sample type than page 0")));
                 };
                 if v.len() != plane {
-                    return Err(Error::corrupt(
+                    return Err(IoError::corrupt(
                         path,
                         FORMAT,
                         format!("page {z} holds {} samples, expected {plane}", v.len()),
@@ -150,7 +150,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
             }
             AnyArray::from(
                 ArrayD::<$t>::from_shape_vec(shape, all)
-                    .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?,
+                    .map_err(|e| IoError::corrupt(path, FORMAT, e.to_string()))?,
             )
         }};
     }
@@ -166,7 +166,7 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
         DecodingResult::F32(v) => stack!(F32, f32, v),
         DecodingResult::F64(v) => stack!(F64, f64, v),
         _ => {
-            return Err(Error::unsupported(
+            return Err(IoError::unsupported(
                 path,
                 FORMAT,
                 "reading",
@@ -181,15 +181,15 @@ fn read_pages<R: std::io::Read + Seek>(path: &Path, reader: R, file_len: u64) ->
 /// uncompressed, BigTIFF when over 3.5 GiB; atomically.
 ///
 /// # Errors
-/// [`Error::UnsupportedDType`] for float16, [`Error::Volume`] for other dimensionalities.
+/// [`IoError::UnsupportedDType`] for float16, [`IoError::Volume`] for other dimensionalities.
 pub fn write_tiff(path: &Path, array: &AnyArray) -> Result<()> {
     let (depth, height, width) = match *array.shape() {
         [y, x] => (1, y, x),
         [z, y, x] => (z, y, x),
         _ => {
-            return Err(Error::Volume {
+            return Err(IoError::Volume {
                 path: path.into(),
-                source: em_core::Error::DimensionMismatch {
+                source: em_core::CoreError::DimensionMismatch {
                     what: "a TIFF stack (Z, Y, X)".into(),
                     expected: 3,
                     got: array.ndim(),
@@ -198,7 +198,7 @@ pub fn write_tiff(path: &Path, array: &AnyArray) -> Result<()> {
         }
     };
     let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
-        return Err(Error::corrupt(
+        return Err(IoError::corrupt(
             path,
             FORMAT,
             "a page side exceeds 2^32 pixels",
@@ -208,14 +208,14 @@ pub fn write_tiff(path: &Path, array: &AnyArray) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
     if big {
         let enc = TiffEncoder::new_big(file.writer())
-            .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+            .map_err(|e| IoError::corrupt(path, FORMAT, e.to_string()))?;
         write_pages(path, enc, array, depth, w, h)?;
     } else {
         let enc = TiffEncoder::new(file.writer())
-            .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+            .map_err(|e| IoError::corrupt(path, FORMAT, e.to_string()))?;
         write_pages(path, enc, array, depth, w, h)?;
     }
-    file.flush().map_err(Error::io(path))?;
+    file.flush().map_err(IoError::io(path))?;
     file.commit()
 }
 
@@ -227,13 +227,13 @@ fn write_pages<W: Write + Seek, K: TiffKind>(
     w: u32,
     h: u32,
 ) -> Result<()> {
-    let bad = |e: tiff::TiffError| Error::corrupt(path, FORMAT, format!("write failed: {e}"));
+    let bad = |e: tiff::TiffError| IoError::corrupt(path, FORMAT, format!("write failed: {e}"));
     let shape = [depth, h as usize, w as usize];
     macro_rules! pages {
         ($a:expr, $ct:ty) => {{
             let a = $a
                 .to_shape(shape.to_vec())
-                .map_err(|e| Error::corrupt(path, FORMAT, e.to_string()))?;
+                .map_err(|e| IoError::corrupt(path, FORMAT, e.to_string()))?;
             for page in a.axis_iter(Axis(0)) {
                 let page = page.as_standard_layout();
                 let data = page.as_slice().unwrap_or_default();
@@ -257,7 +257,7 @@ fn write_pages<W: Write + Seek, K: TiffKind>(
         AnyArray::F32(a) => pages!(a, colortype::Gray32Float),
         AnyArray::F64(a) => pages!(a, colortype::Gray64Float),
         other => {
-            return Err(Error::unsupported(
+            return Err(IoError::unsupported(
                 path,
                 FORMAT,
                 "writing",

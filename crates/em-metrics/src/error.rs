@@ -46,7 +46,7 @@ pub enum MetricsError {
     },
     /// Reading a volume or file failed.
     #[error(transparent)]
-    Volume(#[from] em_core::Error),
+    Volume(#[from] em_core::CoreError),
     /// Reading a file failed.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -16,7 +16,7 @@ pub enum ModelError {
     },
     /// A configuration value is out of range.
     #[error("invalid {name}: {reason}")]
-    InvalidConfig {
+    InvalidParameter {
         /// The setting.
         name: &'static str,
         /// Why, and what is allowed.

@@ -42,7 +42,7 @@ pub enum OutputActivation {
 /// Sliding-window settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SlidingWindow {
+pub struct SlidingWindowConfig {
     /// Window side per axis (use the training patch: GroupNorm statistics depend on it).
     pub window: [usize; 3],
     /// Fraction of the window that neighbouring windows share, per axis (0 ≤ f < 1).
@@ -81,7 +81,7 @@ fn one() -> usize {
     1
 }
 
-impl SlidingWindow {
+impl SlidingWindowConfig {
     /// Settings with `window`, half overlap, Gaussian blending, sigmoid, no TTA.
     pub fn new(window: [usize; 3]) -> Self {
         Self {
@@ -98,13 +98,13 @@ impl SlidingWindow {
 
     fn validate(&self) -> Result<()> {
         if self.batch == 0 {
-            return Err(ModelError::InvalidConfig {
+            return Err(ModelError::InvalidParameter {
                 name: "sliding window",
                 reason: "batch must be at least 1".into(),
             });
         }
         if self.window.contains(&0) || self.overlap.iter().any(|o| !(0.0..1.0).contains(o)) {
-            return Err(ModelError::InvalidConfig {
+            return Err(ModelError::InvalidParameter {
                 name: "sliding window",
                 reason: format!(
                     "window {:?} (sides ≥ 1) and overlap {:?} (each in [0, 1))",
@@ -114,7 +114,7 @@ impl SlidingWindow {
         }
         if self.rot90_tta {
             if self.window[1] != self.window[2] {
-                return Err(ModelError::InvalidConfig {
+                return Err(ModelError::InvalidParameter {
                     name: "rot90_tta",
                     reason: format!("needs equal y and x window sides, got {:?}", self.window),
                 });
@@ -134,7 +134,7 @@ impl SlidingWindow {
             .iter()
             .map(|&[z, y, x]| {
                 offsets.iter().position(|&o| o == [z, x, y]).ok_or_else(|| {
-                    ModelError::InvalidConfig {
+                    ModelError::InvalidParameter {
                         name: "rot90_tta",
                         reason: format!(
                             "offset {:?} has no transposed partner {:?} among {offsets:?}",
@@ -212,7 +212,7 @@ impl SlidingWindow {
 pub fn sliding_window(
     input: &dyn ChunkedVolume,
     output: &dyn ChunkedVolume,
-    settings: &SlidingWindow,
+    settings: &SlidingWindowConfig,
     predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -242,7 +242,7 @@ pub fn sliding_window(
     ];
     if let Some(o) = &settings.offsets {
         if o.len() != k {
-            return Err(ModelError::InvalidConfig {
+            return Err(ModelError::InvalidParameter {
                 name: "offsets",
                 reason: format!("{} offsets for {k} output channels", o.len()),
             });
@@ -251,7 +251,7 @@ pub fn sliding_window(
     let win = settings.window;
     // Windows larger than the volume are cropped to it (the model still sees `win`, padded).
     let starts: Vec<Vec<usize>> = (0..3)
-        .map(|a| SlidingWindow::starts(dims[a], win[a], settings.overlap[a]))
+        .map(|a| SlidingWindowConfig::starts(dims[a], win[a], settings.overlap[a]))
         .collect();
     let weights = settings.weights();
     // Windows per forward pass: each brings its test-time-augmentation variants.
@@ -370,7 +370,7 @@ pub fn sliding_window(
     Ok(())
 }
 
-fn volume_err(e: em_core::Error) -> ModelError {
+fn volume_err(e: em_core::CoreError) -> ModelError {
     ModelError::Checkpoint {
         path: "volume".into(),
         reason: e.to_string(),
@@ -393,7 +393,7 @@ fn to_f32(a: AnyArray) -> Result<ArrayD<f32>> {
 /// `settings.batch` at a time, stacked on the batch axis.
 fn predict_windows(
     windows: Vec<Array5<f32>>,
-    settings: &SlidingWindow,
+    settings: &SlidingWindowConfig,
     k: usize,
     predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>>,
 ) -> Result<Vec<Array4<f32>>> {

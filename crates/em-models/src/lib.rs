@@ -26,7 +26,8 @@ mod weights;
 pub use error::{ModelError, Result};
 pub use fast::{ConvBackend, ConvGrads};
 pub use inference::{
-    mednext_predictor, model_predictor, sliding_window, Blend, OutputActivation, SlidingWindow,
+    mednext_predictor, model_predictor, sliding_window, Blend, OutputActivation,
+    SlidingWindowConfig,
 };
 pub use losses::{bce_with_logits, downsample, soft_dice, LossConfig, PosWeight};
 pub use mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};

@@ -43,7 +43,7 @@ impl std::str::FromStr for MedNeXtSize {
             "B" => Ok(Self::B),
             "M" => Ok(Self::M),
             "L" => Ok(Self::L),
-            other => Err(ModelError::InvalidConfig {
+            other => Err(ModelError::InvalidParameter {
                 name: "size",
                 reason: format!("{other:?}; allowed: S, B, M, L"),
             }),
@@ -68,7 +68,7 @@ impl std::str::FromStr for Variant {
         match s {
             "original" => Ok(Self::Original),
             "monai" => Ok(Self::Monai),
-            other => Err(ModelError::InvalidConfig {
+            other => Err(ModelError::InvalidParameter {
                 name: "variant",
                 reason: format!("{other:?}; allowed: original, monai"),
             }),
@@ -154,9 +154,9 @@ impl MedNeXtConfig {
     /// Checks the values.
     ///
     /// # Errors
-    /// [`ModelError::InvalidConfig`] naming the bad setting.
+    /// [`ModelError::InvalidParameter`] naming the bad setting.
     pub fn validate(&self) -> Result<()> {
-        let bad = |name, reason: String| Err(ModelError::InvalidConfig { name, reason });
+        let bad = |name, reason: String| Err(ModelError::InvalidParameter { name, reason });
         if self.kernel_size.is_multiple_of(2) {
             return bad(
                 "kernel_size",

@@ -10,7 +10,7 @@ use crate::rsunet::{RsUNet, RsUNetConfig};
 use crate::{ModelError, Result};
 
 fn unreachable_config<T>() -> Result<T> {
-    Err(ModelError::InvalidConfig {
+    Err(ModelError::InvalidParameter {
         name: "arch",
         reason: "no MedNeXt configuration".into(),
     })
@@ -145,10 +145,10 @@ impl ModelConfig {
     /// Parses a TOML configuration.
     ///
     /// # Errors
-    /// [`ModelError::InvalidConfig`] with the parser's message (unknown keys and
+    /// [`ModelError::InvalidParameter`] with the parser's message (unknown keys and
     /// architectures are named with the allowed ones).
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| ModelError::InvalidConfig {
+        toml::from_str(text).map_err(|e| ModelError::InvalidParameter {
             name: "model config",
             reason: e.to_string(),
         })
@@ -165,7 +165,7 @@ impl ModelConfig {
         let path = std::path::Path::new(name_or_path);
         if !path.exists() {
             let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            return Err(ModelError::InvalidConfig {
+            return Err(ModelError::InvalidParameter {
                 name: "model preset",
                 reason: format!(
                     "{name_or_path:?} is neither a preset ({}) nor a file",

@@ -64,7 +64,7 @@ impl RsUNetConfig {
     /// Builds the model with fresh weights.
     ///
     /// # Errors
-    /// [`ModelError::InvalidConfig`] for empty or mismatched level lists or zero channels.
+    /// [`ModelError::InvalidParameter`] for empty or mismatched level lists or zero channels.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<RsUNet<B>> {
         if self.widths.is_empty()
             || self.widths.len() != self.isotropic.len()
@@ -72,7 +72,7 @@ impl RsUNetConfig {
             || self.in_channels == 0
             || self.out_channels == 0
         {
-            return Err(ModelError::InvalidConfig {
+            return Err(ModelError::InvalidParameter {
                 name: "rsunet",
                 reason: format!(
                     "widths {:?} and isotropic {:?}: one entry per level, channels ≥ 1",

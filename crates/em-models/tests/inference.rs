@@ -2,7 +2,7 @@
 //! model, and flip TTA that un-flips affinity channels.
 
 use em_core::{AnyArray, ChunkedVolumeExt, InMemoryVolume, NoProgress};
-use em_models::{sliding_window, Blend, ModelError, OutputActivation, SlidingWindow};
+use em_models::{sliding_window, Blend, ModelError, OutputActivation, SlidingWindowConfig};
 use ndarray::{Array4, Array5, Axis};
 
 fn vol(a: Array4<f32>) -> InMemoryVolume {
@@ -12,7 +12,7 @@ fn vol(a: Array4<f32>) -> InMemoryVolume {
 fn run(
     input: &Array4<f32>,
     k: usize,
-    settings: &SlidingWindow,
+    settings: &SlidingWindowConfig,
     predict: &mut dyn FnMut(Array5<f32>) -> Result<Array5<f32>, ModelError>,
 ) -> Array4<f32> {
     let (_, z, y, x) = input.dim();
@@ -31,13 +31,13 @@ fn run(
 #[test]
 fn grid_starts_and_blend_maps() {
     assert_eq!(
-        SlidingWindow::starts(100, 32, 0.5),
+        SlidingWindowConfig::starts(100, 32, 0.5),
         vec![0, 16, 32, 48, 64, 68]
     );
-    assert_eq!(SlidingWindow::starts(64, 32, 0.5), vec![0, 16, 32]);
-    assert_eq!(SlidingWindow::starts(20, 32, 0.5), vec![0]);
-    assert_eq!(SlidingWindow::starts(32, 32, 0.0), vec![0]);
-    let mut s = SlidingWindow::new([4, 4, 6]);
+    assert_eq!(SlidingWindowConfig::starts(64, 32, 0.5), vec![0, 16, 32]);
+    assert_eq!(SlidingWindowConfig::starts(20, 32, 0.5), vec![0]);
+    assert_eq!(SlidingWindowConfig::starts(32, 32, 0.0), vec![0]);
+    let mut s = SlidingWindowConfig::new([4, 4, 6]);
     s.blend = Blend::DistanceToFace;
     let w = s.weights();
     assert_eq!(w[[0, 2, 3]], 1.0);
@@ -67,7 +67,7 @@ fn the_gaussian_blend_map_is_monais() {
         ([64, 64, 64], [31, 12, 40], 0.029_097_314_924_001_694),
     ];
     for (window, [z, y, x], want) in cases {
-        let w = SlidingWindow::new(window).weights();
+        let w = SlidingWindowConfig::new(window).weights();
         let got = f64::from(w[[z, y, x]]);
         assert!(
             (got - want).abs() <= 1e-5 * want,
@@ -76,7 +76,7 @@ fn the_gaussian_blend_map_is_monais() {
         );
     }
     // MONAI floors 58.1% of a 64³ window at 1e-3.
-    let w = SlidingWindow::new([64; 3]).weights();
+    let w = SlidingWindowConfig::new([64; 3]).weights();
     let floored = w.iter().filter(|&&v| v <= 1.0001e-3).count() as f64 / w.len() as f64;
     assert!((floored - 0.581_085).abs() < 1e-4, "{floored}");
 }
@@ -93,7 +93,7 @@ fn identity_model_reconstructs_the_input_for_every_blend() {
         Blend::DistanceToFace,
     ] {
         for window in [[4, 8, 8], [16, 32, 32]] {
-            let settings = SlidingWindow {
+            let settings = SlidingWindowConfig {
                 window,
                 overlap: [0.5, 0.25, 0.5],
                 blend,
@@ -132,7 +132,7 @@ fn flip_tta_unflips_affinities() {
     let labels = Array4::from_shape_fn((1, 8, 8, 16), |(_, z, y, x)| {
         ((x / 3) * 10 + (y + z) / 5) as f32
     });
-    let mut plain = SlidingWindow::new([8, 8, 8]);
+    let mut plain = SlidingWindowConfig::new([8, 8, 8]);
     plain.activation = OutputActivation::None;
     plain.blend = Blend::Constant;
     let want = run(&labels, 1, &plain, &mut affinity_model);
@@ -185,7 +185,7 @@ fn rot90_and_flip_tta_return_each_affinity_to_its_channel() {
         ((x / 3) * 10 + (y / 4) * 3 + z / 5) as f32
     });
     let offsets = vec![[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 3], [0, 3, 0]];
-    let mut plain = SlidingWindow::new([8, 12, 12]);
+    let mut plain = SlidingWindowConfig::new([8, 12, 12]);
     plain.activation = OutputActivation::None;
     plain.blend = Blend::Constant;
     let want = run(&labels, 5, &plain, &mut offsets_model(offsets.clone()));
@@ -220,7 +220,7 @@ fn rot90_and_flip_tta_return_each_affinity_to_its_channel() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("[0, 1, 0]"), "{e}");
-    let mut oblong = SlidingWindow::new([8, 8, 12]);
+    let mut oblong = SlidingWindowConfig::new([8, 8, 12]);
     oblong.rot90_tta = true;
     let e = sliding_window(&input, &out, &oblong, &mut |w| Ok(w), &NoProgress).unwrap_err();
     assert!(e.to_string().contains("equal y and x"), "{e}");
@@ -233,7 +233,7 @@ fn batched_windows_give_the_same_prediction() {
         ((x / 3) * 10 + (y / 4) * 3 + z / 5) as f32 + 0.25 * ((x * 7 + y * 3 + z) % 5) as f32
     });
     let offsets = vec![[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 3], [0, 3, 0]];
-    let mut base = SlidingWindow::new([8, 8, 8]);
+    let mut base = SlidingWindowConfig::new([8, 8, 8]);
     base.offsets = Some(offsets.clone());
     for (flip, rot) in [(false, false), (true, false), (true, true)] {
         let mut settings = base.clone();
@@ -274,7 +274,7 @@ fn batched_windows_give_the_same_prediction() {
 fn bad_settings_and_shapes_are_errors() {
     let input = vol(Array4::zeros((1, 4, 4, 4)));
     let out = vol(Array4::zeros((1, 4, 4, 5)));
-    let s = SlidingWindow::new([4, 4, 4]);
+    let s = SlidingWindowConfig::new([4, 4, 4]);
     assert!(sliding_window(&input, &out, &s, &mut |w| Ok(w), &NoProgress).is_err());
     let out = vol(Array4::zeros((1, 4, 4, 4)));
     let mut bad = s.clone();

@@ -9,10 +9,10 @@ pub type Result<T, E = SlurmError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum SlurmError {
     /// A job or sweep config value is out of range or malformed.
-    #[error("invalid {key}: {reason}")]
-    Invalid {
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
         /// The config key.
-        key: String,
+        name: String,
         /// Why, and what is allowed.
         reason: String,
     },
@@ -62,8 +62,8 @@ pub enum SlurmError {
 
 impl SlurmError {
     pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
+        Self::InvalidParameter {
+            name: key.into(),
             reason: reason.into(),
         }
     }

@@ -51,7 +51,7 @@ pub struct JobConfig {
     pub environment: BTreeMap<String, String>,
     /// Resources and scheduling.
     #[serde(default)]
-    pub slurm: SlurmOptions,
+    pub slurm: SlurmConfig,
     /// Automatic resubmission near the time limit (training chains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resubmit: Option<Resubmit>,
@@ -60,7 +60,7 @@ pub struct JobConfig {
 /// `#SBATCH` options.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SlurmOptions {
+pub struct SlurmConfig {
     /// `--partition`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
@@ -183,7 +183,7 @@ impl JobConfig {
     /// Checks every value Slurm or the shell would otherwise reject late (or misread).
     ///
     /// # Errors
-    /// [`SlurmError::Invalid`] naming the key.
+    /// [`SlurmError::InvalidParameter`] naming the key.
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
         if self.command.is_empty() || self.command[0].trim().is_empty() {

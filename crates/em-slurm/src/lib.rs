@@ -35,6 +35,6 @@ mod submit;
 mod sweep;
 
 pub use error::{Result, SlurmError};
-pub use job::{quote as shell_quote, JobConfig, RenderOptions, Resubmit, SlurmOptions};
+pub use job::{quote as shell_quote, JobConfig, RenderOptions, Resubmit, SlurmConfig};
 pub use submit::{cancel, status, submit, JobStatus, Manifest, ManifestEntry};
 pub use sweep::{SweepConfig, SweepMode, SweepPoint};

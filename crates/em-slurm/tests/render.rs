@@ -163,7 +163,7 @@ fn bad_values_name_their_key() {
     ];
     for (text, key) in cases {
         match job(text) {
-            Err(SlurmError::Invalid { key: k, reason }) => {
+            Err(SlurmError::InvalidParameter { name: k, reason }) => {
                 assert_eq!(k, key, "{text}: {reason}");
                 assert!(!reason.is_empty());
             }

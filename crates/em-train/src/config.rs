@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use em_autoconf::Precision;
 use em_data::{DataConfig, SourceConfig, TargetSpec};
-use em_models::{LossConfig, ModelConfig, SlidingWindow};
+use em_models::{LossConfig, ModelConfig, SlidingWindowConfig};
 
 use crate::{Result, TrainError};
 
@@ -130,7 +130,7 @@ pub struct TrainConfig {
     /// How `em infer` and the examples predict volumes with the trained model (default: a
     /// patch-sized window, half overlap, Gaussian blending, sigmoid).
     #[serde(default)]
-    pub inference: Option<SlidingWindow>,
+    pub inference: Option<SlidingWindowConfig>,
     /// Activation precision: `"f32"`, or mixed precision on a GPU device — `"bf16"` or
     /// `"f16"` convolutions, matrix products and activations with float32 weights, optimizer
     /// state, GroupNorm statistics and loss (`"auto"`: bf16 from compute capability 8.0,
@@ -400,11 +400,11 @@ impl TrainConfig {
 
     /// The sliding-window settings for predicting with this model: `[inference]`, or a
     /// patch-sized window with half overlap; affinity offsets filled from the targets.
-    pub fn inference_settings(&self) -> SlidingWindow {
+    pub fn inference_config(&self) -> SlidingWindowConfig {
         let mut w = self
             .inference
             .clone()
-            .unwrap_or_else(|| SlidingWindow::new(self.data.patch.patch));
+            .unwrap_or_else(|| SlidingWindowConfig::new(self.data.patch.patch));
         if let (None, TargetSpec::Affinities { offsets, .. }) = (&w.offsets, &self.targets) {
             w.offsets = Some(offsets.as_slice().iter().map(|o| o.0).collect());
         }

@@ -281,7 +281,7 @@ impl TrainedModel {
         &self,
         image: &ndarray::Array4<f32>,
         k: usize,
-        window: &em_models::SlidingWindow,
+        window: &em_models::SlidingWindowConfig,
         progress: &dyn em_core::Progress,
     ) -> Result<ndarray::Array4<f32>> {
         use crate::validate::predict;

@@ -14,7 +14,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use serde::Serialize;
 
 use em_augment::Pipeline;
-use em_data::{Loader, LoaderConfig, TargetSpec};
+use em_data::{Loader, LoaderOptions, TargetSpec};
 use em_models::{ConvBackend, Model};
 
 use crate::checkpoint::{self, CheckpointState, LossScaleState};
@@ -242,7 +242,7 @@ pub fn train<B: TrainBackend>(
         last_checkpoint = Some(path);
     }
 
-    let loader_cfg = LoaderConfig {
+    let loader_cfg = LoaderOptions {
         batch_size: cfg.batch_size,
         workers: cfg.workers,
         prefetch: 2 * cfg.workers.max(1),

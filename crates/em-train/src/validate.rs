@@ -7,9 +7,9 @@ use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use serde::Serialize;
 
 use em_core::{AffinityOffsets, AnyArray, EdgeStorage, NoProgress, Progress, VoxelSize};
-use em_data::{synth, Opener, PatchDataset, PatchSettings, SourceConfig, SynthKind, TargetSpec};
+use em_data::{synth, Opener, PatchConfig, PatchDataset, SourceConfig, SynthKind, TargetSpec};
 use em_metrics::{ClassScores, Contingency, ErlReport, Skeletons, VoxelMetrics};
-use em_models::{model_predictor, sliding_window, ConvBackend, Model, SlidingWindow};
+use em_models::{model_predictor, sliding_window, ConvBackend, Model, SlidingWindowConfig};
 
 use crate::{Result, TrainConfig, TrainError};
 
@@ -46,7 +46,7 @@ pub struct Validator {
     mask: Array4<f32>,
     labels: Array3<u32>,
     targets: TargetSpec,
-    window: SlidingWindow,
+    window: SlidingWindowConfig,
     threshold: f32,
     thresholds: Vec<f32>,
     skeletons: Option<Skeletons>,
@@ -113,7 +113,7 @@ pub fn load_volume(
         shape[shape.len() - 2],
         shape[shape.len() - 1],
     ];
-    let ds = PatchDataset::new(name, v.image, v.labels, v.mask, PatchSettings::new(spatial))?;
+    let ds = PatchDataset::new(name, v.image, v.labels, v.mask, PatchConfig::new(spatial))?;
     let mut sample = ds.crop([0, 0, 0])?;
     let (target, mask) = targets.compute(&sample)?;
     let mut labels = sample.labels.swap_remove(0);
@@ -151,7 +151,7 @@ impl Validator {
         } = load_volume(&cfg.source, targets, opener)?;
         // The inference settings (blending, activation) without test-time augmentation,
         // whose cost would multiply every validation.
-        let mut window = train.inference_settings();
+        let mut window = train.inference_config();
         window.window = cfg.window.unwrap_or(window.window);
         window.overlap = cfg.overlap;
         window.flip_tta = false;
@@ -265,7 +265,7 @@ pub fn predict<B: ConvBackend>(
     model: &Model<B>,
     image: &Array4<f32>,
     k: usize,
-    window: &SlidingWindow,
+    window: &SlidingWindowConfig,
     device: &B::Device,
     progress: &dyn Progress,
 ) -> Result<Array4<f32>> {
@@ -383,7 +383,7 @@ pub fn decode(
             "decoding needs the three unit offsets among the affinities, found channels {short:?}"
         )));
     }
-    let params = em_decode::CcParams {
+    let params = em_decode::CcOptions {
         threshold,
         channels: short.clone(),
         offsets: Some(short.iter().map(|&i| offsets.as_slice()[i]).collect()),

@@ -332,7 +332,7 @@ fn every_training_preset_parses_and_is_consistent() {
             cfg.targets.channels(),
             "{name}: model outputs vs targets"
         );
-        let w = cfg.inference_settings().window;
+        let w = cfg.inference_config().window;
         assert!(w.iter().all(|&s| s % 16 == 0), "{name}: window {w:?}");
     }
     let e = TrainConfig::load("lucchi_gpu", &[])

@@ -15,7 +15,7 @@ use zarrs::array::{Array, ArraySubset};
 use zarrs::filesystem::FilesystemStore;
 
 use crate::format::VolumePath;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 mod writer;
 
@@ -80,7 +80,7 @@ fn map_dtype(path: &Path, data_type: &zarrs::array::DataType) -> Result<DType> {
     } else if d.is::<Float64DataType>() {
         DType::F64
     } else {
-        return Err(Error::unsupported(
+        return Err(IoError::unsupported(
             path,
             FORMAT,
             "reading",
@@ -145,28 +145,28 @@ impl ZarrVolume {
     /// Opens the array at `path` (`dir.zarr` or `dir.zarr/key`), zarr v2 or v3.
     ///
     /// # Errors
-    /// [`Error::Io`] if the directory is missing, [`Error::KeyNotFound`] (listing the arrays
-    /// that exist) if no array is at the key, [`Error::Corrupt`] for bad metadata.
+    /// [`IoError::Io`] if the directory is missing, [`IoError::KeyNotFound`] (listing the arrays
+    /// that exist) if no array is at the key, [`IoError::Corrupt`] for bad metadata.
     pub fn open(path: &VolumePath) -> Result<Self> {
         let display = path.display();
         // A replacement interrupted on a file system without atomic exchange leaves the
         // array aside; it comes back before anything looks for it.
         crate::atomic::recover(&path.container.join(path.key.as_deref().unwrap_or("")));
         if !path.container.is_dir() {
-            return Err(Error::Io {
+            return Err(IoError::Io {
                 path: path.container.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such zarr directory"),
             });
         }
         let store = Arc::new(
             FilesystemStore::new(&path.container)
-                .map_err(|e| Error::corrupt(&display, FORMAT, e.to_string()))?,
+                .map_err(|e| IoError::corrupt(&display, FORMAT, e.to_string()))?,
         );
         let node = path.container.join(path.key.as_deref().unwrap_or(""));
         // Unreadable metadata is left to zarrs, whose error says what is wrong with it.
         let has_metadata = node.join("zarr.json").is_file() || node.join(".zarray").is_file();
         if !has_metadata || node_type(&node) == Some("group") {
-            return Err(Error::KeyNotFound {
+            return Err(IoError::KeyNotFound {
                 path: path.container.clone(),
                 what: "array",
                 key: path.key.clone().unwrap_or_else(|| "/".into()),
@@ -174,7 +174,7 @@ impl ZarrVolume {
             });
         }
         let array = Array::open(store, &array_path(path.key.as_deref()))
-            .map_err(|e| Error::corrupt(&display, FORMAT, format!("cannot open array: {e}")))?;
+            .map_err(|e| IoError::corrupt(&display, FORMAT, format!("cannot open array: {e}")))?;
         Self::from_array(array, display, node)
     }
 
@@ -187,7 +187,7 @@ impl ZarrVolume {
         let shape = array.shape().to_vec();
         let chunk_shape = array
             .chunk_shape(&vec![0; shape.len()])
-            .map_err(|e| Error::corrupt(&display, FORMAT, e.to_string()))?
+            .map_err(|e| IoError::corrupt(&display, FORMAT, e.to_string()))?
             .iter()
             .map(|c| c.get())
             .collect();
@@ -306,8 +306,8 @@ impl ChunkedVolume for ZarrVolume {
     fn read_roi(&self, roi: &Roi) -> em_core::Result<AnyArray> {
         check_read(self, roi)?;
         let subset = Self::subset(roi);
-        let bad = |e: zarrs::array::ArrayError| -> em_core::Error {
-            Error::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
+        let bad = |e: zarrs::array::ArrayError| -> em_core::CoreError {
+            IoError::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
         };
         macro_rules! read {
             ($t:ty) => {
@@ -337,8 +337,8 @@ impl ChunkedVolume for ZarrVolume {
     fn write_roi(&self, roi: &Roi, data: &AnyArray) -> em_core::Result<()> {
         check_write(self, roi, data)?;
         let subset = Self::subset(roi);
-        let bad = |e: zarrs::array::ArrayError| -> em_core::Error {
-            Error::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
+        let bad = |e: zarrs::array::ArrayError| -> em_core::CoreError {
+            IoError::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
         };
         macro_rules! write {
             ($a:expr) => {
@@ -364,7 +364,7 @@ impl ChunkedVolume for ZarrVolume {
             AnyArray::F16(a) => write!(a),
             AnyArray::F32(a) => write!(a),
             AnyArray::F64(a) => write!(a),
-            other => Err(em_core::Error::DTypeMismatch {
+            other => Err(em_core::CoreError::DTypeMismatch {
                 expected: self.dtype,
                 found: other.dtype(),
             }),

@@ -16,7 +16,7 @@ use zarrs::filesystem::FilesystemStore;
 use super::{node_type, ZarrVolume, FORMAT};
 use crate::atomic::AtomicDir;
 use crate::format::VolumePath;
-use crate::{Error, Result};
+use crate::{IoError, Result};
 
 /// Compression of newly written zarr chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,8 +175,8 @@ impl ZarrWriter {
     /// an existing array there is replaced on commit, other arrays in the container stay).
     ///
     /// # Errors
-    /// I/O errors; [`Error::Volume`] for a bad chunk shape or compression level;
-    /// [`Error::OutputRefused`] where the array would replace a group or a directory that is
+    /// I/O errors; [`IoError::Volume`] for a bad chunk shape or compression level;
+    /// [`IoError::OutputRefused`] where the array would replace a group or a directory that is
     /// not an array, or sit inside an array.
     pub fn create(
         path: &VolumePath,
@@ -185,9 +185,9 @@ impl ZarrWriter {
         options: &ZarrOptions,
     ) -> Result<Self> {
         let display = path.display();
-        let invalid = |name, reason| Error::Volume {
+        let invalid = |name, reason| IoError::Volume {
             path: display.clone(),
-            source: em_core::Error::InvalidParameter { name, reason },
+            source: em_core::CoreError::InvalidParameter { name, reason },
         };
         let chunk_shape = options
             .chunk_shape
@@ -226,21 +226,21 @@ impl ZarrWriter {
             }
         };
         if let Some(parent) = array_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(Error::io(parent))?;
+            fs::create_dir_all(parent).map_err(IoError::io(parent))?;
         }
         let staged = AtomicDir::create(&array_dir)?;
         let store = Arc::new(
             FilesystemStore::new(staged.staging())
-                .map_err(|e| Error::corrupt(&display, FORMAT, e.to_string()))?,
+                .map_err(|e| IoError::corrupt(&display, FORMAT, e.to_string()))?,
         );
         let array = match version {
             ZarrVersion::V2 => {
                 let meta = v2_metadata(shape, &chunk_shape, dtype, options.compression);
                 let file = staged.staging().join(".zarray");
                 fs::write(&file, serde_json::to_vec_pretty(&meta).unwrap_or_default())
-                    .map_err(Error::io(&display))?;
+                    .map_err(IoError::io(&display))?;
                 Array::open(store, "/").map_err(|e| {
-                    Error::corrupt(&display, FORMAT, format!("cannot create array: {e}"))
+                    IoError::corrupt(&display, FORMAT, format!("cannot create array: {e}"))
                 })?
             }
             ZarrVersion::V3 => {
@@ -262,10 +262,10 @@ impl ZarrWriter {
                 };
                 builder.dimension_names(names);
                 let array = builder.build(store, "/").map_err(|e| {
-                    Error::corrupt(&display, FORMAT, format!("cannot create array: {e}"))
+                    IoError::corrupt(&display, FORMAT, format!("cannot create array: {e}"))
                 })?;
                 array.store_metadata().map_err(|e| {
-                    Error::corrupt(&display, FORMAT, format!("cannot write metadata: {e}"))
+                    IoError::corrupt(&display, FORMAT, format!("cannot write metadata: {e}"))
                 })?;
                 array
             }
@@ -312,7 +312,7 @@ fn node_type_version(dir: &Path) -> Option<ZarrVersion> {
 
 /// Makes `dir` a group of the given version unless it already is a group.
 fn create_group(dir: &Path, version: ZarrVersion) -> Result<()> {
-    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    fs::create_dir_all(dir).map_err(IoError::io(dir))?;
     if node_type(dir) == Some("group") {
         return Ok(());
     }
@@ -324,7 +324,8 @@ fn create_group(dir: &Path, version: ZarrVersion) -> Result<()> {
         ),
     };
     let file = dir.join(name);
-    fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(Error::io(&file))
+    fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+        .map_err(IoError::io(&file))
 }
 
 /// Writes a whole array to `path`, atomically (v3 with zstd unless `options` say otherwise).
@@ -341,6 +342,6 @@ pub fn write_zarr(
     writer
         .volume()
         .write_roi(&Roi::from_shape(shape), array)
-        .map_err(Error::volume(&path.display()))?;
+        .map_err(IoError::volume(&path.display()))?;
     writer.commit()
 }
