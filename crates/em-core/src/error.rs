@@ -70,6 +70,24 @@ pub enum CoreError {
         /// What was wrong with the request.
         source: Box<CoreError>,
     },
+    /// A configuration name is neither a preset nor a file.
+    #[error("unknown {kind} preset {name:?}: neither a file nor one of {known}")]
+    UnknownPreset {
+        /// What the presets configure.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// The presets, comma-separated.
+        known: String,
+    },
+    /// A configuration's text could not be read, parsed or overridden.
+    #[error("{origin}: {reason}")]
+    Config {
+        /// The preset, file or override.
+        origin: String,
+        /// What is wrong (the parser's message names the key and the line).
+        reason: String,
+    },
     /// A storage backend (file format reader/writer) failed; the message names the file.
     #[error(transparent)]
     Storage(Box<dyn std::error::Error + Send + Sync + 'static>),

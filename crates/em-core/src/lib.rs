@@ -30,6 +30,7 @@ mod affinity;
 mod alloc;
 mod array;
 mod blocks;
+pub mod config;
 mod error;
 mod geometry;
 mod label;
