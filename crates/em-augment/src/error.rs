@@ -4,10 +4,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum AugmentError {
     /// A preset or pipeline setting is out of range or inconsistent.
-    #[error("augmentation `{transform}`: {reason}")]
-    InvalidSetting {
-        /// The transform (or `pipeline`).
-        transform: String,
+    #[error("augmentation `{name}`: {reason}")]
+    InvalidParameter {
+        /// The transform whose setting it is.
+        name: String,
         /// What is wrong and what is allowed.
         reason: String,
     },
@@ -30,14 +30,6 @@ pub enum AugmentError {
     /// The sample does not fit the pipeline (shapes, missing labels).
     #[error("sample: {0}")]
     BadSample(String),
-    /// Reading a preset file failed.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
 }
 
 /// Result with [`AugmentError`].

@@ -4,7 +4,8 @@
 //! parts, motion and out-of-focus blur, cut-noise, cut-blur, slice drop and roll), plus
 //! copy-paste and mixup. Pipelines are ordered lists with per-transform probabilities,
 //! deterministic from a seed, loaded from TOML presets (`light`, `realistic`, `heavy`,
-//! `superres`, `instance`, `banis`, `em_neuron`) or files.
+//! `superres`, `instance`, `banis`, `em_neuron`) or files; each transform's settings are a
+//! type in [`transforms`].
 //!
 //! ```
 //! use em_augment::{Pipeline, Sample};
@@ -24,12 +25,14 @@
 //! # Ok::<(), em_augment::AugmentError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod geometry;
 mod pipeline;
 mod pool;
 mod sample;
-mod transforms;
+pub mod transforms;
 
 pub use error::{AugmentError, Result};
 pub use pipeline::{rng_from_seed, AugmentRng, Pipeline, Step, PRESETS};

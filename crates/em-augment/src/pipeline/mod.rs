@@ -4,8 +4,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+mod mixup;
+mod one_of;
+
+pub use mixup::Mixup;
+pub use one_of::Weighted;
+pub(crate) use one_of::ONE_OF;
+
 use crate::geometry::ViewOp;
-use crate::transforms::{uniform, Transform, Weighted};
+use crate::transforms::{invalid, Augment, Role, Transform};
 use crate::{AugmentError, Result, Sample};
 
 /// The random generator pipelines draw from (ChaCha8: the same stream on every platform).
@@ -26,6 +33,13 @@ pub struct Step {
     pub transform: Transform,
 }
 
+/// `p` when a step leaves it out: the step always fires.
+const DEFAULT_P: f32 = 1.0;
+/// `weight` when a `one_of` candidate leaves it out.
+const DEFAULT_WEIGHT: f32 = 1.0;
+
+/// Splits the number `key` (default `default`) off a step's table and parses the rest as
+/// the transform: `p` and `weight` belong to the step, not to the transform's settings.
 fn split_table(
     mut t: toml::Table,
     key: &str,
@@ -43,7 +57,7 @@ fn split_table(
 
 impl<'de> Deserialize<'de> for Step {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (p, transform) = split_table(toml::Table::deserialize(d)?, "p", 1.0)
+        let (p, transform) = split_table(toml::Table::deserialize(d)?, "p", DEFAULT_P)
             .map_err(serde::de::Error::custom)?;
         Ok(Self { p, transform })
     }
@@ -58,51 +72,64 @@ impl<'de> Deserialize<'de> for Weighted {
             ));
         }
         let (weight, transform) =
-            split_table(t, "weight", 1.0).map_err(serde::de::Error::custom)?;
+            split_table(t, "weight", DEFAULT_WEIGHT).map_err(serde::de::Error::custom)?;
         Ok(Self { weight, transform })
     }
 }
 
 /// An ordered list of transforms.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Pipeline {
     /// What the pipeline is for.
-    #[serde(default)]
     pub description: String,
     /// z is the section axis of anisotropic serial-section data: section transforms act on
     /// it, and nothing turns it into an in-plane axis.
-    #[serde(default = "yes")]
     pub anisotropic: bool,
     /// The steps, in order.
-    #[serde(default)]
     pub transforms: Vec<Step>,
 }
 
-fn yes() -> bool {
-    true
+impl Default for Pipeline {
+    /// No steps, for anisotropic serial-section data (what most EM is).
+    fn default() -> Self {
+        Self {
+            description: String::new(),
+            anisotropic: true,
+            transforms: Vec::new(),
+        }
+    }
 }
 
 /// The presets shipped in `presets/augment/`, by name.
 pub const PRESETS: &[(&str, &str)] = &[
-    ("light", include_str!("../../../presets/augment/light.toml")),
+    (
+        "light",
+        include_str!("../../../../presets/augment/light.toml"),
+    ),
     (
         "realistic",
-        include_str!("../../../presets/augment/realistic.toml"),
+        include_str!("../../../../presets/augment/realistic.toml"),
     ),
-    ("heavy", include_str!("../../../presets/augment/heavy.toml")),
+    (
+        "heavy",
+        include_str!("../../../../presets/augment/heavy.toml"),
+    ),
     (
         "superres",
-        include_str!("../../../presets/augment/superres.toml"),
+        include_str!("../../../../presets/augment/superres.toml"),
     ),
     (
         "instance",
-        include_str!("../../../presets/augment/instance.toml"),
+        include_str!("../../../../presets/augment/instance.toml"),
     ),
-    ("banis", include_str!("../../../presets/augment/banis.toml")),
+    (
+        "banis",
+        include_str!("../../../../presets/augment/banis.toml"),
+    ),
     (
         "em_neuron",
-        include_str!("../../../presets/augment/em_neuron.toml"),
+        include_str!("../../../../presets/augment/em_neuron.toml"),
     ),
 ];
 
@@ -126,40 +153,38 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::from_toml`]; unknown names list the presets.
     pub fn load(name_or_path: &str) -> Result<Self> {
-        if let Some((name, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
-            return Self::from_toml(text, name);
+        let presets = em_core::config::Presets {
+            kind: "augmentation",
+            builtin: PRESETS,
+        };
+        if let Some(text) = presets.get(name_or_path) {
+            return Self::from_toml(text, name_or_path);
         }
-        let path = std::path::Path::new(name_or_path);
-        if !path.is_file() {
-            return Err(AugmentError::UnknownPreset {
-                name: name_or_path.into(),
-                known: PRESETS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+        match presets.read(name_or_path) {
+            Ok(source) => Self::from_toml(&source.text, &source.origin),
+            Err(em_core::CoreError::UnknownPreset { name, known, .. }) => {
+                Err(AugmentError::UnknownPreset { name, known })
+            }
+            Err(e) => Err(AugmentError::Parse {
+                source_name: name_or_path.into(),
+                message: e.to_string(),
+            }),
         }
-        let text = std::fs::read_to_string(path).map_err(|source| AugmentError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text, &path.display().to_string())
     }
 
     /// Checks probabilities and settings.
     ///
     /// # Errors
-    /// [`AugmentError::InvalidSetting`] naming the transform.
+    /// [`AugmentError::InvalidParameter`] naming the transform.
     pub fn validate(&self) -> Result<()> {
         for step in &self.transforms {
             if !(0.0..=1.0).contains(&step.p) {
-                return Err(AugmentError::InvalidSetting {
-                    transform: step.transform.name().into(),
-                    reason: format!("probability p = {} is outside [0, 1]", step.p),
-                });
+                return Err(invalid(
+                    step.transform.name(),
+                    format!("probability p = {} is outside [0, 1]", step.p),
+                ));
             }
-            step.transform.validate(self.anisotropic)?;
+            validate_transform(&step.transform, self.anisotropic)?;
         }
         Ok(())
     }
@@ -168,11 +193,11 @@ impl Pipeline {
     /// transforms on 2-D patches); call it once before training.
     ///
     /// # Errors
-    /// [`AugmentError::InvalidSetting`] naming the transform and the patch.
+    /// [`AugmentError::InvalidParameter`] naming the transform and the patch.
     pub fn check(&self, shape: [usize; 3]) -> Result<()> {
         self.transforms
             .iter()
-            .try_for_each(|s| s.transform.check_shape(shape))
+            .try_for_each(|s| check_transform(&s.transform, shape))
     }
 
     /// Applies the pipeline to one sample: each step fires with its probability, in order
@@ -182,6 +207,9 @@ impl Pipeline {
     /// # Errors
     /// Samples whose volumes disagree in shape, or that the pipeline does not fit.
     pub fn apply(&self, sample: &mut Sample, rng: &mut AugmentRng) -> Result<Vec<&'static str>> {
+        // Pipelines built in code never went through `load`: their settings are checked
+        // here, so that a bad one (an empty `one_of`) is an error, not a panic.
+        self.validate()?;
         sample.check()?;
         self.check(sample.shape())?;
         sample.standardize();
@@ -196,7 +224,8 @@ impl Pipeline {
             }
         };
         for step in &self.transforms {
-            if matches!(step.transform, Transform::Mixup { .. }) {
+            let role = step.transform.role();
+            if let Role::Batch(_) = role {
                 continue;
             }
             // Always draw, so that one step's probability does not shift later draws.
@@ -204,14 +233,21 @@ impl Pipeline {
             if !fire {
                 continue;
             }
-            let shape = pending.shape(sample.shape());
-            if let Some(op) = step.transform.view_op(rng, shape) {
-                pending = pending.then(op);
-                ran.push(step.transform.name());
-            } else {
-                flush(sample, &mut pending);
-                ran.push(step.transform.apply(sample, rng, self.anisotropic)?);
+            if let Role::Sample(op) = role {
+                let shape = pending.shape(sample.shape());
+                if let Some(view) = op.view_op(rng, shape) {
+                    pending = pending.then(view);
+                    ran.push(op.name());
+                    continue;
+                }
             }
+            flush(sample, &mut pending);
+            ran.push(apply_transform(
+                &step.transform,
+                sample,
+                rng,
+                self.anisotropic,
+            )?);
         }
         flush(sample, &mut pending);
         Ok(ran)
@@ -237,40 +273,67 @@ impl Pipeline {
             let mut rng = rng_from_seed(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             ran.push(self.apply(s, &mut rng)?);
         }
-        let mixups: Vec<(f32, [f32; 2])> = self
+        let mixups: Vec<(f32, &Mixup)> = self
             .transforms
             .iter()
-            .filter_map(|s| match s.transform {
-                Transform::Mixup { alpha } => Some((s.p, alpha)),
+            .filter_map(|s| match s.transform.role() {
+                Role::Batch(m) => Some((s.p, m)),
                 _ => None,
             })
             .collect();
-        if mixups.is_empty() || batch.len() < 2 {
-            return Ok(ran);
-        }
-        if batch.iter().any(|s| s.image.dim() != batch[0].image.dim()) {
-            return Err(AugmentError::BadSample(
-                "mixup needs images of one shape across the batch".into(),
-            ));
-        }
-        let mut rng = rng_from_seed(seed.wrapping_add(0x006d_6978_7570));
-        for (p, alpha) in mixups {
-            let originals: Vec<_> = batch.iter().map(|s| s.image.clone()).collect();
-            for (i, s) in batch.iter_mut().enumerate() {
-                let fire = rng.random::<f32>() < p;
-                if !fire {
-                    continue;
-                }
-                let mut j = rng.random_range(0..originals.len() - 1);
-                if j >= i {
-                    j += 1;
-                }
-                let a = uniform(&mut rng, alpha);
-                s.image
-                    .zip_mut_with(&originals[j], |x, &y| *x = a * *x + (1.0 - a) * y);
-                ran[i].push("mixup");
-            }
-        }
+        mixup::blend(batch, &mixups, seed, &mut ran)?;
         Ok(ran)
+    }
+}
+
+/// Checks a transform's settings that do not depend on the patch.
+fn validate_transform(t: &Transform, anisotropic: bool) -> Result<()> {
+    match t.role() {
+        Role::Sample(op) => op.validate(anisotropic),
+        Role::Batch(mixup) => mixup.validate(),
+        Role::OneOf(candidates) => one_of::validate(candidates, anisotropic),
+    }
+}
+
+/// Checks a transform against the patch shape `[Z, Y, X]`.
+fn check_transform(t: &Transform, shape: [usize; 3]) -> Result<()> {
+    match t.role() {
+        Role::Sample(op) => check_sample_op(op, shape),
+        Role::Batch(_) => Ok(()),
+        Role::OneOf(candidates) => candidates
+            .iter()
+            .try_for_each(|c| check_transform(&c.transform, shape)),
+    }
+}
+
+/// Refuses section transforms on 2-D patches before the transform's own checks, which may
+/// assume more than one section.
+fn check_sample_op(op: &dyn Augment, shape: [usize; 3]) -> Result<()> {
+    if op.needs_sections() && shape[0] < 2 {
+        return Err(invalid(
+            op.name(),
+            format!("acts on z sections, but the patch {shape:?} is 2-D (one section)"),
+        ));
+    }
+    op.check_shape(shape)
+}
+
+/// Applies a transform that fires; returns the name of what ran (for `one_of`, the
+/// candidate it picked). Batch steps do nothing here: they wait for the whole batch.
+fn apply_transform(
+    t: &Transform,
+    sample: &mut Sample,
+    rng: &mut AugmentRng,
+    anisotropic: bool,
+) -> Result<&'static str> {
+    match t.role() {
+        Role::Sample(op) => {
+            op.apply(sample, rng, anisotropic)?;
+            Ok(op.name())
+        }
+        Role::Batch(_) => Ok(Mixup::NAME),
+        Role::OneOf(candidates) => {
+            apply_transform(one_of::pick(candidates, rng), sample, rng, anisotropic)
+        }
     }
 }
