@@ -28,7 +28,7 @@ use std::time::Instant;
 use em_connectomics::core::NoProgress;
 use em_connectomics::data::{synth, SourceConfig, Split, SynthKind};
 use em_connectomics::io::png::line_chart;
-use em_connectomics::train::validate::{load_volume, score_semantic};
+use em_connectomics::train::evaluation::{load_volume, score_semantic};
 use em_connectomics::train::{train_on, Device, RunOptions, TrainConfig};
 use ndarray::{Array3, Array4, Axis};
 use serde_json::json;

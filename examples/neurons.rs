@@ -25,7 +25,9 @@ use em_connectomics::core::{NoProgress, VoxelSize};
 use em_connectomics::data::{SourceConfig, SynthKind, TargetSpec};
 use em_connectomics::io::png::line_chart;
 use em_connectomics::metrics::Skeletons;
-use em_connectomics::train::validate::{decode, load_volume, score_affinities, section_skeletons};
+use em_connectomics::train::evaluation::{
+    decode, load_volume, score_affinities, section_skeletons,
+};
 use em_connectomics::train::{train_on, Device, RunOptions, TrainConfig};
 use ndarray::{Array3, Axis};
 use serde_json::json;

@@ -115,6 +115,7 @@ fn decode_and_score(
     };
     let t = std::time::Instant::now();
     let (seg, k) = decode::<f32, u32>(aff.view(), &params)?;
+    let k = k.components;
     println!(
         "\ndecoded noisy affinities: {k} segments in {:.3} s (in memory)",
         t.elapsed().as_secs_f64()

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AutoconfError, Hardware, Result};
+use crate::{AutoconfError, Gpu, Hardware, Result};
 
 /// Where training runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,21 +257,60 @@ const GPU_RESERVED: u64 = 1 << 30;
 /// Host memory of the runtime itself (binary, allocator, threads).
 const HOST_RESERVED: u64 = 256 << 20;
 
-/// Plans a training run on `hw`.
+/// Plans a training run on `hw`: the device, its precision, the memory budget of a step,
+/// patch and batch (with gradient checkpointing where needed), accumulation, loader workers
+/// and learning rate, in that order (each choice may depend on the ones before).
 pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
-    let ex = &req.explicit;
-    let m = &req.model;
-    if m.divisor == 0 || req.effective_batch == 0 {
+    check_request(req)?;
+    let device = choose_device(hw, req)?;
+    let on_gpu = device.value == Device::Gpu;
+    // The GPU trained on, if any.
+    let gpu = hw.gpus.first().filter(|_| on_gpu);
+    let precision = choose_precision(req, gpu)?;
+    let budget = memory_budget(hw, req, gpu);
+    let mut warnings: Vec<String> = budget.warning.iter().cloned().collect();
+    let sizing = Sizing::new(hw, req, gpu, device.value, precision.value, budget.bytes);
+    let PatchAndBatch {
+        patch,
+        batch,
+        checkpointing,
+    } = choose_patch_and_batch(&sizing, budget.host_free, &mut warnings)?;
+    let accumulate = choose_accumulate(req, batch.value);
+    let workers = choose_workers(hw, req, on_gpu);
+    let lr = choose_lr(req, batch.value * accumulate.value);
+    let step_bytes = sizing.step(patch.value, batch.value, checkpointing.value);
+    Ok(Plan {
+        hardware: hw.clone(),
+        device,
+        precision,
+        patch,
+        batch,
+        accumulate,
+        workers,
+        lr,
+        checkpointing,
+        step_bytes,
+        budget_bytes: budget.bytes,
+        warnings,
+    })
+}
+
+/// Refuses a request no plan can serve.
+fn check_request(req: &Request) -> Result<()> {
+    if req.model.divisor == 0 || req.effective_batch == 0 {
         return Err(AutoconfError::InvalidParameter {
             name: "the model's patch divisor and the effective batch",
             reason: "must be at least 1".into(),
         });
     }
-    let mut warnings = Vec::new();
+    Ok(())
+}
 
-    // Device.
+/// The device: the one set (refused where this machine or build lacks it), else the first
+/// GPU when the trainer can use one, else the CPU.
+fn choose_device(hw: &Hardware, req: &Request) -> Result<Choice<Device>> {
     let gpu = hw.gpus.first();
-    let device = match ex.device {
+    Ok(match req.explicit.device {
         Some(Device::Gpu) if gpu.is_none() || !req.gpu_backend => {
             return Err(AutoconfError::Unavailable(if req.gpu_backend {
                 format!(
@@ -305,74 +344,295 @@ pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
                 ),
             ),
         },
-    };
-    let on_gpu = device.value == Device::Gpu;
+    })
+}
 
-    // Precision: the narrowest the GPU and the trainer both support.
+/// Precision: the one set (refused where the trainer lacks it), else the narrowest that
+/// `gpu` (the GPU trained on; `None` on the CPU) and the trainer both support.
+fn choose_precision(req: &Request, gpu: Option<&Gpu>) -> Result<Choice<Precision>> {
     let can = |p: Precision| req.precisions.contains(&p);
-    let precision = match ex.precision {
-        Some(p) => {
-            if !can(p) {
-                return Err(AutoconfError::Unavailable(format!(
-                    "precision {p:?} is not supported by this trainer (it runs {:?})",
-                    req.precisions
-                )));
-            }
-            Choice::given(p)
+    if let Some(p) = req.explicit.precision {
+        if !can(p) {
+            return Err(AutoconfError::Unavailable(format!(
+                "precision {p:?} is not supported by this trainer (it runs {:?})",
+                req.precisions
+            )));
         }
-        None => {
-            match gpu.filter(|_| on_gpu) {
-                None => Choice::auto(Precision::F32, "CPU training runs in float32"),
-                Some(g) => {
-                    let cc = format!(
-                        "compute capability {}.{}",
-                        g.compute_capability.0, g.compute_capability.1
-                    );
-                    if g.supports_bf16() && can(Precision::Bf16) {
-                        Choice::auto(Precision::Bf16, format!("{cc} has bfloat16 tensor cores"))
-                    } else if g.supports_f16() && can(Precision::F16) {
-                        Choice::auto(Precision::F16, format!("{cc} has float16 tensor cores"))
-                    } else if g.supports_f16() {
-                        Choice::auto(
-                        Precision::F32,
-                        format!("mixed precision would suit {cc}, but this trainer runs float32 only"),
-                    )
-                    } else {
-                        Choice::auto(Precision::F32, format!("{cc} has no tensor cores"))
-                    }
-                }
-            }
-        }
+        return Ok(Choice::given(p));
+    }
+    let Some(g) = gpu else {
+        return Ok(Choice::auto(Precision::F32, "CPU training runs in float32"));
     };
+    let cc = format!(
+        "compute capability {}.{}",
+        g.compute_capability.0, g.compute_capability.1
+    );
+    Ok(if g.supports_bf16() && can(Precision::Bf16) {
+        Choice::auto(Precision::Bf16, format!("{cc} has bfloat16 tensor cores"))
+    } else if g.supports_f16() && can(Precision::F16) {
+        Choice::auto(Precision::F16, format!("{cc} has float16 tensor cores"))
+    } else if g.supports_f16() {
+        Choice::auto(
+            Precision::F32,
+            format!("mixed precision would suit {cc}, but this trainer runs float32 only"),
+        )
+    } else {
+        Choice::auto(Precision::F32, format!("{cc} has no tensor cores"))
+    })
+}
 
-    // Memory budget of one step on the device.
+/// The memory one training step may use.
+#[derive(Clone, Debug, PartialEq)]
+struct Budget {
+    /// Bytes of the step on the device.
+    bytes: u64,
+    /// Host memory left after the runtime and the data held in memory.
+    host_free: u64,
+    /// Set when the data alone needs more host memory than there is (CPU training).
+    warning: Option<String>,
+}
+
+/// The memory budget of one step on `gpu` (the GPU trained on), or on the host.
+fn memory_budget(hw: &Hardware, req: &Request, gpu: Option<&Gpu>) -> Budget {
     let host_free = hw
         .memory_bytes
         .saturating_sub(HOST_RESERVED + req.data_bytes);
-    let budget = match gpu.filter(|_| on_gpu) {
+    let bytes = match gpu {
         Some(g) => {
             let usable = g.memory_bytes.min(g.free_bytes.max(g.memory_bytes / 2));
             (usable as f64 * req.memory_fraction) as u64 - GPU_RESERVED.min(usable / 4)
         }
         None => (host_free as f64 * req.memory_fraction) as u64,
     };
-    if !on_gpu && req.data_bytes + HOST_RESERVED > hw.memory_bytes {
-        warnings.push(format!(
+    let warning = (gpu.is_none() && req.data_bytes + HOST_RESERVED > hw.memory_bytes).then(|| {
+        format!(
             "the training volumes need {} in memory but {} is available",
             gib(req.data_bytes),
             gib(hw.memory_bytes)
-        ));
+        )
+    });
+    Budget {
+        bytes,
+        host_free,
+        warning,
+    }
+}
+
+/// What sizing the patch and batch works with: the request, the device and precision
+/// chosen, and the budget of a step.
+struct Sizing<'a> {
+    hw: &'a Hardware,
+    req: &'a Request,
+    /// The GPU trained on (`None` on the CPU).
+    gpu: Option<&'a Gpu>,
+    device: Device,
+    precision: Precision,
+    /// Bytes a step may take.
+    budget: u64,
+    /// The smallest training volume's side per axis.
+    smallest: [usize; 3],
+}
+
+impl<'a> Sizing<'a> {
+    fn new(
+        hw: &'a Hardware,
+        req: &'a Request,
+        gpu: Option<&'a Gpu>,
+        device: Device,
+        precision: Precision,
+        budget: u64,
+    ) -> Self {
+        let smallest = req
+            .volumes
+            .iter()
+            .fold([usize::MAX; 3], |a, v| [0, 1, 2].map(|i| a[i].min(v[i])));
+        Self {
+            hw,
+            req,
+            gpu,
+            device,
+            precision,
+            budget,
+            smallest,
+        }
     }
 
-    let smallest = req
-        .volumes
-        .iter()
-        .fold([usize::MAX; 3], |a, v| [0, 1, 2].map(|i| a[i].min(v[i])));
-    let fits_volume = |p: [usize; 3]| req.volumes.is_empty() || (0..3).all(|i| p[i] <= smallest[i]);
-    let step =
-        |p: [usize; 3], b: usize, ck: bool| m.step_bytes(device.value, precision.value, p, b, ck);
-    let can_checkpoint = m.checkpoint_fraction.is_some();
-    let checkpoint_options: Vec<bool> = match ex.checkpointing {
+    fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// Bytes of a step with patch `p`, batch `b`, checkpointing `ck`.
+    fn step(&self, p: [usize; 3], b: usize, ck: bool) -> u64 {
+        self.req
+            .model
+            .step_bytes(self.device, self.precision, p, b, ck)
+    }
+
+    fn fits_volume(&self, p: [usize; 3]) -> bool {
+        self.req.volumes.is_empty() || (0..3).all(|i| p[i] <= self.smallest[i])
+    }
+
+    /// The largest batch ≤ the effective target that fits with patch p; down to half of it
+    /// where a smaller batch divides the effective batch (so accumulation reaches it
+    /// exactly).
+    fn max_batch(&self, p: [usize; 3], ck: bool) -> usize {
+        let (ex, effective) = (&self.req.explicit, self.req.effective_batch);
+        let cap = ex.batch.unwrap_or(effective);
+        let fit = (1..=cap)
+            .rev()
+            .find(|&b| self.step(p, b, ck) <= self.budget)
+            .unwrap_or(0);
+        if fit == 0 || ex.batch.is_some() {
+            return fit;
+        }
+        (fit.div_ceil(2)..=fit)
+            .rev()
+            .find(|b| effective.is_multiple_of(*b))
+            .unwrap_or(fit)
+    }
+
+    /// The patch set in the configuration (with warnings where it does not suit), the
+    /// largest batch it fits and whether that needs checkpointing.
+    fn given_patch(
+        &self,
+        p: [usize; 3],
+        checkpoint_options: &[bool],
+        warnings: &mut Vec<String>,
+    ) -> (Choice<[usize; 3]>, usize, bool) {
+        let divisor = self.req.model.divisor;
+        if !self.fits_volume(p) {
+            warnings.push(format!(
+                "patch {p:?} is larger than the smallest training volume {:?}",
+                self.smallest
+            ));
+        }
+        if p.iter().any(|s| s % divisor != 0) {
+            warnings.push(format!(
+                "patch {p:?} has sides that are not multiples of {divisor} (the model pads them)"
+            ));
+        }
+        let (b, ck) = checkpoint_options
+            .iter()
+            .map(|&ck| (self.max_batch(p, ck), ck))
+            .find(|&(b, _)| b > 0)
+            .unwrap_or((1, false));
+        (Choice::given(p), b, ck)
+    }
+
+    /// The largest candidate patch that fits a batch of at least two samples on a GPU (one
+    /// on the CPU), first without checkpointing; its batch and checkpointing.
+    fn search_patch(
+        &self,
+        checkpoint_options: &[bool],
+    ) -> Result<(Choice<[usize; 3]>, usize, bool)> {
+        let (req, on_gpu) = (self.req, self.on_gpu());
+        let m = &req.model;
+        let max_side = if on_gpu { MAX_SIDE_GPU } else { MAX_SIDE_CPU };
+        let sides = candidate_patches(max_side, m.divisor, req.voxel_size, &req.volumes)?;
+        // On GPUs at least two samples per step (GroupNorm is fine with one, but the steps
+        // get noisy); on CPUs one is the usual.
+        let min_batch = if on_gpu {
+            req.effective_batch.min(2)
+        } else {
+            1
+        };
+        let wanted = min_batch.min(req.explicit.batch.unwrap_or(usize::MAX));
+        let found = checkpoint_options.iter().find_map(|&ck| {
+            sides.iter().find_map(|&p| {
+                let b = self.max_batch(p, ck);
+                (b >= wanted && b > 0).then_some((p, b, ck))
+            })
+        });
+        let Some((p, b, ck)) = found else {
+            let p = *sides.last().expect("at least one candidate");
+            return Err(AutoconfError::DoesNotFit(format!(
+                "even a {p:?} patch with batch 1 needs {} but {} is allowed ({} available{}).",
+                gib(self.step(p, 1, m.checkpoint_fraction.is_some())),
+                gib(self.budget),
+                gib(if on_gpu {
+                    self.gpu.map_or(0, |g| g.memory_bytes)
+                } else {
+                    self.hw.memory_bytes
+                }),
+                if on_gpu { "" } else { ", after the data" }
+            )));
+        };
+        let why = format!(
+            "the largest patch (≤ {} in-plane on a {}, multiple of {}, within {:?}, anisotropy {:?}) that fits batch ≥ {}",
+            max_side,
+            if on_gpu { "GPU" } else { "CPU" },
+            m.divisor,
+            self.smallest,
+            anisotropy(req.voxel_size),
+            min_batch
+        );
+        Ok((Choice::auto(p, why), b, ck))
+    }
+
+    /// The batch: the one set (with a warning when it exceeds the budget), else `batch`,
+    /// the largest that fits `patch`.
+    fn batch_choice(
+        &self,
+        patch: [usize; 3],
+        batch: usize,
+        checkpointing: bool,
+        host_free: u64,
+        warnings: &mut Vec<String>,
+    ) -> Choice<usize> {
+        let req = self.req;
+        if let Some(b) = req.explicit.batch {
+            if self.step(patch, b, checkpointing) > self.budget {
+                warnings.push(format!(
+                    "batch {b} with patch {patch:?} needs about {} but {} is allowed",
+                    gib(self.step(patch, b, checkpointing)),
+                    gib(self.budget)
+                ));
+            }
+            return Choice::given(b);
+        }
+        if batch >= req.effective_batch {
+            return Choice::auto(
+                batch,
+                format!(
+                    "the effective batch {} fits in one step",
+                    req.effective_batch
+                ),
+            );
+        }
+        let dividing = if req.effective_batch.is_multiple_of(batch) {
+            format!(" dividing the effective batch {}", req.effective_batch)
+        } else {
+            String::new()
+        };
+        let memory = if self.on_gpu() {
+            self.gpu.map_or(0, |g| g.memory_bytes)
+        } else {
+            host_free
+        };
+        Choice::auto(
+            batch,
+            format!(
+                "the largest batch{dividing} within {:.0}% of {} ({} per step)",
+                req.memory_fraction * 100.0,
+                gib(memory),
+                gib(self.step(patch, batch, checkpointing))
+            ),
+        )
+    }
+}
+
+/// The patch, the batch and gradient checkpointing, chosen together.
+struct PatchAndBatch {
+    patch: Choice<[usize; 3]>,
+    batch: Choice<usize>,
+    checkpointing: Choice<bool>,
+}
+
+/// Whether gradient checkpointing may be used, in the order to try: the value set, else
+/// without and then with it where the trainer can checkpoint.
+fn checkpoint_options(req: &Request) -> Result<Vec<bool>> {
+    let can_checkpoint = req.model.checkpoint_fraction.is_some();
+    Ok(match req.explicit.checkpointing {
         Some(true) if !can_checkpoint => {
             return Err(AutoconfError::Unavailable(
                 "checkpointing = true but this trainer cannot checkpoint gradients".into(),
@@ -381,162 +641,65 @@ pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
         Some(c) => vec![c],
         None if can_checkpoint => vec![false, true],
         None => vec![false],
-    };
-    // The largest batch ≤ the effective target that fits with patch p; down to half of it
-    // where a smaller batch divides the effective batch (so accumulation reaches it exactly).
-    let max_batch = |p: [usize; 3], ck: bool| -> usize {
-        let cap = ex.batch.unwrap_or(req.effective_batch);
-        let fit = (1..=cap)
-            .rev()
-            .find(|&b| step(p, b, ck) <= budget)
-            .unwrap_or(0);
-        if fit == 0 || ex.batch.is_some() {
-            return fit;
-        }
-        (fit.div_ceil(2)..=fit)
-            .rev()
-            .find(|b| req.effective_batch.is_multiple_of(*b))
-            .unwrap_or(fit)
-    };
+    })
+}
 
-    // Patch and batch.
-    let (patch, batch, checkpointing) = match ex.patch {
-        Some(p) => {
-            if !fits_volume(p) {
-                warnings.push(format!(
-                    "patch {p:?} is larger than the smallest training volume {smallest:?}"
-                ));
-            }
-            if p.iter().any(|s| s % m.divisor != 0) {
-                warnings.push(format!(
-                    "patch {p:?} has sides that are not multiples of {} (the model pads them)",
-                    m.divisor
-                ));
-            }
-            let (b, ck) = checkpoint_options
-                .iter()
-                .map(|&ck| (max_batch(p, ck), ck))
-                .find(|&(b, _)| b > 0)
-                .unwrap_or((1, false));
-            (Choice::given(p), b, ck)
-        }
-        None => {
-            let sides = candidate_patches(
-                if on_gpu { MAX_SIDE_GPU } else { MAX_SIDE_CPU },
-                m.divisor,
-                req.voxel_size,
-                &req.volumes,
-            )?;
-            // On GPUs at least two samples per step (GroupNorm is fine with one, but the
-            // steps get noisy); on CPUs one is the usual.
-            let min_batch = if on_gpu {
-                req.effective_batch.min(2)
-            } else {
-                1
-            };
-            let mut found = None;
-            'search: for &ck in &checkpoint_options {
-                for &p in &sides {
-                    let b = max_batch(p, ck);
-                    if b >= min_batch.min(ex.batch.unwrap_or(usize::MAX)) && b > 0 {
-                        found = Some((p, b, ck));
-                        break 'search;
-                    }
-                }
-            }
-            let Some((p, b, ck)) = found else {
-                let p = *sides.last().expect("at least one candidate");
-                return Err(AutoconfError::DoesNotFit(format!(
-                    "even a {p:?} patch with batch 1 needs {} but {} is allowed ({} available{}).",
-                    gib(step(p, 1, can_checkpoint)),
-                    gib(budget),
-                    gib(if on_gpu {
-                        gpu.map_or(0, |g| g.memory_bytes)
-                    } else {
-                        hw.memory_bytes
-                    }),
-                    if on_gpu { "" } else { ", after the data" }
-                )));
-            };
-            let why = format!(
-                "the largest patch (≤ {} in-plane on a {}, multiple of {}, within {:?}, anisotropy {:?}) that fits batch ≥ {}",
-                if on_gpu { MAX_SIDE_GPU } else { MAX_SIDE_CPU },
-                if on_gpu { "GPU" } else { "CPU" },
-                m.divisor,
-                smallest,
-                anisotropy(req.voxel_size),
-                min_batch
-            );
-            (Choice::auto(p, why), b, ck)
-        }
+/// Patch, batch and gradient checkpointing: the patch set (kept, with warnings), else the
+/// largest candidate that fits; the largest batch that fits it; checkpointing only where
+/// nothing fits without it. `host_free` is named in the batch's reason on the CPU.
+fn choose_patch_and_batch(
+    sizing: &Sizing<'_>,
+    host_free: u64,
+    warnings: &mut Vec<String>,
+) -> Result<PatchAndBatch> {
+    let req = sizing.req;
+    let options = checkpoint_options(req)?;
+    let (patch, batch, checkpointing) = match req.explicit.patch {
+        Some(p) => sizing.given_patch(p, &options, warnings),
+        None => sizing.search_patch(&options)?,
     };
-    let batch = match ex.batch {
-        Some(b) => {
-            if step(patch.value, b, checkpointing) > budget {
-                warnings.push(format!(
-                    "batch {b} with patch {:?} needs about {} but {} is allowed",
-                    patch.value,
-                    gib(step(patch.value, b, checkpointing)),
-                    gib(budget)
-                ));
-            }
-            Choice::given(b)
-        }
-        None => Choice::auto(
-            batch,
-            if batch >= req.effective_batch {
-                format!(
-                    "the effective batch {} fits in one step",
-                    req.effective_batch
-                )
-            } else {
-                format!(
-                    "the largest batch{} within {:.0}% of {} ({} per step)",
-                    if req.effective_batch.is_multiple_of(batch) {
-                        format!(" dividing the effective batch {}", req.effective_batch)
-                    } else {
-                        String::new()
-                    },
-                    req.memory_fraction * 100.0,
-                    gib(if on_gpu {
-                        gpu.map_or(0, |g| g.memory_bytes)
-                    } else {
-                        host_free
-                    }),
-                    gib(step(patch.value, batch, checkpointing))
-                )
-            },
-        ),
-    };
-    let checkpointing = match ex.checkpointing {
+    let batch = sizing.batch_choice(patch.value, batch, checkpointing, host_free, warnings);
+    let checkpointing = match req.explicit.checkpointing {
         Some(c) => Choice::given(c),
         None if checkpointing => Choice::auto(
             true,
             "without it not even batch 1 fits; it recomputes activations in the backward pass",
         ),
-        None if can_checkpoint => Choice::auto(false, "the step fits without it"),
+        None if req.model.checkpoint_fraction.is_some() => {
+            Choice::auto(false, "the step fits without it")
+        }
         None => Choice::auto(false, "this trainer does not checkpoint gradients"),
     };
+    Ok(PatchAndBatch {
+        patch,
+        batch,
+        checkpointing,
+    })
+}
 
-    let accumulate = match ex.accumulate {
-        Some(a) => Choice::given(a),
-        None => {
-            let a = req.effective_batch.div_ceil(batch.value).max(1);
-            Choice::auto(
-                a,
-                if a == 1 {
-                    "the batch reaches the effective batch".to_string()
-                } else {
-                    format!(
-                        "{a} × batch {} reaches the effective batch {}",
-                        batch.value, req.effective_batch
-                    )
-                },
+/// Accumulation: the value set, else enough steps of `batch` to reach the effective batch.
+fn choose_accumulate(req: &Request, batch: usize) -> Choice<usize> {
+    if let Some(a) = req.explicit.accumulate {
+        return Choice::given(a);
+    }
+    let a = req.effective_batch.div_ceil(batch).max(1);
+    Choice::auto(
+        a,
+        if a == 1 {
+            "the batch reaches the effective batch".to_string()
+        } else {
+            format!(
+                "{a} × batch {batch} reaches the effective batch {}",
+                req.effective_batch
             )
-        }
-    };
+        },
+    )
+}
 
-    let workers = match ex.workers {
+/// Loader workers: the value set, else all CPUs but the one driving a GPU (at most 8), or
+/// few on the CPU, where loading competes with the step's threads.
+fn choose_workers(hw: &Hardware, req: &Request, on_gpu: bool) -> Choice<usize> {
+    match req.explicit.workers {
         Some(w) => Choice::given(w),
         None if on_gpu => {
             let w = hw.cpus.saturating_sub(1).clamp(1, 8);
@@ -562,38 +725,23 @@ pub fn plan(hw: &Hardware, req: &Request) -> Result<Plan> {
                 ),
             )
         }
-    };
+    }
+}
 
-    let effective = batch.value * accumulate.value;
-    let lr = match ex.lr {
-        Some(l) => Choice::given(l),
-        None => {
-            let l = req.base_lr * (effective as f64 / req.base_batch as f64).sqrt();
-            Choice::auto(
-                l,
-                format!(
-                    "{:e} at batch {}, scaled by √({effective}/{}) for effective batch {effective}",
-                    req.base_lr, req.base_batch, req.base_batch
-                ),
-            )
-        }
-    };
-
-    let step_bytes = step(patch.value, batch.value, checkpointing.value);
-    Ok(Plan {
-        hardware: hw.clone(),
-        device,
-        precision,
-        patch,
-        batch,
-        accumulate,
-        workers,
-        lr,
-        checkpointing,
-        step_bytes,
-        budget_bytes: budget,
-        warnings,
-    })
+/// The learning rate: the value set, else the base rate scaled by the square root of the
+/// effective batch (`batch × accumulate`) over the base batch.
+fn choose_lr(req: &Request, effective: usize) -> Choice<f64> {
+    if let Some(l) = req.explicit.lr {
+        return Choice::given(l);
+    }
+    let l = req.base_lr * (effective as f64 / req.base_batch as f64).sqrt();
+    Choice::auto(
+        l,
+        format!(
+            "{:e} at batch {}, scaled by √({effective}/{}) for effective batch {effective}",
+            req.base_lr, req.base_batch, req.base_batch
+        ),
+    )
 }
 
 /// `voxel_size` relative to its finest axis.
@@ -652,5 +800,85 @@ mod tests {
         let c = candidate_patches(64, 16, [1.0; 3], &[[40, 200, 50]]).unwrap();
         assert_eq!(c[0], [32, 64, 48]);
         assert!(candidate_patches(64, 16, [1.0; 3], &[[8, 200, 200]]).is_err());
+    }
+
+    fn request() -> Request {
+        let model = ModelCost {
+            parameters: 1_000_000,
+            elements_per_voxel_cpu: 300.0,
+            elements_per_voxel_gpu: 340.0,
+            checkpoint_fraction: None,
+            divisor: 16,
+            io_channels: 2,
+        };
+        Request::new(model, vec![[100, 500, 500]])
+    }
+
+    #[test]
+    fn precision_is_the_narrowest_the_gpu_and_trainer_share() {
+        let mut req = request();
+        let cpu = choose_precision(&req, None).unwrap();
+        assert_eq!((cpu.value, cpu.explicit), (Precision::F32, false));
+        let a100 = Gpu::described("A100", 80 << 30, (8, 0));
+        let v100 = Gpu::described("V100", 32 << 30, (7, 0));
+        // A float32-only trainer stays in float32 on any GPU.
+        assert_eq!(
+            choose_precision(&req, Some(&a100)).unwrap().value,
+            Precision::F32
+        );
+        req.precisions = vec![Precision::F32, Precision::Bf16, Precision::F16];
+        assert_eq!(
+            choose_precision(&req, Some(&a100)).unwrap().value,
+            Precision::Bf16
+        );
+        assert_eq!(
+            choose_precision(&req, Some(&v100)).unwrap().value,
+            Precision::F16
+        );
+        req.explicit.precision = Some(Precision::F32);
+        assert!(choose_precision(&req, Some(&a100)).unwrap().explicit);
+        req.precisions = vec![Precision::Bf16];
+        assert!(choose_precision(&req, Some(&a100)).is_err());
+    }
+
+    #[test]
+    fn the_budget_leaves_room_for_the_runtime_and_the_data() {
+        let mut req = request();
+        req.data_bytes = 1 << 30;
+        let hw = Hardware::described(8, 16 << 30, vec![]);
+        let b = memory_budget(&hw, &req, None);
+        assert_eq!(b.host_free, (16 << 30) - (1 << 30) - HOST_RESERVED);
+        assert_eq!(b.bytes, (b.host_free as f64 * 0.85) as u64);
+        assert_eq!(b.warning, None);
+        // On a GPU: 85% of its memory less the context's reserve.
+        let g = Gpu::described("g", 8 << 30, (8, 0));
+        let b = memory_budget(&hw, &req, Some(&g));
+        assert_eq!(b.bytes, ((8u64 << 30) as f64 * 0.85) as u64 - GPU_RESERVED);
+        // Data larger than the host memory is a warning on the CPU.
+        req.data_bytes = 32 << 30;
+        let b = memory_budget(&hw, &req, None);
+        assert_eq!((b.bytes, b.host_free), (0, 0));
+        assert!(b.warning.unwrap().contains("training volumes need"));
+    }
+
+    #[test]
+    fn workers_leave_the_cpus_to_the_step() {
+        let req = request();
+        let w = |cpus, gpu| choose_workers(&Hardware::described(cpus, 1 << 30, vec![]), &req, gpu);
+        assert_eq!([1, 4, 8, 64].map(|c| w(c, false).value), [1, 1, 1, 4]);
+        assert_eq!([1, 4, 16].map(|c| w(c, true).value), [1, 3, 8]);
+        let mut req = request();
+        req.explicit.workers = Some(5);
+        let hw = Hardware::described(2, 1 << 30, vec![]);
+        assert!(choose_workers(&hw, &req, false).explicit);
+    }
+
+    #[test]
+    fn the_learning_rate_scales_with_the_root_of_the_effective_batch() {
+        let req = request();
+        assert_eq!(choose_lr(&req, 4).value, 1e-3);
+        assert!((choose_lr(&req, 16).value - 2e-3).abs() < 1e-15);
+        assert_eq!(choose_accumulate(&req, 3).value, 2);
+        assert_eq!(choose_accumulate(&req, 8).value, 1);
     }
 }

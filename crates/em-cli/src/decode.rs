@@ -5,12 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use em_core::{AnyArray, ChunkedVolumeExt, DType, EdgeStorage, InMemoryVolume, Progress};
-use em_decode::{
-    decode_blockwise, decode_with_summary, CcOptions, DecodeOptions, DecodeSummary, SmallObjectMode,
-};
-use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
-use ndarray::{ArrayView4, Ix4};
+use em_core::EdgeStorage;
+use em_decode::{decode_files, CcOptions, DecodeOptions, FileDecodeOptions, SmallObjectMode};
 use serde::Serialize;
 
 use crate::guard;
@@ -44,36 +40,6 @@ pub(crate) struct DecodeArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
-}
-
-impl DecodeArgs {
-    /// The decode `em infer --decode` runs on the affinities it wrote.
-    pub(crate) fn after_inference(
-        affinities: PathBuf,
-        out: PathBuf,
-        threshold: f32,
-        storage: EdgeStorage,
-        min_size: u64,
-        overwrite: bool,
-    ) -> Self {
-        Self {
-            affinities,
-            out,
-            labels: LabelOptions {
-                threshold,
-                storage,
-                channels: vec![0, 1, 2],
-                min_size,
-                scale: None,
-                label_type: LabelType::U32,
-            },
-            small_mode: SmallObjectMode::Background,
-            block: None,
-            threads: None,
-            overwrite,
-            json: true,
-        }
-    }
 }
 
 /// What both `em decode` and `em slurm decode` ask of the labelling.
@@ -145,80 +111,23 @@ struct Summary {
     peak_rss_bytes: Option<u64>,
 }
 
-/// Bytes a decode of `shape` (`(C, Z, Y, X)`, `elem` bytes per value) will hold at once:
-/// the affinities and labels in memory, or a few blocks per thread out of core.
-fn memory_needed(args: &DecodeArgs, shape: &[u64], elem: u64) -> Option<u64> {
-    let &[c, z, y, x] = shape else {
-        return Some(0); // the decode itself names the wrong shape
-    };
-    let label = match args.labels.label_type {
-        LabelType::U32 => 4,
-        LabelType::U64 => 8,
-    };
-    let [fz, fy, fx] = args.labels.scale.unwrap_or([1, 1, 1]).map(|f| f as u64);
-    let labels = guard::bytes_of(&[z, y, x], label)?;
-    let scaled = guard::bytes_of(&[z, y, x, fz, fy, fx], label)?;
-    let input = guard::bytes_of(&[c, z, y, x], elem)?;
-    let on_disk = |p: &std::path::Path| {
-        VolumePath::parse(p).is_ok_and(|v| matches!(v.format, Format::Zarr | Format::Hdf5))
-    };
-    match args.block {
-        None => {
-            let upscaled = if [fz, fy, fx] == [1, 1, 1] { 0 } else { scaled };
-            input.checked_add(labels)?.checked_add(upscaled)
-        }
-        Some(b) => {
-            let threads = args.threads.unwrap_or_else(rayon_threads) as u64;
-            // Each block in flight: its affinities (with a halo) and its labels, twice over.
-            let block = guard::bytes_of(&b, 2 * (c * elem + label + 8))?.checked_mul(threads)?;
-            let whole_in = if on_disk(&args.affinities) { 0 } else { input };
-            let whole_out = if on_disk(&args.out) {
-                0
-            } else {
-                scaled.checked_mul(2)?
-            };
-            block.checked_add(whole_in)?.checked_add(whole_out)
-        }
-    }
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// Everything that can be refused before reading a value: threads, where the output goes,
-/// the memory the decode will need.
-fn preflight(args: &DecodeArgs) -> anyhow::Result<()> {
-    guard::threads(args.threads)?;
-    guard::outputs(&[&args.out], &[&args.affinities], args.overwrite)?;
-    if let Some((shape, elem)) = guard::peek(&args.affinities)? {
-        let hint = if args.block.is_none() {
-            "decode block by block with --block (zarr in and out stays out of core)"
-        } else {
-            "use smaller --block, fewer --threads, or zarr input and output"
-        };
-        guard::memory(
-            &format!("decoding {}", args.affinities.display()),
-            memory_needed(args, &shape, elem),
-            hint,
-        )?;
-    }
-    Ok(())
-}
-
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    preflight(args)?;
-    let params = args.labels.params(args.small_mode, args.threads);
-    let bar = Bar::new();
-    let result = match args.block {
-        None => in_memory(args, &params, &bar),
-        Some(block) => blockwise(args, &params, block, &bar),
+    let opts = FileDecodeOptions {
+        affinities: args.affinities.clone(),
+        out: args.out.clone(),
+        decode: args.labels.params(args.small_mode, args.threads),
+        block: args.block,
+        label_u64: args.labels.label_type == LabelType::U64,
+        overwrite: args.overwrite,
     };
-    let (mode, s) = result.with_context(|| format!("decoding {}", args.affinities.display()))?;
+    guard::threads(args.threads)?;
+    let report = decode_files(&opts, &Bar::new())
+        .with_context(|| format!("decoding {}", args.affinities.display()))?;
+    let s = report.summary;
     let summary = Summary {
         out: args.out.display().to_string(),
-        mode,
+        mode: report.mode,
         components: s.components,
         removed: s.removed,
         voxels: s.voxels,
@@ -250,109 +159,6 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Reads everything, decodes, writes.
-fn in_memory(
-    args: &DecodeArgs,
-    params: &DecodeOptions,
-    bar: &Bar,
-) -> anyhow::Result<(&'static str, DecodeSummary)> {
-    bar.start("reading affinities", 3);
-    let aff = em_io::read(&args.affinities)?;
-    bar.advance(1);
-    bar.0.set_message("decoding");
-    let (data, summary) = match args.labels.label_type {
-        LabelType::U32 => decode_any::<u32>(&aff, params)?,
-        LabelType::U64 => decode_any::<u64>(&aff, params)?,
-    };
-    drop(aff);
-    bar.advance(1);
-    bar.0.set_message("writing");
-    em_io::write(&args.out, &data)?;
-    bar.advance(1);
-    bar.finish();
-    Ok(("memory", summary))
-}
-
-fn decode_any<L: em_core::Label>(
-    aff: &AnyArray,
-    params: &DecodeOptions,
-) -> anyhow::Result<(AnyArray, DecodeSummary)> {
-    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> anyhow::Result<ArrayView4<'_, A>> {
-        a.view().into_dimensionality::<Ix4>().map_err(|_| {
-            anyhow::anyhow!(
-                "affinities must have 4 axes (C, Z, Y, X), got shape {:?}",
-                a.shape()
-            )
-        })
-    }
-    let (seg, summary) = match aff {
-        AnyArray::F32(a) => decode_with_summary::<f32, L>(four(a)?, params)?,
-        AnyArray::F16(a) => decode_with_summary::<em_core::f16, L>(four(a)?, params)?,
-        AnyArray::U8(a) => decode_with_summary::<u8, L>(four(a)?, params)?,
-        other => anyhow::bail!(
-            "affinities are {} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
-            other.dtype(),
-            other.shape()
-        ),
-    };
-    Ok((L::into_any(seg.into_dyn()), summary))
-}
-
-/// Streams blocks from the input to the output: zarr outputs are written chunk by chunk,
-/// other formats are assembled in memory and written at the end.
-fn blockwise(
-    args: &DecodeArgs,
-    params: &DecodeOptions,
-    block: [u64; 3],
-    bar: &Bar,
-) -> anyhow::Result<(&'static str, DecodeSummary)> {
-    let aff = em_io::open(&args.affinities)?;
-    let shape = aff.shape().to_vec();
-    anyhow::ensure!(
-        shape.len() == 4,
-        "{} has shape {:?}; affinities are (C, Z, Y, X)",
-        aff.describe(),
-        shape
-    );
-    let out_shape: Vec<u64> = shape[1..]
-        .iter()
-        .zip(params.scale)
-        .map(|(&n, f)| n * f as u64)
-        .collect();
-    let dtype = match args.labels.label_type {
-        LabelType::U32 => DType::U32,
-        LabelType::U64 => DType::U64,
-    };
-    let target = VolumePath::parse(&args.out)?;
-    if target.format == Format::Zarr {
-        // One output chunk per block, so that parallel block writes never share a chunk.
-        let chunk: Vec<u64> = block
-            .iter()
-            .zip(params.scale)
-            .zip(&out_shape)
-            .map(|((&b, f), &n)| (b * f as u64).min(n.max(1)))
-            .collect();
-        let options = ZarrOptions {
-            chunk_shape: Some(chunk),
-            ..ZarrOptions::default()
-        };
-        let writer = ZarrWriter::create(&target, &out_shape, dtype, &options)?;
-        let summary = decode_blockwise(aff.as_ref(), writer.volume(), params, block, bar)?;
-        writer.commit()?;
-        Ok(("blockwise", summary))
-    } else {
-        let shape_usize: Vec<usize> = out_shape.iter().map(|&n| n as usize).collect();
-        let zeros = match dtype {
-            DType::U64 => AnyArray::from(ndarray::ArrayD::<u64>::zeros(shape_usize)),
-            _ => AnyArray::from(ndarray::ArrayD::<u32>::zeros(shape_usize)),
-        };
-        let out = InMemoryVolume::new(zeros, args.out.display().to_string());
-        let summary = decode_blockwise(aff.as_ref(), &out, params, block, bar)?;
-        em_io::write(&args.out, &out.read_all()?)?;
-        Ok(("blockwise", summary))
-    }
 }
 
 /// Parses `z,y,x` (three positive integers).

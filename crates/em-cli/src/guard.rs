@@ -14,13 +14,6 @@ pub(crate) fn outputs(outputs: &[&Path], inputs: &[&Path], overwrite: bool) -> a
     Ok(())
 }
 
-/// Refuses directories a command owns (work, run directories) that are, contain or lie
-/// inside one of its inputs or outputs.
-pub(crate) fn disjoint(dirs: &[&Path], others: &[&Path]) -> anyhow::Result<()> {
-    em_io::check_disjoint(dirs, others)?;
-    Ok(())
-}
-
 /// Refuses work whose memory estimate (`None`: beyond any machine) exceeds what this
 /// process may use.
 pub(crate) fn memory(what: &str, bytes: Option<u64>, hint: &str) -> anyhow::Result<()> {

@@ -4,8 +4,6 @@
 use anyhow::Context;
 use em_train::{TrainConfig, AUTO_KEYS};
 
-use crate::train::opener;
-
 /// Arguments of `em plan`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct PlanArgs {
@@ -35,7 +33,7 @@ pub(crate) fn run(a: &PlanArgs) -> anyhow::Result<()> {
             }
             // `em train --device auto` trains on a GPU where this build has CUDA.
             Some(
-                cfg.plan(&hw, &opener, em_train::device::HAS_CUDA)
+                cfg.plan(&hw, &em_train::open_volume, em_train::device::HAS_CUDA)
                     .with_context(|| format!("planning {c}"))?,
             )
         }

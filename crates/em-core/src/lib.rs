@@ -37,6 +37,7 @@ mod label;
 mod progress;
 mod roi;
 mod stats;
+pub mod unionfind;
 mod volume;
 
 pub use affinity::{AffinityOffsets, EdgeStorage, Offset};
@@ -50,4 +51,5 @@ pub use label::{to_labels, to_labels_and_mask, Label};
 pub use progress::{NoProgress, Progress};
 pub use roi::Roi;
 pub use stats::{Scalar, VolumeStats};
+pub use unionfind::UnionFind;
 pub use volume::{check_read, check_write, ChunkedVolume, ChunkedVolumeExt, InMemoryVolume};

@@ -3,7 +3,7 @@
 //! pieces a crop cut apart. Labels: 0 = background; an optional `known` mask marks voxels
 //! whose label is unknown (they are masked out, never treated as background).
 
-use em_core::{AffinityOffsets, EdgeStorage};
+use em_core::{AffinityOffsets, EdgeStorage, UnionFind};
 use ndarray::{Array3, Array4, ArrayView3, Axis};
 
 /// Affinities `(C, Z, Y, X)` for `offsets` in `storage`, and their mask. An affinity is 1
@@ -173,21 +173,8 @@ pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
     let lab = labels.as_slice().expect("standard layout");
     let n = lab.len();
     let mut parent: Vec<u32> = (0..n as u32).collect();
-    fn find(p: &mut [u32], mut i: u32) -> u32 {
-        while p[i as usize] != i {
-            p[i as usize] = p[p[i as usize] as usize];
-            i = p[i as usize];
-        }
-        i
-    }
-    // The root of a set is always its earliest voxel, so roots are first appearances.
-    let join = |p: &mut Vec<u32>, a: usize, b: usize| {
-        let (ra, rb) = (find(p, a as u32), find(p, b as u32));
-        if ra != rb {
-            let (lo, hi) = (ra.min(rb), ra.max(rb));
-            p[hi as usize] = lo;
-        }
-    };
+    // Unions keep the smaller root, so the root of a set is always its earliest voxel and
+    // roots are first appearances.
     let plane = ny * nx;
     for i in 0..n {
         let l = lab[i];
@@ -197,13 +184,13 @@ pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
         let x = i % nx;
         let y = (i / nx) % ny;
         if x > 0 && lab[i - 1] == l {
-            join(&mut parent, i, i - 1);
+            parent.union(i, i - 1);
         }
         if y > 0 && lab[i - nx] == l {
-            join(&mut parent, i, i - nx);
+            parent.union(i, i - nx);
         }
         if i >= plane && lab[i - plane] == l {
-            join(&mut parent, i, i - plane);
+            parent.union(i, i - plane);
         }
     }
     let mut number = vec![0u32; n];
@@ -213,7 +200,7 @@ pub fn relabel_connected(labels: ArrayView3<'_, u32>) -> Array3<u32> {
         if lab[i] == 0 {
             continue;
         }
-        let r = find(&mut parent, i as u32) as usize;
+        let r = parent.find(i);
         if number[r] == 0 {
             next += 1;
             number[r] = next;

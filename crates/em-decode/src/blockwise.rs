@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use em_core::{BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi};
+use em_core::{BlockGrid, ChunkedVolume, DType, Element, Label, Progress, Roi, UnionFind};
 use ndarray::{Array3, Array4, ArrayD};
 
 use crate::cc::{affinity_cc, count_non_finite, in_pool, Affinity, CcOptions};
@@ -37,7 +37,7 @@ pub struct DecodeSummary {
     /// Blocks processed (1 for an in-memory decode).
     pub blocks: u64,
     /// Affinity values of the selected channels that are NaN or ±inf (their edges are off);
-    /// counted by [`crate::decode_with_summary`] and [`decode_blockwise`], 0 from
+    /// counted by [`crate::decode`] and [`decode_blockwise`], 0 from
     /// [`crate::stitch_blocks`], whose blocks were read by other processes.
     pub non_finite: u64,
 }
@@ -839,27 +839,14 @@ impl Table {
         base
     }
 
-    fn find(&mut self, mut a: usize) -> usize {
-        while self.parent[a] != a {
-            let g = self.parent[self.parent[a]];
-            self.parent[a] = g;
-            a = g;
-        }
-        a
+    fn find(&mut self, a: usize) -> usize {
+        self.parent.find(a)
     }
 
     /// Joins two classes; the root is the one whose first voxel comes first.
     fn union(&mut self, a: usize, b: usize) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra == rb {
-            return;
-        }
-        let (keep, child) = if (self.first[ra], ra) <= (self.first[rb], rb) {
-            (ra, rb)
-        } else {
-            (rb, ra)
-        };
-        self.parent[child] = keep;
+        let first = &self.first;
+        self.parent.union_by_key(a, b, |r| (first[r], r));
     }
 
     fn number(mut self, min_size: u64) -> Result<Numbering> {

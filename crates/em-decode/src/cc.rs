@@ -15,7 +15,8 @@
 //! volume (then, if nothing else connects it, it is a component of its own); every other
 //! voxel is 0.
 
-use em_core::{f16, AnyArray, EdgeStorage, Label, Offset};
+use em_core::unionfind::Node;
+use em_core::{f16, AnyArray, EdgeStorage, Label, Offset, UnionFind};
 use ndarray::{Array3, ArrayView4, Axis};
 
 use crate::{fast, DecodeError, Result};
@@ -83,8 +84,9 @@ impl Affinity for u8 {
     }
 }
 
-/// Parameters of [`affinity_cc`].
-#[derive(Clone, Debug, PartialEq)]
+/// Parameters of [`affinity_cc`]; missing keys take their defaults when deserialised.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CcOptions {
     /// Edges with affinity strictly above this are on (default 0.5).
     pub threshold: f32,
@@ -412,12 +414,28 @@ fn label_channel<A: Affinity, L: Label>(
     }
 }
 
-/// Union-find over voxel indices, stored in label-sized words so that the same buffer
-/// becomes the output. A forest may cover a slab: `base` is the global index of its first
+/// Union-find ([`UnionFind`]) over voxel indices, stored in label-sized words so that the
+/// same buffer becomes the output. A forest may cover a slab: `base` is the global index of its first
 /// word, and every tree lies inside it.
 struct Forest<'a, L: Label> {
     parent: &'a mut [L],
     base: usize,
+}
+
+/// Entries hold global voxel indices; `L::MAX` marks voxels not yet seeded, which the
+/// union-find never reaches (a union seeds both ends first).
+impl<L: Label> UnionFind for Forest<'_, L> {
+    type Node = L;
+
+    #[inline(always)]
+    fn node(&self, i: usize) -> L {
+        self.parent[i - self.base]
+    }
+
+    #[inline(always)]
+    fn set_node(&mut self, i: usize, node: L) {
+        self.parent[i - self.base] = node;
+    }
 }
 
 impl<'a, L: Label> Forest<'a, L> {
@@ -425,49 +443,22 @@ impl<'a, L: Label> Forest<'a, L> {
         Self { parent, base }
     }
 
-    #[inline(always)]
-    fn get(&self, i: usize) -> usize {
-        self.parent[i - self.base].to_usize()
-    }
-
-    #[inline(always)]
-    fn set(&mut self, i: usize, p: usize) {
-        // p < n < L::MAX, checked when the buffer was sized.
-        self.parent[i - self.base] = L::from_u64(p as u64).unwrap_or(L::MAX);
-    }
-
+    /// Makes voxel `i` a set of its own unless it is in one already.
     #[inline(always)]
     fn seed(&mut self, i: usize) {
         if self.parent[i - self.base] == L::MAX {
-            self.set(i, i);
+            // i < n < L::MAX, checked when the buffer was sized.
+            self.set_node(i, L::from_index(i));
         }
     }
 
-    #[inline(always)]
-    fn find(&mut self, mut i: usize) -> usize {
-        loop {
-            let p = self.get(i);
-            if p == i {
-                return i;
-            }
-            let g = self.get(p);
-            self.set(i, g);
-            i = g;
-        }
-    }
-
+    /// Joins the sets of voxels `a` and `b`, seeding them first. The earlier root wins, so
+    /// parents always point back in raster order.
     #[inline(always)]
     fn union(&mut self, a: usize, b: usize) {
         self.seed(a);
         self.seed(b);
-        let ra = self.find(a);
-        let rb = self.find(b);
-        // The earlier root wins, so parents always point back in raster order.
-        match ra.cmp(&rb) {
-            std::cmp::Ordering::Less => self.set(rb, ra),
-            std::cmp::Ordering::Greater => self.set(ra, rb),
-            std::cmp::Ordering::Equal => {}
-        }
+        UnionFind::union(self, a, b);
     }
 
     /// Rewrites the whole forest (base 0) into labels `1..=K` (first appearance) and 0.

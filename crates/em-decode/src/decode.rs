@@ -2,14 +2,17 @@
 
 use em_core::Label;
 use ndarray::{Array3, ArrayView3, ArrayView4};
+use serde::{Deserialize, Serialize};
 
 use crate::cc::{affinity_cc, count_non_finite, Affinity, CcOptions};
 use crate::small::{remove_small_objects, SmallObjectMode};
 use crate::DecodeSummary;
 use crate::{DecodeError, Result};
 
-/// Everything `em decode` does after reading the affinities.
-#[derive(Clone, Debug, PartialEq)]
+/// Everything `em decode` does after reading the affinities. Serialisable, so that plans
+/// of distributed decodes carry it; missing keys take their defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecodeOptions {
     /// Connected-component parameters.
     pub cc: CcOptions,
@@ -46,23 +49,13 @@ impl DecodeOptions {
 }
 
 /// Labels affinities, removes small objects and upscales, all in memory. Labels are
-/// `1..=K` in raster order of first appearance (after removal); returns them and K.
+/// `1..=K` in raster order of first appearance (after removal); returns them with the same
+/// summary as [`crate::decode_blockwise`]: components kept (K) and removed, voxels,
+/// labelled voxels, non-finite affinities (NaN or ±inf: such edges are off).
 ///
 /// # Errors
 /// As [`affinity_cc`], plus a zero scale factor or an output too large to allocate.
 pub fn decode<A: Affinity, L: Label>(
-    aff: ArrayView4<'_, A>,
-    params: &DecodeOptions,
-) -> Result<(Array3<L>, u64)> {
-    decode_with_summary(aff, params).map(|(seg, s)| (seg, s.components))
-}
-
-/// [`decode`], with the same summary as [`crate::decode_blockwise`]: components kept and
-/// removed, voxels, labelled voxels, non-finite affinities (NaN or ±inf: such edges are off).
-///
-/// # Errors
-/// As [`decode`].
-pub fn decode_with_summary<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
     params: &DecodeOptions,
 ) -> Result<(Array3<L>, DecodeSummary)> {

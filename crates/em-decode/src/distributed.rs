@@ -16,6 +16,22 @@ use crate::cc::{in_pool, Affinity};
 use crate::decode::DecodeOptions;
 use crate::{DecodeError, DecodeSummary, Result};
 
+/// What every block of a split decode shares: the affinities, the working volume of
+/// block-local labels, the parameters and the block shape.
+#[derive(Clone, Copy)]
+pub struct BlockJob<'a> {
+    /// The affinities, `(C, Z, Y, X)`, float32, float16 or uint8.
+    pub affinities: &'a dyn ChunkedVolume,
+    /// A `uint32` volume of the output's shape (the affinity grid times `options.scale`)
+    /// whose chunks the blocks cover whole, so that concurrent tasks never write the same
+    /// chunk.
+    pub local: &'a dyn ChunkedVolume,
+    /// The decode's parameters.
+    pub options: &'a DecodeOptions,
+    /// The block shape on the affinity grid.
+    pub block_shape: [u64; 3],
+}
+
 /// The number of blocks of `block_shape` over the affinity volume `aff` (`(C, Z, Y, X)`):
 /// positions `0..n` are what [`label_block`] takes.
 ///
@@ -40,22 +56,19 @@ pub fn block_count(aff: &dyn ChunkedVolume, block_shape: [u64; 3]) -> Result<u64
 }
 
 /// Labels the block at processing position `position` (in `0..block_count`): reads its
-/// affinities with their halo, writes its block-local labels into `local` and returns what
-/// [`stitch_blocks`] needs of it.
-///
-/// `local` is a `uint32` volume of the output's shape (the affinity grid times
-/// `params.scale`) whose chunks the blocks cover whole.
+/// affinities with their halo, writes its block-local labels into `job.local` and returns
+/// what [`stitch_blocks`] needs of it.
 ///
 /// # Errors
 /// Bad parameters or shapes (see [`crate::decode_blockwise`]), a `local` volume of another
 /// type or with chunks that straddle blocks, a position past the last block, storage errors.
-pub fn label_block(
-    aff: &dyn ChunkedVolume,
-    local: &dyn ChunkedVolume,
-    params: &DecodeOptions,
-    block_shape: [u64; 3],
-    position: u64,
-) -> Result<BlockRecord> {
+pub fn label_block(job: &BlockJob<'_>, position: u64) -> Result<BlockRecord> {
+    let BlockJob {
+        affinities: aff,
+        local,
+        options: params,
+        block_shape,
+    } = *job;
     check_local(local)?;
     let plan = make_plan(aff, local, params, block_shape)?;
     if !plan.aligned {
@@ -120,21 +133,19 @@ fn check_local(local: &dyn ChunkedVolume) -> Result<()> {
 /// Joins the records of all blocks and writes the final labels into `out` (`uint32` or
 /// `uint64`, the output's shape): `records(p)` gives block `p`'s record, asked for in order
 /// `0, 1, …`. The labels equal those of [`crate::decode_blockwise`] with the same
-/// parameters and block shape.
+/// parameters and block shape. The threads of `job.options` relabel the blocks.
 ///
 /// # Errors
 /// A record made for another volume, block shape or position, or not matching `local`;
 /// the errors of `records`; bad parameters, shapes or types; storage errors; more
 /// components than the output type can number.
 pub fn stitch_blocks(
-    aff: &dyn ChunkedVolume,
-    local: &dyn ChunkedVolume,
+    job: &BlockJob<'_>,
     out: &dyn ChunkedVolume,
-    params: &DecodeOptions,
-    block_shape: [u64; 3],
     records: &mut dyn FnMut(u64) -> Result<BlockRecord>,
     progress: &dyn Progress,
 ) -> Result<DecodeSummary> {
+    let local = job.local;
     check_local(local)?;
     if local.shape() != out.shape() {
         return Err(DecodeError::InvalidParameter {
@@ -149,8 +160,8 @@ pub fn stitch_blocks(
         });
     }
     match out.dtype() {
-        DType::U32 => stitch_typed::<u32>(aff, local, out, params, block_shape, records, progress),
-        DType::U64 => stitch_typed::<u64>(aff, local, out, params, block_shape, records, progress),
+        DType::U32 => stitch_typed::<u32>(job, out, records, progress),
+        DType::U64 => stitch_typed::<u64>(job, out, records, progress),
         other => Err(DecodeError::InvalidParameter {
             name: "output",
             reason: format!(
@@ -162,15 +173,13 @@ pub fn stitch_blocks(
 }
 
 fn stitch_typed<L: Label>(
-    aff: &dyn ChunkedVolume,
-    local: &dyn ChunkedVolume,
+    job: &BlockJob<'_>,
     out: &dyn ChunkedVolume,
-    params: &DecodeOptions,
-    block_shape: [u64; 3],
     records: &mut dyn FnMut(u64) -> Result<BlockRecord>,
     progress: &dyn Progress,
 ) -> Result<DecodeSummary> {
-    let plan = make_plan(aff, out, params, block_shape)?;
+    let (local, params) = (job.local, job.options);
+    let plan = make_plan(job.affinities, out, params, job.block_shape)?;
     let n_blocks = plan.blocks();
     let mut summary = DecodeSummary {
         voxels: plan.dims.iter().product(),

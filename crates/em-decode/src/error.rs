@@ -44,6 +44,22 @@ pub enum DecodeError {
     /// Reading or writing a volume failed.
     #[error(transparent)]
     Volume(#[from] em_core::CoreError),
+    /// A file of a distributed decode (plan, block record) could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A volume file could not be read, written or placed (feature `files`).
+    #[cfg(feature = "files")]
+    #[error(transparent)]
+    File(#[from] em_io::IoError),
+    /// The decode does not fit in memory (feature `files`).
+    #[cfg(feature = "files")]
+    #[error(transparent)]
+    Memory(#[from] em_autoconf::MemoryError),
     /// A parameter is out of range.
     #[error("invalid {name}: {reason}")]
     InvalidParameter {

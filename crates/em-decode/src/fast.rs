@@ -13,7 +13,7 @@
 //! tables are concatenated and joined across slab faces before numbering, so the result
 //! does not depend on the number of slabs.
 
-use em_core::{EdgeStorage, Label};
+use em_core::{EdgeStorage, Label, UnionFind};
 
 use crate::cc::Affinity;
 use crate::{DecodeError, Result};
@@ -105,7 +105,7 @@ fn number<A: Affinity, L: Label>(
     parent.push(0);
     for (t, &off) in tables.iter().zip(&offsets) {
         for (p, _) in t.iter().enumerate().skip(1) {
-            parent.push(off + find(t, p));
+            parent.push(off + t.root(p));
         }
     }
     // Edges between the last section of one slab and the first of the next.
@@ -125,7 +125,7 @@ fn number<A: Affinity, L: Label>(
                 if v.is_on(cut) {
                     let a = off + out[z0 * plane + i].to_usize();
                     let b = below + out[(z0 - 1) * plane + i].to_usize();
-                    union_usize(&mut parent, a, b);
+                    parent.union(a, b);
                 }
             }
         }
@@ -134,7 +134,7 @@ fn number<A: Affinity, L: Label>(
     finals.push(L::BACKGROUND);
     let mut next = 0u64;
     for p in 1..=total {
-        let r = find_usize(&mut parent, p);
+        let r = parent.find(p);
         let label = if r == p {
             next += 1;
             L::from_u64(next).ok_or(DecodeError::TooManyComponents {
@@ -322,14 +322,16 @@ fn scan_row<L: Label>(
                 if b & (BX | BY) == BX | BY {
                     let o = up;
                     if o != l && (o, l) != joined_y {
-                        l = union(table, l, o);
+                        let root = table.union(l.to_usize(), o.to_usize());
+                        l = table[root];
                         joined_y = (o, l);
                     }
                 }
                 if b & BZ != 0 {
                     let o = down;
                     if o != l && (o, l) != joined_z {
-                        l = union(table, l, o);
+                        let root = table.union(l.to_usize(), o.to_usize());
+                        l = table[root];
                         joined_z = (o, l);
                     }
                 }
@@ -338,58 +340,5 @@ fn scan_row<L: Label>(
         };
         row[i] = label;
         left = label;
-    }
-}
-
-#[inline]
-fn find<L: Label>(table: &[L], mut p: usize) -> usize {
-    loop {
-        let q = table[p].to_usize();
-        if q == p {
-            return p;
-        }
-        p = q;
-    }
-}
-
-/// Joins the classes of `a` and `b`; returns the common root (the smaller label).
-#[inline]
-fn union<L: Label>(table: &mut [L], a: L, b: L) -> L {
-    let ra = find_halving(table, a.to_usize());
-    let rb = find_halving(table, b.to_usize());
-    let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-    table[hi] = table[lo];
-    table[lo]
-}
-
-#[inline]
-fn find_halving<L: Label>(table: &mut [L], mut p: usize) -> usize {
-    loop {
-        let q = table[p].to_usize();
-        if q == p {
-            return p;
-        }
-        let g = table[q];
-        table[p] = g;
-        p = g.to_usize();
-    }
-}
-
-fn find_usize(parent: &mut [usize], mut p: usize) -> usize {
-    while parent[p] != p {
-        let g = parent[parent[p]];
-        parent[p] = g;
-        p = g;
-    }
-    p
-}
-
-fn union_usize(parent: &mut [usize], a: usize, b: usize) {
-    let ra = find_usize(parent, a);
-    let rb = find_usize(parent, b);
-    if ra < rb {
-        parent[rb] = ra;
-    } else {
-        parent[ra] = rb;
     }
 }

@@ -38,13 +38,19 @@ mod decode;
 mod distributed;
 mod error;
 mod fast;
+#[cfg(feature = "files")]
+mod files;
 mod small;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+mod tasks;
 
 pub use blockwise::{decode_blockwise, BlockRecord, DecodeSummary};
 pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity, CcOptions};
-pub use decode::{decode, decode_with_summary, upscale, DecodeOptions};
-pub use distributed::{block_count, label_block, stitch_blocks};
+pub use decode::{decode, upscale, DecodeOptions};
+pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
+#[cfg(feature = "files")]
+pub use files::{decode_files, FileDecodeOptions, FileDecodeReport};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};
+pub use tasks::{task_share, tasks_with, DistributedPlan, TaskReport};

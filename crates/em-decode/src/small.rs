@@ -25,16 +25,19 @@ use ndarray::{ArrayView3, ArrayViewMut3, Axis};
 use crate::{DecodeError, Result};
 
 /// Where a small object goes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SmallObjectMode {
     /// Set its voxels to 0 (background).
     #[default]
     Background,
     /// Set them to 0 within each z-section separately (objects are measured per section).
+    #[serde(rename = "background_2d")]
     Background2d,
     /// Merge it into the most frequent label on its in-plane rim.
     Neighbor,
     /// As `Neighbor`, within each z-section separately (measured per section).
+    #[serde(rename = "neighbor_2d")]
     Neighbor2d,
 }
 

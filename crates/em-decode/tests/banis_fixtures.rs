@@ -1,47 +1,25 @@
-//! The decoder reproduces BANIS's segmentations exactly (`tests/fixtures`, copied from
-//! `shared/fixtures/cases`: `c1_32_*`, see cc_cases.json).
+//! The decoder reproduces BANIS's segmentations exactly: `tests/fixtures/c1_32_*` hold
+//! 32³ affinities (in both edge storages) and the labels BANIS's code gives for them at
+//! thresholds 0.5 and 0.8, with and without small-object removal (listed in
+//! `tests/fixtures/cc_cases.json`).
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixture_json, read_fixture};
 use em_core::EdgeStorage;
 use em_decode::{affinity_cc, remove_small_objects, CcOptions, SmallObjectMode};
-use ndarray::{Array3, Array4};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn affinities(name: &str) -> Array4<f32> {
-    em_io::read(fixture(name))
-        .unwrap()
-        .into_typed::<f32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap()
-}
-
-fn segmentation(name: &str) -> Array3<u32> {
-    em_io::read(fixture(name))
-        .unwrap()
-        .into_typed::<u32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap()
-}
+use ndarray::{Ix3, Ix4};
 
 #[test]
 fn both_storages_match_banis_at_every_threshold_and_min_size() {
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("cc_cases.json")).unwrap()).unwrap();
+    let cases = fixture_json("cc_cases.json");
     let expected = &cases["c1_32"]["expected"];
     let mut checked = 0;
     for (storage, file) in [
         (EdgeStorage::Source, "c1_32_aff_fwd.npy"),
         (EdgeStorage::Destination, "c1_32_aff_bwd.npy"),
     ] {
-        let aff = affinities(file);
+        let aff = read_fixture::<f32, Ix4>(file);
         for thr in ["0.5", "0.8"] {
             let params = CcOptions {
                 threshold: thr.parse().unwrap(),
@@ -50,7 +28,7 @@ fn both_storages_match_banis_at_every_threshold_and_min_size() {
             };
             let seg = affinity_cc::<f32, u32>(aff.view(), &params).unwrap();
             let case = &expected[thr];
-            let want = segmentation(case["file"].as_str().unwrap());
+            let want = read_fixture::<u32, Ix3>(case["file"].as_str().unwrap());
             assert_eq!(seg, want, "{storage:?} threshold {thr}");
             assert_eq!(
                 u64::from(*seg.iter().max().unwrap()),
@@ -67,7 +45,7 @@ fn both_storages_match_banis_at_every_threshold_and_min_size() {
                 .unwrap();
                 assert_eq!(
                     s,
-                    segmentation(sub["file"].as_str().unwrap()),
+                    read_fixture::<u32, Ix3>(sub["file"].as_str().unwrap()),
                     "{storage:?} {thr} min {min}"
                 );
                 assert_eq!(kept, sub["n_components"].as_u64().unwrap());
@@ -86,7 +64,7 @@ fn both_storages_match_banis_at_every_threshold_and_min_size() {
 fn values_exactly_at_the_threshold_do_not_connect() {
     // The fixture's boundary edges are exactly 0.5: at 0.5 they stay off, just below they
     // join objects (so the count drops).
-    let aff = affinities("c1_32_aff_fwd.npy");
+    let aff = read_fixture::<f32, Ix4>("c1_32_aff_fwd.npy");
     let at = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default()).unwrap();
     let below = CcOptions {
         threshold: 0.499_999_9,
@@ -98,7 +76,7 @@ fn values_exactly_at_the_threshold_do_not_connect() {
 
 #[test]
 fn u32_and_u64_labels_agree() {
-    let aff = affinities("c1_32_aff_fwd.npy");
+    let aff = read_fixture::<f32, Ix4>("c1_32_aff_fwd.npy");
     let a = affinity_cc::<f32, u32>(aff.view(), &CcOptions::default()).unwrap();
     let b = affinity_cc::<f32, u64>(aff.view(), &CcOptions::default()).unwrap();
     assert!(a.iter().zip(b.iter()).all(|(x, y)| u64::from(*x) == *y));

@@ -1,5 +1,8 @@
 //! Blockwise decoding gives the in-memory result voxel for voxel, for any block shape.
 
+mod common;
+
+use common::{random_volumes, read_volume, volume};
 use em_core::{
     AnyArray, ChunkedVolume, ChunkedVolumeExt, EdgeStorage, InMemoryVolume, NoProgress, Offset,
 };
@@ -7,10 +10,6 @@ use em_decode::strategies::affinity_cases;
 use em_decode::{decode, decode_blockwise, CcOptions, DecodeOptions, SmallObjectMode};
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
-
-fn volume(aff: &Array4<f32>) -> InMemoryVolume {
-    InMemoryVolume::new(AnyArray::from(aff.clone().into_dyn()), "affinities")
-}
 
 fn blockwise(
     aff: &Array4<f32>,
@@ -24,24 +23,7 @@ fn blockwise(
         "labels",
     );
     let summary = decode_blockwise(&volume(aff), &out, params, block, &NoProgress).unwrap();
-    let seg = out
-        .read_all()
-        .unwrap()
-        .into_typed::<u32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap();
-    (seg, summary)
-}
-
-fn random_volumes() -> impl Strategy<Value = Array4<f32>> {
-    (1usize..7, 1usize..7, 1usize..8).prop_flat_map(|(z, y, x)| {
-        prop::collection::vec(
-            prop_oneof![4 => Just(0.1f32), 3 => Just(0.9f32), 1 => Just(f32::NAN)],
-            6 * z * y * x,
-        )
-        .prop_map(move |v| Array4::from_shape_vec((6, z, y, x), v).unwrap())
-    })
+    (read_volume(&out), summary)
 }
 
 proptest! {
@@ -68,7 +50,7 @@ proptest! {
             block = [block[0].max(2), block[1], block[2].max(2)];
         }
         let params = DecodeOptions { cc, min_size, ..DecodeOptions::default() };
-        let (want, memory) = em_decode::decode_with_summary::<f32, u32>(aff.view(), &params).unwrap();
+        let (want, memory) = em_decode::decode::<f32, u32>(aff.view(), &params).unwrap();
         let (got, summary) = blockwise(&aff, &params, block);
         prop_assert_eq!(&got, &want);
         // One summary, whichever way the decode ran: removed objects and NaN values counted
@@ -156,13 +138,7 @@ fn u64_output_and_f16_u8_inputs_agree() {
         "labels",
     );
     decode_blockwise(&aff16, &out, &params, [4, 2, 5], &NoProgress).unwrap();
-    let got16: Array3<u32> = out
-        .read_all()
-        .unwrap()
-        .into_typed::<u32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap();
+    let got16: Array3<u32> = read_volume(&out);
     assert_eq!(got16, want);
 }
 
@@ -215,14 +191,9 @@ fn zarr_volumes_block_by_block() {
     )
     .unwrap();
     let written = writer.commit().unwrap();
-    let got: Array3<u32> = written
-        .read_all()
-        .unwrap()
-        .into_typed::<u32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap();
+    let got: Array3<u32> = read_volume(&written);
     let (want, k) = decode::<f32, u32>(case.affinities.view(), &params).unwrap();
+    let k = k.components;
     assert_eq!(got, want);
     assert_eq!(summary.components, k);
     assert!(summary.removed > 0, "some objects are below 30 voxels");

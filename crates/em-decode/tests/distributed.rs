@@ -2,17 +2,16 @@
 //! records serialised, then stitched — gives the in-memory labels voxel for voxel; and bad
 //! records or working volumes are refused with a clear error.
 
-use em_core::{AnyArray, ChunkedVolumeExt, EdgeStorage, InMemoryVolume, NoProgress, Offset};
+mod common;
+
+use common::{random_volumes, read_volume, volume};
+use em_core::{ChunkedVolume, ChunkedVolumeExt, EdgeStorage, InMemoryVolume, NoProgress, Offset};
 use em_decode::{
-    block_count, decode, label_block, stitch_blocks, BlockRecord, CcOptions, DecodeError,
+    block_count, decode, label_block, stitch_blocks, BlockJob, BlockRecord, CcOptions, DecodeError,
     DecodeOptions,
 };
 use ndarray::{Array3, Array4};
 use proptest::prelude::*;
-
-fn volume(aff: &Array4<f32>) -> InMemoryVolume {
-    InMemoryVolume::new(AnyArray::from(aff.clone().into_dyn()), "affinities")
-}
 
 fn labels<L: em_core::Label>(shape: [usize; 3], chunk: [u64; 3], name: &str) -> InMemoryVolume {
     InMemoryVolume::new(
@@ -23,6 +22,20 @@ fn labels<L: em_core::Label>(shape: [usize; 3], chunk: [u64; 3], name: &str) -> 
     )
     .with_chunk_shape(&chunk)
     .unwrap()
+}
+
+fn job<'a>(
+    affinities: &'a dyn ChunkedVolume,
+    local: &'a dyn ChunkedVolume,
+    options: &'a DecodeOptions,
+    block_shape: [u64; 3],
+) -> BlockJob<'a> {
+    BlockJob {
+        affinities,
+        local,
+        options,
+        block_shape,
+    }
 }
 
 /// Labels every block in `order` (serialising each record), then stitches.
@@ -42,44 +55,24 @@ fn split_decode(
     let n = block_count(&input, block).unwrap();
     let mut files: Vec<Option<Vec<u8>>> = vec![None; n as usize];
     for &p in order.iter().filter(|&&p| p < n) {
-        let r = label_block(&input, &local, params, block, p).unwrap();
+        let r = label_block(&job(&input, &local, params, block), p).unwrap();
         assert_eq!(r.position(), p);
         files[p as usize] = Some(r.to_bytes());
     }
     for p in 0..n {
         if files[p as usize].is_none() {
-            let r = label_block(&input, &local, params, block, p).unwrap();
+            let r = label_block(&job(&input, &local, params, block), p).unwrap();
             files[p as usize] = Some(r.to_bytes());
         }
     }
     let summary = stitch_blocks(
-        &input,
-        &local,
+        &job(&input, &local, params, block),
         &out,
-        params,
-        block,
         &mut |p| BlockRecord::from_bytes(files[p as usize].as_deref().unwrap()),
         &NoProgress,
     )
     .unwrap();
-    let seg = out
-        .read_all()
-        .unwrap()
-        .into_typed::<u32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap();
-    (seg, summary)
-}
-
-fn random_volumes() -> impl Strategy<Value = Array4<f32>> {
-    (1usize..7, 1usize..7, 1usize..8).prop_flat_map(|(z, y, x)| {
-        prop::collection::vec(
-            prop_oneof![4 => Just(0.1f32), 3 => Just(0.9f32), 1 => Just(f32::NAN)],
-            6 * z * y * x,
-        )
-        .prop_map(move |v| Array4::from_shape_vec((6, z, y, x), v).unwrap())
-    })
+    (read_volume(&out), summary)
 }
 
 proptest! {
@@ -108,6 +101,7 @@ proptest! {
         }
         let params = DecodeOptions { cc, min_size, scale, ..DecodeOptions::default() };
         let (want, k) = decode::<f32, u32>(aff.view(), &params).unwrap();
+        let k = k.components;
         let (got, summary) = split_decode(&aff, &params, block, &order);
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(summary.components, k);
@@ -119,7 +113,7 @@ proptest! {
         aff[[0, 2, 1, 1]] = 0.1;
         let input = volume(&aff);
         let local = labels::<u32>([4, 5, 6], [2, 5, 3], "local");
-        let bytes = label_block(&input, &local, &DecodeOptions::default(), [2, 5, 3], 3)
+        let bytes = label_block(&job(&input, &local, &DecodeOptions::default(), [2, 5, 3]), 3)
             .unwrap()
             .to_bytes();
         prop_assert_eq!(BlockRecord::from_bytes(&bytes).unwrap().position(), 3);
@@ -144,26 +138,23 @@ fn mismatched_records_and_volumes_get_clear_errors() {
 
     // Chunks that straddle blocks: concurrent tasks would share them.
     let coarse = labels::<u32>([4, 4, 4], [4, 4, 4], "coarse");
-    let e = label_block(&input, &coarse, &params, [2, 2, 2], 0).unwrap_err();
+    let e = label_block(&job(&input, &coarse, &params, [2, 2, 2]), 0).unwrap_err();
     assert!(e.to_string().contains("do not cover whole"), "{e}");
     // A working volume of the wrong type, a position past the end.
     let wide = labels::<u64>([4, 4, 4], [2, 2, 2], "wide");
-    let e = label_block(&input, &wide, &params, [2, 2, 2], 0).unwrap_err();
+    let e = label_block(&job(&input, &wide, &params, [2, 2, 2]), 0).unwrap_err();
     assert!(e.to_string().contains("uint32"), "{e}");
-    let e = label_block(&input, &local, &params, [2, 2, 2], 8).unwrap_err();
+    let e = label_block(&job(&input, &local, &params, [2, 2, 2]), 8).unwrap_err();
     assert!(e.to_string().contains("8 blocks"), "{e}");
 
     // Records of another block layout or position.
     let records: Vec<BlockRecord> = (0..8)
-        .map(|p| label_block(&input, &local, &params, [2, 2, 2], p).unwrap())
+        .map(|p| label_block(&job(&input, &local, &params, [2, 2, 2]), p).unwrap())
         .collect();
-    let other = label_block(&input, &local, &params, [2, 2, 4], 0).unwrap();
+    let other = label_block(&job(&input, &local, &params, [2, 2, 4]), 0).unwrap();
     let e = stitch_blocks(
-        &input,
-        &local,
+        &job(&input, &local, &params, [2, 2, 2]),
         &out,
-        &params,
-        [2, 2, 2],
         &mut |p| {
             Ok(if p == 0 {
                 other.clone()
@@ -176,11 +167,8 @@ fn mismatched_records_and_volumes_get_clear_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("label the blocks again"), "{e}");
     let e = stitch_blocks(
-        &input,
-        &local,
+        &job(&input, &local, &params, [2, 2, 2]),
         &out,
-        &params,
-        [2, 2, 2],
         &mut |p| Ok(records[(p as usize + 1) % 8].clone()),
         &NoProgress,
     )
@@ -188,11 +176,8 @@ fn mismatched_records_and_volumes_get_clear_errors() {
     assert!(e.to_string().contains("block 1's"), "{e}");
     // A missing record stops the stitch with the caller's error.
     let e = stitch_blocks(
-        &input,
-        &local,
+        &job(&input, &local, &params, [2, 2, 2]),
         &out,
-        &params,
-        [2, 2, 2],
         &mut |p| {
             if p == 5 {
                 Err(DecodeError::InvalidParameter {
@@ -217,15 +202,71 @@ fn mismatched_records_and_volumes_get_clear_errors() {
 
     // All present: the whole volume is one object.
     let s = stitch_blocks(
-        &input,
-        &local,
+        &job(&input, &local, &params, [2, 2, 2]),
         &out,
-        &params,
-        [2, 2, 2],
         &mut |p| Ok(records[p as usize].clone()),
         &NoProgress,
     )
     .unwrap();
     assert_eq!(s.components, 1);
     assert_eq!(s.labelled_voxels, 64);
+}
+
+/// The plan's tasks, run in any order and again after they finished, then its stitch, give
+/// the in-memory labels; the records are files that a second run skips.
+#[test]
+fn a_plan_run_task_by_task_equals_the_in_memory_decode() {
+    use em_decode::DistributedPlan;
+    let aff = Array4::from_shape_fn((3, 6, 7, 5), |(c, z, y, x)| {
+        (((c * 7 + z * 5 + y * 3 + x) * 2654435761usize) % 1000) as f32 / 1000.0
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let options = DecodeOptions {
+        min_size: 2,
+        ..DecodeOptions::default()
+    };
+    let block = [2u64, 3, 2];
+    let input = volume(&aff);
+    let plan = DistributedPlan {
+        affinities: "aff".into(),
+        out: "out".into(),
+        local: "local".into(),
+        records: dir.path().to_path_buf(),
+        block,
+        blocks: block_count(&input, block).unwrap(),
+        tasks: 4,
+        options: options.clone(),
+        label_u64: false,
+    };
+    let local = labels::<u32>([6, 7, 5], block, "local");
+    let out = labels::<u32>([6, 7, 5], block, "labels");
+    assert_eq!(plan.missing().len() as u64, plan.blocks);
+    assert_eq!(plan.tasks_with(&plan.missing()), vec![0, 1, 2, 3]);
+    for task in [3, 1, 0, 2] {
+        let r = plan.run_task(&input, &local, task).unwrap();
+        assert_eq!(r.done, plan.blocks_of(task).count() as u64);
+    }
+    assert!(plan.missing().is_empty());
+    let again = plan.run_task(&input, &local, 2).unwrap();
+    assert_eq!(
+        (again.done, again.already_done),
+        (0, plan.blocks_of(2).count() as u64)
+    );
+    let e = plan.run_task(&input, &local, 4).unwrap_err();
+    assert!(e.to_string().contains("tasks 0..4"), "{e}");
+
+    let saved = dir.path().join("plan.json");
+    std::fs::write(&saved, plan.to_json()).unwrap();
+    let plan = DistributedPlan::load(&saved).unwrap();
+    let summary = plan.stitch(&input, &local, &out, &NoProgress).unwrap();
+    let (want, memory) = decode::<f32, u32>(aff.view(), &options).unwrap();
+    let got = out.read_all().unwrap().into_typed::<u32>().unwrap();
+    assert_eq!(got, want.into_dyn());
+    assert_eq!(summary.components, memory.components);
+
+    // A lost record stops the stitch, naming the file.
+    std::fs::remove_file(plan.record_path(3)).unwrap();
+    assert_eq!(plan.missing(), vec![3]);
+    let e = plan.stitch(&input, &local, &out, &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("block-00000003.rec"), "{e}");
 }

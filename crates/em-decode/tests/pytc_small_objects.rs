@@ -5,22 +5,16 @@
 //! Runs where PyTC merges a small *background* (label 0) away are skipped: label 0 is never
 //! touched here.
 
-use std::path::PathBuf;
+mod common;
 
-use em_core::{AnyArray, Label};
+use common::{fixture_json, read_fixture};
+use em_core::Label;
 use em_decode::{remove_small_objects, SmallObjectMode};
-use ndarray::{Array3, Ix3};
+use ndarray::Array3;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_objects")
-}
-
+/// A volume of `tests/fixtures/small_objects`.
 fn load<L: Label>(name: &str) -> Array3<L> {
-    let a: AnyArray = em_io::read(dir().join(name)).unwrap();
-    a.into_typed::<L>()
-        .unwrap()
-        .into_dimensionality::<Ix3>()
-        .unwrap()
+    read_fixture(&format!("small_objects/{name}"))
 }
 
 fn check<L: Label>(case: &serde_json::Value) -> usize {
@@ -48,8 +42,7 @@ fn check<L: Label>(case: &serde_json::Value) -> usize {
 
 #[test]
 fn matches_pytc_remove_small_instances() {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir().join("manifest.json")).unwrap()).unwrap();
+    let manifest = fixture_json("small_objects/manifest.json");
     let mut runs = 0;
     for case in manifest["cases"].as_array().unwrap() {
         runs += match case["dtype"].as_str().unwrap() {

@@ -14,6 +14,7 @@ use hdf5::{Dataset, Hyperslab, Selection, SliceOrIndex};
 use ndarray::IxDyn;
 
 use crate::atomic::staging_path;
+use crate::dispatch::dispatch_dtype;
 use crate::format::VolumePath;
 use crate::{IoError, Result};
 
@@ -191,23 +192,8 @@ impl ChunkedVolume for Hdf5Volume {
         let bad = |e: hdf5::Error| -> em_core::CoreError {
             IoError::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
         };
-        macro_rules! read {
-            ($t:ty) => {
-                AnyArray::from(ds.read_slice::<$t, _, IxDyn>(sel).map_err(bad)?)
-            };
-        }
-        Ok(match self.dtype {
-            DType::Bool => read!(bool),
-            DType::U8 => read!(u8),
-            DType::U16 => read!(u16),
-            DType::U32 => read!(u32),
-            DType::U64 => read!(u64),
-            DType::I8 => read!(i8),
-            DType::I16 => read!(i16),
-            DType::I32 => read!(i32),
-            DType::I64 => read!(i64),
-            DType::F32 => read!(f32),
-            DType::F64 => read!(f64),
+        Ok(dispatch_dtype!(no_f16, self.dtype,
+            T => AnyArray::from(ds.read_slice::<T, _, IxDyn>(sel).map_err(bad)?),
             DType::F16 => {
                 return Err(IoError::unsupported(
                     &self.display,
@@ -218,7 +204,7 @@ impl ChunkedVolume for Hdf5Volume {
                 )
                 .into())
             }
-        })
+        ))
     }
 
     fn write_roi(&self, roi: &Roi, data: &AnyArray) -> em_core::Result<()> {
@@ -239,28 +225,13 @@ impl ChunkedVolume for Hdf5Volume {
             IoError::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
         };
         let sel = Self::selection(roi);
-        macro_rules! write {
-            ($a:expr) => {
-                ds.write_slice(&$a.as_standard_layout(), sel).map_err(bad)
-            };
-        }
-        match data {
-            AnyArray::Bool(a) => write!(a),
-            AnyArray::U8(a) => write!(a),
-            AnyArray::U16(a) => write!(a),
-            AnyArray::U32(a) => write!(a),
-            AnyArray::U64(a) => write!(a),
-            AnyArray::I8(a) => write!(a),
-            AnyArray::I16(a) => write!(a),
-            AnyArray::I32(a) => write!(a),
-            AnyArray::I64(a) => write!(a),
-            AnyArray::F32(a) => write!(a),
-            AnyArray::F64(a) => write!(a),
+        dispatch_dtype!(no_f16, data,
+            AnyArray(a) => ds.write_slice(&a.as_standard_layout(), sel).map_err(bad),
             other => Err(em_core::CoreError::DTypeMismatch {
                 expected: self.dtype,
                 found: other.dtype(),
             }),
-        }
+        )
     }
 }
 
@@ -369,9 +340,9 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
             })
             .collect();
         let bad = h5err(&display, "cannot write the dataset");
-        macro_rules! create {
-            ($a:expr) => {{
-                let a = $a.as_standard_layout();
+        dispatch_dtype!(no_f16, array,
+            AnyArray(a) => {
+                let a = a.as_standard_layout();
                 let builder = group.new_dataset_builder().with_data(&a);
                 let builder = if a.is_empty() {
                     builder
@@ -379,20 +350,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
                     builder.chunk(chunk).deflate(4)
                 };
                 builder.create(name).map(|_| ())
-            }};
-        }
-        match array {
-            AnyArray::Bool(a) => create!(a),
-            AnyArray::U8(a) => create!(a),
-            AnyArray::U16(a) => create!(a),
-            AnyArray::U32(a) => create!(a),
-            AnyArray::U64(a) => create!(a),
-            AnyArray::I8(a) => create!(a),
-            AnyArray::I16(a) => create!(a),
-            AnyArray::I32(a) => create!(a),
-            AnyArray::I64(a) => create!(a),
-            AnyArray::F32(a) => create!(a),
-            AnyArray::F64(a) => create!(a),
+            },
             other => {
                 return Err(IoError::unsupported(
                     &display,
@@ -402,7 +360,7 @@ pub fn write_hdf5(path: &VolumePath, array: &AnyArray) -> Result<()> {
                     "bool, (u)int8/16/32/64, float32/64",
                 ))
             }
-        }
+        )
         .map_err(bad)?;
         file.flush().map_err(h5err(&display, "cannot flush"))?;
         drop(file);

@@ -23,6 +23,7 @@
 //! ```
 
 mod atomic;
+mod dispatch;
 mod error;
 mod format;
 #[cfg(feature = "hdf5")]

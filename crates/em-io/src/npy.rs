@@ -11,6 +11,7 @@ use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
 use crate::atomic::AtomicFile;
+use crate::dispatch::dispatch_dtype;
 use crate::{IoError, Result};
 
 const FORMAT: &str = "npy";
@@ -132,20 +133,10 @@ pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
 pub fn read_npy(path: &Path) -> Result<AnyArray> {
     let header = read_npy_header(path)?;
     if !header.big_endian && cfg!(target_endian = "little") {
-        let direct = match header.dtype {
+        let direct = dispatch_dtype!(no_bool, header.dtype,
+            T => Some(AnyArray::from(read_native::<T>(path, &header)?)),
             DType::Bool => None,
-            DType::U8 => Some(AnyArray::from(read_native::<u8>(path, &header)?)),
-            DType::U16 => Some(AnyArray::from(read_native::<u16>(path, &header)?)),
-            DType::U32 => Some(AnyArray::from(read_native::<u32>(path, &header)?)),
-            DType::U64 => Some(AnyArray::from(read_native::<u64>(path, &header)?)),
-            DType::I8 => Some(AnyArray::from(read_native::<i8>(path, &header)?)),
-            DType::I16 => Some(AnyArray::from(read_native::<i16>(path, &header)?)),
-            DType::I32 => Some(AnyArray::from(read_native::<i32>(path, &header)?)),
-            DType::I64 => Some(AnyArray::from(read_native::<i64>(path, &header)?)),
-            DType::F16 => Some(AnyArray::from(read_native::<f16>(path, &header)?)),
-            DType::F32 => Some(AnyArray::from(read_native::<f32>(path, &header)?)),
-            DType::F64 => Some(AnyArray::from(read_native::<f64>(path, &header)?)),
-        };
+        );
         if let Some(array) = direct {
             return Ok(array.into_standard_layout());
         }
@@ -156,25 +147,10 @@ pub fn read_npy(path: &Path) -> Result<AnyArray> {
             .map_err(IoError::io(path))
     };
     let bad = |e: ndarray_npy::ReadNpyError| IoError::corrupt(path, FORMAT, e.to_string());
-    macro_rules! typed {
-        ($t:ty) => {
-            AnyArray::from(ArrayD::<$t>::read_npy(open()?).map_err(bad)?)
-        };
-    }
-    let array = match header.dtype {
-        DType::Bool => typed!(bool),
-        DType::U8 => typed!(u8),
-        DType::U16 => typed!(u16),
-        DType::U32 => typed!(u32),
-        DType::U64 => typed!(u64),
-        DType::I8 => typed!(i8),
-        DType::I16 => typed!(i16),
-        DType::I32 => typed!(i32),
-        DType::I64 => typed!(i64),
-        DType::F32 => typed!(f32),
-        DType::F64 => typed!(f64),
+    let array = dispatch_dtype!(no_f16, header.dtype,
+        T => AnyArray::from(ArrayD::<T>::read_npy(open()?).map_err(bad)?),
         DType::F16 => read_big_endian_f16(path, &header)?,
-    };
+    );
     Ok(array.into_standard_layout())
 }
 
@@ -217,18 +193,8 @@ pub fn write_npy(path: &Path, array: &AnyArray) -> Result<()> {
     let bad = |e: ndarray_npy::WriteNpyError| {
         IoError::corrupt(path, FORMAT, format!("write failed: {e}"))
     };
-    match array {
-        AnyArray::Bool(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::U8(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::U16(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::U32(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::U64(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::I8(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::I16(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::I32(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::I64(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::F32(a) => a.write_npy(file.writer()).map_err(bad)?,
-        AnyArray::F64(a) => a.write_npy(file.writer()).map_err(bad)?,
+    dispatch_dtype!(no_f16, array,
+        AnyArray(a) => a.write_npy(file.writer()).map_err(bad)?,
         AnyArray::F16(a) => write_f16(&mut file, a)?,
         other => {
             return Err(IoError::unsupported(
@@ -239,7 +205,7 @@ pub fn write_npy(path: &Path, array: &AnyArray) -> Result<()> {
                 "bool, (u)int8/16/32/64, float16/32/64",
             ))
         }
-    }
+    );
     file.commit()
 }
 

@@ -1,19 +1,13 @@
 //! Every case of `tools/make_metrics_fixtures.py`: numbers from funlib.evaluate, BANIS and
 //! scikit-image, and exact float64 references.
 
-use std::path::PathBuf;
+mod common;
 
+use common::fixture_json;
 use em_core::VoxelSize;
 use em_metrics::{erl, Contingency, MetricsError, Skeletons, VoxelMetrics};
 use ndarray::Array3;
 use serde_json::Value;
-
-fn load(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
 
 fn volume(shape: &Value, data: &Value) -> Array3<u64> {
     let s: Vec<usize> = shape
@@ -44,7 +38,7 @@ fn check(got: f64, want: &Value, rel: f64, what: &str) -> bool {
 
 #[test]
 fn voxel_cases_match_funlib_and_skimage() {
-    let f = load("voxel_cases.json");
+    let f = fixture_json("voxel_cases.json");
     let mut compared = 0;
     for case in f["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -119,7 +113,7 @@ fn voxel_cases_match_funlib_and_skimage() {
 
 #[test]
 fn erl_cases_match_funlib_and_banis() {
-    let f = load("erl_cases.json");
+    let f = fixture_json("erl_cases.json");
     let ks = [Some(5), Some(20), Some(100), None];
     for case in f["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

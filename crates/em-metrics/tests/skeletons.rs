@@ -1,21 +1,15 @@
 //! ERL / NERL against the shared hand case (exact fractions and funlib/BANIS values),
 //! skeleton readers and their errors.
 
-use std::path::PathBuf;
+mod common;
 
+use common::fixture_json;
 use em_core::VoxelSize;
 use em_metrics::{erl, Node, Skeletons};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 /// The shared hand case: its own JSON layout (node, id = skeleton, index/nm positions, pred_id).
 fn hand_case() -> (Skeletons, Vec<u64>) {
-    let v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures().join("shared/e1_hand_skeleton.json")).unwrap(),
-    )
-    .unwrap();
+    let v = fixture_json("shared/e1_hand_skeleton.json");
     let mut nodes = Vec::new();
     let mut pred = Vec::new();
     for n in v["nodes"].as_array().unwrap() {
@@ -68,9 +62,7 @@ fn hand_case_exact() {
         (2, 1, 3, 8)
     );
     assert_eq!(r.merging_segments, vec![9]);
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("shared/erl_cases.json")).unwrap())
-            .unwrap();
+    let cases = fixture_json("shared/erl_cases.json");
     let f = &cases["e1_hand"]["funlib_banis"];
     assert_eq!(r.n_mergers, f["n_mergers"].as_u64().unwrap());
     assert_eq!(r.n_non0_mergers, f["n_non0_mergers"].as_u64().unwrap());

@@ -1,14 +1,11 @@
 //! VOI / Rand against funlib.evaluate's numbers, and their invariants.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixture_json, fixtures};
 use em_metrics::{binary_scores, class_scores, match_instances, Contingency, VoxelMetrics};
 use ndarray::{Array3, Ix3};
 use proptest::prelude::*;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn metrics<G: em_core::Label, P: em_core::Label>(gt: &Array3<G>, pred: &Array3<P>) -> VoxelMetrics {
     VoxelMetrics::from_contingency(&Contingency::new(gt.view(), pred.view()).unwrap()).unwrap()
@@ -23,10 +20,7 @@ fn close(a: f64, b: f64, what: &str) {
 
 #[test]
 fn shared_funlib_case() {
-    let cases: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures().join("shared/metrics_cases.json")).unwrap(),
-    )
-    .unwrap();
+    let cases = fixture_json("shared/metrics_cases.json");
     let load = |n: &str| -> Array3<u64> {
         em_io::read(fixtures().join("shared").join(n))
             .unwrap()

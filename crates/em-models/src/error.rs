@@ -38,4 +38,7 @@ pub enum ModelError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A volume could not be read or written (the message names it).
+    #[error(transparent)]
+    Volume(#[from] em_core::CoreError),
 }

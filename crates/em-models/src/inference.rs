@@ -46,7 +46,7 @@ pub struct SlidingWindowConfig {
     /// Window side per axis (use the training patch: GroupNorm statistics depend on it).
     pub window: [usize; 3],
     /// Fraction of the window that neighbouring windows share, per axis (0 ≤ f < 1).
-    #[serde(default = "half")]
+    #[serde(default = "default_overlap")]
     pub overlap: [f32; 3],
     /// Blend weights.
     #[serde(default)]
@@ -69,15 +69,17 @@ pub struct SlidingWindowConfig {
     pub offsets: Option<Vec<[i64; 3]>>,
     /// Windows (test-time-augmentation variants included) per forward pass: on a GPU a
     /// batch keeps the device busy; the result is the same for every batch size.
-    #[serde(default = "one")]
+    #[serde(default = "default_batch")]
     pub batch: usize,
 }
 
-fn half() -> [f32; 3] {
+/// Half of each window is shared with its neighbour.
+fn default_overlap() -> [f32; 3] {
     [0.5; 3]
 }
 
-fn one() -> usize {
+/// One window per forward pass.
+fn default_batch() -> usize {
     1
 }
 
@@ -86,13 +88,13 @@ impl SlidingWindowConfig {
     pub fn new(window: [usize; 3]) -> Self {
         Self {
             window,
-            overlap: half(),
+            overlap: default_overlap(),
             blend: Blend::default(),
             activation: OutputActivation::default(),
             flip_tta: false,
             rot90_tta: false,
             offsets: None,
-            batch: 1,
+            batch: default_batch(),
         }
     }
 
@@ -217,38 +219,8 @@ pub fn sliding_window(
     progress: &dyn Progress,
 ) -> Result<()> {
     settings.validate()?;
-    let (ish, osh) = (input.shape().to_vec(), output.shape().to_vec());
-    let planar = ish.len() == 3;
-    if !(planar || ish.len() == 4)
-        || osh.len() != 4
-        || ish[ish.len() - 3..] != osh[1..]
-        || output.dtype() != DType::F32
-    {
-        return Err(ModelError::BadInput {
-            expected: format!(
-                "input (Z, Y, X) or (C, Z, Y, X) and a float32 output (K, Z, Y, X) of the same Z, Y, X; output is {} {:?}",
-                output.dtype(),
-                osh
-            ),
-            found: ish.iter().map(|&v| v as usize).collect(),
-        });
-    }
-    let n = ish.len();
-    let (c, k) = (if planar { 1 } else { ish[0] as usize }, osh[0] as usize);
-    let dims = [
-        ish[n - 3] as usize,
-        ish[n - 2] as usize,
-        ish[n - 1] as usize,
-    ];
-    if let Some(o) = &settings.offsets {
-        if o.len() != k {
-            return Err(ModelError::InvalidParameter {
-                name: "offsets",
-                reason: format!("{} offsets for {k} output channels", o.len()),
-            });
-        }
-    }
-    let win = settings.window;
+    let volume = Volume::check(input, output, settings)?;
+    let (dims, win) = (volume.dims, settings.window);
     // Windows larger than the volume are cropped to it (the model still sees `win`, padded).
     let starts: Vec<Vec<usize>> = (0..3)
         .map(|a| SlidingWindowConfig::starts(dims[a], win[a], settings.overlap[a]))
@@ -259,115 +231,238 @@ pub fn sliding_window(
     let per_call = (settings.batch / variants).max(1);
     let total = (starts[0].len() * starts[1].len() * starts[2].len()) as u64;
     progress.start("sliding window", total);
-    let (ny, nx) = (dims[1], dims[2]);
-    // Accumulators for the z-planes not yet written, [lo, lo + planes).
-    let mut lo = 0usize;
-    let mut acc = Array4::<f32>::zeros((k, 0, ny, nx));
-    let mut wsum = Array3::<f32>::zeros((0, ny, nx));
+    let mut blend = Blender::new(volume.k, dims[1], dims[2]);
     for (zi, &z0) in starts[0].iter().enumerate() {
         let z1 = (z0 + win[0]).min(dims[0]);
-        // Grow the accumulators to cover this window's planes.
-        let hi = lo + acc.len_of(Axis(1));
-        if z1 > hi {
-            let extra = z1 - hi;
-            let mut a2 = Array4::<f32>::zeros((k, acc.len_of(Axis(1)) + extra, ny, nx));
-            a2.slice_mut(s![.., ..acc.len_of(Axis(1)), .., ..])
-                .assign(&acc);
-            acc = a2;
-            let mut w2 = Array3::<f32>::zeros((wsum.len_of(Axis(0)) + extra, ny, nx));
-            w2.slice_mut(s![..wsum.len_of(Axis(0)), .., ..])
-                .assign(&wsum);
-            wsum = w2;
-        }
+        blend.cover(z1);
         // Windows wait here until a forward pass's worth (`settings.batch` variants) is
         // collected; at most that many are held at once.
-        let mut row: Vec<([usize; 2], [usize; 3], Array5<f32>)> = Vec::new();
+        let mut row: Vec<Window> = Vec::new();
         let last = (starts[1].len(), starts[2].len());
         for (yi, &y0) in starts[1].iter().enumerate() {
             for (xi, &x0) in starts[2].iter().enumerate() {
-                let ext = [
-                    z1 - z0,
-                    (y0 + win[1]).min(ny) - y0,
-                    (x0 + win[2]).min(nx) - x0,
-                ];
-                let (mut offset, mut shape) = (
-                    vec![0, z0 as u64, y0 as u64, x0 as u64],
-                    vec![c as u64, ext[0] as u64, ext[1] as u64, ext[2] as u64],
-                );
-                if planar {
-                    // A single-channel (Z, Y, X) input has no channel axis to read.
-                    offset.remove(0);
-                    shape.remove(0);
-                }
-                let roi = Roi::new(offset, shape).map_err(volume_err)?;
-                let patch = to_f32(input.read_roi(&roi).map_err(volume_err)?)?;
-                let mut window = Array5::<f32>::zeros((1, c, win[0], win[1], win[2]));
-                window
-                    .slice_mut(s![0, .., ..ext[0], ..ext[1], ..ext[2]])
-                    .assign(
-                        &patch
-                            .into_shape_with_order((c, ext[0], ext[1], ext[2]))
-                            .map_err(|_| ModelError::BadInput {
-                                expected: "a window read of the requested shape".into(),
-                                found: ext.to_vec(),
-                            })?,
-                    );
-                row.push(([y0, x0], ext, window));
+                row.push(volume.read_window(input, win, [z0, y0, x0])?);
                 if row.len() < per_call && (yi + 1, xi + 1) != last {
                     continue;
                 }
-                let batch: Vec<_> = std::mem::take(&mut row);
-                let (places, windows): (Vec<_>, Vec<_>) =
-                    batch.into_iter().map(|(at, ext, w)| ((at, ext), w)).unzip();
-                let preds = predict_windows(windows, settings, k, predict)?;
-                for (([y0, x0], ext), pred) in places.into_iter().zip(preds) {
-                    let wz = weights.slice(s![..ext[0], ..ext[1], ..ext[2]]);
-                    for ch in 0..k {
-                        let mut dst = acc.slice_mut(s![
-                            ch,
-                            z0 - lo..z1 - lo,
-                            y0..y0 + ext[1],
-                            x0..x0 + ext[2]
-                        ]);
-                        let src = pred.slice(s![ch, ..ext[0], ..ext[1], ..ext[2]]);
-                        ndarray::Zip::from(&mut dst)
-                            .and(&src)
-                            .and(&wz)
-                            .for_each(|d, &p, &w| *d += p * w);
-                    }
-                    let mut dw =
-                        wsum.slice_mut(s![z0 - lo..z1 - lo, y0..y0 + ext[1], x0..x0 + ext[2]]);
-                    dw += &wz;
+                let (places, windows): (Vec<_>, Vec<_>) = std::mem::take(&mut row)
+                    .into_iter()
+                    .map(|w| ((w.start, w.extent), w.data))
+                    .unzip();
+                let preds = predict_windows(windows, settings, volume.k, predict)?;
+                for ((start, extent), pred) in places.into_iter().zip(preds) {
+                    blend.add(start, extent, &pred, &weights);
                     progress.advance(1);
                 }
             }
         }
         // Planes before the next window's start are final.
         let done_until = starts[0].get(zi + 1).copied().unwrap_or(dims[0]);
-        if done_until > lo {
-            let n = done_until - lo;
-            let mut out = acc.slice(s![.., ..n, .., ..]).to_owned();
-            let w = wsum.slice(s![..n, .., ..]);
-            for mut plane in out.outer_iter_mut() {
-                ndarray::Zip::from(&mut plane)
-                    .and(&w)
-                    .for_each(|v, &w| *v /= w.max(1e-12));
-            }
-            let roi = Roi::new(
-                vec![0, lo as u64, 0, 0],
-                vec![k as u64, n as u64, ny as u64, nx as u64],
-            )
-            .map_err(volume_err)?;
-            output
-                .write_roi(&roi, &AnyArray::from(out.into_dyn()))
-                .map_err(volume_err)?;
-            acc = acc.slice(s![.., n.., .., ..]).to_owned();
-            wsum = wsum.slice(s![n.., .., ..]).to_owned();
-            lo = done_until;
-        }
+        blend.write_until(done_until, output)?;
     }
     progress.finish();
     Ok(())
+}
+
+/// The shapes [`sliding_window`] works with, checked.
+struct Volume {
+    /// The input is `(Z, Y, X)`, without a channel axis.
+    planar: bool,
+    /// Input channels.
+    c: usize,
+    /// Output channels.
+    k: usize,
+    /// `(Z, Y, X)`.
+    dims: [usize; 3],
+}
+
+/// One window read from the input, padded to the window size.
+struct Window {
+    /// Its start `(z, y, x)` in the volume.
+    start: [usize; 3],
+    /// The part inside the volume, per axis.
+    extent: [usize; 3],
+    /// `(1, C, wz, wy, wx)`, zero beyond `extent`.
+    data: Array5<f32>,
+}
+
+impl Volume {
+    /// Checks the input and output shapes and the offsets against each other.
+    fn check(
+        input: &dyn ChunkedVolume,
+        output: &dyn ChunkedVolume,
+        settings: &SlidingWindowConfig,
+    ) -> Result<Self> {
+        let (ish, osh) = (input.shape().to_vec(), output.shape().to_vec());
+        let planar = ish.len() == 3;
+        if !(planar || ish.len() == 4)
+            || osh.len() != 4
+            || ish[ish.len() - 3..] != osh[1..]
+            || output.dtype() != DType::F32
+        {
+            return Err(ModelError::BadInput {
+                expected: format!(
+                    "input (Z, Y, X) or (C, Z, Y, X) and a float32 output (K, Z, Y, X) of the same Z, Y, X; output is {} {:?}",
+                    output.dtype(),
+                    osh
+                ),
+                found: ish.iter().map(|&v| v as usize).collect(),
+            });
+        }
+        let n = ish.len();
+        let (c, k) = (if planar { 1 } else { ish[0] as usize }, osh[0] as usize);
+        let dims = [
+            ish[n - 3] as usize,
+            ish[n - 2] as usize,
+            ish[n - 1] as usize,
+        ];
+        if let Some(o) = &settings.offsets {
+            if o.len() != k {
+                return Err(ModelError::InvalidParameter {
+                    name: "offsets",
+                    reason: format!("{} offsets for {k} output channels", o.len()),
+                });
+            }
+        }
+        Ok(Self { planar, c, k, dims })
+    }
+
+    /// Reads the window of side `win` at `start`, cropped to the volume and zero-padded.
+    fn read_window(
+        &self,
+        input: &dyn ChunkedVolume,
+        win: [usize; 3],
+        start: [usize; 3],
+    ) -> Result<Window> {
+        let [z0, y0, x0] = start;
+        let c = self.c;
+        let extent = [0, 1, 2].map(|a| (start[a] + win[a]).min(self.dims[a]) - start[a]);
+        let (mut offset, mut shape) = (
+            vec![0, z0 as u64, y0 as u64, x0 as u64],
+            vec![
+                c as u64,
+                extent[0] as u64,
+                extent[1] as u64,
+                extent[2] as u64,
+            ],
+        );
+        if self.planar {
+            // A single-channel (Z, Y, X) input has no channel axis to read.
+            offset.remove(0);
+            shape.remove(0);
+        }
+        let roi = Roi::new(offset, shape).map_err(volume_err)?;
+        let patch = to_f32(input.read_roi(&roi).map_err(volume_err)?)?;
+        let [ez, ey, ex] = extent;
+        let mut data = Array5::<f32>::zeros((1, c, win[0], win[1], win[2]));
+        data.slice_mut(s![0, .., ..ez, ..ey, ..ex]).assign(
+            &patch
+                .into_shape_with_order((c, ez, ey, ex))
+                .map_err(|_| ModelError::BadInput {
+                    expected: "a window read of the requested shape".into(),
+                    found: extent.to_vec(),
+                })?,
+        );
+        Ok(Window {
+            start,
+            extent,
+            data,
+        })
+    }
+}
+
+/// The weighted sums of the predictions and of the weights over the z-planes not yet
+/// written, `[lo, lo + planes)`.
+struct Blender {
+    lo: usize,
+    acc: Array4<f32>,
+    wsum: Array3<f32>,
+}
+
+impl Blender {
+    fn new(k: usize, ny: usize, nx: usize) -> Self {
+        Self {
+            lo: 0,
+            acc: Array4::zeros((k, 0, ny, nx)),
+            wsum: Array3::zeros((0, ny, nx)),
+        }
+    }
+
+    /// Grows the accumulators to cover the planes up to `z1`.
+    fn cover(&mut self, z1: usize) {
+        let (k, planes, ny, nx) = self.acc.dim();
+        let hi = self.lo + planes;
+        if z1 > hi {
+            let extra = z1 - hi;
+            let mut a2 = Array4::<f32>::zeros((k, planes + extra, ny, nx));
+            a2.slice_mut(s![.., ..planes, .., ..]).assign(&self.acc);
+            self.acc = a2;
+            let mut w2 = Array3::<f32>::zeros((self.wsum.len_of(Axis(0)) + extra, ny, nx));
+            w2.slice_mut(s![..self.wsum.len_of(Axis(0)), .., ..])
+                .assign(&self.wsum);
+            self.wsum = w2;
+        }
+    }
+
+    /// Adds a window's prediction `(K, wz, wy, wx)`, weighted, at `start` (its part within
+    /// `extent`).
+    fn add(
+        &mut self,
+        start: [usize; 3],
+        extent: [usize; 3],
+        pred: &Array4<f32>,
+        weights: &Array3<f32>,
+    ) {
+        let ([z0, y0, x0], lo) = (start, self.lo);
+        let z1 = z0 + extent[0];
+        let wz = weights.slice(s![..extent[0], ..extent[1], ..extent[2]]);
+        for ch in 0..self.acc.len_of(Axis(0)) {
+            let mut dst = self.acc.slice_mut(s![
+                ch,
+                z0 - lo..z1 - lo,
+                y0..y0 + extent[1],
+                x0..x0 + extent[2]
+            ]);
+            let src = pred.slice(s![ch, ..extent[0], ..extent[1], ..extent[2]]);
+            ndarray::Zip::from(&mut dst)
+                .and(&src)
+                .and(&wz)
+                .for_each(|d, &p, &w| *d += p * w);
+        }
+        let mut dw =
+            self.wsum
+                .slice_mut(s![z0 - lo..z1 - lo, y0..y0 + extent[1], x0..x0 + extent[2]]);
+        dw += &wz;
+    }
+
+    /// Normalises and writes the planes before `done_until` (which no later window touches)
+    /// and drops them.
+    fn write_until(&mut self, done_until: usize, output: &dyn ChunkedVolume) -> Result<()> {
+        if done_until <= self.lo {
+            return Ok(());
+        }
+        let (k, _, ny, nx) = self.acc.dim();
+        let n = done_until - self.lo;
+        let mut out = self.acc.slice(s![.., ..n, .., ..]).to_owned();
+        let w = self.wsum.slice(s![..n, .., ..]);
+        for mut plane in out.outer_iter_mut() {
+            ndarray::Zip::from(&mut plane)
+                .and(&w)
+                .for_each(|v, &w| *v /= w.max(1e-12));
+        }
+        let roi = Roi::new(
+            vec![0, self.lo as u64, 0, 0],
+            vec![k as u64, n as u64, ny as u64, nx as u64],
+        )
+        .map_err(volume_err)?;
+        output
+            .write_roi(&roi, &AnyArray::from(out.into_dyn()))
+            .map_err(volume_err)?;
+        self.acc = self.acc.slice(s![.., n.., .., ..]).to_owned();
+        self.wsum = self.wsum.slice(s![n.., .., ..]).to_owned();
+        self.lo = done_until;
+        Ok(())
+    }
 }
 
 fn volume_err(e: em_core::CoreError) -> ModelError {

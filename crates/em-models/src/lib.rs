@@ -12,6 +12,7 @@
 //! # Ok::<(), em_models::ModelError>(())
 //! ```
 
+mod blockwise;
 mod error;
 mod fast;
 mod inference;
@@ -23,6 +24,7 @@ mod registry;
 mod rsunet;
 mod weights;
 
+pub use blockwise::predict_block;
 pub use error::{ModelError, Result};
 pub use fast::{ConvBackend, ConvGrads};
 pub use inference::{

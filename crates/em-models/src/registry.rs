@@ -3,6 +3,8 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use em_core::config::{self, Presets};
+use em_core::CoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::mednext::{MedNeXt, MedNeXtConfig, MedNeXtSize, Variant};
@@ -35,7 +37,7 @@ pub enum ModelConfig {
         /// S, B, M or L.
         size: MedNeXtSize,
         /// Depthwise kernel side (odd).
-        #[serde(default = "three")]
+        #[serde(default = "default_kernel_size")]
         kernel_size: usize,
         /// Input channels.
         in_channels: usize,
@@ -101,7 +103,8 @@ impl<B: Backend> Model<B> {
     }
 }
 
-fn three() -> usize {
+/// The depthwise kernel of a published MedNeXt size when the config gives none.
+fn default_kernel_size() -> usize {
     3
 }
 
@@ -129,6 +132,31 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// [`PRESETS`], for [`em_core::config`].
+const MODEL_PRESETS: Presets = Presets {
+    kind: "model",
+    builtin: PRESETS,
+};
+
+/// A configuration error of [`em_core::config`] as a [`ModelError`]: an unknown preset
+/// lists the known ones; a parse error names its origin (a preset or file) when it has one.
+fn config_error(e: CoreError) -> ModelError {
+    let reason = match e {
+        CoreError::UnknownPreset { name, known, .. } => {
+            return ModelError::InvalidParameter {
+                name: "model preset",
+                reason: format!("{name:?} is neither a preset ({known}) nor a file"),
+            }
+        }
+        CoreError::Config { origin, reason } if origin.is_empty() => reason,
+        other => other.to_string(),
+    };
+    ModelError::InvalidParameter {
+        name: "model config",
+        reason,
+    }
+}
+
 /// Held while a model draws its initial weights.
 static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -148,36 +176,17 @@ impl ModelConfig {
     /// [`ModelError::InvalidParameter`] with the parser's message (unknown keys and
     /// architectures are named with the allowed ones).
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| ModelError::InvalidParameter {
-            name: "model config",
-            reason: e.to_string(),
-        })
+        config::from_text(text, "").map_err(config_error)
     }
 
     /// A preset by name (see [`PRESETS`]) or a TOML file by path.
     ///
     /// # Errors
-    /// Unknown names (the known ones are listed), unreadable files, bad TOML.
+    /// [`ModelError::InvalidParameter`]: unknown names (the known ones are listed),
+    /// unreadable files and bad TOML (with the preset or file).
     pub fn load(name_or_path: &str) -> Result<Self> {
-        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
-            return Self::from_toml(text);
-        }
-        let path = std::path::Path::new(name_or_path);
-        if !path.exists() {
-            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            return Err(ModelError::InvalidParameter {
-                name: "model preset",
-                reason: format!(
-                    "{name_or_path:?} is neither a preset ({}) nor a file",
-                    names.join(", ")
-                ),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text)
+        let source = MODEL_PRESETS.read(name_or_path).map_err(config_error)?;
+        config::from_text(&source.text, &source.origin).map_err(config_error)
     }
 
     /// The MedNeXt configuration this names (`None` for other architectures).

@@ -58,6 +58,18 @@ pub enum SlurmError {
         /// What was expected.
         expected: &'static str,
     },
+    /// A volume of a distributed decode could not be read, written or placed.
+    #[error(transparent)]
+    Volume(#[from] em_io::IoError),
+    /// A block grid or shape does not fit.
+    #[error(transparent)]
+    Core(#[from] em_core::CoreError),
+    /// Decoding a block, or stitching them, failed.
+    #[error(transparent)]
+    Decode(#[from] em_decode::DecodeError),
+    /// A block does not fit in a task's memory.
+    #[error(transparent)]
+    Memory(#[from] em_autoconf::MemoryError),
 }
 
 impl SlurmError {

@@ -484,26 +484,14 @@ exit "$status"
             return Ok(self.clone());
         }
         let mut doc =
-            toml::Value::try_from(self).map_err(|e| SlurmError::invalid("job", e.to_string()))?;
+            toml::Table::try_from(self).map_err(|e| SlurmError::invalid("job", e.to_string()))?;
         for o in overrides {
-            let (key, value) = o.split_once('=').ok_or_else(|| {
-                SlurmError::invalid(o.clone(), "not KEY=VALUE, e.g. slurm.time=\"02:00:00\"")
+            em_core::config::apply_override(&mut doc, o).map_err(|e| {
+                SlurmError::invalid(
+                    o.clone(),
+                    format!("{e}; write KEY=VALUE, e.g. slurm.time=\"02:00:00\""),
+                )
             })?;
-            let value = parse_value(value.trim());
-            let mut at = &mut doc;
-            let parts: Vec<&str> = key.trim().split('.').collect();
-            for (i, part) in parts.iter().enumerate() {
-                let table = at.as_table_mut().ok_or_else(|| {
-                    SlurmError::invalid(key.to_string(), "goes inside a value that is not a table")
-                })?;
-                if i + 1 == parts.len() {
-                    table.insert((*part).to_string(), value.clone());
-                    break;
-                }
-                at = table
-                    .entry((*part).to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            }
         }
         let job: Self = doc.try_into().map_err(|e: toml::de::Error| {
             SlurmError::invalid("override", e.message().to_string())
@@ -515,10 +503,7 @@ exit "$status"
 
 /// A TOML value, or the text itself as a string when it is not one (`name=run1`).
 pub(crate) fn parse_value(text: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {text}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+    em_core::config::parse_value(text)
 }
 
 pub(crate) fn check_name(name: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Slurm for em-connectomics: sbatch scripts from typed job configs, training chains that
-//! checkpoint and resubmit themselves near the time limit, sweeps, submission and status.
+//! checkpoint and resubmit themselves near the time limit, sweeps, submission and status,
+//! and distributed decoding as array jobs ([`prepare_decode`], [`decode_task`],
+//! [`decode_stitch`]).
 //!
 //! ```
 //! use em_slurm::{JobConfig, RenderOptions};
@@ -29,11 +31,16 @@
 //! [`submit()`], [`status()`] and [`cancel()`] call `sbatch`, `squeue`/`scontrol`/`sacct` and
 //! `scancel`; without them they fail with [`SlurmError::Missing`].
 
+mod decode;
 mod error;
 mod job;
 mod submit;
 mod sweep;
 
+pub use decode::{
+    decode_stitch, decode_task, prepare_decode, submit_decode, DecodeJobOptions, DecodeJobPlan,
+    PredictStage, PredictionInput, PreparedDecode, StitchOutcome, SubmittedDecode, SummaryJson,
+};
 pub use error::{Result, SlurmError};
 pub use job::{quote as shell_quote, JobConfig, RenderOptions, Resubmit, SlurmConfig};
 pub use submit::{cancel, status, submit, JobStatus, Manifest, ManifestEntry};

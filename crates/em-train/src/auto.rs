@@ -63,8 +63,9 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &[&str]) -> Option<&'a mut toml::T
 /// Another architecture, or a model that cannot be built.
 pub fn model_cost(cfg: &TrainConfig) -> Result<ModelCost> {
     let m = cfg.model.mednext().ok_or_else(|| {
-        TrainError::Config(
-            "\"auto\" values need a MedNeXt model (the memory model is MedNeXt's)".into(),
+        TrainError::invalid(
+            "model",
+            "\"auto\" values need a MedNeXt model (the memory model is MedNeXt's)",
         )
     })?;
     // Counted, not built: an absurd width is priced, not allocated.
@@ -173,7 +174,7 @@ impl TrainConfig {
     /// As [`TrainConfig::plan_request`], and when nothing fits in memory.
     pub fn plan(&self, hw: &Hardware, opener: Opener<'_>, gpu_backend: bool) -> Result<Plan> {
         let req = self.plan_request(opener, gpu_backend)?;
-        em_autoconf::plan(hw, &req).map_err(|e| TrainError::Config(e.to_string()))
+        em_autoconf::plan(hw, &req).map_err(|e| TrainError::invalid("plan", e.to_string()))
     }
 
     /// Fills every `"auto"` value from `previous`, the resolved config of the same run (a

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use em_autoconf::Precision;
+use em_core::config::{self, Presets};
+use em_core::CoreError;
 use em_data::{DataConfig, SourceConfig, TargetSpec};
 use em_models::{LossConfig, ModelConfig, SlidingWindowConfig};
 
@@ -24,41 +26,26 @@ pub enum Schedule {
 
 /// AdamW and its schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     /// Peak learning rate.
-    #[serde(default = "lr")]
     pub lr: f64,
     /// Decoupled weight decay.
-    #[serde(default = "wd")]
     pub weight_decay: f32,
     /// Gradient norm clip (0 = off).
-    #[serde(default = "one")]
     pub grad_clip: f32,
     /// Linear warm-up steps.
-    #[serde(default)]
     pub warmup: usize,
     /// Schedule after warm-up.
-    #[serde(default)]
     pub schedule: Schedule,
-}
-
-fn lr() -> f64 {
-    1e-3
-}
-fn wd() -> f32 {
-    1e-2
-}
-fn one() -> f32 {
-    1.0
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
         Self {
-            lr: lr(),
-            weight_decay: wd(),
-            grad_clip: one(),
+            lr: 1e-3,
+            weight_decay: 1e-2,
+            grad_clip: 1.0,
             warmup: 0,
             schedule: Schedule::default(),
         }
@@ -93,13 +80,13 @@ pub struct TrainConfig {
     /// Samples per step.
     pub batch_size: usize,
     /// Loader worker threads.
-    #[serde(default = "two")]
+    #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// Augmentation preset name or TOML path (`"none"` for none).
-    #[serde(default = "none")]
+    #[serde(default = "defaults::augment")]
     pub augment: String,
     /// Log a line every this many steps.
-    #[serde(default = "ten")]
+    #[serde(default = "defaults::log_every")]
     pub log_every: usize,
     /// The network.
     pub model: ModelConfig,
@@ -115,7 +102,7 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     /// Batches whose gradients are summed into one optimizer step (the effective batch is
     /// `batch_size × accumulate`).
-    #[serde(default = "one_usize")]
+    #[serde(default = "defaults::accumulate")]
     pub accumulate: usize,
     /// An exponential moving average of the weights, used for validation and saved as the
     /// final model.
@@ -135,7 +122,7 @@ pub struct TrainConfig {
     /// `"f16"` convolutions, matrix products and activations with float32 weights, optimizer
     /// state, GroupNorm statistics and loss (`"auto"`: bf16 from compute capability 8.0,
     /// f16 from 7.0, else f32).
-    #[serde(default = "f32_precision")]
+    #[serde(default = "defaults::precision")]
     pub precision: Precision,
     /// Dynamic loss scaling for `precision = "f16"`.
     #[serde(default)]
@@ -147,7 +134,7 @@ pub struct TrainConfig {
     pub checkpointing: bool,
     /// Voxel size `(z, y, x)` of the training data in nm: `"auto"` patches follow its
     /// anisotropy.
-    #[serde(default = "unit_voxel")]
+    #[serde(default = "defaults::voxel_size")]
     pub voxel_size: [f64; 3],
     /// Samples per optimizer step that `"auto"` batch and accumulation aim for (default:
     /// `batch_size × accumulate` where the batch is given, else 4).
@@ -158,12 +145,48 @@ pub struct TrainConfig {
     pub auto: Vec<String>,
 }
 
-fn f32_precision() -> Precision {
-    Precision::F32
-}
+/// The values of the keys a config may leave out, for structs with required keys (those
+/// whose keys are all optional implement [`Default`]).
+mod defaults {
+    use em_autoconf::Precision;
 
-fn one_usize() -> usize {
-    1
+    /// [`super::TrainConfig::workers`].
+    pub(super) fn workers() -> usize {
+        2
+    }
+    /// [`super::TrainConfig::augment`]: no augmentation.
+    pub(super) fn augment() -> String {
+        "none".into()
+    }
+    /// [`super::TrainConfig::log_every`].
+    pub(super) fn log_every() -> usize {
+        10
+    }
+    /// [`super::TrainConfig::accumulate`]: no accumulation.
+    pub(super) fn accumulate() -> usize {
+        1
+    }
+    /// [`super::TrainConfig::precision`].
+    pub(super) fn precision() -> Precision {
+        Precision::F32
+    }
+    /// Isotropic voxels of side 1 ([`super::TrainConfig::voxel_size`],
+    /// [`super::ValidationConfig::voxel_size`]).
+    pub(super) fn voxel_size() -> [f64; 3] {
+        [1.0; 3]
+    }
+    /// [`super::ValidationConfig::overlap`].
+    pub(super) fn validation_overlap() -> [f32; 3] {
+        [0.25; 3]
+    }
+    /// [`super::ValidationConfig::threshold`].
+    pub(super) fn validation_threshold() -> f32 {
+        0.5
+    }
+    /// [`super::ValidationConfig::thresholds`].
+    pub(super) fn affinity_thresholds() -> Vec<f32> {
+        vec![0.3, 0.5, 0.7, 0.9]
+    }
 }
 
 /// Dynamic loss scaling (float16 training): the loss is multiplied by the scale before the
@@ -190,18 +213,21 @@ impl Default for LossScaleConfig {
 
 /// Weight averaging: `ema ← decay·ema + (1 − decay)·weights` after every step from `start`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EmaConfig {
     /// Decay per step (0.999 averages about the last thousand steps).
-    #[serde(default = "ema_decay")]
     pub decay: f64,
     /// Steps before averaging starts (the EMA is a copy of the weights until then).
-    #[serde(default)]
     pub start: usize,
 }
 
-fn ema_decay() -> f64 {
-    0.999
+impl Default for EmaConfig {
+    fn default() -> Self {
+        Self {
+            decay: 0.999,
+            start: 0,
+        }
+    }
 }
 
 /// Validation: the model (its EMA when there is one) predicts a whole held-out volume by
@@ -218,71 +244,41 @@ pub struct ValidationConfig {
     #[serde(default)]
     pub window: Option<[usize; 3]>,
     /// Window overlap per axis.
-    #[serde(default = "quarter")]
+    #[serde(default = "defaults::validation_overlap")]
     pub overlap: [f32; 3],
     /// Probability threshold for IoU/Dice.
-    #[serde(default = "half")]
+    #[serde(default = "defaults::validation_threshold")]
     pub threshold: f32,
     /// Affinity thresholds tried by the decode (the best NERL, or VOI without skeletons,
     /// is reported).
-    #[serde(default = "aff_thresholds")]
+    #[serde(default = "defaults::affinity_thresholds")]
     pub thresholds: Vec<f32>,
     /// Ground-truth skeletons for ERL/NERL (JSON or SWC, see em-metrics); synthetic neuron
     /// sources derive theirs from the labels.
     #[serde(default)]
     pub skeletons: Option<std::path::PathBuf>,
     /// Voxel size `(z, y, x)` in nm for skeleton edge lengths.
-    #[serde(default = "unit_voxel")]
+    #[serde(default = "defaults::voxel_size")]
     pub voxel_size: [f64; 3],
-}
-
-fn unit_voxel() -> [f64; 3] {
-    [1.0; 3]
-}
-
-fn quarter() -> [f32; 3] {
-    [0.25; 3]
-}
-fn half() -> f32 {
-    0.5
-}
-fn aff_thresholds() -> Vec<f32> {
-    vec![0.3, 0.5, 0.7, 0.9]
 }
 
 /// When checkpoints are written and how many are kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// Every this many steps (0: only at the end and when stopped by a signal).
-    #[serde(default = "hundred")]
     pub every: usize,
     /// The newest this many are kept (≥ 1).
-    #[serde(default = "two")]
     pub keep: usize,
-}
-
-fn hundred() -> usize {
-    100
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
-            every: hundred(),
-            keep: two(),
+            every: 100,
+            keep: 2,
         }
     }
-}
-
-fn two() -> usize {
-    2
-}
-fn ten() -> usize {
-    10
-}
-fn none() -> String {
-    "none".into()
 }
 
 /// `model = "mednext_cpu"` names a model preset (or a TOML file), and a `[model]` table
@@ -298,9 +294,10 @@ fn expand_model_preset(table: &mut toml::Table) -> Result<()> {
                 (name.clone(), extra)
             }
             Some(other) => {
-                return Err(TrainError::Config(format!(
-                    "model.preset must be a name, not {other}"
-                )))
+                return Err(TrainError::invalid(
+                    "model.preset",
+                    format!("must be a name, not {other}"),
+                ))
             }
             None => return Ok(()),
         },
@@ -308,7 +305,7 @@ fn expand_model_preset(table: &mut toml::Table) -> Result<()> {
     };
     let preset = ModelConfig::load(&name)?;
     let mut value = toml::Table::try_from(&preset)
-        .map_err(|e| TrainError::Config(format!("model {name:?}: {e}")))?;
+        .map_err(|e| TrainError::invalid("model", format!("{name:?}: {e}")))?;
     value.extend(extra);
     table.insert("model".into(), toml::Value::Table(value));
     Ok(())
@@ -335,9 +332,28 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// [`PRESETS`], for [`em_core::config`].
+const TRAIN_PRESETS: Presets = Presets {
+    kind: "training",
+    builtin: PRESETS,
+};
+
 /// The text of a training preset.
 pub fn preset(name: &str) -> Option<&'static str> {
-    PRESETS.iter().find(|p| p.0 == name).map(|p| p.1)
+    TRAIN_PRESETS.get(name)
+}
+
+/// A configuration error of [`em_core::config`] as this crate's: the origin (the preset,
+/// file or override) is the name of what is invalid.
+fn config_error(e: CoreError) -> TrainError {
+    match e {
+        CoreError::UnknownPreset { name, known, .. } => TrainError::invalid(
+            "preset",
+            format!("{name:?} is neither a file nor one of {known}"),
+        ),
+        CoreError::Config { origin, reason } => TrainError::invalid(origin, reason),
+        other => TrainError::invalid("config", other.to_string()),
+    }
 }
 
 impl TrainConfig {
@@ -345,40 +361,10 @@ impl TrainConfig {
     /// strings), and checks the result.
     ///
     /// # Errors
-    /// [`TrainError::Config`] naming the unknown key, the bad value or the override.
+    /// [`TrainError::InvalidParameter`] naming the unknown key, the bad value or the
+    /// override.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
-        expand_model_preset(&mut table)?;
-        for o in overrides {
-            let (key, value) = o
-                .split_once('=')
-                .ok_or_else(|| TrainError::Config(format!("override {o:?} is not key=value")))?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.to_string()));
-            let mut node = &mut table;
-            let parts: Vec<&str> = key.trim().split('.').collect();
-            for p in &parts[..parts.len() - 1] {
-                node = node
-                    .entry(p.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| {
-                        TrainError::Config(format!("override {key}: {p} is not a table"))
-                    })?;
-            }
-            node.insert(parts[parts.len() - 1].to_string(), value);
-            expand_model_preset(&mut table)?;
-        }
-        let auto = crate::auto::take_auto(&mut table)?;
-        let mut cfg: Self = table
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::Config(e.to_string()))?;
-        cfg.auto = auto;
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse(text, "text", overrides)
     }
 
     /// A preset by name (see [`PRESETS`]) or a TOML file by path, with overrides.
@@ -386,16 +372,25 @@ impl TrainConfig {
     /// # Errors
     /// Unknown names (the presets are listed), unreadable files, bad values.
     pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Self> {
-        if let Some(text) = preset(name_or_path) {
-            return Self::from_toml(text, overrides);
+        let source = TRAIN_PRESETS.read(name_or_path).map_err(config_error)?;
+        Self::parse(&source.text, &source.origin, overrides)
+    }
+
+    /// [`TrainConfig::from_toml`] of text from `origin` (named in errors). A model preset
+    /// is expanded into its table before the overrides and after each, so that they can
+    /// change its keys.
+    fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table = config::parse_table(text, origin).map_err(config_error)?;
+        expand_model_preset(&mut table)?;
+        for o in overrides {
+            config::apply_override(&mut table, o).map_err(config_error)?;
+            expand_model_preset(&mut table)?;
         }
-        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
-            TrainError::Config(format!(
-                "{name_or_path}: {e} (nor is it a preset: {})",
-                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        Self::from_toml(&text, overrides)
+        let auto = crate::auto::take_auto(&mut table)?;
+        let mut cfg: Self = config::from_table(table, origin).map_err(config_error)?;
+        cfg.auto = auto;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The sliding-window settings for predicting with this model: `[inference]`, or a
@@ -414,37 +409,46 @@ impl TrainConfig {
     /// Checks values that parse but make no sense.
     ///
     /// # Errors
-    /// [`TrainError::Config`].
+    /// [`TrainError::InvalidParameter`].
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(TrainError::Config(m));
+        let bad = |name: &str, reason: String| Err(TrainError::invalid(name, reason));
         if self.steps == 0 || self.batch_size == 0 || self.log_every == 0 {
-            return bad(format!(
-                "steps {}, batch_size {} and log_every {} must be ≥ 1",
-                self.steps, self.batch_size, self.log_every
-            ));
+            return bad(
+                "counts",
+                format!(
+                    "steps {}, batch_size {} and log_every {} must be ≥ 1",
+                    self.steps, self.batch_size, self.log_every
+                ),
+            );
         }
         if self.accumulate == 0 || self.checkpoint.keep == 0 {
-            return bad(format!(
-                "accumulate {} and checkpoint.keep {} must be ≥ 1",
-                self.accumulate, self.checkpoint.keep
-            ));
+            return bad(
+                "counts",
+                format!(
+                    "accumulate {} and checkpoint.keep {} must be ≥ 1",
+                    self.accumulate, self.checkpoint.keep
+                ),
+            );
         }
         if let Some(e) = &self.ema {
             if !(0.0..1.0).contains(&e.decay) {
-                return bad(format!("ema.decay {} must be in [0, 1)", e.decay));
+                return bad("ema.decay", format!("{} must be in [0, 1)", e.decay));
             }
         }
         if let Some(v) = &self.validation {
             if v.every == 0 {
-                return bad("validation.every must be ≥ 1".into());
+                return bad("validation.every", "must be ≥ 1".into());
             }
             if v.window.is_some_and(|w| w.contains(&0))
                 || v.overlap.iter().any(|o| !(0.0..1.0).contains(o))
             {
-                return bad(format!(
-                    "validation.window {:?} (sides ≥ 1) and overlap {:?} (each in [0, 1))",
-                    v.window, v.overlap
-                ));
+                return bad(
+                    "validation.window",
+                    format!(
+                        "{:?} (sides ≥ 1) and overlap {:?} (each in [0, 1))",
+                        v.window, v.overlap
+                    ),
+                );
             }
             if v.thresholds.is_empty()
                 || v.thresholds
@@ -452,25 +456,31 @@ impl TrainConfig {
                     .chain([&v.threshold])
                     .any(|t| !(0.0..1.0).contains(t))
             {
-                return bad(format!(
-                    "validation.threshold {} and thresholds {:?} must lie in [0, 1) (and thresholds be non-empty)",
-                    v.threshold, v.thresholds
-                ));
+                return bad(
+                    "validation.threshold",
+                    format!(
+                        "{} and thresholds {:?} must lie in [0, 1) (and thresholds be non-empty)",
+                        v.threshold, v.thresholds
+                    ),
+                );
             }
         }
         if self.voxel_size.iter().any(|v| !(v.is_finite() && *v > 0.0))
             || self.effective_batch == Some(0)
         {
-            return bad(format!(
-                "voxel_size {:?} must be positive and effective_batch {:?} ≥ 1",
-                self.voxel_size, self.effective_batch
-            ));
+            return bad(
+                "voxel_size",
+                format!(
+                    "{:?} must be positive and effective_batch {:?} ≥ 1",
+                    self.voxel_size, self.effective_batch
+                ),
+            );
         }
         if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
-            return bad(format!(
-                "optimizer.lr {} must be positive",
-                self.optimizer.lr
-            ));
+            return bad(
+                "optimizer.lr",
+                format!("{} must be positive", self.optimizer.lr),
+            );
         }
         self.validate_learning()
     }
@@ -479,36 +489,46 @@ impl TrainConfig {
     /// term, no loss at all, a source that is never (or negatively) drawn, an affinity
     /// offset whose edges never fit in a sample (its loss mask is empty everywhere).
     fn validate_learning(&self) -> Result<()> {
-        let bad = |m: String| Err(TrainError::Config(m));
+        let bad = |name: &str, reason: String| Err(TrainError::invalid(name, reason));
         let l = &self.loss;
         let weights_ok = [l.bce, l.dice].iter().all(|w| w.is_finite() && *w >= 0.0);
         if !weights_ok || l.bce + l.dice <= 0.0 {
-            return bad(format!(
-                "loss.bce {} and loss.dice {} must be finite and ≥ 0, and not both 0 (the loss \
+            return bad(
+                "loss.bce",
+                format!(
+                    "{} and loss.dice {} must be finite and ≥ 0, and not both 0 (the loss \
                  would be negative, NaN or nothing to learn from)",
-                l.bce, l.dice
-            ));
+                    l.bce, l.dice
+                ),
+            );
         }
         let clamp_ok = l.clamp.is_finite() && l.clamp > 0.0;
         if !(clamp_ok && l.smooth.is_finite() && l.smooth >= 0.0) {
-            return bad(format!(
-                "loss.clamp {} must be positive and loss.smooth {} ≥ 0",
-                l.clamp, l.smooth
-            ));
+            return bad(
+                "loss.clamp",
+                format!(
+                    "{} must be positive and loss.smooth {} ≥ 0",
+                    l.clamp, l.smooth
+                ),
+            );
         }
         if let em_models::PosWeight::Fixed(w) = l.pos_weight {
             if !(w.is_finite() && w > 0.0) {
-                return bad(format!(
-                    "loss.pos_weight {w} must be positive (or \"auto\")"
-                ));
+                return bad(
+                    "loss.pos_weight",
+                    format!("{w} must be positive (or \"auto\")"),
+                );
             }
         }
         let ls = &self.loss_scale;
         if !(ls.initial.is_finite() && ls.initial >= 1.0 && ls.growth_interval > 0) {
-            return bad(format!(
-                "loss_scale.initial {} must be finite and ≥ 1, loss_scale.growth_interval {} ≥ 1",
-                ls.initial, ls.growth_interval
-            ));
+            return bad(
+                "loss_scale.initial",
+                format!(
+                    "{} must be finite and ≥ 1, loss_scale.growth_interval {} ≥ 1",
+                    ls.initial, ls.growth_interval
+                ),
+            );
         }
         self.data.validate()?;
         // Placeholder patches of "auto" are checked once the plan has filled them.
@@ -519,12 +539,15 @@ impl TrainConfig {
                     let beyond =
                         |a: usize| o.0[a].unsigned_abs() as usize >= p.patch[a] + p.context[a];
                     if (0..3).any(beyond) {
-                        return bad(format!(
-                            "affinity offset {:?} reaches beyond a sample (patch {:?} + context \
+                        return bad(
+                            "affinity offset",
+                            format!(
+                                "{:?} reaches beyond a sample (patch {:?} + context \
                              {:?}): none of its edges fits, so its channel would train on an \
                              empty mask; use a larger patch or context, or a shorter offset",
-                            o.0, p.patch, p.context
-                        ));
+                                o.0, p.patch, p.context
+                            ),
+                        );
                     }
                 }
             }

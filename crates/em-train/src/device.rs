@@ -9,8 +9,8 @@ use std::str::FromStr;
 use em_autoconf::Hardware;
 use em_models::{ConvBackend, Model};
 
+use crate::evaluation::ValidationLog;
 use crate::trainer::{train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained};
-use crate::validate::ValidationLog;
 use crate::{Result, TrainConfig, TrainError};
 
 /// The device a user asks for.
@@ -33,9 +33,10 @@ impl FromStr for DeviceChoice {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            TrainError::Config(format!(
-                "unknown device {s:?}: use auto, cpu, cuda, cuda:N (N = 0, 1, …) or wgpu"
-            ))
+            TrainError::invalid(
+                "device",
+                format!("unknown {s:?}: use auto, cpu, cuda, cuda:N (N = 0, 1, …) or wgpu"),
+            )
         };
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
@@ -109,30 +110,36 @@ pub fn resolve(choice: DeviceChoice, hw: &Hardware) -> Result<(Device, String)> 
         DeviceChoice::Cpu => Ok((Device::Cpu, "the CPU, as asked".into())),
         DeviceChoice::Cuda(i) => {
             if !HAS_CUDA {
-                return Err(TrainError::Config(
-                    "--device cuda: this build has no CUDA backend; rebuild with `--features cuda`"
-                        .into(),
+                return Err(TrainError::invalid(
+                    "--device cuda",
+                    "this build has no CUDA backend; rebuild with `--features cuda`",
                 ));
             }
             match hw.gpus.get(i) {
                 Some(g) => Ok((Device::Cuda(i), format!("cuda:{i} ({}), as asked", g.name))),
-                None if hw.gpus.is_empty() => Err(TrainError::Config(format!(
-                    "--device cuda:{i}: no usable NVIDIA GPU ({}); is the NVIDIA driver installed \
-                     and the GPU visible (CUDA_VISIBLE_DEVICES, the Slurm allocation)?",
-                    no_gpu()
-                ))),
-                None => Err(TrainError::Config(format!(
-                    "--device cuda:{i}: no such GPU; {} visible (cuda:0 … cuda:{})",
-                    hw.gpus.len(),
-                    hw.gpus.len() - 1
-                ))),
+                None if hw.gpus.is_empty() => Err(TrainError::invalid(
+                    format!("--device cuda:{i}"),
+                    format!(
+                        "no usable NVIDIA GPU ({}); is the NVIDIA driver installed and the GPU \
+                         visible (CUDA_VISIBLE_DEVICES, the Slurm allocation)?",
+                        no_gpu()
+                    ),
+                )),
+                None => Err(TrainError::invalid(
+                    format!("--device cuda:{i}"),
+                    format!(
+                        "no such GPU; {} visible (cuda:0 … cuda:{})",
+                        hw.gpus.len(),
+                        hw.gpus.len() - 1
+                    ),
+                )),
             }
         }
         DeviceChoice::Wgpu => {
             if !HAS_WGPU {
-                return Err(TrainError::Config(
-                    "--device wgpu: this build has no wgpu backend; rebuild with `--features wgpu`"
-                        .into(),
+                return Err(TrainError::invalid(
+                    "--device wgpu",
+                    "this build has no wgpu backend; rebuild with `--features wgpu`",
                 ));
             }
             wgpu_adapter()?;
@@ -176,11 +183,16 @@ pub fn on_device<W: OnDevice>(device: Device, work: W) -> Result<W::Output> {
         #[cfg(feature = "wgpu")]
         Device::Wgpu => Ok(work.run::<em_models::Wgpu>(&Default::default())),
         #[allow(unreachable_patterns)]
-        other => Err(TrainError::Config(format!(
-            "--device {}: this build has no backend for it",
-            other.name()
-        ))),
+        other => Err(no_backend(other)),
     }
+}
+
+/// The error for a device this build has no backend for.
+fn no_backend(device: Device) -> TrainError {
+    TrainError::invalid(
+        format!("--device {}", device.name()),
+        "this build has no backend for it",
+    )
 }
 
 /// Checks that `device` can train in `precision`: half precision needs a GPU device with
@@ -196,10 +208,7 @@ pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Res
         em_autoconf::Precision::F16 => DType::F16,
     };
     if device == Device::Cpu {
-        return Err(TrainError::Config(format!(
-            "precision = {precision:?}: mixed precision runs on a GPU device (--device cuda or \
-             wgpu); the CPU trains in \"f32\""
-        )));
+        return Err(crate::trainer::precision_needs_a_gpu(precision));
     }
     struct Supports(DType);
     impl OnDevice for Supports {
@@ -212,10 +221,7 @@ pub fn check_precision(device: Device, precision: em_autoconf::Precision) -> Res
     if supported {
         Ok(())
     } else {
-        Err(TrainError::Config(format!(
-            "precision = {precision:?}: this device has no {dtype:?} arithmetic; use \"f16\" \
-             (float16 with loss scaling) or \"f32\""
-        )))
+        Err(crate::trainer::precision_unsupported(precision, dtype))
     }
 }
 
@@ -229,11 +235,11 @@ fn wgpu_adapter() -> Result<()> {
     });
     match probe {
         Ok(Ok(1)) => Ok(()),
-        _ => Err(TrainError::Config(
-            "--device wgpu: no usable wgpu adapter (no Vulkan, Metal or DX12 driver); on Debian \
-             or Ubuntu without a GPU, `apt-get install mesa-vulkan-drivers libvulkan1` provides \
-             a software one"
-                .into(),
+        _ => Err(TrainError::invalid(
+            "--device wgpu",
+            "no usable wgpu adapter (no Vulkan, Metal or DX12 driver); on Debian or Ubuntu \
+             without a GPU, `apt-get install mesa-vulkan-drivers libvulkan1` provides a software \
+             one",
         )),
     }
 }
@@ -273,10 +279,10 @@ impl TrainedModel {
     }
 
     /// Predicts `image (C, Z, Y, X)` window by window on the model's device: `(k, Z, Y,
-    /// X)` (see [`crate::validate::predict`]).
+    /// X)` (see [`crate::evaluation::predict`]).
     ///
     /// # Errors
-    /// As [`crate::validate::predict`].
+    /// As [`crate::evaluation::predict`].
     pub fn predict(
         &self,
         image: &ndarray::Array4<f32>,
@@ -284,7 +290,7 @@ impl TrainedModel {
         window: &em_models::SlidingWindowConfig,
         progress: &dyn em_core::Progress,
     ) -> Result<ndarray::Array4<f32>> {
-        use crate::validate::predict;
+        use crate::evaluation::predict;
         match self {
             Self::Cpu(m) => predict(m, image, k, window, &Default::default(), progress),
             #[cfg(feature = "cuda")]
@@ -359,10 +365,7 @@ pub fn train_on(
         #[cfg(feature = "wgpu")]
         Device::Wgpu => run.on::<em_models::Wgpu>(&Default::default(), TrainedModel::Wgpu),
         #[allow(unreachable_patterns)]
-        other => Err(TrainError::Config(format!(
-            "--device {}: this build has no backend for it",
-            other.name()
-        ))),
+        other => Err(no_backend(other)),
     }
 }
 

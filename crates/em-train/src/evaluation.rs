@@ -59,7 +59,8 @@ pub struct Validator {
 /// [`em_metrics::MetricsError`] for an invalid voxel size.
 pub fn section_skeletons(labels: &Array3<u32>, voxel_size: [f64; 3]) -> Result<Skeletons> {
     let (nodes, edges) = synth::section_skeletons(labels);
-    let vs = VoxelSize::new(voxel_size).map_err(|e| TrainError::Config(e.to_string()))?;
+    let vs =
+        VoxelSize::new(voxel_size).map_err(|e| TrainError::invalid("voxel_size", e.to_string()))?;
     let vs = vs.zyx();
     let nodes = nodes
         .iter()
@@ -103,9 +104,10 @@ pub fn load_volume(
     let v = source.open(opener)?;
     let name = "validation";
     if v.labels.is_none() {
-        return Err(TrainError::Config(format!(
-            "the {name} source has no labels to score against"
-        )));
+        return Err(TrainError::invalid(
+            format!("{name}.source"),
+            "no labels to score against",
+        ));
     }
     let shape: Vec<usize> = v.image.shape().iter().map(|&d| d as usize).collect();
     let spatial = [
@@ -160,7 +162,7 @@ impl Validator {
             (_, _, t) if !matches!(t, TargetSpec::Affinities { .. }) => None,
             (Some(path), _, _) => {
                 let vs = VoxelSize::new(cfg.voxel_size)
-                    .map_err(|e| TrainError::Config(format!("validation.voxel_size: {e}")))?;
+                    .map_err(|e| TrainError::invalid("validation.voxel_size", e.to_string()))?;
                 Some(Skeletons::read(path, vs)?)
             }
             (
@@ -223,7 +225,9 @@ impl Validator {
                 let best = scores
                     .iter()
                     .max_by(|a, b| a.rank().total_cmp(&b.rank()))
-                    .ok_or_else(|| TrainError::Config("no affinity threshold".into()))?;
+                    .ok_or_else(|| {
+                        TrainError::invalid("validation.thresholds", "no affinity threshold")
+                    })?;
                 // Through text so that 0.9f32 is reported as 0.9, not 0.8999999761581421.
                 let t: f64 = best.threshold.to_string().parse().unwrap_or(f64::NAN);
                 metrics.insert("threshold".into(), t);
@@ -277,12 +281,13 @@ pub fn predict<B: ConvBackend>(
     );
     let mut predictor = model_predictor(model, device);
     sliding_window(&input, &output, window, &mut predictor, progress)?;
+    let unreadable = |e: String| TrainError::invalid("prediction", format!("reading it back: {e}"));
     let out = em_core::ChunkedVolumeExt::read_all(&output)
-        .map_err(|e| TrainError::Config(format!("reading the prediction back: {e}")))?
+        .map_err(|e| unreadable(e.to_string()))?
         .into_typed::<f32>()
-        .map_err(|e| TrainError::Config(format!("reading the prediction back: {e}")))?;
+        .map_err(|e| unreadable(e.to_string()))?;
     out.into_dimensionality()
-        .map_err(|e| TrainError::Config(format!("prediction shape: {e}")))
+        .map_err(|e| TrainError::invalid("prediction", format!("shape: {e}")))
 }
 
 /// IoU/Dice of `pred > threshold` against `target > 0.5` where `mask` is non-zero.
@@ -379,9 +384,10 @@ pub fn decode(
         .map(|(i, _)| i)
         .collect();
     if short.len() != 3 {
-        return Err(TrainError::Config(format!(
-            "decoding needs the three unit offsets among the affinities, found channels {short:?}"
-        )));
+        return Err(TrainError::invalid(
+            "affinity offsets",
+            format!("decoding needs the three unit offsets among them, found channels {short:?}"),
+        ));
     }
     let params = em_decode::CcOptions {
         threshold,

@@ -35,10 +35,13 @@ mod auto;
 pub mod checkpoint;
 mod config;
 pub mod device;
+mod distributed;
 mod ema;
+pub mod evaluation;
+mod predict;
 mod run_dir;
+mod session;
 mod trainer;
-pub mod validate;
 
 pub use auto::{model_cost, AUTO_KEYS};
 pub use config::{
@@ -49,18 +52,27 @@ pub use device::{
     on_device, resolve as resolve_device, train_on, Device, DeviceChoice, DeviceTrained, OnDevice,
     TrainedModel,
 };
-pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
-pub use trainer::{
-    inference_model, train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained,
+pub use distributed::{
+    load_model, predict_task, prepare_distributed_decode, PredictOptions, PredictReport,
 };
-pub use validate::{ValidationLog, Validator};
+pub use evaluation::{ValidationLog, Validator};
+pub use predict::{PredictVolumeOptions, PredictVolumeReport, Tta, VolumePrediction};
+pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
+pub use session::{open_volume, step_memory, Session, SessionOptions, SessionOutcome};
+pub use trainer::{train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained};
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// The configuration (or an override) is wrong; the message names the key.
-    #[error("training config: {0}")]
-    Config(String),
+    /// A configuration value (or an override) is invalid.
+    #[error("training config: {name}: {reason}")]
+    InvalidParameter {
+        /// The key (`optimizer.lr`, `override "steps"`, the preset or file), or what is
+        /// invalid where no single key is (`device`, `precision`, `counts`).
+        name: String,
+        /// Why, and what is allowed.
+        reason: String,
+    },
     /// Data could not be produced.
     #[error(transparent)]
     Data(#[from] em_data::DataError),
@@ -76,6 +88,15 @@ pub enum TrainError {
     /// Scoring a validation failed.
     #[error(transparent)]
     Metrics(#[from] em_metrics::MetricsError),
+    /// A volume could not be read or written.
+    #[error(transparent)]
+    Volume(#[from] em_io::IoError),
+    /// A block grid or shape does not fit.
+    #[error(transparent)]
+    Core(#[from] em_core::CoreError),
+    /// A distributed job could not be planned, submitted or run.
+    #[error(transparent)]
+    Slurm(#[from] em_slurm::SlurmError),
     /// The run directory cannot be used: another run or process holds it, or it holds
     /// files that are not a run's.
     #[error("{0}")]
@@ -94,6 +115,16 @@ pub enum TrainError {
         /// The newest checkpoint written before it.
         last_good: Option<std::path::PathBuf>,
     },
+}
+
+impl TrainError {
+    /// [`TrainError::InvalidParameter`] from its parts.
+    pub(crate) fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidParameter {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Result with [`TrainError`].

@@ -14,6 +14,7 @@ use ndarray::ArrayD;
 use zarrs::array::{Array, ArraySubset};
 use zarrs::filesystem::FilesystemStore;
 
+use crate::dispatch::dispatch_dtype;
 use crate::format::VolumePath;
 use crate::{IoError, Result};
 
@@ -309,29 +310,13 @@ impl ChunkedVolume for ZarrVolume {
         let bad = |e: zarrs::array::ArrayError| -> em_core::CoreError {
             IoError::corrupt(&self.display, FORMAT, format!("reading {roi}: {e}")).into()
         };
-        macro_rules! read {
-            ($t:ty) => {
-                AnyArray::from(
-                    self.array
-                        .retrieve_array_subset::<ArrayD<$t>>(&subset)
-                        .map_err(bad)?,
-                )
-            };
-        }
-        Ok(match self.dtype {
-            DType::Bool => read!(bool),
-            DType::U8 => read!(u8),
-            DType::U16 => read!(u16),
-            DType::U32 => read!(u32),
-            DType::U64 => read!(u64),
-            DType::I8 => read!(i8),
-            DType::I16 => read!(i16),
-            DType::I32 => read!(i32),
-            DType::I64 => read!(i64),
-            DType::F16 => read!(em_core::f16),
-            DType::F32 => read!(f32),
-            DType::F64 => read!(f64),
-        })
+        Ok(dispatch_dtype!(all, self.dtype,
+            T => AnyArray::from(
+                self.array
+                    .retrieve_array_subset::<ArrayD<T>>(&subset)
+                    .map_err(bad)?,
+            )
+        ))
     }
 
     fn write_roi(&self, roi: &Roi, data: &AnyArray) -> em_core::Result<()> {
@@ -340,35 +325,17 @@ impl ChunkedVolume for ZarrVolume {
         let bad = |e: zarrs::array::ArrayError| -> em_core::CoreError {
             IoError::corrupt(&self.display, FORMAT, format!("writing {roi}: {e}")).into()
         };
-        macro_rules! write {
-            ($a:expr) => {
-                self.array
-                    // A borrowed slice: no copy of the block unless it is strided.
-                    .store_array_subset(
-                        &subset,
-                        $a.as_standard_layout().as_slice().unwrap_or_default(),
-                    )
-                    .map_err(bad)
-            };
-        }
-        match data {
-            AnyArray::Bool(a) => write!(a),
-            AnyArray::U8(a) => write!(a),
-            AnyArray::U16(a) => write!(a),
-            AnyArray::U32(a) => write!(a),
-            AnyArray::U64(a) => write!(a),
-            AnyArray::I8(a) => write!(a),
-            AnyArray::I16(a) => write!(a),
-            AnyArray::I32(a) => write!(a),
-            AnyArray::I64(a) => write!(a),
-            AnyArray::F16(a) => write!(a),
-            AnyArray::F32(a) => write!(a),
-            AnyArray::F64(a) => write!(a),
+        dispatch_dtype!(all, data,
+            AnyArray(a) => self
+                .array
+                // A borrowed slice: no copy of the block unless it is strided.
+                .store_array_subset(&subset, a.as_standard_layout().as_slice().unwrap_or_default())
+                .map_err(bad),
             other => Err(em_core::CoreError::DTypeMismatch {
                 expected: self.dtype,
                 found: other.dtype(),
             }),
-        }
+        )
     }
 }
 
