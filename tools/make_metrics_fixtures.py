@@ -382,7 +382,7 @@ def erl_case_list():
     rng = np.random.default_rng(7)
     cases = []
 
-    # -- shared hand case e1 (shared/fixtures/cases/e1_hand_skeleton.json), our format
+    # -- hand case e1 (crates/em-metrics/tests/fixtures/shared/e1_hand_skeleton.json), our format
     e1 = [  # node, skeleton, (z, y, x), pred
         (100, 1, (1, 0, 0), 7), (101, 1, (1, 0, 1), 7), (102, 1, (1, 0, 2), 7),
         (103, 1, (1, 0, 3), 8), (104, 1, (1, 0, 4), 8), (105, 1, (1, 0, 5), 8),
