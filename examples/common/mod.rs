@@ -7,7 +7,7 @@ use em_connectomics::core::ChunkedVolume;
 use em_connectomics::train::{Device, DeviceChoice, Event, TrainConfig};
 
 /// `--data DIR --out DIR --preset NAME --set KEY=VALUE… --device DEVICE`
-pub struct Args {
+pub(crate) struct Args {
     pub data: Option<PathBuf>,
     pub out: PathBuf,
     pub set: Vec<String>,
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 /// Parses the arguments; `Err` carries the message (usage for `--help`).
-pub fn args(name: &str, default_out: &str) -> Result<Args, String> {
+pub(crate) fn args(name: &str, default_out: &str) -> Result<Args, String> {
     let mut a = Args {
         data: None,
         out: PathBuf::from(default_out),
@@ -46,13 +46,13 @@ pub fn args(name: &str, default_out: &str) -> Result<Args, String> {
 }
 
 /// Opens any volume em-io reads.
-pub fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
+pub(crate) fn opener(p: &Path) -> Result<Box<dyn ChunkedVolume>, String> {
     em_connectomics::io::open(p).map_err(|e| e.to_string())
 }
 
 /// Logs training events: every record to `metrics.jsonl`, a line on stderr every
 /// `log_every` steps and for each validation; collects the losses.
-pub struct Log {
+pub(crate) struct Log {
     file: std::io::BufWriter<std::fs::File>,
     log_every: usize,
     steps: usize,
@@ -62,7 +62,7 @@ pub struct Log {
 
 impl Log {
     /// Starts `DIR/metrics.jsonl`.
-    pub fn new(out: &Path, cfg: &TrainConfig) -> std::io::Result<Self> {
+    pub(crate) fn new(out: &Path, cfg: &TrainConfig) -> std::io::Result<Self> {
         Ok(Self {
             file: std::io::BufWriter::new(std::fs::File::create(out.join("metrics.jsonl"))?),
             log_every: cfg.log_every,
@@ -72,7 +72,7 @@ impl Log {
     }
 
     /// Records one event (always continues training).
-    pub fn event(&mut self, e: Event<'_>) -> bool {
+    pub(crate) fn event(&mut self, e: Event<'_>) -> bool {
         if let Some(r) = e.record() {
             let _ = writeln!(self.file, "{r}");
         }
@@ -98,14 +98,14 @@ impl Log {
     }
 
     /// Flushes the log.
-    pub fn finish(&mut self) -> std::io::Result<()> {
+    pub(crate) fn finish(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
 }
 
 /// The device `--device` names, checked before any work (`auto`: a GPU when this build has
 /// CUDA and one is visible, else the CPU); says which and why on stderr.
-pub fn device(a: &Args) -> Result<Device, String> {
+pub(crate) fn device(a: &Args) -> Result<Device, String> {
     let (device, why) =
         em_connectomics::train::resolve_device(a.device, &em_connectomics::autoconf::probe())
             .map_err(|e| e.to_string())?;
@@ -114,7 +114,7 @@ pub fn device(a: &Args) -> Result<Device, String> {
 }
 
 /// Prints the report as the last stdout line, or the error; the exit status says which.
-pub fn finish(
+pub(crate) fn finish(
     result: Result<serde_json::Value, Box<dyn std::error::Error>>,
 ) -> std::process::ExitCode {
     match result {
@@ -132,7 +132,7 @@ pub fn finish(
 /// Image | ground truth | prediction at a quarter, half and three quarters of the depth,
 /// as a PNG. `binary` draws the two label columns white on black (masks), otherwise one
 /// colour per label. Small volumes are drawn at twice their size, large ones cropped to 512².
-pub fn slices_png(
+pub(crate) fn slices_png(
     image: &ndarray::Array3<f32>,
     [truth, prediction]: [&ndarray::Array3<u32>; 2],
     binary: bool,

@@ -21,7 +21,7 @@ struct Memory {
 const LIBRARIES: [&str; 2] = ["libnvidia-ml.so.1", "libnvidia-ml.so"];
 
 /// Lists every GPU NVML sees (before `CUDA_VISIBLE_DEVICES`), or why it cannot.
-pub fn gpus() -> Result<Vec<Gpu>, String> {
+pub(crate) fn gpus() -> Result<Vec<Gpu>, String> {
     // SAFETY: the NVML symbols are looked up by their documented names and called with the
     // documented signatures; buffers are sized and NUL-terminated as NVML requires, and the
     // library outlives every call (it is dropped at the end of this function).

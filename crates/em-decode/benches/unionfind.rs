@@ -153,7 +153,7 @@ fn raster_joins(n: usize) -> Vec<(usize, usize)> {
 /// The union-finds the shared one replaced, verbatim but for names: path halving and the
 /// smaller root kept, over `u32` (em-data's relabelling) and `usize` (em-decode's tables).
 mod replaced {
-    pub fn find_u32(p: &mut [u32], mut i: u32) -> u32 {
+    pub(crate) fn find_u32(p: &mut [u32], mut i: u32) -> u32 {
         while p[i as usize] != i {
             p[i as usize] = p[p[i as usize] as usize];
             i = p[i as usize];
@@ -161,7 +161,7 @@ mod replaced {
         i
     }
 
-    pub fn union_u32(p: &mut [u32], a: usize, b: usize) {
+    pub(crate) fn union_u32(p: &mut [u32], a: usize, b: usize) {
         let (ra, rb) = (find_u32(p, a as u32), find_u32(p, b as u32));
         if ra != rb {
             let (lo, hi) = (ra.min(rb), ra.max(rb));
@@ -169,7 +169,7 @@ mod replaced {
         }
     }
 
-    pub fn find_usize(parent: &mut [usize], mut p: usize) -> usize {
+    pub(crate) fn find_usize(parent: &mut [usize], mut p: usize) -> usize {
         while parent[p] != p {
             let g = parent[parent[p]];
             parent[p] = g;
@@ -178,7 +178,7 @@ mod replaced {
         p
     }
 
-    pub fn union_usize(parent: &mut [usize], a: usize, b: usize) {
+    pub(crate) fn union_usize(parent: &mut [usize], a: usize, b: usize) {
         let ra = find_usize(parent, a);
         let rb = find_usize(parent, b);
         if ra < rb {

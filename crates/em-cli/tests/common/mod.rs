@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A 3-channel affinity model config that trains 2 steps in seconds.
-pub const TINY_AFFINITIES: &str = include_str!("../fixtures/tiny_affinities.toml");
+pub(crate) const TINY_AFFINITIES: &str = include_str!("../fixtures/tiny_affinities.toml");
 
 /// Runs this build's `em`.
-pub fn em(args: &[&str]) -> Output {
+pub(crate) fn em(args: &[&str]) -> Output {
     em_with_path(args, None)
 }
 
 /// Runs `em` with `PATH` replaced (to hide Slurm's commands).
-pub fn em_with_path(args: &[&str], path: Option<&str>) -> Output {
+pub(crate) fn em_with_path(args: &[&str], path: Option<&str>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_em"));
     c.args(args);
     if let Some(p) = path {
@@ -24,7 +24,7 @@ pub fn em_with_path(args: &[&str], path: Option<&str>) -> Output {
 }
 
 /// The last stdout line of a successful run as JSON (`null` if it is not JSON).
-pub fn ok(o: &Output) -> serde_json::Value {
+pub(crate) fn ok(o: &Output) -> serde_json::Value {
     assert!(
         o.status.success(),
         "stderr: {}",
@@ -35,7 +35,7 @@ pub fn ok(o: &Output) -> serde_json::Value {
 }
 
 /// A file of em-decode's reference fixtures.
-pub fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../em-decode/tests/fixtures")
         .join(name)
@@ -45,7 +45,7 @@ pub fn fixture(name: &str) -> String {
 
 /// A one-channel foreground config on a built-in synthetic volume that trains a step in a
 /// fraction of a second; with `validation`, validated every 2 steps.
-pub fn tiny_train_config(dir: &Path, steps: usize, validation: bool) -> PathBuf {
+pub(crate) fn tiny_train_config(dir: &Path, steps: usize, validation: bool) -> PathBuf {
     let cfg = dir.join("tiny.toml");
     let validation = if validation {
         "[validation]\nevery = 2\nsource = { kind = \"synthetic\", synth = \"mito\", shape = [16, 32, 32], seed = 5 }\n"
@@ -83,7 +83,7 @@ every = 0
 }
 
 /// The steps logged in a run directory's `metrics.jsonl`, in order.
-pub fn steps_logged(out: &Path) -> Vec<u64> {
+pub(crate) fn steps_logged(out: &Path) -> Vec<u64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()

@@ -7,12 +7,12 @@ use em_core::{f16, AnyArray, DType};
 use ndarray::ArrayD;
 
 /// The committed fixture directory (written by tools/make_io_fixtures.py).
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// The value pattern of tools/make_io_fixtures.py, recomputed here.
-pub fn pattern(shape: &[usize], dtype: DType) -> AnyArray {
+pub(crate) fn pattern(shape: &[usize], dtype: DType) -> AnyArray {
     let weights: Vec<u64> = if shape.len() <= 3 {
         [131, 17, 3, 1][4 - shape.len()..].to_vec()
     } else {
@@ -42,7 +42,7 @@ pub fn pattern(shape: &[usize], dtype: DType) -> AnyArray {
 }
 
 /// Names in a directory, sorted: to check that nothing half-written is left behind.
-pub fn listing(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn listing(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
             r.filter_map(|e| e.ok())

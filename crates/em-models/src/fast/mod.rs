@@ -217,7 +217,7 @@ pub(crate) mod generic {
     use super::*;
 
     /// burn's generic `depthwise_conv3d`.
-    pub fn depthwise_conv3d<B: Backend>(
+    pub(crate) fn depthwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -227,7 +227,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `depthwise_conv3d_backward`.
-    pub fn depthwise_conv3d_backward<B: Backend>(
+    pub(crate) fn depthwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -241,7 +241,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `down_depthwise_conv3d`.
-    pub fn down_depthwise_conv3d<B: Backend>(
+    pub(crate) fn down_depthwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -251,7 +251,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `down_depthwise_conv3d_backward`.
-    pub fn down_depthwise_conv3d_backward<B: Backend>(
+    pub(crate) fn down_depthwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -265,7 +265,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `up_depthwise_conv3d`.
-    pub fn up_depthwise_conv3d<B: Backend>(
+    pub(crate) fn up_depthwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -275,7 +275,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `up_depthwise_conv3d_backward`.
-    pub fn up_depthwise_conv3d_backward<B: Backend>(
+    pub(crate) fn up_depthwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -289,7 +289,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `pointwise_conv3d`.
-    pub fn pointwise_conv3d<B: Backend>(
+    pub(crate) fn pointwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -298,7 +298,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `pointwise_conv3d_backward`.
-    pub fn pointwise_conv3d_backward<B: Backend>(
+    pub(crate) fn pointwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -320,7 +320,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `down_pointwise_conv3d`.
-    pub fn down_pointwise_conv3d<B: Backend>(
+    pub(crate) fn down_pointwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -329,7 +329,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `down_pointwise_conv3d_backward`.
-    pub fn down_pointwise_conv3d_backward<B: Backend>(
+    pub(crate) fn down_pointwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -343,7 +343,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `up_pointwise_conv3d`.
-    pub fn up_pointwise_conv3d<B: Backend>(
+    pub(crate) fn up_pointwise_conv3d<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
@@ -352,7 +352,7 @@ pub(crate) mod generic {
     }
 
     /// burn's generic `up_pointwise_conv3d_backward`.
-    pub fn up_pointwise_conv3d_backward<B: Backend>(
+    pub(crate) fn up_pointwise_conv3d_backward<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
