@@ -22,7 +22,7 @@ use super::{elementwise_launch, into_f32_sum_rows, BLOCK, LOG2_BLOCK};
 /// The geometry of one depthwise convolution (all run-time values: a new patch size compiles
 /// nothing new).
 #[derive(CubeLaunch, CubeType, Clone, Copy, Debug)]
-pub struct Geometry {
+pub(crate) struct Geometry {
     /// Channels.
     pub c: usize,
     /// Kernel side.
@@ -43,7 +43,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// The geometry for channels `c`, kernel `k`, stride `s` and the fine grid `fine`.
-    pub fn new(c: usize, k: usize, s: usize, fine: [usize; 3]) -> Self {
+    pub(crate) fn new(c: usize, k: usize, s: usize, fine: [usize; 3]) -> Self {
         let p = k / 2;
         let coarse = fine.map(|f| (f + 2 * p - k) / s + 1);
         Self::between(c, k, s, fine, coarse)
@@ -51,7 +51,13 @@ impl Geometry {
 
     /// The geometry between explicit fine and coarse grids (the transposed convolution's
     /// fine grid is `2n − 1` for a coarse `n`).
-    pub fn between(c: usize, k: usize, s: usize, fine: [usize; 3], coarse: [usize; 3]) -> Self {
+    pub(crate) fn between(
+        c: usize,
+        k: usize,
+        s: usize,
+        fine: [usize; 3],
+        coarse: [usize; 3],
+    ) -> Self {
         Self {
             c,
             k,
@@ -257,7 +263,7 @@ fn weight_grad_kernel<F: Float>(
 /// The sum of one value per unit of a cube of [`BLOCK`] units (a tree in shared memory);
 /// valid in unit 0. Every unit must call it (it synchronises the cube).
 #[cube]
-pub fn block_sum(value: f32) -> f32 {
+pub(crate) fn block_sum(value: f32) -> f32 {
     let mut shared = SharedMemory::<f32>::new(BLOCK);
     let u = UNIT_POS_X as usize;
     shared[u] = value;
@@ -283,7 +289,7 @@ fn out_tensor<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>) -> CubeTe
 }
 
 /// The convolution: `fine (N, C, fine…)` → `(N, C, coarse…)`, plus the bias where given.
-pub fn gather<R: CubeRuntime>(
+pub(crate) fn gather<R: CubeRuntime>(
     fine: CubeTensor<R>,
     w: CubeTensor<R>,
     b: Option<CubeTensor<R>>,
@@ -313,7 +319,7 @@ pub fn gather<R: CubeRuntime>(
 
 /// The transposed convolution: `coarse (N, C, coarse…)` → `(N, C, fine…)`, plus the bias
 /// where given.
-pub fn scatter<R: CubeRuntime>(
+pub(crate) fn scatter<R: CubeRuntime>(
     coarse: CubeTensor<R>,
     w: CubeTensor<R>,
     b: Option<CubeTensor<R>>,
@@ -342,7 +348,7 @@ pub fn scatter<R: CubeRuntime>(
 }
 
 /// The weight gradient `(C, 1, k, k, k)` in the dtype of `fine`.
-pub fn weight_grad<R: CubeRuntime>(
+pub(crate) fn weight_grad<R: CubeRuntime>(
     fine: CubeTensor<R>,
     coarse: CubeTensor<R>,
     g: Geometry,

@@ -13,15 +13,15 @@ use super::depthwise::block_sum;
 use super::{chunking, elementwise_launch, Ops, BLOCK};
 
 /// What [`row_sums_kernel`] sums over each (sample, channel) row.
-pub mod mode {
+pub(crate) mod mode {
     /// Σ x.
-    pub const SUM: u32 = 0;
+    pub(crate) const SUM: u32 = 0;
     /// Σ (x − mean)².
-    pub const SQUARED_DEVIATION: u32 = 1;
+    pub(crate) const SQUARED_DEVIATION: u32 = 1;
     /// Σ dy·x̂ and Σ dy, with x̂ = (x − mean)·rstd.
-    pub const GRADIENT: u32 = 2;
+    pub(crate) const GRADIENT: u32 = 2;
     /// Σ dy.
-    pub const SUM_DY: u32 = 3;
+    pub(crate) const SUM_DY: u32 = 3;
 }
 
 /// Partial sums `partial[(row·chunks + chunk)·2 + {0, 1}]` over rows of `v` contiguous
@@ -133,7 +133,7 @@ fn input_grad_kernel<F: Float>(
 
 /// The shape of a group norm over `x (N, C, …)`.
 #[derive(Clone, Copy, Debug)]
-pub struct NormShape {
+pub(crate) struct NormShape {
     pub n: usize,
     pub c: usize,
     pub groups: usize,
@@ -247,7 +247,7 @@ fn out_like<R: CubeRuntime>(x: &CubeTensor<R>) -> CubeTensor<R> {
 }
 
 /// The group norm of contiguous `x` with `gamma`, `beta` of x's dtype.
-pub fn forward<R: CubeRuntime>(
+pub(crate) fn forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     beta: CubeTensor<R>,
@@ -276,7 +276,7 @@ pub fn forward<R: CubeRuntime>(
 }
 
 /// Gradients (x, gamma, beta) of [`forward`] for the output gradient `dy`.
-pub fn backward<R: CubeRuntime>(
+pub(crate) fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     dy: CubeTensor<R>,
@@ -343,7 +343,7 @@ pub fn backward<R: CubeRuntime>(
 
 /// Σ dy per channel over samples and voxels (a bias gradient) for contiguous `dy (N, C, …)`,
 /// in dy's dtype.
-pub fn channel_sums<R: CubeRuntime>(
+pub(crate) fn channel_sums<R: CubeRuntime>(
     dy: &CubeTensor<R>,
     n: usize,
     c: usize,

@@ -59,7 +59,7 @@ fn gelu_grad_kernel<F: Float>(
 
 /// The shape of a pointwise convolution `x (N, Ci, V) → (N, Co, V)`.
 #[derive(Clone, Copy, Debug)]
-pub struct PointwiseShape {
+pub(crate) struct PointwiseShape {
     pub n: usize,
     pub ci: usize,
     pub co: usize,
@@ -68,7 +68,7 @@ pub struct PointwiseShape {
 }
 
 /// `W (Co, Ci) × x[n] (Ci, V)` for every sample: `(N, Co, V)`, without bias.
-pub fn product<R: CubeRuntime>(
+pub(crate) fn product<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     s: PointwiseShape,
@@ -81,7 +81,7 @@ pub fn product<R: CubeRuntime>(
 
 /// The convolution with its bias; with `gelu`, `(pre-activation, GELU output)`, else
 /// `(output, output)`.
-pub fn forward<R: CubeRuntime>(
+pub(crate) fn forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     b: CubeTensor<R>,
@@ -117,7 +117,7 @@ pub fn forward<R: CubeRuntime>(
 }
 
 /// The gradient through the exact GELU at the pre-activation `pre`.
-pub fn gelu_grad<R: CubeRuntime>(pre: CubeTensor<R>, dy: CubeTensor<R>) -> CubeTensor<R> {
+pub(crate) fn gelu_grad<R: CubeRuntime>(pre: CubeTensor<R>, dy: CubeTensor<R>) -> CubeTensor<R> {
     let out = empty_device_contiguous_dtype::<R>(
         pre.client.clone(),
         pre.device.clone(),
@@ -141,7 +141,7 @@ pub fn gelu_grad<R: CubeRuntime>(pre: CubeTensor<R>, dy: CubeTensor<R>) -> CubeT
 /// Gradients (x, w) for the output gradient `dy (N, Co, V)`; the weight gradient's
 /// reduction over all voxels is split into chunks that run as one batched product, then
 /// summed.
-pub fn backward<R: CubeRuntime>(
+pub(crate) fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     w: CubeTensor<R>,
     dy: CubeTensor<R>,

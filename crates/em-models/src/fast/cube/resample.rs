@@ -15,7 +15,7 @@ use super::elementwise_launch;
 
 /// Fine `(fz, fy, fx)` and coarse `(cz, cy, cx)` grids.
 #[derive(CubeLaunch, CubeType, Clone, Copy, Debug)]
-pub struct Grids {
+pub(crate) struct Grids {
     pub fz: usize,
     pub fy: usize,
     pub fx: usize,
@@ -27,7 +27,7 @@ pub struct Grids {
 
 impl Grids {
     /// Channels `c`, fine grid `fine`, coarse grid `coarse`.
-    pub fn new(c: usize, fine: [usize; 3], coarse: [usize; 3]) -> Self {
+    pub(crate) fn new(c: usize, fine: [usize; 3], coarse: [usize; 3]) -> Self {
         Self {
             fz: fine[0],
             fy: fine[1],
@@ -100,7 +100,7 @@ fn insert_kernel<F: Float>(
 }
 
 /// Every second voxel of contiguous `fine (N, C, fine…)`: `(N, C, coarse…)`.
-pub fn subsample<R: CubeRuntime>(fine: CubeTensor<R>, n: usize, g: Grids) -> CubeTensor<R> {
+pub(crate) fn subsample<R: CubeRuntime>(fine: CubeTensor<R>, n: usize, g: Grids) -> CubeTensor<R> {
     let out = empty_device_contiguous_dtype::<R>(
         fine.client.clone(),
         fine.device.clone(),
@@ -123,7 +123,7 @@ pub fn subsample<R: CubeRuntime>(fine: CubeTensor<R>, n: usize, g: Grids) -> Cub
 
 /// Contiguous `coarse (N, C, coarse…)` on the even voxels of `(N, C, fine…)`, zeros
 /// elsewhere, plus `b[c]` everywhere where given.
-pub fn insert<R: CubeRuntime>(
+pub(crate) fn insert<R: CubeRuntime>(
     coarse: CubeTensor<R>,
     b: Option<CubeTensor<R>>,
     n: usize,
