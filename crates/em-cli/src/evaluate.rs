@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use em_core::{AnyArray, EdgeStorage, Progress, VoxelSize};
-use em_decode::{affinity_cc_any, CcOptions};
+use em_core::{EdgeStorage, VoxelSize};
+use em_decode::CcOptions;
 use em_metrics::{
     binary_scores, erl, match_instances, Contingency, ErlReport, Skeletons, VoxelMetrics,
 };
+use em_train::{default_thresholds, tune_thresholds, TuneOptions, TuneRow, MAX_THRESHOLDS};
 use serde_json::{json, Map, Value};
 
 use crate::guard;
@@ -199,6 +200,23 @@ pub(crate) fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One threshold's row of `em tune --json`.
+fn row_json(r: &TuneRow) -> Value {
+    let mut row = Map::new();
+    row.insert("threshold".into(), json!(r.threshold));
+    row.insert("components".into(), json!(r.components));
+    if let Some(e) = &r.erl {
+        row.extend(erl_json(e));
+    }
+    if let Some(m) = &r.voxel {
+        row.insert("voi_split".into(), json!(m.voi_split));
+        row.insert("voi_merge".into(), json!(m.voi_merge));
+        row.insert("voi".into(), json!(m.voi));
+        row.insert("arand".into(), json!(m.arand));
+    }
+    Value::Object(row)
+}
+
 fn erl_json(r: &ErlReport) -> Map<String, Value> {
     let mut o = Map::new();
     o.insert("erl".into(), json!(r.erl));
@@ -263,17 +281,6 @@ pub(crate) fn evaluate_skeletons(args: &SkeletonArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// BANIS's threshold list: sigmoid(0.2k), k = −1..11.
-fn default_thresholds() -> Vec<f32> {
-    (-1..=11)
-        .map(|k| 1.0 / (1.0 + (-0.2 * k as f64).exp()))
-        .map(|t| t as f32)
-        .collect()
-}
-
-/// The most thresholds one `em tune` decodes (each is a whole decode of the volume).
-const MAX_THRESHOLDS: usize = 1000;
 
 fn parse_thresholds(s: &str) -> anyhow::Result<Vec<f32>> {
     let bad =
@@ -343,74 +350,28 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
             "tune on a crop of the volume",
         )?;
     }
-    let ks = [Some(5), Some(20), Some(100), None];
-    let bar = Bar::new();
-    let aff: AnyArray = em_io::read(&args.affinities)?;
-    let skeletons = match &args.skeletons {
-        Some(p) => Some(Skeletons::read(p, args.voxel_size)?),
-        None => None,
-    };
-    let gt = match &args.gt {
-        Some(p) => Some(em_core::to_labels_and_mask::<u64>(&em_io::read(p)?)?.0),
-        None => None,
-    };
-    bar.start("decoding thresholds", thresholds.len() as u64);
-    let mut rows = Vec::new();
-    for &t in &thresholds {
-        let params = CcOptions {
-            threshold: t,
-            channels: args.channels.clone(),
-            offsets: None,
-            storage: args.storage,
-            threads: args.threads,
-        };
-        let seg = affinity_cc_any::<u64>(&aff, &params)
-            .with_context(|| format!("decoding {} at {t}", args.affinities.display()))?;
-        let mut row = Map::new();
-        row.insert("threshold".into(), json!(t));
-        row.insert(
-            "components".into(),
-            json!(seg.iter().copied().max().unwrap_or(0)),
-        );
-        if let Some(s) = &skeletons {
-            let ids = s.lookup(seg.view())?;
-            let r = erl(s, &ids, &ks)?;
-            if rows.is_empty() {
-                warn_unlabelled(r.unlabelled_nodes);
-            }
-            row.extend(erl_json(&r));
-        }
-        if let Some(g) = &gt {
-            let g3 = g
-                .view()
-                .into_dimensionality::<ndarray::Ix3>()
-                .context("ground truth must be 3-D")?;
-            let table = Contingency::new(g3, seg.view())?;
-            let m = VoxelMetrics::from_contingency(&table)?;
-            row.insert("voi_split".into(), json!(m.voi_split));
-            row.insert("voi_merge".into(), json!(m.voi_merge));
-            row.insert("voi".into(), json!(m.voi));
-            row.insert("arand".into(), json!(m.arand));
-        }
-        rows.push(Value::Object(row));
-        bar.advance(1);
+    let report = tune_thresholds(
+        &TuneOptions {
+            affinities: args.affinities.clone(),
+            skeletons: args.skeletons.clone(),
+            gt: args.gt.clone(),
+            thresholds,
+            cc: CcOptions {
+                channels: args.channels.clone(),
+                storage: args.storage,
+                threads: args.threads,
+                ..CcOptions::default()
+            },
+            voxel_size: args.voxel_size,
+        },
+        &Bar::new(),
+    )?;
+    if let Some(e) = report.rows.first().and_then(|r| r.erl.as_ref()) {
+        warn_unlabelled(e.unlabelled_nodes);
     }
-    bar.finish();
-    // Best: highest NERL when skeletons are given, else lowest VOI.
-    let score = |r: &Value| match &args.skeletons {
-        Some(_) => r["nerl"].as_f64().unwrap_or(f64::NEG_INFINITY),
-        None => -r["voi"].as_f64().unwrap_or(f64::INFINITY),
-    };
-    let best = rows
-        .iter()
-        .max_by(|a, b| score(a).total_cmp(&score(b)))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let criterion = if args.skeletons.is_some() {
-        "nerl"
-    } else {
-        "voi"
-    };
+    let rows: Vec<Value> = report.rows.iter().map(row_json).collect();
+    let best = rows.get(report.best).cloned().unwrap_or(Value::Null);
+    let criterion = report.criterion;
     if args.json {
         println!(
             "{}",

@@ -42,6 +42,7 @@ mod predict;
 mod run_dir;
 mod session;
 mod trainer;
+mod tune;
 
 pub use auto::{model_cost, AUTO_KEYS};
 pub use config::{
@@ -60,6 +61,10 @@ pub use predict::{PredictVolumeOptions, PredictVolumeReport, Tta, VolumePredicti
 pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
 pub use session::{open_volume, step_memory, Session, SessionOptions, SessionOutcome};
 pub use trainer::{train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained};
+pub use tune::{
+    default_thresholds, tune_thresholds, TuneOptions, TuneReport, TuneRow, MAX_THRESHOLDS,
+    TUNE_MERGE_THRESHOLDS,
+};
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
