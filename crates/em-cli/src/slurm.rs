@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use em_decode::SmallObjectMode;
-use em_slurm::{DecodeJobOptions, JobConfig, Manifest, ManifestEntry, RenderOptions, SweepConfig};
+use em_slurm::{
+    DecodeJobOptions, JobConfig, ManifestEntry, RenderOptions, SubmitOptions, SweepConfig,
+};
 use serde_json::json;
 
 use crate::decode::{triple, LabelOptions, LabelType};
@@ -192,7 +194,7 @@ pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
             dry_run,
         } => {
             let j = load_job(job, set)?;
-            let entry = submit_job(&j, job, dir, &[], BTreeMap::new(), *dry_run)?;
+            let entry = submit_job(&j, job, dir, BTreeMap::new(), *dry_run)?;
             println!("{}", serde_json::to_string(&entry)?);
             Ok(())
         }
@@ -205,7 +207,7 @@ pub(crate) fn run(cmd: &SlurmCommand) -> anyhow::Result<()> {
             let points = config.expand(&base)?;
             eprintln!("{} jobs in the sweep", points.len());
             for p in points {
-                let entry = submit_job(&p.job, sweep, dir, &[], p.values, *dry_run)?;
+                let entry = submit_job(&p.job, sweep, dir, p.values, *dry_run)?;
                 println!("{}", serde_json::to_string(&entry)?);
             }
             Ok(())
@@ -240,60 +242,24 @@ fn submit_job(
     job: &JobConfig,
     source: &Path,
     dir: &Path,
-    options: &[String],
     parameters: BTreeMap<String, String>,
     dry_run: bool,
 ) -> anyhow::Result<ManifestEntry> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let script = absolute(dir.join(format!("{}.sbatch", job.name)))?;
-    // Scripts in the submit directory are this command's own, rewritten at each submit;
-    // the job config is not.
-    guard::outputs(&[&script], &[source], true)?;
-    let text = job.render(&render_options(source, Some(script.clone()))?)?;
-    em_io::write_atomic(&script, text.as_bytes())
-        .with_context(|| format!("writing {}", script.display()))?;
-    let job_id = if dry_run {
-        String::new()
-    } else {
-        em_slurm::submit(&script, options)?
-    };
-    let entry = ManifestEntry {
-        name: job.name.clone(),
-        job_id,
-        script,
-        parameters,
-    };
-    if !dry_run {
-        let path = dir.join("manifest.json");
-        let mut manifest = Manifest::load(&path)?;
-        manifest.jobs.push(entry.clone());
-        manifest.save(&path)?;
-    }
-    Ok(entry)
+    Ok(em_slurm::submit_to_dir(
+        job,
+        &SubmitOptions {
+            source: source.to_path_buf(),
+            dir: dir.to_path_buf(),
+            sbatch: Vec::new(),
+            parameters,
+            dry_run,
+            em: std::env::current_exe().ok(),
+        },
+    )?)
 }
 
 fn status(what: &[String], as_json: bool) -> anyhow::Result<()> {
-    let mut ids = Vec::new();
-    let mut names = BTreeMap::new();
-    for w in what {
-        if w.ends_with(".json") || Path::new(w).is_file() {
-            let m = Manifest::load(Path::new(w))?;
-            if m.jobs.is_empty() {
-                bail!("{w} lists no jobs (or does not exist)");
-            }
-            for e in m.jobs {
-                names.insert(e.job_id.clone(), e.name);
-                ids.push(e.job_id);
-            }
-        } else if w
-            .split('_')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        {
-            ids.push(w.clone());
-        } else {
-            bail!("{w:?} is neither a manifest file nor a job id");
-        }
-    }
+    let (ids, names) = em_slurm::job_ids(what)?;
     let states = em_slurm::status(&ids)?;
     for s in &states {
         let base = s.id.split('_').next().unwrap_or(&s.id);

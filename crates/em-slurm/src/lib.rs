@@ -43,5 +43,8 @@ pub use decode::{
 };
 pub use error::{Result, SlurmError};
 pub use job::{quote as shell_quote, JobConfig, RenderOptions, Resubmit, SlurmConfig};
-pub use submit::{cancel, status, submit, JobStatus, Manifest, ManifestEntry};
+pub use submit::{
+    cancel, job_ids, status, submit, submit_to_dir, JobStatus, Manifest, ManifestEntry,
+    SubmitOptions,
+};
 pub use sweep::{SweepConfig, SweepMode, SweepPoint};

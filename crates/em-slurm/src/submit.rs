@@ -271,23 +271,111 @@ impl Manifest {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory.
+/// Writes `bytes` to `path` whole or not at all (em-io's atomic write).
 ///
 /// # Errors
-/// I/O errors (the temporary file is removed).
+/// I/O errors, naming the file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(d) = dir {
+    if let Some(d) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(SlurmError::io(d))?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    Ok(em_io::write_atomic(path, bytes)?)
+}
+
+/// Where and how [`submit_to_dir`] submits a job.
+#[derive(Clone, Debug, Default)]
+pub struct SubmitOptions {
+    /// The job config's file (named in the script, and never overwritten).
+    pub source: PathBuf,
+    /// The directory of the scripts and `manifest.json`.
+    pub dir: PathBuf,
+    /// Extra `sbatch` options.
+    pub sbatch: Vec<String>,
+    /// The swept values of this job (empty for a single job).
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// Write the script, submit nothing, record nothing.
+    pub dry_run: bool,
+    /// The program that commands starting with `em` run (default: `em` on PATH).
+    pub em: Option<PathBuf>,
+}
+
+/// Writes `DIR/NAME.sbatch`, submits it (unless a dry run) and adds it to
+/// `DIR/manifest.json`.
+///
+/// # Errors
+/// A script path that is the job config itself, I/O errors, `sbatch` missing or refusing.
+pub fn submit_to_dir(job: &crate::JobConfig, opts: &SubmitOptions) -> Result<ManifestEntry> {
+    let dir = &opts.dir;
+    std::fs::create_dir_all(dir).map_err(SlurmError::io(dir))?;
+    let script = std::path::absolute(dir.join(format!("{}.sbatch", job.name)))
+        .map_err(SlurmError::io(dir))?;
+    // Scripts in the submit directory are this command's own, rewritten at each submit;
+    // the job config is not.
+    em_io::check_outputs(
+        &[&script],
+        &[&opts.source],
+        em_io::Existing::from_overwrite(true),
+    )?;
+    let text = job.render(&crate::RenderOptions {
+        em: opts.em.clone(),
+        script_path: Some(script.clone()),
+        source: Some(opts.source.clone()),
+    })?;
+    write_atomic(&script, text.as_bytes())?;
+    let job_id = if opts.dry_run {
+        String::new()
+    } else {
+        submit(&script, &opts.sbatch)?
+    };
+    let entry = ManifestEntry {
+        name: job.name.clone(),
+        job_id,
+        script,
+        parameters: opts.parameters.clone(),
+    };
+    if !opts.dry_run {
+        let path = dir.join("manifest.json");
+        let mut manifest = Manifest::load(&path)?;
+        manifest.jobs.push(entry.clone());
+        manifest.save(&path)?;
     }
-    result.map_err(SlurmError::io(path))
+    Ok(entry)
+}
+
+/// The job ids that `what` names — manifest files (their jobs) or job ids (`12`, `12_3`)
+/// — with the job names the manifests give, by id.
+///
+/// # Errors
+/// An empty or missing manifest, a word that is neither a manifest nor a job id.
+pub fn job_ids(
+    what: &[String],
+) -> Result<(Vec<String>, std::collections::BTreeMap<String, String>)> {
+    let mut ids = Vec::new();
+    let mut names = std::collections::BTreeMap::new();
+    for w in what {
+        if w.ends_with(".json") || Path::new(w).is_file() {
+            let m = Manifest::load(Path::new(w))?;
+            if m.jobs.is_empty() {
+                return Err(SlurmError::invalid(
+                    "manifest",
+                    format!("{w} lists no jobs (or does not exist)"),
+                ));
+            }
+            for e in m.jobs {
+                names.insert(e.job_id.clone(), e.name);
+                ids.push(e.job_id);
+            }
+        } else if w
+            .split('_')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        {
+            ids.push(w.clone());
+        } else {
+            return Err(SlurmError::invalid(
+                "job",
+                format!("{w:?} is neither a manifest file nor a job id"),
+            ));
+        }
+    }
+    Ok((ids, names))
 }
