@@ -351,8 +351,8 @@ impl Volume {
             offset.remove(0);
             shape.remove(0);
         }
-        let roi = Roi::new(offset, shape).map_err(volume_err)?;
-        let patch = to_f32(input.read_roi(&roi).map_err(volume_err)?)?;
+        let roi = Roi::new(offset, shape)?;
+        let patch = to_f32(input.read_roi(&roi)?)?;
         let [ez, ey, ex] = extent;
         let mut data = Array5::<f32>::zeros((1, c, win[0], win[1], win[2]));
         data.slice_mut(s![0, .., ..ez, ..ey, ..ex]).assign(
@@ -453,22 +453,12 @@ impl Blender {
         let roi = Roi::new(
             vec![0, self.lo as u64, 0, 0],
             vec![k as u64, n as u64, ny as u64, nx as u64],
-        )
-        .map_err(volume_err)?;
-        output
-            .write_roi(&roi, &AnyArray::from(out.into_dyn()))
-            .map_err(volume_err)?;
+        )?;
+        output.write_roi(&roi, &AnyArray::from(out.into_dyn()))?;
         self.acc = self.acc.slice(s![.., n.., .., ..]).to_owned();
         self.wsum = self.wsum.slice(s![n.., .., ..]).to_owned();
         self.lo = done_until;
         Ok(())
-    }
-}
-
-fn volume_err(e: em_core::CoreError) -> ModelError {
-    ModelError::Checkpoint {
-        path: "volume".into(),
-        reason: e.to_string(),
     }
 }
 
