@@ -175,8 +175,8 @@ fn unknown_transform_names_list_the_known_ones() {
     }
 }
 
-/// A pipeline built in code skips `load`'s checks: applying a bad one is an error, not a
-/// panic (an empty `one_of` once panicked on its random draw).
+/// A pipeline built in code skips `load`'s checks: an empty `one_of` is an error when it
+/// fires, not a panic (it once panicked on its random draw).
 #[test]
 fn pipelines_built_in_code_are_checked_when_applied() {
     let pipeline = Pipeline {

@@ -207,9 +207,6 @@ impl Pipeline {
     /// # Errors
     /// Samples whose volumes disagree in shape, or that the pipeline does not fit.
     pub fn apply(&self, sample: &mut Sample, rng: &mut AugmentRng) -> Result<Vec<&'static str>> {
-        // Pipelines built in code never went through `load`: their settings are checked
-        // here, so that a bad one (an empty `one_of`) is an error, not a panic.
-        self.validate()?;
         sample.check()?;
         self.check(sample.shape())?;
         sample.standardize();
@@ -333,7 +330,7 @@ fn apply_transform(
         }
         Role::Batch(_) => Ok(Mixup::NAME),
         Role::OneOf(candidates) => {
-            apply_transform(one_of::pick(candidates, rng), sample, rng, anisotropic)
+            apply_transform(one_of::pick(candidates, rng)?, sample, rng, anisotropic)
         }
     }
 }

@@ -43,10 +43,23 @@ pub(super) fn validate(candidates: &[Weighted], anisotropic: bool) -> Result<()>
 }
 
 /// Draws a candidate with probability proportional to its weight.
-pub(super) fn pick<'a>(candidates: &'a [Weighted], rng: &mut AugmentRng) -> &'a Transform {
+///
+/// # Errors
+/// No candidates or no positive total weight: a `one_of` built in code that `load`'s
+/// checks never saw (the draw would have no range).
+pub(super) fn pick<'a>(candidates: &'a [Weighted], rng: &mut AugmentRng) -> Result<&'a Transform> {
     let total: f32 = candidates.iter().map(|t| t.weight).sum();
+    let Some(last) = candidates
+        .last()
+        .filter(|_| total.is_finite() && total > 0.0)
+    else {
+        return Err(invalid(
+            ONE_OF,
+            format!("no candidates with a positive weight (total {total})"),
+        ));
+    };
     let mut r = rng.random_range(0.0..total);
-    let mut pick = &candidates[candidates.len() - 1].transform;
+    let mut pick = &last.transform;
     for t in candidates {
         if r < t.weight {
             pick = &t.transform;
@@ -54,5 +67,5 @@ pub(super) fn pick<'a>(candidates: &'a [Weighted], rng: &mut AugmentRng) -> &'a 
         }
         r -= t.weight;
     }
-    pick
+    Ok(pick)
 }
