@@ -47,6 +47,6 @@ mod probe;
 pub use error::{AutoconfError, Result};
 pub use plan::{plan, Choice, Device, Explicit, ModelCost, Plan, Precision, Request};
 pub use probe::{
-    available_memory, ensure_memory, human_bytes, probe, probe_from, Gpu, Hardware, MemoryError,
-    SlurmAllocation, Sources,
+    available_memory, bytes_of, ensure_memory, human_bytes, probe, probe_from, Gpu, Hardware,
+    MemoryError, SlurmAllocation, Sources,
 };

@@ -257,6 +257,12 @@ pub struct MemoryError {
     pub hint: String,
 }
 
+/// Bytes of a block of `shape` elements of `each` bytes, for [`ensure_memory`]; `None` when
+/// the product overflows (beyond any machine).
+pub fn bytes_of(shape: &[u64], each: u64) -> Option<u64> {
+    shape.iter().try_fold(each, |acc, &n| acc.checked_mul(n))
+}
+
 /// Bytes as a human figure (`512 B`, `1.5 GiB`, up to EiB for absurd sizes).
 pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -57,7 +57,7 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
     let shape = [z, y, x].map(|n| n as u64);
     guard::memory(
         &format!("a synthetic volume of {z} × {y} × {x} voxels"),
-        guard::bytes_of(&shape, 32),
+        em_autoconf::bytes_of(&shape, 32),
         "choose a smaller --shape",
     )?;
     anyhow::ensure!(

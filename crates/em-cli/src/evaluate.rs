@@ -340,8 +340,8 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
     guard::threads(args.threads)?;
     if let Some((shape, elem)) = guard::peek(&args.affinities)? {
         // The affinities, and per threshold a u64 segmentation (with the ground truth's).
-        let voxels = guard::bytes_of(shape.get(1..).unwrap_or(&[]), 8);
-        let needed = guard::bytes_of(&shape, elem)
+        let voxels = em_autoconf::bytes_of(shape.get(1..).unwrap_or(&[]), 8);
+        let needed = em_autoconf::bytes_of(&shape, elem)
             .zip(voxels)
             .and_then(|(a, v)| a.checked_add(v.checked_mul(3)?));
         guard::memory(

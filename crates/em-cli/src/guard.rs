@@ -21,13 +21,6 @@ pub(crate) fn memory(what: &str, bytes: Option<u64>, hint: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// Bytes of `elements` values of `bytes_each`, `None` on overflow.
-pub(crate) fn bytes_of(shape: &[u64], bytes_each: u64) -> Option<u64> {
-    shape
-        .iter()
-        .try_fold(bytes_each, |acc, &n| acc.checked_mul(n))
-}
-
 /// Refuses a thread count of 0 or one far beyond the machine.
 pub(crate) fn threads(threads: Option<usize>) -> anyhow::Result<()> {
     em_decode::check_threads(threads).map_err(|e| anyhow::anyhow!("--threads: {e}"))

@@ -195,8 +195,8 @@ fn summary(a: &SummaryArgs) -> anyhow::Result<()> {
 /// (or `(C, Z, Y, X)`).
 fn forward_memory(config: &MedNeXtConfig, input: &[u64]) -> Option<u64> {
     let voxels = match input {
-        [n, _, z, y, x] => guard::bytes_of(&[*n, *z, *y, *x], 1)?,
-        [_, z, y, x] => guard::bytes_of(&[*z, *y, *x], 1)?,
+        [n, _, z, y, x] => em_autoconf::bytes_of(&[*n, *z, *y, *x], 1)?,
+        [_, z, y, x] => em_autoconf::bytes_of(&[*z, *y, *x], 1)?,
         _ => 0,
     };
     config.inference_memory(voxels)

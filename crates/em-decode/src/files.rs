@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use em_autoconf::bytes_of;
 use em_core::{AnyArray, ChunkedVolumeExt, DType, InMemoryVolume, Label, Progress};
 use em_io::{Existing, Format, VolumePath, ZarrOptions, ZarrWriter};
 use ndarray::{ArrayView4, Ix4};
@@ -74,10 +75,6 @@ fn preflight(opts: &FileDecodeOptions) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn bytes_of(shape: &[u64], each: u64) -> Option<u64> {
-    shape.iter().try_fold(each, |acc, &n| acc.checked_mul(n))
 }
 
 fn on_disk(p: &Path) -> bool {

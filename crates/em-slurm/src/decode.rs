@@ -332,7 +332,7 @@ fn check_work_dir(dir: &Path) -> Result<()> {
 
 /// Bytes one task holds: a block of affinities with its halo and its labels, twice over.
 fn block_memory(opts: &DecodeJobOptions, channels: u64) -> Option<u64> {
-    let bytes_of = |each: u64| opts.block.iter().try_fold(each, |a, &n| a.checked_mul(n));
+    let bytes_of = |each: u64| em_autoconf::bytes_of(&opts.block, each);
     let per_voxel = channels.checked_mul(4)?.checked_add(16)?;
     let scale: u64 = opts.decode.scale.iter().map(|&f| f as u64).product();
     let labels = bytes_of(8)?.checked_mul(scale)?;

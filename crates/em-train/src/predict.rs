@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use em_autoconf::bytes_of;
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, InMemoryVolume, Progress};
 use em_data::TargetSpec;
 use em_io::{Existing, Format, VolumePath, ZarrOptions, ZarrWriter};
@@ -98,10 +99,6 @@ pub struct VolumePrediction {
 
 fn bad(reason: String) -> TrainError {
     TrainError::Run(reason)
-}
-
-fn bytes_of(shape: &[u64], each: u64) -> Option<u64> {
-    shape.iter().try_fold(each, |acc, &n| acc.checked_mul(n))
 }
 
 /// The window, clamped to the volume (rounded up to what the model divides by): a window
