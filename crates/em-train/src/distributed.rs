@@ -34,6 +34,26 @@ pub fn load_model<B: ConvBackend>(
     Ok(model)
 }
 
+/// The spatial shape `(Z, Y, X)` of an image the model of `cfg` takes: `(Z, Y, X)` for a
+/// one-channel model, `(C, Z, Y, X)` with the model's C.
+///
+/// # Errors
+/// An unreadable image, or one of another shape, named with the shapes the model takes.
+pub(crate) fn image_dims(cfg: &TrainConfig, image: &Path) -> Result<[u64; 3]> {
+    let in_ch = cfg.model.channels().0;
+    let shape = em_io::open(image)?.shape().to_vec();
+    match (shape.as_slice(), in_ch) {
+        (&[z, y, x], 1) => Ok([z, y, x]),
+        (&[c, z, y, x], _) if c as usize == in_ch => Ok([z, y, x]),
+        _ => Err(TrainError::Run(format!(
+            "{}: shape {shape:?}; the model takes {in_ch} channel(s): give (Z, Y, X){} or \
+             ({in_ch}, Z, Y, X)",
+            image.display(),
+            if in_ch == 1 { "" } else { " only for 1" }
+        ))),
+    }
+}
+
 /// The training run whose model predicts the affinities of a distributed decode.
 #[derive(Clone, Debug)]
 pub struct PredictOptions {
@@ -78,20 +98,8 @@ fn prediction_input(p: &PredictOptions, block: [u64; 3]) -> Result<PredictionInp
     let cfg = run_config(&p.run)?;
     // The weights must load into the config's model: fail here, not in every task.
     load_model::<em_models::Cpu>(&cfg, &weights, &Default::default())?;
-    let (in_ch, k) = cfg.model.channels();
-    let image = em_io::open(&p.image)?;
-    let shape = image.shape().to_vec();
-    let dims: [u64; 3] = match (shape.len(), in_ch) {
-        (3, 1) => [shape[0], shape[1], shape[2]],
-        (4, c) if shape[0] as usize == c => [shape[1], shape[2], shape[3]],
-        _ => {
-            return Err(TrainError::Run(format!(
-                "{}: shape {shape:?}; the model takes {in_ch} channel(s), (Z, Y, X) or \
-                 (C, Z, Y, X)",
-                p.image.display()
-            )))
-        }
-    };
+    let k = cfg.model.channels().1;
+    let dims = image_dims(&cfg, &p.image)?;
     let window = cfg.inference_config().window;
     let context = p.context.unwrap_or([0, 1, 2].map(|i| window[i] as u64 / 2));
     // The grid must exist for this block and context.

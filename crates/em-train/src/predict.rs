@@ -190,20 +190,8 @@ impl VolumePrediction {
         em_io::check_outputs(&outputs, &inputs, Existing::from_overwrite(opts.overwrite))?;
         let (device, device_reason) = resolve_device(opts.device, &em_autoconf::probe())?;
         let mut config = window_config(&cfg, opts)?;
-        let (in_ch, k) = cfg.model.channels();
-        let ish = em_io::open(&opts.input)?.shape().to_vec();
-        let spatial: Vec<u64> = match (ish.len(), in_ch) {
-            (3, 1) => ish.clone(),
-            (4, c) if ish[0] as usize == c => ish[1..].to_vec(),
-            _ => {
-                return Err(bad(format!(
-                    "{}: shape {ish:?}; the model takes {in_ch} channel(s): give (Z, Y, X){} \
-                     or ({in_ch}, Z, Y, X)",
-                    opts.input.display(),
-                    if in_ch == 1 { "" } else { " only for 1" }
-                )))
-            }
-        };
+        let k = cfg.model.channels().1;
+        let spatial = crate::distributed::image_dims(&cfg, &opts.input)?.to_vec();
         let mut out_shape = vec![k as u64];
         out_shape.extend(&spatial);
         let target = VolumePath::parse(&opts.out)?;
@@ -230,7 +218,9 @@ impl VolumePrediction {
             ));
         }
         let in_memory_input = match VolumePath::parse(&opts.input)?.format {
-            Format::Npy | Format::Tiff => Some(bytes_of(&ish, 4).unwrap_or(u64::MAX)),
+            Format::Npy | Format::Tiff => {
+                Some(bytes_of(&spatial, 4 * cfg.model.channels().0 as u64).unwrap_or(u64::MAX))
+            }
             _ => None,
         };
         let streamed = target.format == Format::Zarr;
