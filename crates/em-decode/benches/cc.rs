@@ -8,40 +8,16 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use em_core::{AnyArray, InMemoryVolume, NoProgress};
 use em_decode::{affinity_cc, decode_blockwise, CcOptions, DecodeOptions};
-use ndarray::Array4;
 
-/// Affinities of a volume of wavy cells; also used to time larger sizes by hand.
-fn cell_affinities(n: usize) -> Array4<f32> {
-    let cell = |z: usize, y: usize, x: usize| {
-        let yy = y as f32 + 3.0 * (z as f32 / 5.0).sin();
-        let xx = x as f32 + 3.0 * (y as f32 / 7.0).sin();
-        (
-            z / 16,
-            (yy / 16.0).floor() as i64,
-            (xx / 16.0).floor() as i64,
-        )
-    };
-    let noise = |i: usize| {
-        let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-        (h % 1000) as f32 / 1000.0 * 0.16 - 0.08
-    };
-    Array4::from_shape_fn((3, n, n, n), |(c, z, y, x)| {
-        let (pz, py, px) = match c {
-            0 => (z + 1, y, x),
-            1 => (z, y + 1, x),
-            _ => (z, y, x + 1),
-        };
-        let inside = pz < n && py < n && px < n && cell(z, y, x) == cell(pz, py, px);
-        let base = if inside { 0.9 } else { 0.1 };
-        base + noise(((c * n + z) * n + y) * n + x)
-    })
-}
+mod common;
+
+use common::cell_affinities;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("affinity_cc");
     g.sample_size(10);
     for n in [64usize, 128] {
-        let aff = cell_affinities(n);
+        let aff = cell_affinities(3, n);
         g.throughput(Throughput::Elements((n * n * n) as u64));
         for threads in [1, 2] {
             let params = CcOptions {
@@ -62,7 +38,7 @@ fn bench_blockwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_blockwise");
     g.sample_size(10);
     let n = 128usize;
-    let aff = InMemoryVolume::new(AnyArray::from(cell_affinities(n).into_dyn()), "aff");
+    let aff = InMemoryVolume::new(AnyArray::from(cell_affinities(3, n).into_dyn()), "aff");
     g.throughput(Throughput::Elements((n * n * n) as u64));
     for block in [32u64, 64] {
         let out = InMemoryVolume::new(

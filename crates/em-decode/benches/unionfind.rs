@@ -20,6 +20,10 @@ use em_core::{AnyArray, InMemoryVolume, NoProgress, UnionFind};
 use em_decode::{affinity_cc, decode_blockwise, CcOptions, DecodeOptions};
 use ndarray::Array4;
 
+mod common;
+
+use common::cell_affinities;
+
 /// A deterministic hash of `i` mapped to 0..1.
 fn unit(i: usize) -> f32 {
     let h = (i as u64 ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
@@ -30,31 +34,6 @@ fn unit(i: usize) -> f32 {
 fn random_affinities(channels: usize, n: usize) -> Array4<f32> {
     Array4::from_shape_fn((channels, n, n, n), |(c, z, y, x)| {
         unit(((c * n + z) * n + y) * n + x)
-    })
-}
-
-/// Wavy cells of about 16³ voxels: 0.9 inside, 0.1 across boundaries, ±0.08 noise; the
-/// long-range channels (3–5) compare cells 10 voxels apart.
-fn cell_affinities(channels: usize, n: usize) -> Array4<f32> {
-    let cell = |z: usize, y: usize, x: usize| {
-        let yy = y as f32 + 3.0 * (z as f32 / 5.0).sin();
-        let xx = x as f32 + 3.0 * (y as f32 / 7.0).sin();
-        (
-            z / 16,
-            (yy / 16.0).floor() as i64,
-            (xx / 16.0).floor() as i64,
-        )
-    };
-    Array4::from_shape_fn((channels, n, n, n), |(c, z, y, x)| {
-        let d = if c < 3 { 1 } else { 10 };
-        let (pz, py, px) = match c % 3 {
-            0 => (z + d, y, x),
-            1 => (z, y + d, x),
-            _ => (z, y, x + d),
-        };
-        let inside = pz < n && py < n && px < n && cell(z, y, x) == cell(pz, py, px);
-        let base = if inside { 0.9 } else { 0.1 };
-        base + unit(((c * n + z) * n + y) * n + x) * 0.16 - 0.08
     })
 }
 
