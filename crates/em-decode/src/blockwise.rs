@@ -24,7 +24,7 @@ use crate::small::SmallObjectMode;
 use crate::{DecodeError, Result};
 
 /// What a decoding run produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DecodeSummary {
     /// Components in the output (after small-object removal).
     pub components: u64,

@@ -547,7 +547,7 @@ pub enum StitchOutcome {
         out: PathBuf,
         /// What the decode produced.
         #[serde(flatten)]
-        summary: SummaryJson,
+        summary: DecodeSummary,
     },
     /// Blocks were missing: their tasks and another final job were submitted.
     Resubmitted {
@@ -568,33 +568,6 @@ pub enum StitchOutcome {
         /// Which retry this is.
         attempt: u32,
     },
-}
-
-/// A [`DecodeSummary`] as the final job reports it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SummaryJson {
-    /// Components kept.
-    pub components: u64,
-    /// Components removed as too small.
-    pub removed: u64,
-    /// Voxels of the affinity grid.
-    pub voxels: u64,
-    /// Voxels with a label.
-    pub labelled_voxels: u64,
-    /// Blocks.
-    pub blocks: u64,
-}
-
-impl From<&DecodeSummary> for SummaryJson {
-    fn from(s: &DecodeSummary) -> Self {
-        Self {
-            components: s.components,
-            removed: s.removed,
-            voxels: s.voxels,
-            labelled_voxels: s.labelled_voxels,
-            blocks: s.blocks,
-        }
-    }
 }
 
 /// The final job: when every block has its record, joins them and writes the
@@ -637,7 +610,7 @@ pub fn decode_stitch(
     writer.commit()?;
     Ok(StitchOutcome::Finished {
         out: d.out.clone(),
-        summary: SummaryJson::from(&summary),
+        summary,
     })
 }
 

@@ -39,7 +39,7 @@ mod sweep;
 
 pub use decode::{
     decode_stitch, decode_task, prepare_decode, submit_decode, DecodeJobOptions, DecodeJobPlan,
-    PredictStage, PredictionInput, PreparedDecode, StitchOutcome, SubmittedDecode, SummaryJson,
+    PredictStage, PredictionInput, PreparedDecode, StitchOutcome, SubmittedDecode,
 };
 pub use error::{Result, SlurmError};
 pub use job::{quote as shell_quote, JobConfig, RenderOptions, Resubmit, SlurmConfig};
