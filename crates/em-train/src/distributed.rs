@@ -34,17 +34,28 @@ pub fn load_model<B: ConvBackend>(
     Ok(model)
 }
 
+/// An opened volume.
+pub(crate) type Volume = Box<dyn em_core::ChunkedVolume>;
+
 /// The spatial shape `(Z, Y, X)` of an image the model of `cfg` takes: `(Z, Y, X)` for a
-/// one-channel model, `(C, Z, Y, X)` with the model's C.
+/// one-channel model, `(C, Z, Y, X)` with the model's C. The shape comes from the file's
+/// header where it has one; a TIFF stack must be read for it, and is returned, read, so
+/// that it is not read twice.
 ///
 /// # Errors
 /// An unreadable image, or one of another shape, named with the shapes the model takes.
-pub(crate) fn image_dims(cfg: &TrainConfig, image: &Path) -> Result<[u64; 3]> {
+pub(crate) fn image_dims(cfg: &TrainConfig, image: &Path) -> Result<([u64; 3], Option<Volume>)> {
     let in_ch = cfg.model.channels().0;
-    let shape = em_io::open(image)?.shape().to_vec();
+    let (shape, opened) = match em_io::peek(image)? {
+        Some((shape, _)) => (shape, None),
+        None => {
+            let v = em_io::open(image)?;
+            (v.shape().to_vec(), Some(v))
+        }
+    };
     match (shape.as_slice(), in_ch) {
-        (&[z, y, x], 1) => Ok([z, y, x]),
-        (&[c, z, y, x], _) if c as usize == in_ch => Ok([z, y, x]),
+        (&[z, y, x], 1) => Ok(([z, y, x], opened)),
+        (&[c, z, y, x], _) if c as usize == in_ch => Ok(([z, y, x], opened)),
         _ => Err(TrainError::Run(format!(
             "{}: shape {shape:?}; the model takes {in_ch} channel(s): give (Z, Y, X){} or \
              ({in_ch}, Z, Y, X)",
@@ -99,7 +110,7 @@ fn prediction_input(p: &PredictOptions, block: [u64; 3]) -> Result<PredictionInp
     // The weights must load into the config's model: fail here, not in every task.
     load_model::<em_models::Cpu>(&cfg, &weights, &Default::default())?;
     let k = cfg.model.channels().1;
-    let dims = image_dims(&cfg, &p.image)?;
+    let dims = image_dims(&cfg, &p.image)?.0;
     let window = cfg.inference_config().window;
     let context = p.context.unwrap_or([0, 1, 2].map(|i| window[i] as u64 / 2));
     // The grid must exist for this block and context.

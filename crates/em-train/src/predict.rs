@@ -95,6 +95,8 @@ pub struct VolumePrediction {
     config: SlidingWindowConfig,
     out_shape: Vec<u64>,
     spatial: Vec<u64>,
+    /// The image, when its shape could only be known by reading it (TIFF).
+    input: Option<crate::distributed::Volume>,
 }
 
 fn bad(reason: String) -> TrainError {
@@ -191,7 +193,8 @@ impl VolumePrediction {
         let (device, device_reason) = resolve_device(opts.device, &em_autoconf::probe())?;
         let mut config = window_config(&cfg, opts)?;
         let k = cfg.model.channels().1;
-        let spatial = crate::distributed::image_dims(&cfg, &opts.input)?.to_vec();
+        let (dims, input) = crate::distributed::image_dims(&cfg, &opts.input)?;
+        let spatial = dims.to_vec();
         let mut out_shape = vec![k as u64];
         out_shape.extend(&spatial);
         let target = VolumePath::parse(&opts.out)?;
@@ -239,6 +242,7 @@ impl VolumePrediction {
             config,
             out_shape,
             spatial,
+            input,
         })
     }
 
@@ -249,10 +253,17 @@ impl VolumePrediction {
     /// channels are not the unit offsets.
     pub fn run(self, progress: &dyn Progress) -> Result<PredictVolumeReport> {
         let start = Instant::now();
-        let input = em_io::open(&self.opts.input)?;
+        let opened;
+        let input = match &self.input {
+            Some(v) => v.as_ref(),
+            None => {
+                opened = em_io::open(&self.opts.input)?;
+                opened.as_ref()
+            }
+        };
         let job = Job {
             p: &self,
-            input: input.as_ref(),
+            input,
             progress,
         };
         on_device(self.device, &job)??;
