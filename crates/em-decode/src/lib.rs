@@ -38,18 +38,22 @@ mod decode;
 mod distributed;
 mod error;
 mod fast;
+mod instances;
+mod mws;
 #[cfg(feature = "files")]
 mod files;
 mod small;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 mod tasks;
+pub mod waterz;
 
 pub use blockwise::{decode_blockwise, BlockRecord, DecodeSummary};
 pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity, CcOptions};
 pub use decode::{decode, upscale, DecodeOptions};
 pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
+pub use mws::{mutex_watershed, MwsOptions, MwsSummary};
 #[cfg(feature = "files")]
 pub use files::{decode_files, FileDecodeOptions, FileDecodeReport};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};

@@ -1,0 +1,1 @@
+//! Instances from distance and contour predictions (being written).
