@@ -25,6 +25,7 @@
 //! Additions (not in PyPI waterz): thresholds as percentiles of the initial edge scores,
 //! and dust merging after each threshold ([`DustOptions`]).
 
+mod blockwise;
 mod merge;
 mod scoring;
 mod stats;
@@ -36,6 +37,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub use blockwise::{agglomerate_blockwise, BlockwiseThreshold};
 pub use merge::{Merge, ScoredEdge};
 pub use scoring::Scoring;
 
@@ -383,17 +385,40 @@ pub fn agglomerate<L: Label>(
     })?
 }
 
-fn run<L: Label>(
-    affs: &Affs<'_>,
-    frags: &Fragments,
-    shape: [usize; 3],
+/// One threshold's merging, before any voxel is relabelled.
+pub(crate) struct Step<'a> {
+    threshold: f32,
+    score_threshold: f32,
+    merges: Vec<Merge>,
+    region_graph: Option<Vec<ScoredEdge>>,
+    /// The dense region each dense fragment belongs to now.
+    roots: &'a [u32],
+}
+
+impl Step<'_> {
+    fn summary(&self, segments: u64, dust: (u64, u64)) -> ThresholdSummary {
+        ThresholdSummary {
+            threshold: self.threshold,
+            score_threshold: self.score_threshold,
+            merges: self.merges.len() as u64,
+            segments,
+            dust_merged: dust.0,
+            dust_removed: dust.1,
+        }
+    }
+}
+
+/// Merges the region graph in `stats` below each threshold (ascending) and hands each
+/// step to `each`; returns the summary without per-threshold entries.
+pub(crate) fn merge_thresholds(
+    stats: EdgeStats,
+    ids: &[u64],
     non_finite: u64,
     options: &WaterzOptions,
-    each: &mut impl FnMut(ThresholdResult<L>) -> Result<()>,
+    mut each: impl FnMut(Step<'_>) -> Result<()>,
 ) -> Result<WaterzSummary> {
-    let nodes = frags.ids.len();
-    let stats = region_graph(affs, &frags.dense, nodes, &options.scoring);
-    let mut summary = WaterzSummary {
+    let nodes = ids.len();
+    let summary = WaterzSummary {
         fragments: nodes as u64 - 1,
         edges: stats.ends.len() as u64,
         non_finite,
@@ -410,6 +435,7 @@ fn run<L: Label>(
         s
     });
     let mut history = Vec::new();
+    let mut roots = vec![0u32; nodes];
     for threshold in thresholds {
         let score_threshold = match &sorted_scores {
             Some(s) if !s.is_empty() => {
@@ -419,12 +445,12 @@ fn run<L: Label>(
         };
         history.clear();
         merging.merge_until(score_threshold, &options.scoring, &mut history);
-        let merges: Vec<Merge> = history
+        let merges = history
             .iter()
             .map(|&(a, b, score)| Merge {
-                a: frags.ids[a as usize],
-                b: frags.ids[b as usize],
-                c: frags.ids[a as usize],
+                a: ids[a as usize],
+                b: ids[b as usize],
+                c: ids[a as usize],
                 score,
             })
             .collect();
@@ -433,44 +459,68 @@ fn run<L: Label>(
                 .region_graph(&options.scoring)
                 .into_iter()
                 .map(|(u, v, score)| ScoredEdge {
-                    u: frags.ids[u as usize],
-                    v: frags.ids[v as usize],
+                    u: ids[u as usize],
+                    v: ids[v as usize],
                     score,
                 })
                 .collect()
         });
-        let mut roots: Vec<u32> = (0..nodes as u32).map(|n| merging.root(n)).collect();
-        let mut labels: Vec<u32> = frags.dense.par_iter().map(|&f| roots[f as usize]).collect();
-        let (mut dust_merged, mut dust_removed) = (0, 0);
-        if let Some(dust) = options.dust {
-            (dust_merged, dust_removed) = merge_dust(affs, &mut labels, nodes, &dust);
-            roots.clear();
+        for (n, r) in roots.iter_mut().enumerate() {
+            *r = merging.root(n as u32);
         }
+        each(Step {
+            threshold,
+            score_threshold,
+            merges,
+            region_graph,
+            roots: &roots,
+        })?;
+    }
+    Ok(summary)
+}
+
+fn run<L: Label>(
+    affs: &Affs<'_>,
+    frags: &Fragments,
+    shape: [usize; 3],
+    non_finite: u64,
+    options: &WaterzOptions,
+    each: &mut impl FnMut(ThresholdResult<L>) -> Result<()>,
+) -> Result<WaterzSummary> {
+    let nodes = frags.ids.len();
+    let stats = region_graph(affs, &frags.dense, nodes, &options.scoring);
+    let mut per_threshold = Vec::new();
+    let mut summary = merge_thresholds(stats, &frags.ids, non_finite, options, |step| {
+        let mut labels: Vec<u32> = frags
+            .dense
+            .par_iter()
+            .map(|&f| step.roots[f as usize])
+            .collect();
+        let dust = match &options.dust {
+            Some(dust) => merge_dust(affs, &mut labels, nodes, dust),
+            None => (0, 0),
+        };
         let segments = count_segments(&labels, nodes);
         let segmentation = Array3::from_shape_vec(
             shape,
             labels
                 .par_iter()
-                .map(|&n| L::from_u64(frags.ids[n as usize]).expect("checked against the largest id"))
+                .map(|&n| {
+                    L::from_u64(frags.ids[n as usize]).expect("checked against the largest id")
+                })
                 .collect(),
         )
         .expect("shape matches");
-        summary.thresholds.push(ThresholdSummary {
-            threshold,
-            score_threshold,
-            merges: merges.len() as u64,
-            segments,
-            dust_merged,
-            dust_removed,
-        });
+        per_threshold.push(step.summary(segments, dust));
         each(ThresholdResult {
-            threshold,
-            score_threshold,
+            threshold: step.threshold,
+            score_threshold: step.score_threshold,
             segmentation,
-            merges,
-            region_graph,
-        })?;
-    }
+            merges: step.merges,
+            region_graph: step.region_graph,
+        })
+    })?;
+    summary.thresholds = per_threshold;
     Ok(summary)
 }
 

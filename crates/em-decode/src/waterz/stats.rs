@@ -177,9 +177,14 @@ impl EdgeStats {
 
     /// One voxel of region `n`.
     pub(crate) fn add_voxel(&mut self, n: usize) {
+        self.add_voxels(n, 1);
+    }
+
+    /// `count` voxels of region `n`.
+    pub(crate) fn add_voxels(&mut self, n: usize, count: u64) {
         for s in &mut self.stores {
             if let Store::Size(sizes) = s {
-                sizes[n] += 1;
+                sizes[n] += count;
             }
         }
     }
