@@ -1,16 +1,31 @@
-//! `em decode`: affinities → segmentation by connected components, in memory or block by
-//! block (out of core).
+//! `em decode`: predictions → segmentation by connected components, waterz, the mutex
+//! watershed, or distance/contour instances; in memory or block by block (out of core).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use em_core::EdgeStorage;
-use em_decode::{decode_files, CcOptions, DecodeOptions, FileDecodeOptions, SmallObjectMode};
+use em_decode::waterz::{DustOptions, Scoring, WaterzOptions};
+use em_decode::{
+    decode_files, CcOptions, DecodeOptions, FileDecodeOptions, Method, MethodSummary, MwsFiles,
+    MwsOptions, SmallObjectMode, WaterzFiles,
+};
 use serde::Serialize;
 
 use crate::guard;
 use crate::progress::Bar;
+
+/// Decoding methods of `em decode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MethodName {
+    /// Connected components of affinities above --threshold (BANIS).
+    Cc,
+    /// waterz: watershed fragments, then agglomeration below each of --thresholds.
+    Waterz,
+    /// Mutex watershed of short- and long-range affinities (--offsets, --attractive).
+    Mws,
+}
 
 /// Arguments of `em decode`.
 #[derive(clap::Args, Debug)]
@@ -18,9 +33,17 @@ pub(crate) struct DecodeArgs {
     /// Affinities `(C, Z, Y, X)`: float32, float16 or uint8 (scaled by 1/255).
     #[arg(long)]
     affinities: PathBuf,
-    /// Output segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset).
+    /// Output segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset). With several
+    /// waterz thresholds put `{threshold}` in it: 'seg_{threshold}.zarr'.
     #[arg(long)]
     out: PathBuf,
+    /// How to decode.
+    #[arg(long, value_enum, default_value = "cc")]
+    method: MethodName,
+    #[command(flatten)]
+    waterz: WaterzArgs,
+    #[command(flatten)]
+    mws: MwsArgs,
     #[command(flatten)]
     pub(crate) labels: LabelOptions,
     /// Where small objects go: background, background_2d (per z-section), neighbor (merged
@@ -88,6 +111,152 @@ impl LabelOptions {
     }
 }
 
+/// The options of `--method waterz`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct WaterzArgs {
+    /// waterz: score thresholds, one output each (default: --threshold).
+    #[arg(long, value_delimiter = ',')]
+    thresholds: Vec<f32>,
+    /// waterz: the scoring function: mean, hist50 (PyTC's aff50_his256), hist75_nomax,
+    /// quantile50, max2, min, max, or a waterz C++ type string.
+    #[arg(long, default_value = "mean")]
+    scoring: String,
+    /// waterz: read --thresholds as percentiles (0–100) of the initial edge scores.
+    #[arg(long)]
+    percentile: bool,
+    /// waterz: watershed voxels whose strongest edge is at or below this are background.
+    #[arg(long, default_value_t = 0.0001)]
+    aff_low: f32,
+    /// waterz: edges at or above this always join in the watershed.
+    #[arg(long, default_value_t = 0.9999)]
+    aff_high: f32,
+    /// waterz: approximate the merge queue with this many bins (0: exact).
+    #[arg(long, default_value_t = 0)]
+    discretize_queue: usize,
+    /// waterz: start from these fragments `(Z, Y, X)` instead of the watershed.
+    #[arg(long)]
+    fragments: Option<PathBuf>,
+    /// waterz: write each threshold's merges here (JSON).
+    #[arg(long)]
+    merge_history: Option<PathBuf>,
+    /// waterz: write the region graph after each threshold here (JSON).
+    #[arg(long)]
+    region_graph: Option<PathBuf>,
+    /// waterz: merge segments below SIZE voxels along edges of affinity ≥ WEIGHT, then drop
+    /// segments below DUST voxels: SIZE,WEIGHT,DUST.
+    #[arg(long, value_parser = dust)]
+    dust: Option<DustOptions>,
+    /// waterz with --block: voxels of context around each block for its watershed.
+    #[arg(long, default_value_t = 8)]
+    halo: u64,
+}
+
+/// The options of `--method mws`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct MwsArgs {
+    /// mws: one dz,dy,dx per channel, separated by ';' (default: PyTC's 12 SNEMI channels).
+    #[arg(long, value_parser = offsets, allow_hyphen_values = true)]
+    offsets: Option<Offsets>,
+    /// mws: the leading channels that are attractive; the rest are repulsive.
+    #[arg(long, default_value_t = 3)]
+    attractive: usize,
+    /// mws: keep repulsive edges only every z,y,x voxels.
+    #[arg(long, value_parser = triple::<usize>)]
+    strides: Option<[usize; 3]>,
+    /// mws: keep each repulsive edge with probability 1/(sz·sy·sx) instead (seeded).
+    #[arg(long)]
+    randomize_strides: bool,
+    /// mws: seed of --randomize-strides.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// mws: only voxels where this `(Z, Y, X)` volume is non-zero are segmented.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+}
+
+fn dust(s: &str) -> Result<DustOptions, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [size, weight, dust] = parts.as_slice() else {
+        return Err(format!("{s:?}: give SIZE,WEIGHT,DUST, e.g. 100,0.3,50"));
+    };
+    let whole = |p: &str| p.parse::<u64>().map_err(|_| format!("{p:?} is not a whole number"));
+    Ok(DustOptions {
+        size_th: whole(size)?,
+        weight_th: weight
+            .parse()
+            .map_err(|_| format!("{weight:?} is not a number"))?,
+        dust_th: whole(dust)?,
+    })
+}
+
+/// Offsets parsed from `--offsets` (one value, so clap does not read it as a list).
+#[derive(Clone, Debug)]
+pub(crate) struct Offsets(Vec<[i64; 3]>);
+
+fn offsets(s: &str) -> Result<Offsets, String> {
+    s.split(';')
+        .map(|o| {
+            let v: Vec<i64> = o
+                .split(',')
+                .map(|p| p.trim().parse::<i64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{o:?} in {s:?}: give whole numbers dz,dy,dx"))?;
+            <[i64; 3]>::try_from(v)
+                .map_err(|_| format!("{o:?} in {s:?}: give three values dz,dy,dx per channel"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Offsets)
+}
+
+impl DecodeArgs {
+    /// The method with its options from the flags.
+    fn method(&self) -> anyhow::Result<Method> {
+        Ok(match self.method {
+            MethodName::Cc => Method::Cc(self.labels.params(self.small_mode, self.threads)),
+            MethodName::Waterz => {
+                let w = &self.waterz;
+                Method::Waterz(WaterzFiles {
+                    options: WaterzOptions {
+                        thresholds: if w.thresholds.is_empty() {
+                            vec![self.labels.threshold]
+                        } else {
+                            w.thresholds.clone()
+                        },
+                        scoring: Scoring::parse(&w.scoring)?,
+                        aff_threshold_low: w.aff_low,
+                        aff_threshold_high: w.aff_high,
+                        discretize_queue: w.discretize_queue,
+                        storage: self.labels.storage,
+                        percentile: w.percentile,
+                        dust: w.dust,
+                        region_graph: w.region_graph.is_some(),
+                        threads: self.threads,
+                    },
+                    fragments: w.fragments.clone(),
+                    merge_history: w.merge_history.clone(),
+                    region_graph: w.region_graph.clone(),
+                    halo: w.halo,
+                })
+            }
+            MethodName::Mws => {
+                let m = &self.mws;
+                let defaults = MwsOptions::default();
+                Method::Mws(MwsFiles {
+                    options: MwsOptions {
+                        offsets: m.offsets.clone().map_or(defaults.offsets, |o| o.0),
+                        attractive: m.attractive,
+                        strides: m.strides.unwrap_or([1, 1, 1]),
+                        randomize_strides: m.randomize_strides,
+                        seed: m.seed,
+                        threads: self.threads,
+                    },
+                    mask: m.mask.clone(),
+                })
+            }
+        })
+    }
+}
+
 /// Output label type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LabelType {
@@ -116,7 +285,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     let opts = FileDecodeOptions {
         affinities: args.affinities.clone(),
         out: args.out.clone(),
-        decode: args.labels.params(args.small_mode, args.threads),
+        method: args.method()?,
         block: args.block,
         label_u64: args.labels.label_type == LabelType::U64,
         overwrite: args.overwrite,
@@ -124,7 +293,10 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
     guard::threads(args.threads)?;
     let report = decode_files(&opts, &Bar::new())
         .with_context(|| format!("decoding {}", args.affinities.display()))?;
-    let s = report.summary;
+    let s = match report.summary {
+        MethodSummary::Cc(s) => s,
+        other => return report_other(args, report.mode, &other, &report.outputs, start),
+    };
     let summary = Summary {
         out: args.out.display().to_string(),
         mode: report.mode,
@@ -158,6 +330,78 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
             summary.out
         );
     }
+    Ok(())
+}
+
+/// Prints what waterz or the mutex watershed did.
+fn report_other(
+    args: &DecodeArgs,
+    mode: &str,
+    summary: &MethodSummary,
+    outputs: &[PathBuf],
+    start: Instant,
+) -> anyhow::Result<()> {
+    let seconds = start.elapsed().as_secs_f64();
+    let non_finite = match summary {
+        MethodSummary::Waterz(w) => w.non_finite,
+        MethodSummary::Mws(m) => m.non_finite,
+        MethodSummary::Cc(s) => s.non_finite,
+    };
+    if non_finite > 0 {
+        eprintln!(
+            "warning: {non_finite} affinity values are NaN or infinite; they count as no \
+             connection"
+        );
+    }
+    if let MethodSummary::Waterz(w) = summary {
+        if w.reordered {
+            eprintln!("note: the thresholds were sorted; waterz merges in ascending order");
+        }
+    }
+    if args.json {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            method: String,
+            mode: &'a str,
+            outputs: &'a [PathBuf],
+            summary: &'a MethodSummary,
+            seconds: f64,
+            peak_rss_bytes: Option<u64>,
+        }
+        let report = Report {
+            method: format!("{:?}", args.method).to_lowercase(),
+            mode,
+            outputs,
+            summary,
+            seconds,
+            peak_rss_bytes: em_core::peak_rss_bytes(),
+        };
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    match summary {
+        MethodSummary::Waterz(w) => {
+            println!("{} fragments, {} edges", w.fragments, w.edges);
+            for (t, out) in w.thresholds.iter().zip(outputs) {
+                println!(
+                    "threshold {}: {} merges, {} segments → {}",
+                    t.threshold,
+                    t.merges,
+                    t.segments,
+                    out.display()
+                );
+            }
+        }
+        MethodSummary::Mws(m) => println!(
+            "{} segments ({} merges, {} mutexes) → {}",
+            m.segments,
+            m.merges,
+            m.mutexes,
+            args.out.display()
+        ),
+        MethodSummary::Cc(_) => {}
+    }
+    println!("{seconds:.2} s");
     Ok(())
 }
 

@@ -55,6 +55,8 @@ pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
 pub use mws::{mutex_watershed, MwsOptions, MwsSummary};
 #[cfg(feature = "files")]
-pub use files::{decode_files, FileDecodeOptions, FileDecodeReport};
+pub use files::{
+    decode_files, FileDecodeOptions, FileDecodeReport, Method, MethodSummary, MwsFiles, WaterzFiles,
+};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};
 pub use tasks::{task_share, tasks_with, DistributedPlan, TaskReport};

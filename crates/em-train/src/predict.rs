@@ -315,7 +315,7 @@ impl VolumePrediction {
             &em_decode::FileDecodeOptions {
                 affinities: o.out.clone(),
                 out: seg.to_path_buf(),
-                decode,
+                method: em_decode::Method::Cc(decode),
                 block: None,
                 label_u64: false,
                 overwrite: o.overwrite,

@@ -37,6 +37,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use blockwise::affinities_f32;
 pub use blockwise::{agglomerate_blockwise, BlockwiseThreshold};
 pub use merge::{Merge, ScoredEdge};
 pub use scoring::Scoring;

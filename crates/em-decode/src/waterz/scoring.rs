@@ -208,6 +208,21 @@ MeanAffinity, MinAffinity, MaxAffinity, HistogramQuantileAffinity, QuantileAffin
 MeanMaxKAffinity, MinSize, MaxSize, ContactArea, Constant and the operators OneMinus, \
 Invert, Square, Add, Subtract, Multiply, Divide, Step";
 
+/// The statistics waterz's scoring strings may name (`Random` only to be refused clearly).
+const STATISTICS: [&str; 11] = [
+    "MeanAffinity",
+    "MinAffinity",
+    "MaxAffinity",
+    "HistogramQuantileAffinity",
+    "QuantileAffinity",
+    "MeanMaxKAffinity",
+    "MinSize",
+    "MaxSize",
+    "ContactArea",
+    "Constant",
+    "Random",
+];
+
 fn bad(text: &str, reason: &str) -> DecodeError {
     DecodeError::InvalidParameter {
         name: "scoring",
@@ -398,6 +413,9 @@ impl Parser {
                 (Expr::Binary(op, ty, Box::new(a), Box::new(b)), ty, providers)
             }
             _ => {
+                if !STATISTICS.contains(&name.as_str()) {
+                    return Err(format!("unknown scoring function {name:?}"));
+                }
                 self.expect("RegionGraphType")?;
                 self.statistic(&name)?
             }

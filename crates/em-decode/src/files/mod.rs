@@ -1,7 +1,12 @@
-//! Decoding files to files (feature `files`): what `em decode` runs. Reads the affinities
-//! from any format em-io reads, checks before any work that the output may be written and
-//! that the decode fits in memory, decodes in memory or block by block, and writes the
-//! labels whole or not at all.
+//! Decoding files to files (feature `files`): what `em decode` runs. Reads the predictions
+//! from any format em-io reads, checks before any work that the outputs may be written and
+//! that the decode fits in memory, decodes in memory or block by block by the chosen
+//! method, and writes every output whole or not at all.
+
+mod methods;
+mod waterz;
+
+pub use methods::{Method, MwsFiles, WaterzFiles};
 
 use std::path::{Path, PathBuf};
 
@@ -17,10 +22,11 @@ use crate::{decode, decode_blockwise, DecodeError, DecodeOptions, DecodeSummary,
 pub struct FileDecodeOptions {
     /// Affinities `(C, Z, Y, X)`: float32, float16 or uint8 (scaled by 1/255).
     pub affinities: PathBuf,
-    /// The segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset).
+    /// The segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset); with several
+    /// waterz thresholds, `{threshold}` in the path is replaced by each one.
     pub out: PathBuf,
-    /// The decode's parameters.
-    pub decode: DecodeOptions,
+    /// The method and its parameters.
+    pub method: Method,
     /// Decode block by block with blocks of this shape (out of core with zarr in and out);
     /// `None` decodes in memory.
     pub block: Option<[u64; 3]>,
@@ -31,12 +37,26 @@ pub struct FileDecodeOptions {
 }
 
 /// What [`decode_files`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FileDecodeReport {
     /// `memory` or `blockwise`.
     pub mode: &'static str,
-    /// The decode's summary.
-    pub summary: DecodeSummary,
+    /// The method's summary.
+    pub summary: MethodSummary,
+    /// The segmentations written (one per waterz threshold, else one).
+    pub outputs: Vec<PathBuf>,
+}
+
+/// The summary of whichever method ran.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum MethodSummary {
+    /// Connected components.
+    Cc(DecodeSummary),
+    /// waterz.
+    Waterz(crate::waterz::WaterzSummary),
+    /// Mutex watershed.
+    Mws(crate::MwsSummary),
 }
 
 /// Decodes `opts.affinities` into `opts.out`.
@@ -46,17 +66,27 @@ pub struct FileDecodeReport {
 /// decode that needs more memory than is available (with the estimate); bad parameters,
 /// shapes or types; storage errors.
 pub fn decode_files(opts: &FileDecodeOptions, progress: &dyn Progress) -> Result<FileDecodeReport> {
-    preflight(opts)?;
-    match opts.block {
-        None => in_memory(opts, progress),
-        Some(block) => blockwise(opts, block, progress),
-    }
+    let decode = match &opts.method {
+        Method::Cc(decode) => decode,
+        Method::Waterz(w) => return waterz::decode(opts, w, progress),
+        other => return methods::decode(opts, other, progress),
+    };
+    preflight(opts, decode)?;
+    let (mode, summary) = match opts.block {
+        None => in_memory(opts, decode, progress)?,
+        Some(block) => blockwise(opts, decode, block, progress)?,
+    };
+    Ok(FileDecodeReport {
+        mode,
+        summary: MethodSummary::Cc(summary),
+        outputs: vec![opts.out.clone()],
+    })
 }
 
 /// Everything that can be refused before reading a value: threads, where the output goes,
 /// the memory the decode will need.
-fn preflight(opts: &FileDecodeOptions) -> Result<()> {
-    crate::check_threads(opts.decode.cc.threads)?;
+fn preflight(opts: &FileDecodeOptions, decode: &DecodeOptions) -> Result<()> {
+    crate::check_threads(decode.cc.threads)?;
     em_io::check_outputs(
         &[&opts.out],
         &[&opts.affinities],
@@ -70,7 +100,7 @@ fn preflight(opts: &FileDecodeOptions) -> Result<()> {
         };
         em_autoconf::ensure_memory(
             &format!("decoding {}", opts.affinities.display()),
-            memory_needed(opts, &shape, dtype.size_bytes() as u64),
+            memory_needed(opts, decode, &shape, dtype.size_bytes() as u64),
             hint,
         )?;
     }
@@ -83,12 +113,17 @@ fn on_disk(p: &Path) -> bool {
 
 /// Bytes a decode of `shape` (`(C, Z, Y, X)`, `elem` bytes per value) will hold at once:
 /// the affinities and labels in memory, or a few blocks per thread out of core.
-fn memory_needed(opts: &FileDecodeOptions, shape: &[u64], elem: u64) -> Option<u64> {
+fn memory_needed(
+    opts: &FileDecodeOptions,
+    decode: &DecodeOptions,
+    shape: &[u64],
+    elem: u64,
+) -> Option<u64> {
     let &[c, z, y, x] = shape else {
         return Some(0); // the decode itself names the wrong shape
     };
     let label = if opts.label_u64 { 8 } else { 4 };
-    let [fz, fy, fx] = opts.decode.scale.map(|f| f as u64);
+    let [fz, fy, fx] = decode.scale.map(|f| f as u64);
     let labels = bytes_of(&[z, y, x], label)?;
     let scaled = bytes_of(&[z, y, x, fz, fy, fx], label)?;
     let input = bytes_of(&[c, z, y, x], elem)?;
@@ -98,8 +133,7 @@ fn memory_needed(opts: &FileDecodeOptions, shape: &[u64], elem: u64) -> Option<u
             input.checked_add(labels)?.checked_add(upscaled)
         }
         Some(b) => {
-            let threads = opts
-                .decode
+            let threads = decode
                 .cc
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
@@ -118,24 +152,25 @@ fn memory_needed(opts: &FileDecodeOptions, shape: &[u64], elem: u64) -> Option<u
 }
 
 /// Reads everything, decodes, writes.
-fn in_memory(opts: &FileDecodeOptions, progress: &dyn Progress) -> Result<FileDecodeReport> {
+fn in_memory(
+    opts: &FileDecodeOptions,
+    decode: &DecodeOptions,
+    progress: &dyn Progress,
+) -> Result<(&'static str, DecodeSummary)> {
     progress.start("reading, decoding, writing", 3);
     let aff = em_io::read(&opts.affinities)?;
     progress.advance(1);
     let (data, summary) = if opts.label_u64 {
-        decode_any::<u64>(&aff, &opts.decode)?
+        decode_any::<u64>(&aff, decode)?
     } else {
-        decode_any::<u32>(&aff, &opts.decode)?
+        decode_any::<u32>(&aff, decode)?
     };
     drop(aff);
     progress.advance(1);
     em_io::write(&opts.out, &data)?;
     progress.advance(1);
     progress.finish();
-    Ok(FileDecodeReport {
-        mode: "memory",
-        summary,
-    })
+    Ok(("memory", summary))
 }
 
 fn decode_any<L: Label>(
@@ -169,9 +204,10 @@ fn decode_any<L: Label>(
 /// other formats are assembled in memory and written at the end.
 fn blockwise(
     opts: &FileDecodeOptions,
+    decode: &DecodeOptions,
     block: [u64; 3],
     progress: &dyn Progress,
-) -> Result<FileDecodeReport> {
+) -> Result<(&'static str, DecodeSummary)> {
     let aff = em_io::open(&opts.affinities)?;
     let shape = aff.shape().to_vec();
     if shape.len() != 4 {
@@ -179,7 +215,7 @@ fn blockwise(
             shape.iter().map(|&n| n as usize).collect(),
         ));
     }
-    let scale = opts.decode.scale;
+    let scale = decode.scale;
     let out_shape: Vec<u64> = shape[1..]
         .iter()
         .zip(scale)
@@ -205,7 +241,7 @@ fn blockwise(
         };
         let writer = ZarrWriter::create(&target, &out_shape, dtype, &options)?;
         let summary =
-            decode_blockwise(aff.as_ref(), writer.volume(), &opts.decode, block, progress)?;
+            decode_blockwise(aff.as_ref(), writer.volume(), decode, block, progress)?;
         writer.commit()?;
         summary
     } else {
@@ -215,12 +251,9 @@ fn blockwise(
             _ => AnyArray::from(ndarray::ArrayD::<u32>::zeros(shape_usize)),
         };
         let out = InMemoryVolume::new(zeros, opts.out.display().to_string());
-        let summary = decode_blockwise(aff.as_ref(), &out, &opts.decode, block, progress)?;
+        let summary = decode_blockwise(aff.as_ref(), &out, decode, block, progress)?;
         em_io::write(&opts.out, &out.read_all()?)?;
         summary
     };
-    Ok(FileDecodeReport {
-        mode: "blockwise",
-        summary,
-    })
+    Ok(("blockwise", summary))
 }

@@ -1,0 +1,143 @@
+//! The decoding methods of [`decode_files`](super::decode_files) and the ones that run in
+//! memory only (mutex watershed).
+
+use std::path::PathBuf;
+
+use em_core::{AnyArray, Label, Progress};
+use em_io::Existing;
+use ndarray::{Array3, Ix3, Ix4};
+
+use super::{FileDecodeOptions, FileDecodeReport, MethodSummary};
+use crate::waterz::WaterzOptions;
+use crate::{mutex_watershed, DecodeError, DecodeOptions, MwsOptions, MwsSummary, Result};
+
+/// How `em decode` turns predictions into a segmentation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    /// Connected components of thresholded affinities (BANIS).
+    Cc(DecodeOptions),
+    /// waterz's watershed and agglomeration.
+    Waterz(WaterzFiles),
+    /// The mutex watershed (in memory).
+    Mws(MwsFiles),
+}
+
+/// waterz from files.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct WaterzFiles {
+    /// The agglomeration's options.
+    pub options: WaterzOptions,
+    /// Fragments to start from instead of the watershed (`(Z, Y, X)` integer labels).
+    pub fragments: Option<PathBuf>,
+    /// Write the merges of each threshold here (JSON).
+    pub merge_history: Option<PathBuf>,
+    /// Write the region graph after each threshold here (JSON).
+    pub region_graph: Option<PathBuf>,
+    /// Block by block: voxels of context around each block for its watershed.
+    pub halo: u64,
+}
+
+/// The mutex watershed from files.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct MwsFiles {
+    /// The mutex watershed's options.
+    pub options: MwsOptions,
+    /// Voxels to segment (non-zero), `(Z, Y, X)`; the rest is 0.
+    pub mask: Option<PathBuf>,
+}
+
+/// Methods that need the whole volume in memory.
+pub(crate) fn decode(
+    opts: &FileDecodeOptions,
+    method: &Method,
+    progress: &dyn Progress,
+) -> Result<FileDecodeReport> {
+    let Method::Mws(m) = method else {
+        unreachable!("connected components and waterz have their own paths")
+    };
+    if opts.block.is_some() {
+        return Err(DecodeError::InvalidParameter {
+            name: "block",
+            reason: "the mutex watershed is global and runs in memory; leave out --block".into(),
+        });
+    }
+    let mut inputs = vec![opts.affinities.as_path()];
+    inputs.extend(m.mask.as_deref());
+    em_io::check_outputs(&[&opts.out], &inputs, Existing::from_overwrite(opts.overwrite))?;
+    crate::check_threads(m.options.threads)?;
+    if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
+        let &[c, z, y, x] = shape.as_slice() else {
+            return Err(DecodeError::NotFourDimensional(
+                shape.iter().map(|&n| n as usize).collect(),
+            ));
+        };
+        // The input, and per voxel its label, its cluster and about two edges per channel.
+        let need = em_autoconf::bytes_of(&[c, z, y, x], dtype.size_bytes() as u64 + 16)
+            .and_then(|b| b.checked_add(em_autoconf::bytes_of(&[z, y, x], 24)?));
+        em_autoconf::ensure_memory(
+            &format!("mutex watershed of {}", opts.affinities.display()),
+            need,
+            "crop the volume, or decode with --method waterz --block",
+        )?;
+    }
+    progress.start("mutex watershed: reading, segmenting, writing", 3);
+    let aff = em_io::read(&opts.affinities)?;
+    let mask = m.mask.as_deref().map(read_mask).transpose()?;
+    progress.advance(1);
+    let (seg, summary) = if opts.label_u64 {
+        mws_any::<u64>(&aff, &m.options, mask.as_ref())?
+    } else {
+        mws_any::<u32>(&aff, &m.options, mask.as_ref())?
+    };
+    drop(aff);
+    progress.advance(1);
+    em_io::write(&opts.out, &seg)?;
+    progress.advance(1);
+    progress.finish();
+    Ok(FileDecodeReport {
+        mode: "memory",
+        summary: MethodSummary::Mws(summary),
+        outputs: vec![opts.out.clone()],
+    })
+}
+
+fn read_mask(path: &std::path::Path) -> Result<Array3<bool>> {
+    let any = em_io::read(path)?;
+    let dims = any.shape().to_vec();
+    em_core::to_labels::<u64>(&any)?
+        .mapv(|v| v != 0)
+        .into_dimensionality::<Ix3>()
+        .map_err(|_| DecodeError::InvalidParameter {
+            name: "mask",
+            reason: format!("{}: shape {dims:?}; must be (Z, Y, X)", path.display()),
+        })
+}
+
+fn mws_any<L: Label>(
+    aff: &AnyArray,
+    options: &MwsOptions,
+    mask: Option<&Array3<bool>>,
+) -> Result<(AnyArray, MwsSummary)> {
+    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> Result<ndarray::ArrayView4<'_, A>> {
+        a.view()
+            .into_dimensionality::<Ix4>()
+            .map_err(|_| DecodeError::NotFourDimensional(a.shape().to_vec()))
+    }
+    let mask = mask.map(|m| m.view());
+    let (seg, summary) = match aff {
+        AnyArray::F32(a) => mutex_watershed::<f32, L>(four(a)?, options, mask)?,
+        AnyArray::F16(a) => mutex_watershed::<em_core::f16, L>(four(a)?, options, mask)?,
+        AnyArray::U8(a) => mutex_watershed::<u8, L>(four(a)?, options, mask)?,
+        other => {
+            return Err(DecodeError::InvalidParameter {
+                name: "affinities",
+                reason: format!(
+                    "{} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
+                    other.dtype(),
+                    other.shape()
+                ),
+            })
+        }
+    };
+    Ok((L::into_any(seg.into_dyn()), summary))
+}
