@@ -179,7 +179,10 @@ fn dust(s: &str) -> Result<DustOptions, String> {
     let [size, weight, dust] = parts.as_slice() else {
         return Err(format!("{s:?}: give SIZE,WEIGHT,DUST, e.g. 100,0.3,50"));
     };
-    let whole = |p: &str| p.parse::<u64>().map_err(|_| format!("{p:?} is not a whole number"));
+    let whole = |p: &str| {
+        p.parse::<u64>()
+            .map_err(|_| format!("{p:?} is not a whole number"))
+    };
     Ok(DustOptions {
         size_th: whole(size)?,
         weight_th: weight
@@ -194,6 +197,11 @@ fn dust(s: &str) -> Result<DustOptions, String> {
 pub(crate) struct Offsets(Vec<[i64; 3]>);
 
 fn offsets(s: &str) -> Result<Offsets, String> {
+    parse_offsets(s).map(Offsets)
+}
+
+/// Parses `dz,dy,dx;dz,dy,dx;…`.
+pub(crate) fn parse_offsets(s: &str) -> Result<Vec<[i64; 3]>, String> {
     s.split(';')
         .map(|o| {
             let v: Vec<i64> = o
@@ -204,8 +212,7 @@ fn offsets(s: &str) -> Result<Offsets, String> {
             <[i64; 3]>::try_from(v)
                 .map_err(|_| format!("{o:?} in {s:?}: give three values dz,dy,dx per channel"))
         })
-        .collect::<Result<_, _>>()
-        .map(Offsets)
+        .collect()
 }
 
 impl DecodeArgs {

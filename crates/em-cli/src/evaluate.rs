@@ -6,11 +6,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use em_core::{EdgeStorage, VoxelSize};
+use em_decode::waterz::{Scoring, WaterzOptions};
 use em_decode::CcOptions;
+use em_decode::MwsOptions;
 use em_metrics::{
     binary_scores, erl, match_instances, Contingency, ErlReport, Skeletons, VoxelMetrics,
 };
-use em_train::{default_thresholds, tune_thresholds, TuneOptions, TuneRow, MAX_THRESHOLDS};
+use em_train::{
+    default_thresholds, tune_thresholds, TuneMethod, TuneOptions, TuneRow, MAX_THRESHOLDS,
+};
 use serde_json::{json, Map, Value};
 
 use crate::guard;
@@ -58,20 +62,44 @@ pub(crate) struct SkeletonArgs {
     json: bool,
 }
 
+/// Decoders `em tune` can tune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TuneMethodName {
+    /// Connected components: the values are thresholds.
+    Cc,
+    /// waterz: the values are merge thresholds (one agglomeration for all).
+    Waterz,
+    /// Mutex watershed: the values are biases added to the attractive affinities.
+    Mws,
+}
+
 /// Arguments of `em tune`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct TuneArgs {
     /// Affinities `(C, Z, Y, X)` (float32, float16 or uint8).
     #[arg(long)]
     affinities: PathBuf,
+    /// The decoder to tune.
+    #[arg(long, value_enum, default_value = "cc")]
+    method: TuneMethodName,
+    /// waterz: the scoring function (see `em decode --scoring`).
+    #[arg(long, default_value = "mean")]
+    scoring: String,
+    /// mws: offsets dz,dy,dx per channel separated by ';' (default: PyTC's 12 channels).
+    #[arg(long, allow_hyphen_values = true)]
+    offsets: Option<String>,
+    /// mws: the leading channels that are attractive.
+    #[arg(long, default_value_t = 3)]
+    attractive: usize,
     /// Skeletons (JSON, .swc or a directory of .swc) to score each threshold by NERL.
     #[arg(long)]
     skeletons: Option<PathBuf>,
     /// Ground-truth labels to score each threshold by VOI / adapted Rand.
     #[arg(long)]
     gt: Option<PathBuf>,
-    /// Thresholds: a list `0.5,0.7` or a range `start:stop:step` (stop included), finite,
-    /// at most 1000; default BANIS's sigmoid(0.2k), k = −1..11.
+    /// Thresholds (mws: biases): a list `0.5,0.7` or a range `start:stop:step` (stop
+    /// included), finite, at most 1000; default BANIS's sigmoid(0.2k), k = −1..11 (cc),
+    /// 0.05:0.95:0.05 (waterz), -0.4:0.4:0.1 (mws).
     #[arg(long)]
     thresholds: Option<String>,
     /// Which voxel holds an edge's value.
@@ -327,15 +355,45 @@ fn parse_thresholds(s: &str) -> anyhow::Result<Vec<f32>> {
     Ok(list)
 }
 
+impl TuneArgs {
+    fn method(&self) -> anyhow::Result<TuneMethod> {
+        Ok(match self.method {
+            TuneMethodName::Cc => TuneMethod::Cc(CcOptions {
+                channels: self.channels.clone(),
+                storage: self.storage,
+                threads: self.threads,
+                ..CcOptions::default()
+            }),
+            TuneMethodName::Waterz => TuneMethod::Waterz(WaterzOptions {
+                scoring: Scoring::parse(&self.scoring)?,
+                storage: self.storage,
+                threads: self.threads,
+                ..WaterzOptions::default()
+            }),
+            TuneMethodName::Mws => TuneMethod::Mws(MwsOptions {
+                offsets: match &self.offsets {
+                    Some(o) => crate::decode::parse_offsets(o).map_err(anyhow::Error::msg)?,
+                    None => MwsOptions::default().offsets,
+                },
+                attractive: self.attractive,
+                threads: self.threads,
+                ..MwsOptions::default()
+            }),
+        })
+    }
+}
+
 pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.skeletons.is_some() || args.gt.is_some(),
         "give --skeletons (NERL) and/or --gt (VOI) to score the thresholds"
     );
     let start = Instant::now();
-    let thresholds = match &args.thresholds {
-        Some(s) => parse_thresholds(s)?,
-        None => default_thresholds(),
+    let thresholds = match (&args.thresholds, args.method) {
+        (Some(s), _) => parse_thresholds(s)?,
+        (None, TuneMethodName::Cc) => default_thresholds(),
+        (None, TuneMethodName::Waterz) => parse_thresholds("0.05:0.95:0.05")?,
+        (None, TuneMethodName::Mws) => parse_thresholds("-0.4:0.4:0.1")?,
     };
     guard::threads(args.threads)?;
     if let Some((shape, elem)) = guard::peek(&args.affinities)? {
@@ -356,12 +414,7 @@ pub(crate) fn tune(args: &TuneArgs) -> anyhow::Result<()> {
             skeletons: args.skeletons.clone(),
             gt: args.gt.clone(),
             thresholds,
-            cc: CcOptions {
-                channels: args.channels.clone(),
-                storage: args.storage,
-                threads: args.threads,
-                ..CcOptions::default()
-            },
+            method: args.method()?,
             voxel_size: args.voxel_size,
         },
         &Bar::new(),

@@ -62,8 +62,8 @@ pub use run_dir::{RunDir, RunRecord, Start, RUN_FILES};
 pub use session::{open_volume, step_memory, Session, SessionOptions, SessionOutcome};
 pub use trainer::{train, Event, Opener, RunOptions, StepLog, TrainBackend, Trained};
 pub use tune::{
-    default_thresholds, tune_thresholds, TuneOptions, TuneReport, TuneRow, MAX_THRESHOLDS,
-    TUNE_MERGE_THRESHOLDS,
+    default_thresholds, tune_thresholds, TuneMethod, TuneOptions, TuneReport, TuneRow,
+    MAX_THRESHOLDS, TUNE_MERGE_THRESHOLDS,
 };
 
 /// Why training could not run or stopped.

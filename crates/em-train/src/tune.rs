@@ -1,12 +1,16 @@
 //! Choosing the decoding threshold of an affinity prediction: each threshold is decoded
 //! and scored against skeletons (NERL, as BANIS picks its threshold) or ground-truth labels
-//! (VOI, adapted Rand), as `em tune` does.
+//! (VOI, adapted Rand), as `em tune` does. The decoder is connected components (a threshold
+//! each), waterz (all thresholds in one agglomeration) or the mutex watershed (each value a
+//! bias added to the attractive affinities).
 
 use std::path::PathBuf;
 
 use em_core::{AnyArray, Progress, VoxelSize};
-use em_decode::{affinity_cc_any, CcOptions};
+use em_decode::waterz::{agglomerate_any, WaterzOptions};
+use em_decode::{affinity_cc_any, mutex_watershed, CcOptions, MwsOptions};
 use em_metrics::{erl, Contingency, ErlReport, Skeletons, VoxelMetrics};
+use ndarray::{Array3, Ix4};
 
 use crate::{Result, TrainError};
 
@@ -35,10 +39,22 @@ pub struct TuneOptions {
     pub gt: Option<PathBuf>,
     /// The thresholds, 1 to [`MAX_THRESHOLDS`] finite values.
     pub thresholds: Vec<f32>,
-    /// Channels, storage and threads of the decode (its threshold is replaced).
-    pub cc: CcOptions,
+    /// The decoder (its threshold, thresholds or bias are replaced by each value).
+    pub method: TuneMethod,
     /// Voxel size for skeleton lengths.
     pub voxel_size: VoxelSize,
+}
+
+/// The decoder whose parameter is tuned.
+#[derive(Clone, Debug)]
+pub enum TuneMethod {
+    /// Connected components: each value is the threshold.
+    Cc(CcOptions),
+    /// waterz: each value is a merge threshold (one agglomeration for all).
+    Waterz(WaterzOptions),
+    /// Mutex watershed: each value is a bias added to the attractive affinities (higher
+    /// merges more).
+    Mws(MwsOptions),
 }
 
 /// One threshold's decode and scores.
@@ -70,6 +86,17 @@ impl TuneReport {
     pub fn best_row(&self) -> Option<&TuneRow> {
         self.rows.get(self.best)
     }
+}
+
+/// Affinities as f32 `(C, Z, Y, X)` (u8 meaning `v / 255`).
+fn aff_f32(aff: &AnyArray) -> std::result::Result<ndarray::Array4<f32>, em_decode::DecodeError> {
+    let a = match aff {
+        AnyArray::U8(a) => a.mapv(|v| f32::from(v) / 255.0),
+        other => other.to_f32(),
+    };
+    let dims = a.shape().to_vec();
+    a.into_dimensionality::<Ix4>()
+        .map_err(|_| em_decode::DecodeError::NotFourDimensional(dims))
 }
 
 fn invalid(name: &str, reason: String) -> TrainError {
@@ -119,17 +146,7 @@ pub fn tune_thresholds(opts: &TuneOptions, progress: &dyn Progress) -> Result<Tu
     };
     progress.start("decoding thresholds", opts.thresholds.len() as u64);
     let mut rows = Vec::with_capacity(opts.thresholds.len());
-    for &threshold in &opts.thresholds {
-        let cc = CcOptions {
-            threshold,
-            ..opts.cc.clone()
-        };
-        let seg = affinity_cc_any::<u64>(&aff, &cc).map_err(|e| {
-            invalid(
-                "affinities",
-                format!("decoding {} at {threshold}: {e}", opts.affinities.display()),
-            )
-        })?;
+    let mut score = |threshold: f32, seg: Array3<u64>| -> Result<()> {
         let erl = match &skeletons {
             Some(s) => Some(erl(s, &s.lookup(seg.view())?, &TUNE_MERGE_THRESHOLDS)?),
             None => None,
@@ -141,13 +158,69 @@ pub fn tune_thresholds(opts: &TuneOptions, progress: &dyn Progress) -> Result<Tu
             )?)?),
             None => None,
         };
+        let mut ids: Vec<u64> = seg.iter().copied().filter(|&v| v != 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
         rows.push(TuneRow {
             threshold,
-            components: seg.iter().copied().max().unwrap_or(0),
+            components: ids.len() as u64,
             erl,
             voxel,
         });
         progress.advance(1);
+        Ok(())
+    };
+    let failed = |threshold: f32, e: em_decode::DecodeError| {
+        invalid(
+            "affinities",
+            format!("decoding {} at {threshold}: {e}", opts.affinities.display()),
+        )
+    };
+    match &opts.method {
+        TuneMethod::Cc(cc) => {
+            for &threshold in &opts.thresholds {
+                let cc = CcOptions {
+                    threshold,
+                    ..cc.clone()
+                };
+                let seg = affinity_cc_any::<u64>(&aff, &cc).map_err(|e| failed(threshold, e))?;
+                score(threshold, seg)?;
+            }
+        }
+        TuneMethod::Waterz(w) => {
+            let options = WaterzOptions {
+                thresholds: opts.thresholds.clone(),
+                ..w.clone()
+            };
+            let mut segs = Vec::new();
+            agglomerate_any::<u64>(&aff, None, &options, |r| {
+                segs.push((r.threshold, r.segmentation));
+                Ok(())
+            })
+            .map_err(|e| failed(opts.thresholds[0], e))?;
+            // Rows in the order given (waterz merges in ascending order).
+            for &threshold in &opts.thresholds {
+                let (_, seg) = segs
+                    .iter()
+                    .find(|(t, _)| *t == threshold)
+                    .expect("every threshold has its result");
+                score(threshold, seg.clone())?;
+            }
+        }
+        TuneMethod::Mws(m) => {
+            let base = aff_f32(&aff).map_err(|e| failed(opts.thresholds[0], e))?;
+            for &bias in &opts.thresholds {
+                let mut biased = base.clone();
+                for c in 0..m.attractive.min(biased.shape()[0]) {
+                    biased
+                        .index_axis_mut(ndarray::Axis(0), c)
+                        .mapv_inplace(|v| v + bias);
+                }
+                let (seg, _) = mutex_watershed::<f32, u64>(biased.view(), m, None)
+                    .map_err(|e| failed(bias, e))?;
+                score(bias, seg)?;
+            }
+        }
     }
     progress.finish();
     let criterion = if skeletons.is_some() { "nerl" } else { "voi" };

@@ -1,9 +1,11 @@
 //! Threshold tuning through the library: the threshold that reproduces the ground truth
 //! wins, and requests without anything to score against are refused.
 
+use em_core::EdgeStorage;
 use em_core::{AnyArray, NoProgress, VoxelSize};
-use em_decode::CcOptions;
-use em_train::{tune_thresholds, TuneOptions};
+use em_decode::waterz::WaterzOptions;
+use em_decode::{CcOptions, MwsOptions};
+use em_train::{tune_thresholds, TuneMethod, TuneOptions};
 use ndarray::{Array3, Array4};
 
 #[test]
@@ -32,7 +34,7 @@ fn the_threshold_that_reproduces_the_ground_truth_wins() {
         skeletons: None,
         gt: Some(gt_path),
         thresholds: vec![0.1, 0.5, 0.9],
-        cc: CcOptions::default(),
+        method: TuneMethod::Cc(CcOptions::default()),
         voxel_size: VoxelSize::new([1.0, 1.0, 1.0]).unwrap(),
     };
     let report = tune_thresholds(&opts, &NoProgress).unwrap();
@@ -50,4 +52,43 @@ fn the_threshold_that_reproduces_the_ground_truth_wins() {
     opts.gt = Some(dir.path().join("gt.npy"));
     opts.thresholds = vec![f32::NAN];
     assert!(tune_thresholds(&opts, &NoProgress).is_err());
+
+    // waterz on the same affinities (stored at the source voxel): below 0.8 = 1 − 0.2 the
+    // two objects stay apart, above it they merge.
+    opts.thresholds = vec![0.9, 0.5];
+    opts.method = TuneMethod::Waterz(WaterzOptions {
+        storage: EdgeStorage::Source,
+        ..WaterzOptions::default()
+    });
+    let report = tune_thresholds(&opts, &NoProgress).unwrap();
+    let components: Vec<u64> = report.rows.iter().map(|r| r.components).collect();
+    assert_eq!(components, vec![1, 2], "rows in the order given");
+    assert_eq!(report.best_row().unwrap().threshold, 0.5);
+
+    // Mutex watershed with the unit offsets attractive and one repulsive x-offset of 1:
+    // a large bias makes every attractive edge win (one segment), none keeps them apart.
+    let mut aff6 = Array4::<f32>::zeros((4, 3, 4, 8));
+    let aff = em_io::read(&opts.affinities)
+        .unwrap()
+        .into_typed::<f32>()
+        .unwrap();
+    for c in 0..3 {
+        aff6.index_axis_mut(ndarray::Axis(0), c)
+            .assign(&aff.index_axis(ndarray::Axis(0), c));
+    }
+    aff6.index_axis_mut(ndarray::Axis(0), 3)
+        .assign(&aff.index_axis(ndarray::Axis(0), 2));
+    let path = dir.path().join("aff4.npy");
+    em_io::write(&path, &AnyArray::from(aff6.into_dyn())).unwrap();
+    opts.affinities = path;
+    opts.thresholds = vec![0.0, 1.0];
+    opts.method = TuneMethod::Mws(MwsOptions {
+        offsets: vec![[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]],
+        attractive: 3,
+        ..MwsOptions::default()
+    });
+    let report = tune_thresholds(&opts, &NoProgress).unwrap();
+    let components: Vec<u64> = report.rows.iter().map(|r| r.components).collect();
+    assert_eq!(components, vec![2, 1]);
+    assert_eq!(report.best_row().unwrap().threshold, 0.0);
 }

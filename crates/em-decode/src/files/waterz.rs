@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use em_autoconf::bytes_of;
 use em_core::{AnyArray, DType, InMemoryVolume, Label, Progress};
 use em_io::{Existing, Format, VolumePath, ZarrOptions, ZarrWriter};
-use ndarray::{Array3, Ix3, Ix4};
+use ndarray::{Array3, Ix3};
 use serde::Serialize;
 
 use super::{FileDecodeOptions, FileDecodeReport, MethodSummary, WaterzFiles};
 use crate::waterz::{
-    agglomerate, agglomerate_blockwise, Merge, ScoredEdge, ThresholdResult, WaterzSummary,
+    agglomerate_any, agglomerate_blockwise, Merge, ScoredEdge, ThresholdResult, WaterzSummary,
 };
 use crate::{DecodeError, Result};
 
@@ -185,16 +185,12 @@ fn in_memory<L: Label>(
 ) -> Result<Done> {
     let thresholds = w.options.thresholds.len() as u64;
     progress.start("waterz: reading, merging, writing", 2 + thresholds);
-    let (aff, non_finite) = crate::waterz::affinities_f32(em_io::read(&opts.affinities)?)?;
-    let dims = aff.shape().to_vec();
-    let aff = aff
-        .into_dimensionality::<Ix4>()
-        .map_err(|_| DecodeError::NotFourDimensional(dims))?;
+    let aff = em_io::read(&opts.affinities)?;
     let fragments = w.fragments.as_deref().map(read_fragments).transpose()?;
     progress.advance(2);
     let mut collected = Collected::default();
-    let mut summary = agglomerate::<L>(
-        aff.view(),
+    let summary = agglomerate_any::<L>(
+        &aff,
         fragments.as_ref().map(|f| f.view()),
         &w.options,
         |r: ThresholdResult<L>| {
@@ -210,7 +206,6 @@ fn in_memory<L: Label>(
     )?;
     progress.finish();
     collected.write_json(w)?;
-    summary.non_finite = non_finite;
     Ok(("memory", summary, collected.written))
 }
 

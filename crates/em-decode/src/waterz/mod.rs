@@ -480,6 +480,27 @@ pub(crate) fn merge_thresholds(
     Ok(summary)
 }
 
+/// [`agglomerate`] of affinities of any element type em-decode reads: f32, f16, or u8
+/// (meaning `v / 255`); the summary counts the NaN and infinite values (used as 0).
+///
+/// # Errors
+/// As [`agglomerate`]; also other element types and arrays without 4 axes.
+pub fn agglomerate_any<L: Label>(
+    aff: &em_core::AnyArray,
+    fragments: Option<ArrayView3<'_, u64>>,
+    options: &WaterzOptions,
+    each: impl FnMut(ThresholdResult<L>) -> Result<()> + Send,
+) -> Result<WaterzSummary> {
+    let (aff, non_finite) = affinities_f32(aff.clone())?;
+    let dims = aff.shape().to_vec();
+    let aff = aff
+        .into_dimensionality::<ndarray::Ix4>()
+        .map_err(|_| DecodeError::NotFourDimensional(dims))?;
+    let mut summary = agglomerate(aff.view(), fragments, options, each)?;
+    summary.non_finite = non_finite;
+    Ok(summary)
+}
+
 fn run<L: Label>(
     affs: &Affs<'_>,
     frags: &Fragments,
