@@ -38,10 +38,10 @@ mod decode;
 mod distributed;
 mod error;
 mod fast;
-mod instances;
-mod mws;
 #[cfg(feature = "files")]
 mod files;
+mod instances;
+mod mws;
 mod small;
 #[cfg(feature = "proptest")]
 pub mod strategies;
@@ -53,10 +53,14 @@ pub use cc::{affinity_cc, affinity_cc_any, check_threads, max_threads, Affinity,
 pub use decode::{decode, upscale, DecodeOptions};
 pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
-pub use mws::{mutex_watershed, MwsOptions, MwsSummary};
 #[cfg(feature = "files")]
 pub use files::{
     decode_files, FileDecodeOptions, FileDecodeReport, Method, MethodSummary, MwsFiles, WaterzFiles,
 };
+pub use instances::{
+    contour_instances, distance_instances, instances_from_channels, ContourOptions,
+    DistanceOptions, Flood, InstanceSummary,
+};
+pub use mws::{mutex_watershed, MwsOptions, MwsSummary};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};
 pub use tasks::{task_share, tasks_with, DistributedPlan, TaskReport};

@@ -1,1 +1,0 @@
-//! Instances from distance and contour predictions (being written).
