@@ -8,8 +8,8 @@ use anyhow::Context;
 use em_core::EdgeStorage;
 use em_decode::waterz::{DustOptions, Scoring, WaterzOptions};
 use em_decode::{
-    decode_files, CcOptions, DecodeOptions, FileDecodeOptions, Method, MethodSummary, MwsFiles,
-    MwsOptions, SmallObjectMode, WaterzFiles,
+    decode_files, CcOptions, ContourOptions, DecodeOptions, DistanceOptions, FileDecodeOptions,
+    Flood, Method, MethodSummary, MwsFiles, MwsOptions, SmallObjectMode, WaterzFiles,
 };
 use serde::Serialize;
 
@@ -25,6 +25,11 @@ pub(crate) enum MethodName {
     Waterz,
     /// Mutex watershed of short- and long-range affinities (--offsets, --attractive).
     Mws,
+    /// Instances from one signed-distance (or foreground) map `(Z, Y, X)` or `(1, Z, Y, X)`:
+    /// seeds above --seed-threshold flooded within --foreground-threshold.
+    Distance,
+    /// Instances from foreground and contour (and distance) channels `(2|3, Z, Y, X)`.
+    Contour,
 }
 
 /// Arguments of `em decode`.
@@ -44,6 +49,8 @@ pub(crate) struct DecodeArgs {
     waterz: WaterzArgs,
     #[command(flatten)]
     mws: MwsArgs,
+    #[command(flatten)]
+    instances: InstanceArgs,
     #[command(flatten)]
     pub(crate) labels: LabelOptions,
     /// Where small objects go: background, background_2d (per z-section), neighbor (merged
@@ -78,9 +85,10 @@ pub(crate) struct LabelOptions {
     /// Channels to use (BANIS offsets: 0,1,2 short range; 3,4,5 at distance 10).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     pub(crate) channels: Vec<usize>,
-    /// Remove objects with fewer voxels than this (0: keep all).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) min_size: u64,
+    /// Remove objects with fewer voxels than this (0: keep all; default 0, or PyTC's 128 for
+    /// --method distance|contour).
+    #[arg(long)]
+    pub(crate) min_size: Option<u64>,
     /// Upscale the output by integer factors z,y,x (nearest), e.g. 1,2,2.
     #[arg(long, value_parser = triple::<usize>)]
     pub(crate) scale: Option<[usize; 3]>,
@@ -104,7 +112,7 @@ impl LabelOptions {
                 storage: self.storage,
                 threads,
             },
-            min_size: self.min_size,
+            min_size: self.min_size.unwrap_or(0),
             small_mode,
             scale: self.scale.unwrap_or([1, 1, 1]),
         }
@@ -115,7 +123,7 @@ impl LabelOptions {
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct WaterzArgs {
     /// waterz: score thresholds, one output each (default: --threshold).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     thresholds: Vec<f32>,
     /// waterz: the scoring function: mean, hist50 (PyTC's aff50_his256), hist75_nomax,
     /// quantile50, max2, min, max, or a waterz C++ type string.
@@ -172,6 +180,52 @@ pub(crate) struct MwsArgs {
     /// mws: only voxels where this `(Z, Y, X)` volume is non-zero are segmented.
     #[arg(long)]
     mask: Option<PathBuf>,
+}
+
+/// The options of `--method distance|contour` (defaults: PyTC's).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct InstanceArgs {
+    /// distance/contour: seeds need the map (foreground) above this.
+    #[arg(long)]
+    seed_threshold: Option<f32>,
+    /// distance/contour: the foreground is the map (foreground) above this.
+    #[arg(long)]
+    foreground_threshold: Option<f32>,
+    /// contour: seeds need the contour below this.
+    #[arg(long)]
+    seed_contour_threshold: Option<f32>,
+    /// contour: the foreground needs the contour below this.
+    #[arg(long)]
+    foreground_contour_threshold: Option<f32>,
+    /// contour with a distance channel: seeds need the distance above this.
+    #[arg(long)]
+    seed_distance_threshold: Option<f32>,
+    /// contour with a distance channel: the foreground needs the distance above this.
+    #[arg(long)]
+    foreground_distance_threshold: Option<f32>,
+    /// distance/contour: seeds below this many voxels are dropped.
+    #[arg(long)]
+    min_seed_size: Option<u64>,
+    /// distance/contour: unmasked (flood everything, then mask: current PyTC) or masked
+    /// (flood only the foreground: scikit-image, PyTC 1.0).
+    #[arg(long, value_enum, default_value = "unmasked")]
+    flood: FloodName,
+}
+
+/// `--flood`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FloodName {
+    Unmasked,
+    Masked,
+}
+
+impl FloodName {
+    fn flood(self) -> Flood {
+        match self {
+            FloodName::Unmasked => Flood::Unmasked,
+            FloodName::Masked => Flood::Masked,
+        }
+    }
 }
 
 fn dust(s: &str) -> Result<DustOptions, String> {
@@ -258,6 +312,44 @@ impl DecodeArgs {
                         threads: self.threads,
                     },
                     mask: m.mask.clone(),
+                })
+            }
+            MethodName::Distance => {
+                let i = &self.instances;
+                let d = DistanceOptions::default();
+                Method::Distance(DistanceOptions {
+                    seed_threshold: i.seed_threshold.unwrap_or(d.seed_threshold),
+                    foreground_threshold: i.foreground_threshold.unwrap_or(d.foreground_threshold),
+                    min_seed_size: i.min_seed_size.unwrap_or(d.min_seed_size),
+                    min_instance_size: self.labels.min_size.unwrap_or(d.min_instance_size),
+                    small_object_mode: self.small_mode,
+                    flood: i.flood.flood(),
+                    ..d
+                })
+            }
+            MethodName::Contour => {
+                let i = &self.instances;
+                let d = ContourOptions::default();
+                Method::Contour(ContourOptions {
+                    seed_threshold: i.seed_threshold.unwrap_or(d.seed_threshold),
+                    foreground_threshold: i.foreground_threshold.unwrap_or(d.foreground_threshold),
+                    seed_contour_threshold: i
+                        .seed_contour_threshold
+                        .unwrap_or(d.seed_contour_threshold),
+                    foreground_contour_threshold: i
+                        .foreground_contour_threshold
+                        .unwrap_or(d.foreground_contour_threshold),
+                    seed_distance_threshold: i
+                        .seed_distance_threshold
+                        .unwrap_or(d.seed_distance_threshold),
+                    foreground_distance_threshold: i
+                        .foreground_distance_threshold
+                        .unwrap_or(d.foreground_distance_threshold),
+                    min_seed_size: i.min_seed_size.unwrap_or(d.min_seed_size),
+                    min_instance_size: self.labels.min_size.unwrap_or(d.min_instance_size),
+                    small_object_mode: self.small_mode,
+                    flood: i.flood.flood(),
+                    ..d
                 })
             }
         })
@@ -353,6 +445,7 @@ fn report_other(
         MethodSummary::Waterz(w) => w.non_finite,
         MethodSummary::Mws(m) => m.non_finite,
         MethodSummary::Cc(s) => s.non_finite,
+        MethodSummary::Instances(_) => 0,
     };
     if non_finite > 0 {
         eprintln!(
@@ -404,6 +497,13 @@ fn report_other(
             m.segments,
             m.merges,
             m.mutexes,
+            args.out.display()
+        ),
+        MethodSummary::Instances(i) => println!(
+            "{} instances from {} seeds ({} removed) → {}",
+            i.instances,
+            i.seeds,
+            i.removed,
             args.out.display()
         ),
         MethodSummary::Cc(_) => {}

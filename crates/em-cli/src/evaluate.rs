@@ -100,7 +100,7 @@ pub(crate) struct TuneArgs {
     /// Thresholds (mws: biases): a list `0.5,0.7` or a range `start:stop:step` (stop
     /// included), finite, at most 1000; default BANIS's sigmoid(0.2k), k = −1..11 (cc),
     /// 0.05:0.95:0.05 (waterz), -0.4:0.4:0.1 (mws).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     thresholds: Option<String>,
     /// Which voxel holds an edge's value.
     #[arg(long, default_value = "source")]

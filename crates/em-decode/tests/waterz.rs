@@ -41,9 +41,12 @@ fn cases() -> Vec<Value> {
 /// The affinities in BANIS's storage: the value of the edge between v and v + e_d at v.
 fn to_source(aff: &Array4<f32>) -> Array4<f32> {
     let mut out = Array4::<f32>::zeros(aff.raw_dim());
-    out.slice_mut(s![0, ..-1, .., ..]).assign(&aff.slice(s![0, 1.., .., ..]));
-    out.slice_mut(s![1, .., ..-1, ..]).assign(&aff.slice(s![1, .., 1.., ..]));
-    out.slice_mut(s![2, .., .., ..-1]).assign(&aff.slice(s![2, .., .., 1..]));
+    out.slice_mut(s![0, ..-1, .., ..])
+        .assign(&aff.slice(s![0, 1.., .., ..]));
+    out.slice_mut(s![1, .., ..-1, ..])
+        .assign(&aff.slice(s![1, .., 1.., ..]));
+    out.slice_mut(s![2, .., .., ..-1])
+        .assign(&aff.slice(s![2, .., .., 1..]));
     out
 }
 
@@ -70,8 +73,15 @@ fn check_case(case: &Value, region_graph: bool, storage: EdgeStorage) {
     let mut i = 0;
     let summary = agglomerate::<u64>(aff.view(), given.as_ref().map(|f| f.view()), &opts, |r| {
         let want = &expected[i];
-        let what = format!("{name} (region graph {region_graph}, {storage:?}) threshold {}", r.threshold);
-        assert_eq!(r.threshold as f64, want["threshold"].as_f64().unwrap() as f32 as f64, "{what}");
+        let what = format!(
+            "{name} (region graph {region_graph}, {storage:?}) threshold {}",
+            r.threshold
+        );
+        assert_eq!(
+            r.threshold as f64,
+            want["threshold"].as_f64().unwrap() as f32 as f64,
+            "{what}"
+        );
         let history = want["merge_history"].as_array().unwrap();
         assert_eq!(r.merges.len(), history.len(), "{what}: merge count");
         for (k, (m, w)) in r.merges.iter().zip(history).enumerate() {
@@ -109,7 +119,11 @@ fn check_case(case: &Value, region_graph: bool, storage: EdgeStorage) {
     })
     .unwrap();
     assert_eq!(i, expected.len(), "{name}: thresholds");
-    assert_eq!(summary.fragments, case["num_fragments"].as_u64().unwrap(), "{name}");
+    assert_eq!(
+        summary.fragments,
+        case["num_fragments"].as_u64().unwrap(),
+        "{name}"
+    );
 }
 
 #[test]
@@ -121,13 +135,21 @@ fn fragments_equal_waterz_watershed() {
         let aff: Array4<f32> = read_fixture(&waterz_dir(case["affinities"].as_str().unwrap()));
         let want: Array3<u64> = read_fixture(&waterz_dir(case["fragments"].as_str().unwrap()));
         for storage in [EdgeStorage::Destination, EdgeStorage::Source] {
-            let input = if storage == EdgeStorage::Source { to_source(&aff) } else { aff.clone() };
+            let input = if storage == EdgeStorage::Source {
+                to_source(&aff)
+            } else {
+                aff.clone()
+            };
             let opts = WaterzOptions {
                 storage,
                 ..options(&case, false)
             };
             let got = watershed_fragments(input.view(), &opts).unwrap();
-            assert!(got == want, "{}: fragments differ ({storage:?})", case["name"]);
+            assert!(
+                got == want,
+                "{}: fragments differ ({storage:?})",
+                case["name"]
+            );
         }
     }
 }

@@ -22,13 +22,24 @@ fn affinities() -> impl Strategy<Value = Array4<f32>> {
 }
 
 fn scoring() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["mean", "hist50", "hist75_nomax", "quantile50", "max2", "min", "max"])
+    prop::sample::select(vec![
+        "mean",
+        "hist50",
+        "hist75_nomax",
+        "quantile50",
+        "max2",
+        "min",
+        "max",
+    ])
 }
 
 fn run(aff: &Array4<f32>, opts: &WaterzOptions) -> Vec<(Array3<u64>, Vec<(u64, u64)>)> {
     let mut out = Vec::new();
     agglomerate::<u64>(aff.view(), None, opts, |r| {
-        out.push((r.segmentation, r.merges.iter().map(|m| (m.a, m.b)).collect()));
+        out.push((
+            r.segmentation,
+            r.merges.iter().map(|m| (m.a, m.b)).collect(),
+        ));
         Ok(())
     })
     .unwrap();
@@ -56,7 +67,13 @@ fn fragment_components(frags: &Array3<u64>) -> Array3<u64> {
             }
         }
     }
-    frags.mapv(|f| if f == 0 { 0 } else { parent.find(f as usize) as u64 })
+    frags.mapv(|f| {
+        if f == 0 {
+            0
+        } else {
+            parent.find(f as usize) as u64
+        }
+    })
 }
 
 proptest! {

@@ -9,7 +9,10 @@ use ndarray::{Array3, Ix3, Ix4};
 
 use super::{FileDecodeOptions, FileDecodeReport, MethodSummary};
 use crate::waterz::WaterzOptions;
-use crate::{mutex_watershed, DecodeError, DecodeOptions, MwsOptions, MwsSummary, Result};
+use crate::{
+    distance_instances, instances_from_channels, mutex_watershed, ContourOptions, DecodeError,
+    DecodeOptions, DistanceOptions, InstanceSummary, MwsOptions, MwsSummary, Result,
+};
 
 /// How `em decode` turns predictions into a segmentation.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +23,12 @@ pub enum Method {
     Waterz(WaterzFiles),
     /// The mutex watershed (in memory).
     Mws(MwsFiles),
+    /// Instances from one signed-distance (or foreground) map, `(Z, Y, X)` or
+    /// `(1, Z, Y, X)` (in memory).
+    Distance(DistanceOptions),
+    /// Instances from foreground, contour (and distance) channels, `(2 or 3, Z, Y, X)`
+    /// (in memory).
+    Contour(ContourOptions),
 }
 
 /// waterz from files.
@@ -52,18 +61,28 @@ pub(crate) fn decode(
     method: &Method,
     progress: &dyn Progress,
 ) -> Result<FileDecodeReport> {
-    let Method::Mws(m) = method else {
-        unreachable!("connected components and waterz have their own paths")
-    };
     if opts.block.is_some() {
         return Err(DecodeError::InvalidParameter {
             name: "block",
-            reason: "the mutex watershed is global and runs in memory; leave out --block".into(),
+            reason: "the mutex watershed and the instance decoders run in memory; leave out \
+                     --block"
+                .into(),
         });
     }
+    let m = match method {
+        Method::Mws(m) => m,
+        Method::Distance(_) | Method::Contour(_) => return instances(opts, method, progress),
+        Method::Cc(_) | Method::Waterz(_) => {
+            unreachable!("connected components and waterz have their own paths")
+        }
+    };
     let mut inputs = vec![opts.affinities.as_path()];
     inputs.extend(m.mask.as_deref());
-    em_io::check_outputs(&[&opts.out], &inputs, Existing::from_overwrite(opts.overwrite))?;
+    em_io::check_outputs(
+        &[&opts.out],
+        &inputs,
+        Existing::from_overwrite(opts.overwrite),
+    )?;
     crate::check_threads(m.options.threads)?;
     if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
         let &[c, z, y, x] = shape.as_slice() else {
@@ -138,6 +157,115 @@ fn mws_any<L: Label>(
                 ),
             })
         }
+    };
+    Ok((L::into_any(seg.into_dyn()), summary))
+}
+
+/// Distance or contour instances from a prediction file.
+fn instances(
+    opts: &FileDecodeOptions,
+    method: &Method,
+    progress: &dyn Progress,
+) -> Result<FileDecodeReport> {
+    em_io::check_outputs(
+        &[&opts.out],
+        &[&opts.affinities],
+        Existing::from_overwrite(opts.overwrite),
+    )?;
+    if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
+        // The input, an f32 copy, two masks, the flood's labels and queue.
+        let need = em_autoconf::bytes_of(&shape, dtype.size_bytes() as u64 + 4)
+            .and_then(|b| b.checked_add(em_autoconf::bytes_of(&shape[shape.len().min(1)..], 32)?));
+        em_autoconf::ensure_memory(
+            &format!("decoding instances of {}", opts.affinities.display()),
+            need,
+            "crop the volume",
+        )?;
+    }
+    progress.start("instances: reading, segmenting, writing", 3);
+    let any = em_io::read(&opts.affinities)?;
+    progress.advance(1);
+    let (seg, summary) = if opts.label_u64 {
+        instances_any::<u64>(&any, method)?
+    } else {
+        instances_any::<u32>(&any, method)?
+    };
+    drop(any);
+    progress.advance(1);
+    em_io::write(&opts.out, &seg)?;
+    progress.advance(1);
+    progress.finish();
+    Ok(FileDecodeReport {
+        mode: "memory",
+        summary: MethodSummary::Instances(summary),
+        outputs: vec![opts.out.clone()],
+    })
+}
+
+/// Predictions as f32: uint8 `v` means `v / 255` (a distance channel `v / 255 · 2 − 1`,
+/// PyTC's scaling of its tanh output).
+fn predictions_f32(
+    any: &AnyArray,
+    distance_channel: Option<usize>,
+) -> Result<ndarray::ArrayD<f32>> {
+    Ok(match any {
+        AnyArray::F32(a) => a.clone(),
+        AnyArray::F16(a) => a.mapv(em_core::f16::to_f32),
+        AnyArray::U8(a) => {
+            let mut f = a.mapv(|v| f32::from(v) / 255.0);
+            if let Some(c) = distance_channel {
+                if f.ndim() == 4 {
+                    f.index_axis_mut(ndarray::Axis(0), c)
+                        .mapv_inplace(|v| v * 2.0 - 1.0);
+                } else {
+                    f.mapv_inplace(|v| v * 2.0 - 1.0);
+                }
+            }
+            f
+        }
+        other => {
+            return Err(DecodeError::InvalidParameter {
+                name: "predictions",
+                reason: format!(
+                    "{} of shape {:?}; expected float32, float16 or uint8",
+                    other.dtype(),
+                    other.shape()
+                ),
+            })
+        }
+    })
+}
+
+fn instances_any<L: Label>(any: &AnyArray, method: &Method) -> Result<(AnyArray, InstanceSummary)> {
+    let shape = any.shape().to_vec();
+    let (seg, summary) = match method {
+        Method::Distance(o) => {
+            let p = predictions_f32(any, Some(0))?;
+            let p = match shape.as_slice() {
+                [_, _, _] => p,
+                [1, _, _, _] => p.index_axis_move(ndarray::Axis(0), 0),
+                _ => {
+                    return Err(DecodeError::InvalidParameter {
+                        name: "predictions",
+                        reason: format!(
+                            "shape {shape:?}; the distance method reads one map (Z, Y, X) or \
+                             (1, Z, Y, X)"
+                        ),
+                    })
+                }
+            };
+            let p = p.into_dimensionality::<Ix3>().expect("3 axes");
+            distance_instances::<L>(p.view(), o)?
+        }
+        Method::Contour(o) => {
+            let channels = shape.first().copied().unwrap_or(0);
+            let p = predictions_f32(any, (channels == 3).then_some(2))?;
+            let p = p
+                .into_dimensionality::<Ix4>()
+                .map_err(|_| DecodeError::NotFourDimensional(shape.clone()))?;
+            instances_from_channels::<L>(p.view(), o)?
+        }
+        _ => unreachable!("instance methods only"),
     };
     Ok((L::into_any(seg.into_dyn()), summary))
 }

@@ -57,6 +57,8 @@ pub enum MethodSummary {
     Waterz(crate::waterz::WaterzSummary),
     /// Mutex watershed.
     Mws(crate::MwsSummary),
+    /// Distance or contour instances.
+    Instances(crate::InstanceSummary),
 }
 
 /// Decodes `opts.affinities` into `opts.out`.
@@ -240,8 +242,7 @@ fn blockwise(
             ..ZarrOptions::default()
         };
         let writer = ZarrWriter::create(&target, &out_shape, dtype, &options)?;
-        let summary =
-            decode_blockwise(aff.as_ref(), writer.volume(), decode, block, progress)?;
+        let summary = decode_blockwise(aff.as_ref(), writer.volume(), decode, block, progress)?;
         writer.commit()?;
         summary
     } else {

@@ -157,11 +157,13 @@ fn memory_needed(opts: &FileDecodeOptions, shape: &[u64], elem: u64) -> Option<u
     match opts.block {
         // Input as read, a 3-channel f32 copy, fragments, labels, and the graph (≈ 8 B per
         // voxel for noisy predictions, much less for clean ones).
-        None => bytes_of(&[c, z, y, x], elem)?
-            .checked_add(bytes_of(&[z, y, x], 12 + 4 + label + 8)?),
+        None => {
+            bytes_of(&[c, z, y, x], elem)?.checked_add(bytes_of(&[z, y, x], 12 + 4 + label + 8)?)
+        }
         // Fragments and faces of the whole volume, blocks in flight.
-        Some(b) => bytes_of(&[z, y, x], 4 + 8)?
-            .checked_add(bytes_of(&b, 3 * 4 * 4 + 8)?.checked_mul(rayon::current_num_threads() as u64)?),
+        Some(b) => bytes_of(&[z, y, x], 4 + 8)?.checked_add(
+            bytes_of(&b, 3 * 4 * 4 + 8)?.checked_mul(rayon::current_num_threads() as u64)?,
+        ),
     }
 }
 
@@ -218,7 +220,11 @@ fn blockwise(
     let aff = em_io::open(&opts.affinities)?;
     let fragments = w.fragments.as_deref().map(em_io::open).transpose()?;
     let shape: Vec<u64> = aff.shape()[1.min(aff.shape().len())..].to_vec();
-    let dtype = if opts.label_u64 { DType::U64 } else { DType::U32 };
+    let dtype = if opts.label_u64 {
+        DType::U64
+    } else {
+        DType::U32
+    };
     let mut collected = Collected::default();
     let summary = agglomerate_blockwise(
         aff.as_ref(),
@@ -232,8 +238,11 @@ fn blockwise(
             if !collected.written.contains(&path) {
                 let target = VolumePath::parse(&path)?;
                 if target.format == Format::Zarr {
-                    let chunk: Vec<u64> =
-                        block.iter().zip(&shape).map(|(&b, &n)| b.min(n.max(1))).collect();
+                    let chunk: Vec<u64> = block
+                        .iter()
+                        .zip(&shape)
+                        .map(|(&b, &n)| b.min(n.max(1)))
+                        .collect();
                     let zopts = ZarrOptions {
                         chunk_shape: Some(chunk),
                         ..ZarrOptions::default()

@@ -22,8 +22,8 @@ use ndarray::{Array3, ArrayD, Ix4};
 use rayon::prelude::*;
 
 use super::{
-    affs_of, check_options, merge_thresholds, stats::EdgeStats, Merge, ScoredEdge,
-    WaterzOptions, WaterzSummary,
+    affs_of, check_options, merge_thresholds, stats::EdgeStats, Merge, ScoredEdge, WaterzOptions,
+    WaterzSummary,
 };
 use crate::cc::in_pool;
 use crate::{DecodeError, Result};
@@ -66,8 +66,8 @@ impl BlockwiseThreshold<'_> {
                     .iter()
                     .map(|&f| L::from_u64(self.table[f as usize]).expect("checked above"))
                     .collect();
-                let data = ArrayD::from_shape_vec(core.shape_usize(), labels)
-                    .expect("shape matches");
+                let data =
+                    ArrayD::from_shape_vec(core.shape_usize(), labels).expect("shape matches");
                 out.write_roi(core, &L::into_any(data))?;
                 Ok(())
             })
@@ -117,7 +117,13 @@ pub(crate) fn affinities_f32(any: AnyArray) -> Result<(ArrayD<f32>, u64)> {
 fn read_channels(aff: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<(Vec<f32>, u64)> {
     let (a, bad) = affinities_f32(aff.read_roi(&roi.with_leading_axis(0, 3))?)?;
     let a = a.into_dimensionality::<Ix4>().expect("4 axes");
-    Ok((a.as_standard_layout().into_owned().into_raw_vec_and_offset().0, bad))
+    Ok((
+        a.as_standard_layout()
+            .into_owned()
+            .into_raw_vec_and_offset()
+            .0,
+        bad,
+    ))
 }
 
 /// waterz block by block: fragments per block (with `halo` voxels of context), one region
@@ -264,7 +270,9 @@ fn watershed_blocks(
     progress.finish();
     let mut offset = 0u64;
     for (mut frags, count) in local {
-        let base = u32::try_from(offset).ok().filter(|b| b.checked_add(count).is_some());
+        let base = u32::try_from(offset)
+            .ok()
+            .filter(|b| b.checked_add(count).is_some());
         let Some(base) = base else {
             return Err(DecodeError::InvalidParameter {
                 name: "fragments",
@@ -305,7 +313,11 @@ fn given_fragments(
     if ids.len() >= u32::MAX as usize {
         return Err(DecodeError::InvalidParameter {
             name: "fragments",
-            reason: format!("{} distinct fragment ids; at most {} fit", ids.len(), u32::MAX - 1),
+            reason: format!(
+                "{} distinct fragment ids; at most {} fit",
+                ids.len(),
+                u32::MAX - 1
+            ),
         });
     }
     ids.insert(0, 0);
@@ -402,7 +414,11 @@ fn block_faces(
     for z in 0..cs[0] {
         for y in 0..cs[1] {
             for x in 0..cs[2] {
-                let p = [start[0] + z as u64, start[1] + y as u64, start[2] + x as u64];
+                let p = [
+                    start[0] + z as u64,
+                    start[1] + y as u64,
+                    start[2] + x as u64,
+                ];
                 let f1 = frags[i];
                 i += 1;
                 for d in 0..3 {

@@ -213,8 +213,10 @@ pub fn watershed_fragments(
     let (frags, _) = in_pool(options.threads, || {
         watershed::watershed(&affs, options.aff_threshold_low, options.aff_threshold_high)
     })?;
-    Ok(Array3::from_shape_vec(shape, frags.into_iter().map(u64::from).collect())
-        .expect("shape matches"))
+    Ok(
+        Array3::from_shape_vec(shape, frags.into_iter().map(u64::from).collect())
+            .expect("shape matches"),
+    )
 }
 
 fn affs_of(data: &[f32], shape: [usize; 3], storage: EdgeStorage) -> Affs<'_> {
@@ -256,12 +258,18 @@ fn check_options(o: &WaterzOptions) -> Result<()> {
     if o.discretize_queue > 65536 {
         return bad(
             "discretize_queue",
-            format!("{} bins; give 0 (exact) or at most 65536", o.discretize_queue),
+            format!(
+                "{} bins; give 0 (exact) or at most 65536",
+                o.discretize_queue
+            ),
         );
     }
     if let Some(d) = o.dust {
         if !d.weight_th.is_finite() {
-            return bad("weight_th", format!("{} is not a finite number", d.weight_th));
+            return bad(
+                "weight_th",
+                format!("{} is not a finite number", d.weight_th),
+            );
         }
     }
     crate::check_threads(o.threads)
@@ -280,7 +288,11 @@ fn dense_fragments(given: ArrayView3<'_, u64>) -> Result<Fragments> {
     if ids.len() >= u32::MAX as usize {
         return Err(DecodeError::InvalidParameter {
             name: "fragments",
-            reason: format!("{} distinct fragment ids; at most {} fit", ids.len(), u32::MAX - 1),
+            reason: format!(
+                "{} distinct fragment ids; at most {} fit",
+                ids.len(),
+                u32::MAX - 1
+            ),
         });
     }
     ids.insert(0, 0);
@@ -379,7 +391,10 @@ pub fn agglomerate<L: Label>(
         if L::from_u64(largest).is_none() {
             return Err(DecodeError::InvalidParameter {
                 name: "label type",
-                reason: format!("fragment id {largest} does not fit {} labels; use u64", L::NAME),
+                reason: format!(
+                    "fragment id {largest} does not fit {} labels; use u64",
+                    L::NAME
+                ),
             });
         }
         run(&affs, &frags, shape, non_finite, options, &mut each)

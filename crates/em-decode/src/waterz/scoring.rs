@@ -35,9 +35,18 @@ pub(crate) enum Provider {
     Max,
     Size,
     Contact,
-    Histogram { q: u32, bins: u32, init_max: bool },
-    Quantile { q: u32, init_max: bool },
-    MaxK { k: u32 },
+    Histogram {
+        q: u32,
+        bins: u32,
+        init_max: bool,
+    },
+    Quantile {
+        q: u32,
+        init_max: bool,
+    },
+    MaxK {
+        k: u32,
+    },
     /// Stateless; in the chain only because its place can move the others.
     Constant(i32),
 }
@@ -161,7 +170,6 @@ impl Scoring {
     pub(crate) fn providers(&self) -> &[Provider] {
         &self.providers
     }
-
 
     /// The score of edge `e`, rounded to `float` as waterz stores it.
     pub(crate) fn score(&self, stats: &impl Stats, e: usize) -> f32 {
@@ -304,7 +312,11 @@ struct Parser {
 /// Equal single providers collapse; a provider joins the end of a chain unless already in
 /// it; a single provider *before* a chain still goes to the chain's end.
 fn merge_providers(a: Vec<Provider>, b: Vec<Provider>) -> Vec<Provider> {
-    let (mut chain, extra) = if a.len() == 1 && b.len() > 1 { (b, a) } else { (a, b) };
+    let (mut chain, extra) = if a.len() == 1 && b.len() > 1 {
+        (b, a)
+    } else {
+        (a, b)
+    };
     for p in extra {
         if !chain.contains(&p) {
             chain.push(p);
@@ -316,7 +328,12 @@ fn merge_providers(a: Vec<Provider>, b: Vec<Provider>) -> Vec<Provider> {
 fn resolve(expr: &mut Expr, providers: &[Provider]) {
     let at = |slot: &mut Slot| {
         if let Slot::Of(p) = *slot {
-            *slot = Slot::At(providers.iter().position(|&q| q == p).expect("in the chain"));
+            *slot = Slot::At(
+                providers
+                    .iter()
+                    .position(|&q| q == p)
+                    .expect("in the chain"),
+            );
         }
     };
     match expr {
@@ -410,7 +427,11 @@ impl Parser {
                 };
                 let ty = operator_type(ta, tb);
                 let providers = merge_providers(pa, pb);
-                (Expr::Binary(op, ty, Box::new(a), Box::new(b)), ty, providers)
+                (
+                    Expr::Binary(op, ty, Box::new(a), Box::new(b)),
+                    ty,
+                    providers,
+                )
             }
             _ => {
                 if !STATISTICS.contains(&name.as_str()) {
@@ -479,9 +500,11 @@ impl Parser {
                 (Expr::Constant(c), Ty::Int, vec![Provider::Constant(c)])
             }
             "Random" => {
-                return Err("Random is not supported: waterz draws it from the C library's \
+                return Err(
+                    "Random is not supported: waterz draws it from the C library's \
                             unseeded rand(), so no result could be reproduced"
-                    .into())
+                        .into(),
+                )
             }
             other => return Err(format!("unknown scoring function {other:?}")),
         })
@@ -603,12 +626,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.providers, vec![Provider::Size]);
-        assert!(matches!(s.expr, Expr::Binary(Binary::Divide, Ty::F64, _, _)));
+        assert!(matches!(
+            s.expr,
+            Expr::Binary(Binary::Divide, Ty::F64, _, _)
+        ));
     }
 
     #[test]
     fn unknown_strings_list_what_is_supported() {
-        for bad in ["Median<RegionGraphType>", "mean2", "OneMinus<MeanAffinity<RegionGraphType>>", "Random<RegionGraphType>", "hist101"] {
+        for bad in [
+            "Median<RegionGraphType>",
+            "mean2",
+            "OneMinus<MeanAffinity<RegionGraphType>>",
+            "Random<RegionGraphType>",
+            "hist101",
+        ] {
             let e = Scoring::parse(bad).unwrap_err().to_string();
             assert!(e.contains("supported: mean"), "{bad}: {e}");
         }

@@ -83,14 +83,30 @@ impl Histogram {
 /// One provider's data.
 #[derive(Clone, Debug)]
 enum Store {
-    Mean { n: Vec<u64>, mean: Vec<f32> },
+    Mean {
+        n: Vec<u64>,
+        mean: Vec<f32>,
+    },
     Min(Vec<f32>),
     Max(Vec<f32>),
     Contact(Vec<u64>),
     Size(Vec<u64>),
-    Histogram { q: u32, bins: u32, init_max: bool, h: Vec<Histogram> },
-    Quantile { q: u32, init_max: bool, v: Vec<Vec<f32>>, selected: Vec<bool> },
-    MaxK { k: usize, v: Vec<f32> },
+    Histogram {
+        q: u32,
+        bins: u32,
+        init_max: bool,
+        h: Vec<Histogram>,
+    },
+    Quantile {
+        q: u32,
+        init_max: bool,
+        v: Vec<Vec<f32>>,
+        selected: Vec<bool>,
+    },
+    MaxK {
+        k: usize,
+        v: Vec<f32>,
+    },
     Constant,
 }
 
@@ -248,11 +264,17 @@ impl EdgeStats {
                 Store::Contact(c) => *c = take(c, order),
                 Store::Histogram { h, .. } => {
                     let mut old = std::mem::take(h);
-                    *h = order.iter().map(|&i| std::mem::take(&mut old[i as usize])).collect();
+                    *h = order
+                        .iter()
+                        .map(|&i| std::mem::take(&mut old[i as usize]))
+                        .collect();
                 }
                 Store::Quantile { v, selected, .. } => {
                     let mut old = std::mem::take(v);
-                    *v = order.iter().map(|&i| std::mem::take(&mut old[i as usize])).collect();
+                    *v = order
+                        .iter()
+                        .map(|&i| std::mem::take(&mut old[i as usize]))
+                        .collect();
                     *selected = take(selected, order);
                 }
                 Store::MaxK { k, v } => {

@@ -132,9 +132,21 @@ fn mark_directions(aff: &Affs<'_>, low: f32, high: f32) -> Vec<u32> {
                     let negz = if z > 0 { aff.back(0, idx) } else { low };
                     let negy = if y > 0 { aff.back(1, idx) } else { low };
                     let negx = if x > 0 { aff.back(2, idx) } else { low };
-                    let posz = if z + 1 < zdim { aff.back(0, idx + plane) } else { low };
-                    let posy = if y + 1 < ydim { aff.back(1, idx + xdim) } else { low };
-                    let posx = if x + 1 < xdim { aff.back(2, idx + 1) } else { low };
+                    let posz = if z + 1 < zdim {
+                        aff.back(0, idx + plane)
+                    } else {
+                        low
+                    };
+                    let posy = if y + 1 < ydim {
+                        aff.back(1, idx + xdim)
+                    } else {
+                        low
+                    };
+                    let posx = if x + 1 < xdim {
+                        aff.back(2, idx + 1)
+                    } else {
+                        low
+                    };
                     let values = [negz, negy, negx, posz, posy, posx];
                     // std::max over an initializer list keeps the first of equal values;
                     // with finite inputs only the value matters.
