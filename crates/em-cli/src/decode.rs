@@ -159,6 +159,48 @@ pub(crate) struct WaterzArgs {
     halo: u64,
 }
 
+impl WaterzArgs {
+    /// waterz's options from the flags (`threshold` when no --thresholds are given).
+    pub(crate) fn options(
+        &self,
+        threshold: f32,
+        storage: EdgeStorage,
+        threads: Option<usize>,
+    ) -> anyhow::Result<WaterzOptions> {
+        Ok(WaterzOptions {
+            thresholds: if self.thresholds.is_empty() {
+                vec![threshold]
+            } else {
+                self.thresholds.clone()
+            },
+            scoring: Scoring::parse(&self.scoring)?,
+            aff_threshold_low: self.aff_low,
+            aff_threshold_high: self.aff_high,
+            discretize_queue: self.discretize_queue,
+            storage,
+            percentile: self.percentile,
+            dust: self.dust,
+            region_graph: self.region_graph.is_some(),
+            threads,
+        })
+    }
+
+    /// The waterz part of a distributed decode.
+    pub(crate) fn plan(
+        &self,
+        threshold: f32,
+        storage: EdgeStorage,
+    ) -> anyhow::Result<em_decode::WaterzPlan> {
+        Ok(em_decode::WaterzPlan {
+            options: self.options(threshold, storage, Some(1))?,
+            halo: self.halo,
+            fragments: self.fragments.clone(),
+            merge_history: self.merge_history.clone(),
+            region_graph: self.region_graph.clone(),
+        })
+    }
+}
+
 /// The options of `--method mws`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct MwsArgs {
@@ -277,22 +319,7 @@ impl DecodeArgs {
             MethodName::Waterz => {
                 let w = &self.waterz;
                 Method::Waterz(WaterzFiles {
-                    options: WaterzOptions {
-                        thresholds: if w.thresholds.is_empty() {
-                            vec![self.labels.threshold]
-                        } else {
-                            w.thresholds.clone()
-                        },
-                        scoring: Scoring::parse(&w.scoring)?,
-                        aff_threshold_low: w.aff_low,
-                        aff_threshold_high: w.aff_high,
-                        discretize_queue: w.discretize_queue,
-                        storage: self.labels.storage,
-                        percentile: w.percentile,
-                        dust: w.dust,
-                        region_graph: w.region_graph.is_some(),
-                        threads: self.threads,
-                    },
+                    options: w.options(self.labels.threshold, self.labels.storage, self.threads)?,
                     fragments: w.fragments.clone(),
                     merge_history: w.merge_history.clone(),
                     region_graph: w.region_graph.clone(),

@@ -103,6 +103,15 @@ pub(crate) enum SlurmCommand {
     },
 }
 
+/// Methods of `em slurm decode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SlurmMethod {
+    /// Connected components of affinities above --threshold.
+    Cc,
+    /// waterz below each of --thresholds.
+    Waterz,
+}
+
 /// Arguments of `em slurm decode`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DecodeJobArgs {
@@ -132,6 +141,13 @@ pub(crate) struct DecodeJobArgs {
     tasks: u64,
     #[command(flatten)]
     labels: LabelOptions,
+    /// How to decode: cc (connected components) or waterz (block-wise fragments, one
+    /// agglomeration in the final job). The mutex watershed and the instance decoders run
+    /// in memory: use `em decode`.
+    #[arg(long, value_enum, default_value = "cc")]
+    method: SlurmMethod,
+    #[command(flatten)]
+    waterz: crate::decode::WaterzArgs,
     /// Work directory: plan, scripts, block records, logs.
     #[arg(long, default_value = "slurm/decode")]
     dir: PathBuf,
@@ -300,6 +316,10 @@ fn decode(a: &DecodeJobArgs) -> anyhow::Result<()> {
         block: a.block,
         tasks: a.tasks,
         decode: a.labels.params(SmallObjectMode::Background, Some(1)),
+        waterz: match a.method {
+            SlurmMethod::Cc => None,
+            SlurmMethod::Waterz => Some(a.waterz.plan(a.labels.threshold, a.labels.storage)?),
+        },
         label_u64: a.labels.label_type == LabelType::U64,
         job,
         max_running: a.max_running,

@@ -209,6 +209,66 @@ fn a_decode_split_into_tasks_equals_banis() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("distributed decoding writes zarr"));
 }
 
+#[test]
+fn a_waterz_decode_split_into_tasks_equals_the_blockwise_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let aff = fixture("waterz/cells_lownoise_affs.npy");
+    let work = dir.path().join("work");
+    let plan = work.join("plan.json");
+    let common = [
+        "--affinities",
+        aff.as_str(),
+        "--method",
+        "waterz",
+        "--thresholds",
+        "0.3,0.6",
+        "--storage",
+        "destination",
+        "--block",
+        "3,9,9",
+        "--halo",
+        "4",
+    ];
+    let distributed = dir.path().join("dist_{threshold}.zarr");
+    let mut args = vec!["slurm", "decode", "--out", distributed.to_str().unwrap()];
+    args.extend(common);
+    args.extend(["--tasks", "3", "--dir", work.to_str().unwrap(), "--dry-run"]);
+    let v = ok(&em(&args));
+    assert_eq!(v["blocks"], 2 * 2 * 2);
+    for t in ["2", "0", "1"] {
+        ok(&em(&[
+            "slurm",
+            "decode-task",
+            plan.to_str().unwrap(),
+            "--task",
+            t,
+        ]));
+    }
+    let v = ok(&em(&[
+        "slurm",
+        "decode-stitch",
+        plan.to_str().unwrap(),
+        "--no-resubmit",
+    ]));
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 2, "{v}");
+    let local = dir.path().join("local_{threshold}.zarr");
+    let mut args = vec!["decode", "--out", local.to_str().unwrap(), "--json"];
+    args.extend(common);
+    ok(&em(&args));
+    for t in ["0.3", "0.6"] {
+        let a = em_io::read(dir.path().join(format!("dist_{t}.zarr"))).unwrap();
+        let b = em_io::read(dir.path().join(format!("local_{t}.zarr"))).unwrap();
+        assert_eq!(a, b, "threshold {t}");
+    }
+    // Several thresholds need {threshold} in the output.
+    let w2 = dir.path().join("w2");
+    let mut args = vec!["slurm", "decode", "--out", "one.zarr"];
+    args.extend(common);
+    args.extend(["--dir", w2.to_str().unwrap(), "--dry-run"]);
+    let o = em(&args);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("{threshold}"));
+}
+
 /// Prediction block by block, then the decode: tasks run by hand as the array jobs would.
 /// The segmentation equals the in-memory decode of the affinities the tasks predicted, and
 /// those are close to `em infer` on the whole volume (windows differ only near blocks).

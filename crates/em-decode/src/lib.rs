@@ -55,7 +55,8 @@ pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
 #[cfg(feature = "files")]
 pub use files::{
-    decode_files, FileDecodeOptions, FileDecodeReport, Method, MethodSummary, MwsFiles, WaterzFiles,
+    decode_files, FileDecodeOptions, FileDecodeReport, Method, MethodSummary,
+    MwsFiles, WaterzFiles,
 };
 pub use instances::{
     contour_instances, distance_instances, instances_from_channels, ContourOptions,
@@ -63,4 +64,4 @@ pub use instances::{
 };
 pub use mws::{mutex_watershed, MwsOptions, MwsSummary};
 pub use small::{remove_small_objects, renumber, SmallObjectMode};
-pub use tasks::{task_share, tasks_with, DistributedPlan, TaskReport};
+pub use tasks::{task_share, tasks_with, DistributedPlan, TaskReport, WaterzPlan};

@@ -12,6 +12,7 @@ use em_core::{ChunkedVolume, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::{label_block, stitch_blocks, BlockJob};
+use crate::waterz::{BlockwiseThreshold, WaterzBlock, WaterzOptions, WaterzSummary};
 use crate::{BlockRecord, DecodeError, DecodeOptions, DecodeSummary, Result};
 
 /// What the tasks and the final stitch of a distributed decode share; saved as JSON next to
@@ -37,6 +38,26 @@ pub struct DistributedPlan {
     pub options: DecodeOptions,
     /// The final labels are uint64 (else uint32).
     pub label_u64: bool,
+    /// Agglomerate with waterz instead of connected components (`out` then holds
+    /// `{threshold}` when there are several thresholds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waterz: Option<WaterzPlan>,
+}
+
+/// The waterz part of a distributed decode.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaterzPlan {
+    /// The agglomeration's options.
+    pub options: WaterzOptions,
+    /// Voxels of context around each block for its watershed.
+    pub halo: u64,
+    /// Fragments to start from instead of the watershed.
+    pub fragments: Option<PathBuf>,
+    /// Where the final job writes each threshold's merges (JSON).
+    pub merge_history: Option<PathBuf>,
+    /// Where the final job writes the region graph after each threshold (JSON).
+    pub region_graph: Option<PathBuf>,
 }
 
 /// What one task did.
@@ -141,6 +162,42 @@ impl DistributedPlan {
         write_whole(&self.record_path(record.position()), &record.to_bytes())
     }
 
+    /// Labels block `p` (connected components or waterz, as planned): its local labels go
+    /// into `local`, its record into the record directory.
+    ///
+    /// # Errors
+    /// The errors of [`label_block`] or of the waterz block task; I/O errors.
+    pub fn run_block(
+        &self,
+        affinities: &dyn ChunkedVolume,
+        local: &dyn ChunkedVolume,
+        p: u64,
+    ) -> Result<()> {
+        let Some(w) = &self.waterz else {
+            let options = self.task_options();
+            let job = BlockJob {
+                affinities,
+                local,
+                options: &options,
+                block_shape: self.block,
+            };
+            return self.save_record(&label_block(&job, p)?);
+        };
+        let fragments = w.fragments.as_deref().map(em_io_open).transpose()?;
+        let mut options = w.options.clone();
+        options.threads = Some(1);
+        let record = crate::waterz::run_block(
+            affinities,
+            fragments.as_deref(),
+            local,
+            &options,
+            self.block,
+            w.halo,
+            p,
+        )?;
+        write_whole(&self.record_path(p), &record.to_bytes())
+    }
+
     /// Labels the blocks of task `task` that have no record yet, writing their local labels
     /// into `local` and their records into the plan's record directory.
     ///
@@ -154,13 +211,6 @@ impl DistributedPlan {
         task: u64,
     ) -> Result<TaskReport> {
         self.check_task(task)?;
-        let options = self.task_options();
-        let job = BlockJob {
-            affinities,
-            local,
-            options: &options,
-            block_shape: self.block,
-        };
         let mut report = TaskReport {
             task,
             ..TaskReport::default()
@@ -170,11 +220,11 @@ impl DistributedPlan {
                 report.already_done += 1;
                 continue;
             }
-            let record = label_block(&job, p).map_err(|e| DecodeError::InvalidParameter {
-                name: "block",
-                reason: format!("labelling block {p}: {e}"),
-            })?;
-            self.save_record(&record)?;
+            self.run_block(affinities, local, p)
+                .map_err(|e| DecodeError::InvalidParameter {
+                    name: "block",
+                    reason: format!("labelling block {p}: {e}"),
+                })?;
             report.done += 1;
         }
         Ok(report)
@@ -210,6 +260,57 @@ impl DistributedPlan {
         };
         stitch_blocks(&job, out, &mut |p| self.read_record(p), progress)
     }
+}
+
+impl DistributedPlan {
+    /// The waterz stitch: joins every block's record, agglomerates once and hands each
+    /// threshold to `each` (which writes it, e.g. with [`BlockwiseThreshold::write`]).
+    ///
+    /// # Errors
+    /// A plan without waterz; a missing or corrupt record; the agglomeration's errors.
+    pub fn stitch_waterz(
+        &self,
+        local: &dyn ChunkedVolume,
+        progress: &dyn Progress,
+        each: impl FnMut(BlockwiseThreshold<'_>) -> Result<()> + Send,
+    ) -> Result<WaterzSummary> {
+        let w = self
+            .waterz
+            .as_ref()
+            .ok_or_else(|| DecodeError::InvalidParameter {
+                name: "decode plan",
+                reason: "this plan decodes by connected components, not waterz".into(),
+            })?;
+        let mut records = Vec::with_capacity(self.blocks as usize);
+        for p in 0..self.blocks {
+            let path = self.record_path(p);
+            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+            records.push(WaterzBlock::from_bytes(&bytes).map_err(|e| {
+                DecodeError::InvalidParameter {
+                    name: "block record",
+                    reason: format!("{}: {e}", path.display()),
+                }
+            })?);
+        }
+        crate::waterz::stitch_records(local, records, &w.options, self.block, progress, each)
+    }
+}
+
+#[cfg(feature = "files")]
+fn em_io_open(path: &Path) -> Result<Box<dyn ChunkedVolume>> {
+    Ok(em_io::open(path)?)
+}
+
+#[cfg(not(feature = "files"))]
+fn em_io_open(path: &Path) -> Result<Box<dyn ChunkedVolume>> {
+    Err(DecodeError::InvalidParameter {
+        name: "fragments",
+        reason: format!(
+            "{}: reading given fragments in a distributed decode needs em-decode's `files` \
+             feature",
+            path.display()
+        ),
+    })
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DecodeError + '_ {

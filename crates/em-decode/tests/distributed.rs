@@ -237,6 +237,7 @@ fn a_plan_run_task_by_task_equals_the_in_memory_decode() {
         tasks: 4,
         options: options.clone(),
         label_u64: false,
+        waterz: None,
     };
     let local = labels::<u32>([6, 7, 5], block, "local");
     let out = labels::<u32>([6, 7, 5], block, "labels");

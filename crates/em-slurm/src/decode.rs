@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use em_core::{BlockGrid, ChunkedVolume, DType, Progress};
-use em_decode::{
-    block_count, label_block, BlockJob, DecodeOptions, DecodeSummary, DistributedPlan,
-};
+use em_decode::waterz::WaterzSummary;
+use em_decode::{block_count, DecodeOptions, DecodeSummary, DistributedPlan, WaterzPlan};
 use em_io::{Existing, Format, VolumePath, ZarrOptions, ZarrWriter};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +34,9 @@ pub struct DecodeJobOptions {
     pub tasks: u64,
     /// The decode's parameters.
     pub decode: DecodeOptions,
+    /// Agglomerate with waterz instead (`out` then holds `{threshold}` when there are
+    /// several thresholds).
+    pub waterz: Option<WaterzPlan>,
     /// Write uint64 labels (else uint32).
     pub label_u64: bool,
     /// The job whose `[slurm]` resources the tasks and the final job use; its name
@@ -203,6 +205,16 @@ pub fn prepare_decode(
             tasks,
             options: opts.decode.clone(),
             label_u64: opts.label_u64,
+            waterz: opts
+                .waterz
+                .clone()
+                .map(|mut w| {
+                    w.fragments = w.fragments.as_deref().map(absolute).transpose()?;
+                    w.merge_history = w.merge_history.as_deref().map(absolute).transpose()?;
+                    w.region_graph = w.region_graph.as_deref().map(absolute).transpose()?;
+                    Ok::<_, SlurmError>(w)
+                })
+                .transpose()?,
         },
         retries: opts.retries,
         task_script: dir.join(format!("{}-blocks.sbatch", base.name)),
@@ -214,24 +226,20 @@ pub fn prepare_decode(
     // Parameters Slurm would only reject minutes later fail here: block 0 is labelled now
     // (on the still empty affinities when they are predicted first; its record is then
     // dropped).
-    let options = plan.decode.task_options();
-    let job = BlockJob {
-        affinities: aff.as_ref(),
-        local: &local,
-        options: &options,
-        block_shape: opts.block,
-    };
-    let record = label_block(&job, 0).map_err(|e| {
-        SlurmError::invalid(
-            "decode",
-            format!(
-                "labelling the first block of {}: {e}",
-                opts.affinities.display()
-            ),
-        )
-    })?;
-    if plan.predict.is_none() {
-        plan.decode.save_record(&record)?;
+    plan.decode
+        .run_block(aff.as_ref(), &local, 0)
+        .map_err(|e| {
+            SlurmError::invalid(
+                "decode",
+                format!(
+                    "labelling the first block of {}: {e}",
+                    opts.affinities.display()
+                ),
+            )
+        })?;
+    if plan.predict.is_some() {
+        let record = plan.decode.record_path(0);
+        std::fs::remove_file(&record).map_err(SlurmError::io(&record))?;
     }
     let plan_path = dir.join("plan.json");
     let text = serde_json::to_string_pretty(&plan)
@@ -250,21 +258,29 @@ pub fn prepare_decode(
 
 /// The checks before anything is written.
 fn check_request(opts: &DecodeJobOptions, predict: Option<&PredictionInput>) -> Result<()> {
-    if VolumePath::parse(&opts.out)?.format != Format::Zarr {
-        return Err(SlurmError::invalid(
-            "output",
-            format!(
-                "{}: distributed decoding writes zarr (DIR.zarr or DIR.zarr/array), which \
-                 many tasks can write at once",
-                opts.out.display()
-            ),
-        ));
+    let outs = outputs_of(opts)?;
+    for out in &outs {
+        if VolumePath::parse(out)?.format != Format::Zarr {
+            return Err(SlurmError::invalid(
+                "output",
+                format!(
+                    "{}: distributed decoding writes zarr (DIR.zarr or DIR.zarr/array), which \
+                     many tasks can write at once",
+                    out.display()
+                ),
+            ));
+        }
     }
     if opts.tasks == 0 {
         return Err(SlurmError::invalid("tasks", "0; at least 1"));
     }
     let mut inputs: Vec<&Path> = Vec::new();
-    let mut outputs: Vec<&Path> = vec![&opts.out];
+    let mut outputs: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
+    if let Some(w) = &opts.waterz {
+        inputs.extend(w.fragments.as_deref());
+        outputs.extend(w.merge_history.as_deref());
+        outputs.extend(w.region_graph.as_deref());
+    }
     match predict {
         Some(p) => {
             inputs.extend(p.inputs.iter().map(PathBuf::as_path));
@@ -295,6 +311,31 @@ fn check_request(opts: &DecodeJobOptions, predict: Option<&PredictionInput>) -> 
         "use a smaller --block",
     )?;
     Ok(())
+}
+
+/// The segmentations a decode writes: one, or one per waterz threshold.
+fn outputs_of(opts: &DecodeJobOptions) -> Result<Vec<PathBuf>> {
+    let Some(w) = &opts.waterz else {
+        return Ok(vec![opts.out.clone()]);
+    };
+    let mut thresholds = w.options.thresholds.clone();
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    if thresholds.len() > 1 && !opts.out.to_string_lossy().contains("{threshold}") {
+        return Err(SlurmError::invalid(
+            "output",
+            format!(
+                "{} thresholds but one output {}; put {{threshold}} in it, e.g. \
+                 seg_{{threshold}}.zarr",
+                thresholds.len(),
+                opts.out.display()
+            ),
+        ));
+    }
+    Ok(thresholds
+        .iter()
+        .map(|&t| em_decode::waterz::threshold_output(&opts.out, t))
+        .collect())
 }
 
 /// The work directory must be new, empty, or the work directory of an earlier distributed
@@ -541,6 +582,13 @@ pub fn decode_task(plan_path: &Path, task: u64) -> Result<em_decode::TaskReport>
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum StitchOutcome {
+    /// Every block was there: waterz's segmentations are written.
+    FinishedWaterz {
+        /// One segmentation per threshold.
+        outputs: Vec<PathBuf>,
+        /// What the agglomeration did.
+        summary: WaterzSummary,
+    },
     /// Every block was there: the segmentation is written.
     Finished {
         /// The segmentation.
@@ -595,6 +643,9 @@ pub fn decode_stitch(
         return resubmit(&plan, &missing, &unpredicted, no_resubmit, attempt);
     }
     let d = &plan.decode;
+    if d.waterz.is_some() {
+        return stitch_waterz(d, progress);
+    }
     let aff = em_io::open(&d.affinities)?;
     let local = em_io::open(&d.local)?;
     let dtype = if d.label_u64 { DType::U64 } else { DType::U32 };
@@ -612,6 +663,52 @@ pub fn decode_stitch(
         out: d.out.clone(),
         summary,
     })
+}
+
+/// The waterz stitch: one agglomeration, one zarr per threshold, the JSON side outputs.
+fn stitch_waterz(d: &DistributedPlan, progress: &dyn Progress) -> Result<StitchOutcome> {
+    let w = d.waterz.as_ref().expect("a waterz plan");
+    let local = em_io::open(&d.local)?;
+    let dtype = if d.label_u64 { DType::U64 } else { DType::U32 };
+    let mut outputs: Vec<PathBuf> = Vec::new();
+    let mut history = Vec::new();
+    let mut graphs = Vec::new();
+    let mut stitching = d.clone();
+    if let Some(sw) = &mut stitching.waterz {
+        sw.options.threads = None;
+        sw.options.region_graph = sw.region_graph.is_some();
+    }
+    let summary = stitching.stitch_waterz(local.as_ref(), progress, |t| {
+        let out = em_decode::waterz::threshold_output(&d.out, t.threshold);
+        if !outputs.contains(&out) {
+            let writer = ZarrWriter::create(
+                &VolumePath::parse(&out)?,
+                local.shape(),
+                dtype,
+                &chunked(local.chunk_shape().to_vec()),
+            )?;
+            if d.label_u64 {
+                t.write::<u64>(writer.volume())?;
+            } else {
+                t.write::<u32>(writer.volume())?;
+            }
+            writer.commit()?;
+            outputs.push(out);
+        }
+        history.push(serde_json::json!({"threshold": t.threshold, "merges": t.merges}));
+        if let Some(g) = &t.region_graph {
+            graphs.push(serde_json::json!({"threshold": t.threshold, "edges": g}));
+        }
+        Ok(())
+    })?;
+    for (path, value) in [(&w.merge_history, history), (&w.region_graph, graphs)] {
+        if let Some(path) = path {
+            let text = serde_json::to_string(&value)
+                .map_err(|e| SlurmError::invalid("merge history", e.to_string()))?;
+            em_io::write_atomic(path, text.as_bytes())?;
+        }
+    }
+    Ok(StitchOutcome::FinishedWaterz { outputs, summary })
 }
 
 fn list(ids: &[u64]) -> String {

@@ -29,6 +29,7 @@ fn options(dir: &Path) -> DecodeJobOptions {
             min_size: 3,
             ..DecodeOptions::default()
         },
+        waterz: None,
         label_u64: false,
         job: JobConfig::from_toml("name = \"decode\"\ncommand = [\"em\"]", Path::new("-")).unwrap(),
         max_running: Some(2),
@@ -120,4 +121,93 @@ fn bad_requests_are_refused_before_anything_is_written() {
     let e = prepare_decode(&opts, None).unwrap_err();
     assert!(e.to_string().contains("needs about"), "{e}");
     assert!(!opts.out.exists() && !opts.dir.join("plan.json").exists());
+}
+
+#[test]
+fn waterz_tasks_then_stitch_equal_the_blockwise_agglomeration() {
+    use em_decode::waterz::{agglomerate_blockwise, watershed_fragments, WaterzOptions};
+    use em_decode::WaterzPlan;
+
+    let dir = tempfile::tempdir().unwrap();
+    let aff = affinities();
+    em_io::write(
+        dir.path().join("aff.npy"),
+        &AnyArray::from(aff.clone().into_dyn()),
+    )
+    .unwrap();
+    let waterz = WaterzOptions {
+        thresholds: vec![0.6, 0.3],
+        ..WaterzOptions::default()
+    };
+    // Once from the blockwise watershed, once from given (whole-volume) fragments.
+    let frags = watershed_fragments(aff.view(), &waterz).unwrap();
+    em_io::write(
+        dir.path().join("frags.npy"),
+        &AnyArray::from(frags.into_dyn()),
+    )
+    .unwrap();
+    for given in [false, true] {
+        let mut opts = options(dir.path());
+        opts.dir = dir.path().join(format!("work-{given}"));
+        opts.out = dir.path().join(format!("seg-{given}-{{threshold}}.zarr"));
+        opts.waterz = Some(WaterzPlan {
+            options: waterz.clone(),
+            halo: 2,
+            fragments: given.then(|| dir.path().join("frags.npy")),
+            merge_history: Some(dir.path().join(format!("history-{given}.json"))),
+            region_graph: None,
+        });
+        let prepared = prepare_decode(&opts, None).unwrap();
+        for t in 0..prepared.tasks {
+            decode_task(&prepared.plan, t).unwrap();
+        }
+        let outcome = decode_stitch(&prepared.plan, true, 0, &NoProgress).unwrap();
+        let StitchOutcome::FinishedWaterz { outputs, summary } = outcome else {
+            panic!("expected the segmentations, got {outcome:?}");
+        };
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(summary.thresholds.len(), 2);
+        let history: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("history-{given}.json"))).unwrap(),
+        )
+        .unwrap();
+        // The same blocks in one process.
+        let input = em_core::InMemoryVolume::new(AnyArray::from(aff.clone().into_dyn()), "aff");
+        let frag_volume = em_core::InMemoryVolume::new(
+            em_io::read(dir.path().join("frags.npy")).unwrap(),
+            "frags",
+        );
+        let fragments: Option<&dyn em_core::ChunkedVolume> =
+            given.then_some(&frag_volume as &dyn em_core::ChunkedVolume);
+        let mut i = 0;
+        agglomerate_blockwise(
+            &input,
+            fragments,
+            &waterz,
+            opts.block,
+            2,
+            &NoProgress,
+            |t| {
+                let out = em_core::InMemoryVolume::new(
+                    AnyArray::from(ndarray::ArrayD::<u32>::zeros(vec![8, 12, 10])),
+                    "out",
+                );
+                t.write::<u32>(&out)?;
+                assert_eq!(
+                    em_io::read(&outputs[i]).unwrap(),
+                    out.into_inner(),
+                    "{given} {i}"
+                );
+                assert_eq!(
+                    history[i]["merges"].as_array().unwrap().len(),
+                    t.merges.len(),
+                    "{given} {i}"
+                );
+                i += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(i, 2);
+    }
 }

@@ -11,17 +11,10 @@ use serde::Serialize;
 
 use super::{FileDecodeOptions, FileDecodeReport, MethodSummary, WaterzFiles};
 use crate::waterz::{
-    agglomerate_any, agglomerate_blockwise, Merge, ScoredEdge, ThresholdResult, WaterzSummary,
+    agglomerate_any, agglomerate_blockwise, threshold_output, Merge, ScoredEdge, ThresholdResult,
+    WaterzSummary,
 };
 use crate::{DecodeError, Result};
-
-/// The output path of `threshold`: `{threshold}` replaced by it.
-pub(crate) fn output_for(out: &Path, threshold: f32) -> PathBuf {
-    PathBuf::from(
-        out.to_string_lossy()
-            .replace("{threshold}", &threshold.to_string()),
-    )
-}
 
 /// Every output path, checked: several thresholds need `{threshold}` in the path.
 fn outputs(opts: &FileDecodeOptions, w: &WaterzFiles) -> Result<Vec<PathBuf>> {
@@ -41,7 +34,7 @@ fn outputs(opts: &FileDecodeOptions, w: &WaterzFiles) -> Result<Vec<PathBuf>> {
     }
     Ok(thresholds
         .iter()
-        .map(|&t| output_for(&opts.out, t))
+        .map(|&t| threshold_output(&opts.out, t))
         .collect())
 }
 
@@ -196,7 +189,7 @@ fn in_memory<L: Label>(
         fragments.as_ref().map(|f| f.view()),
         &w.options,
         |r: ThresholdResult<L>| {
-            let path = output_for(&opts.out, r.threshold);
+            let path = threshold_output(&opts.out, r.threshold);
             if !collected.written.contains(&path) {
                 em_io::write(&path, &L::into_any(r.segmentation.into_dyn()))?;
                 collected.written.push(path);
@@ -234,7 +227,7 @@ fn blockwise(
         w.halo,
         progress,
         |t| {
-            let path = output_for(&opts.out, t.threshold);
+            let path = threshold_output(&opts.out, t.threshold);
             if !collected.written.contains(&path) {
                 let target = VolumePath::parse(&path)?;
                 if target.format == Format::Zarr {

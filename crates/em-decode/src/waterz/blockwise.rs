@@ -1,11 +1,13 @@
-//! waterz block by block, for volumes larger than memory.
+//! waterz block by block, for volumes larger than memory, in one process or split across
+//! many (each block's work is a [`WaterzBlock`] record; see [`crate::DistributedPlan`]).
 //!
-//! 1. Fragments per block: the watershed of the block grown by a halo, cropped to the
-//!    block and numbered in raster order after the fragments of the blocks before it (or
-//!    the given fragments, read block by block).
-//! 2. The region graph across blocks: every block lists its boundary faces (also those to
-//!    the block before it along each axis) with their voxel's raster position; sorted by
-//!    edge, then position, they reach the statistics in exactly waterz's order.
+//! 1. Per block: the fragments — the watershed of the block grown by a halo, cropped to the
+//!    block; or the given fragments read in the block — numbered by first appearance, and
+//!    the block's boundary faces: with each other, and with the last plane of the block
+//!    before it along each axis, each with its voxel's raster position.
+//! 2. The blocks' fragments get global ids (after those of the blocks before them; given
+//!    fragments keep theirs); sorted by edge, then position, the faces reach the edge
+//!    statistics in exactly waterz's order.
 //! 3. One agglomeration over the whole graph, as in memory.
 //! 4. Per threshold, every block's fragments are relabelled and written.
 //!
@@ -15,11 +17,13 @@
 //! difference is measured by `tools/bench-agglomerate` as VOI against the whole volume.
 //!
 //! Memory: the affinities and the outputs stay on disk; held are the fragments (4 bytes
-//! per voxel), the boundary faces (16 bytes each) and a few blocks per thread.
+//! per voxel, in one process), the boundary faces (24 bytes each) and a few blocks per
+//! thread.
 
-use em_core::{AnyArray, BlockGrid, ChunkedVolume, Label, Progress, Roi};
+use em_core::{AnyArray, Block, BlockGrid, ChunkedVolume, Label, Progress, Roi};
 use ndarray::{Array3, ArrayD, Ix4};
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::{
     affs_of, check_options, merge_thresholds, stats::EdgeStats, Merge, ScoredEdge, WaterzOptions,
@@ -28,62 +32,149 @@ use super::{
 use crate::cc::in_pool;
 use crate::{DecodeError, Result};
 
-/// One threshold of [`agglomerate_blockwise`]: its merges, and the relabelling to write.
-pub struct BlockwiseThreshold<'a> {
-    /// The threshold as asked.
-    pub threshold: f32,
-    /// The score threshold merged below.
-    pub score_threshold: f32,
-    /// The merges since the previous threshold.
-    pub merges: Vec<Merge>,
-    /// The region graph after merging (when asked for).
-    pub region_graph: Option<Vec<ScoredEdge>>,
-    /// Non-zero segments.
-    pub segments: u64,
-    table: Vec<u64>,
-    blocks: &'a Blocks,
+/// One boundary face of a block: between its voxel of fragment `a` and the voxel before it
+/// along an axis — in the block (`axis` 0, fragment `b`), or in the last plane of the
+/// block before it along axis `axis − 1` (`b` the index in that plane).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct LocalFace {
+    pub(crate) a: u32,
+    pub(crate) b: u32,
+    pub(crate) axis: u8,
+    /// The voxel's raster position in the volume × 3 + the face's axis: waterz's order.
+    pub(crate) pos: u64,
+    pub(crate) aff: f32,
 }
 
-impl BlockwiseThreshold<'_> {
-    /// Writes the segmentation into `out` (shape `(Z, Y, X)`), block by block in parallel.
+/// What one block contributes to a blockwise agglomeration: written by a task, read by the
+/// final stitch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaterzBlock {
+    /// The block's position in the grid's raster order.
+    pub position: u64,
+    /// Voxels per block-local fragment (index 0: background).
+    pub(crate) sizes: Vec<u64>,
+    /// Given fragments: the original id of each block-local fragment (index 0: 0).
+    pub(crate) originals: Option<Vec<u64>>,
+    pub(crate) faces: Vec<LocalFace>,
+    /// NaN or infinite affinities in the block (counted as 0).
+    pub non_finite: u64,
+}
+
+const MAGIC: &[u8; 8] = b"EMWZBLK1";
+
+impl WaterzBlock {
+    /// The record as bytes (little-endian), for a file per block.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + 8 * self.sizes.len() + 21 * self.faces.len());
+        b.extend_from_slice(MAGIC);
+        for v in [
+            self.position,
+            self.non_finite,
+            self.sizes.len() as u64,
+            u64::from(self.originals.is_some()),
+            self.faces.len() as u64,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in self.sizes.iter().chain(self.originals.iter().flatten()) {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for f in &self.faces {
+            b.extend_from_slice(&f.a.to_le_bytes());
+            b.extend_from_slice(&f.b.to_le_bytes());
+            b.push(f.axis);
+            b.extend_from_slice(&f.pos.to_le_bytes());
+            b.extend_from_slice(&f.aff.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads a record written by [`WaterzBlock::to_bytes`].
     ///
     /// # Errors
-    /// A segment id that does not fit `L`; storage errors.
-    pub fn write<L: Label>(&self, out: &(impl ChunkedVolume + ?Sized)) -> Result<()> {
-        if let Some(&largest) = self.table.iter().max() {
-            if L::from_u64(largest).is_none() {
-                return Err(DecodeError::TooManyComponents {
-                    label_type: L::NAME,
-                });
-            }
+    /// Bytes that are not a whole record, or ids out of range.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: String| DecodeError::InvalidParameter {
+            name: "waterz block record",
+            reason: why,
+        };
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(bad("not a waterz block record (bad magic bytes)".into()));
         }
-        self.blocks
-            .cores
-            .par_iter()
-            .zip(&self.blocks.frags)
-            .try_for_each(|(core, frags)| {
-                let labels: Vec<L> = frags
-                    .iter()
-                    .map(|&f| L::from_u64(self.table[f as usize]).expect("checked above"))
-                    .collect();
-                let data =
-                    ArrayD::from_shape_vec(core.shape_usize(), labels).expect("shape matches");
-                out.write_roi(core, &L::into_any(data))?;
-                Ok(())
-            })
+        let [position, non_finite, n, given, faces] =
+            [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+        let rest = (bytes.len() - r.at) as u64;
+        if n == 0 || n > rest / 8 || faces > rest / 21 || given > 1 {
+            return Err(bad(format!(
+                "{n} fragments and {faces} faces do not fit its {} bytes",
+                bytes.len()
+            )));
+        }
+        let sizes = r.u64s(n as usize)?;
+        let originals = if given == 1 {
+            Some(r.u64s(n as usize)?)
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(faces as usize);
+        for _ in 0..faces {
+            let a = u32::from_le_bytes(r.array()?);
+            let b = u32::from_le_bytes(r.array()?);
+            let axis = r.take(1)?[0];
+            let pos = u64::from_le_bytes(r.array()?);
+            let aff = f32::from_le_bytes(r.array()?);
+            if u64::from(a) >= n || axis > 3 || (axis == 0 && u64::from(b) >= n) {
+                return Err(bad(format!(
+                    "a face ({a}, {b}, axis {axis}) outside the block's {n} ids"
+                )));
+            }
+            out.push(LocalFace {
+                a,
+                b,
+                axis,
+                pos,
+                aff,
+            });
+        }
+        if r.at != bytes.len() {
+            return Err(bad(format!("{} bytes left over", bytes.len() - r.at)));
+        }
+        Ok(WaterzBlock {
+            position,
+            sizes,
+            originals,
+            faces: out,
+            non_finite,
+        })
     }
 }
 
-/// The fragments of every block (dense global ids) and the blocks' places.
-pub(crate) struct Blocks {
-    grid: [u64; 3],
-    cores: Vec<Roi>,
-    frags: Vec<Vec<u32>>,
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
 }
 
-impl Blocks {
-    fn index(&self, b: [u64; 3]) -> usize {
-        ((b[0] * self.grid[1] + b[1]) * self.grid[2] + b[2]) as usize
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let s =
+            self.bytes
+                .get(self.at..self.at + n)
+                .ok_or_else(|| DecodeError::InvalidParameter {
+                    name: "waterz block record",
+                    reason: format!("ends after {} bytes", self.bytes.len()),
+                })?;
+        self.at += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn u64s(&mut self, n: usize) -> Result<Vec<u64>> {
+        (0..n).map(|_| self.u64()).collect()
     }
 }
 
@@ -126,23 +217,13 @@ fn read_channels(aff: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<(Vec<
     ))
 }
 
-/// waterz block by block: fragments per block (with `halo` voxels of context), one region
-/// graph and one agglomeration over the volume; `each` receives every threshold, whose
-/// [`BlockwiseThreshold::write`] writes its segmentation.
-///
-/// # Errors
-/// As [`agglomerate`](super::agglomerate); also fragments of another shape or of a
-/// non-integer type, dust merging (which needs the whole volume in memory), and storage
-/// errors.
-pub fn agglomerate_blockwise(
+/// The checks shared by the blockwise and the distributed agglomeration; the volume's shape.
+pub(crate) fn check_blockwise(
     affinities: &(impl ChunkedVolume + ?Sized),
     fragments: Option<&dyn ChunkedVolume>,
     options: &WaterzOptions,
     block: [u64; 3],
-    halo: u64,
-    progress: &dyn Progress,
-    mut each: impl FnMut(BlockwiseThreshold<'_>) -> Result<()> + Send,
-) -> Result<WaterzSummary> {
+) -> Result<[u64; 3]> {
     check_options(options)?;
     if options.dust.is_some() {
         return Err(DecodeError::InvalidParameter {
@@ -155,7 +236,9 @@ pub fn agglomerate_blockwise(
     if shape.len() != 4 || shape[0] < 3 {
         return Err(DecodeError::InvalidParameter {
             name: "affinities",
-            reason: format!("waterz needs (C ≥ 3, Z, Y, X) affinities, got shape {shape:?}"),
+            reason: format!(
+                "waterz needs 3 channels (z, y, x) of (C, Z, Y, X) affinities, got shape {shape:?}"
+            ),
         });
     }
     let volume = [shape[1], shape[2], shape[3]];
@@ -176,64 +259,32 @@ pub fn agglomerate_blockwise(
             reason: format!("{block:?}: every side must be at least 1"),
         });
     }
-    let grid = BlockGrid::new(&volume, &block, &[halo; 3])?;
-    in_pool(options.threads, || {
-        let (blocks, ids) = match fragments {
-            Some(f) => given_fragments(f, &grid, progress)?,
-            None => watershed_blocks(affinities, &grid, options, progress)?,
-        };
-        let (stats, non_finite) = region_graph(affinities, &blocks, ids.len(), options, progress)?;
-        let mut per_threshold = Vec::new();
-        let mut summary = merge_thresholds(stats, &ids, non_finite, options, |step| {
-            let table: Vec<u64> = step.roots.iter().map(|&r| ids[r as usize]).collect();
-            let segments = step
-                .roots
-                .iter()
-                .enumerate()
-                .skip(1)
-                .filter(|&(n, &r)| r as usize == n)
-                .count() as u64;
-            per_threshold.push(step.summary(segments, (0, 0)));
-            each(BlockwiseThreshold {
-                threshold: step.threshold,
-                score_threshold: step.score_threshold,
-                merges: step.merges,
-                region_graph: step.region_graph,
-                segments,
-                table,
-                blocks: &blocks,
-            })
-        })?;
-        summary.thresholds = per_threshold;
-        Ok(summary)
-    })?
+    Ok(volume)
 }
 
-fn empty_blocks(grid: &BlockGrid) -> Blocks {
-    let g = grid.grid_shape();
-    Blocks {
-        grid: [g[0], g[1], g[2]],
-        cores: grid.iter().map(|b| b.core).collect(),
-        frags: Vec::new(),
-    }
-}
-
-/// Watershed of each block with its halo, cropped, numbered after the blocks before it.
-fn watershed_blocks(
+/// Block `block`'s fragments (block-local ids) and its record: what one task does.
+///
+/// # Errors
+/// Storage errors; fragments that are not integer labels; more than 2³² − 1 fragments in
+/// the block.
+pub(crate) fn block_task(
     aff: &(impl ChunkedVolume + ?Sized),
-    grid: &BlockGrid,
+    fragments: Option<&dyn ChunkedVolume>,
+    block: &Block,
+    position: u64,
     options: &WaterzOptions,
-    progress: &dyn Progress,
-) -> Result<(Blocks, Vec<u64>)> {
-    let mut blocks = empty_blocks(grid);
-    let all: Vec<_> = grid.iter().collect();
-    progress.start("fragments", all.len() as u64);
-    let local: Vec<(Vec<u32>, u32)> = all
-        .par_iter()
-        .map(|b| {
-            let (data, _) = read_channels(aff, &b.with_halo)?;
-            let s = b.with_halo.shape();
-            let shape = [s[0] as usize, s[1] as usize, s[2] as usize];
+) -> Result<(Vec<u32>, WaterzBlock)> {
+    let core = &block.core;
+    let (local, originals) = match fragments {
+        Some(f) => {
+            let given = em_core::to_labels::<u64>(&f.read_roi(core)?)?;
+            let (local, originals) = first_appearance(given.iter().copied())?;
+            (local, Some(originals))
+        }
+        None => {
+            let (data, _) = read_channels(aff, &block.with_halo)?;
+            let s = block.with_halo.shape_usize();
+            let shape = [s[0], s[1], s[2]];
             let affs = affs_of(&data, shape, options.storage);
             let (seg, _) = super::watershed::watershed(
                 &affs,
@@ -241,128 +292,278 @@ fn watershed_blocks(
                 options.aff_threshold_high,
             );
             let seg = Array3::from_shape_vec(shape, seg).expect("shape matches");
-            let (cs, cl) = (b.core_in_halo().start().to_vec(), b.core_in_halo().end());
+            let inner = block.core_in_halo();
+            let (a, b) = (inner.start().to_vec(), inner.end());
             let cropped = seg.slice(ndarray::s![
-                cs[0] as usize..cl[0] as usize,
-                cs[1] as usize..cl[1] as usize,
-                cs[2] as usize..cl[2] as usize
+                a[0] as usize..b[0] as usize,
+                a[1] as usize..b[1] as usize,
+                a[2] as usize..b[2] as usize
             ]);
-            // Renumber by first appearance in the core, so ids do not depend on the halo.
-            let mut map = rustc_hash::FxHashMap::default();
-            let mut next = 0u32;
-            let frags = cropped
-                .iter()
-                .map(|&f| {
-                    if f == 0 {
-                        0
-                    } else {
-                        *map.entry(f).or_insert_with(|| {
-                            next += 1;
-                            next
-                        })
-                    }
-                })
-                .collect();
-            progress.advance(1);
-            Ok((frags, next))
-        })
-        .collect::<Result<_>>()?;
-    progress.finish();
-    let mut offset = 0u64;
-    for (mut frags, count) in local {
-        let base = u32::try_from(offset)
-            .ok()
-            .filter(|b| b.checked_add(count).is_some());
-        let Some(base) = base else {
-            return Err(DecodeError::InvalidParameter {
-                name: "fragments",
-                reason: "more than 4294967295 fragments; use larger blocks or given fragments"
-                    .into(),
-            });
-        };
-        for f in frags.iter_mut().filter(|f| **f != 0) {
-            *f += base;
+            (
+                first_appearance(cropped.iter().map(|&v| u64::from(v)))?.0,
+                None,
+            )
         }
-        blocks.frags.push(frags);
-        offset += u64::from(count);
+    };
+    let count = local.iter().copied().max().unwrap_or(0) as usize;
+    let mut sizes = vec![0u64; count + 1];
+    for &l in &local {
+        sizes[l as usize] += 1;
     }
-    Ok((blocks, (0..=offset).collect()))
+    let (faces, non_finite) = block_faces(aff, core, &local, options)?;
+    Ok((
+        local,
+        WaterzBlock {
+            position,
+            sizes,
+            originals,
+            faces,
+            non_finite,
+        },
+    ))
 }
 
-/// Given fragments read block by block; ids kept, mapped to dense ids in their order.
-fn given_fragments(
-    f: &dyn ChunkedVolume,
-    grid: &BlockGrid,
-    progress: &dyn Progress,
-) -> Result<(Blocks, Vec<u64>)> {
-    let mut blocks = empty_blocks(grid);
-    progress.start("fragments", blocks.cores.len() as u64);
-    let read: Vec<Vec<u64>> = blocks
-        .cores
-        .par_iter()
-        .map(|core| {
-            let labels = em_core::to_labels::<u64>(&f.read_roi(core)?)?;
-            progress.advance(1);
-            Ok(labels.into_raw_vec_and_offset().0)
-        })
-        .collect::<Result<_>>()?;
-    progress.finish();
-    let mut ids: Vec<u64> = read.iter().flatten().copied().filter(|&v| v != 0).collect();
-    ids.par_sort_unstable();
-    ids.dedup();
-    if ids.len() >= u32::MAX as usize {
+/// Ids numbered 1.. by first appearance (0 stays 0), and the original id of each.
+fn first_appearance(ids: impl Iterator<Item = u64>) -> Result<(Vec<u32>, Vec<u64>)> {
+    let mut map: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut originals = vec![0u64];
+    let mut local = Vec::new();
+    for v in ids {
+        if v == 0 {
+            local.push(0);
+            continue;
+        }
+        let next = originals.len();
+        let l = *map.entry(v).or_insert_with(|| {
+            originals.push(v);
+            next as u32
+        });
+        local.push(l);
+    }
+    if originals.len() > u32::MAX as usize {
         return Err(DecodeError::InvalidParameter {
             name: "fragments",
-            reason: format!(
-                "{} distinct fragment ids; at most {} fit",
-                ids.len(),
-                u32::MAX - 1
-            ),
+            reason: "more than 4294967295 fragments in one block; use smaller blocks".into(),
         });
     }
-    ids.insert(0, 0);
-    blocks.frags = read
-        .into_par_iter()
-        .map(|v| {
-            v.iter()
-                .map(|x| ids.binary_search(x).expect("listed") as u32)
-                .collect()
-        })
-        .collect();
-    Ok((blocks, ids))
+    Ok((local, originals))
 }
 
-/// One boundary face: its edge `(u << 32) | v`, its voxel's raster position × 3 + axis, its
-/// affinity.
-type Face = (u64, u64, f32);
-
-/// The region graph of all blocks, each edge's affinities in waterz's order.
-fn region_graph(
+/// The faces of a block's voxels with the voxels before them (also in the blocks before).
+fn block_faces(
     aff: &(impl ChunkedVolume + ?Sized),
-    blocks: &Blocks,
-    nodes: usize,
+    core: &Roi,
+    local: &[u32],
+    options: &WaterzOptions,
+) -> Result<(Vec<LocalFace>, u64)> {
+    let volume = &aff.shape()[1..];
+    let start = core.start();
+    let end = core.end();
+    // One plane more before the core, where the edges of source storage sit.
+    let lo: Vec<u64> = start.iter().map(|&s| s.saturating_sub(1)).collect();
+    let region = Roi::from_ranges(&[lo[0]..end[0], lo[1]..end[1], lo[2]..end[2]]);
+    let (data, _) = read_channels(aff, &region)?;
+    let rs = region.shape_usize();
+    let affs = affs_of(&data, [rs[0], rs[1], rs[2]], options.storage);
+    let (_, non_finite) = affinities_f32(aff.read_roi(&core.with_leading_axis(0, 3))?)?;
+    let cs = core.shape_usize();
+    let cs = [cs[0], cs[1], cs[2]];
+    let mut faces = Vec::new();
+    let mut i = 0;
+    for z in 0..cs[0] {
+        for y in 0..cs[1] {
+            for x in 0..cs[2] {
+                let a = local[i];
+                i += 1;
+                if a == 0 {
+                    continue;
+                }
+                let c = [z, y, x];
+                let p = [
+                    start[0] + z as u64,
+                    start[1] + y as u64,
+                    start[2] + x as u64,
+                ];
+                let r = [
+                    (p[0] - lo[0]) as usize,
+                    (p[1] - lo[1]) as usize,
+                    (p[2] - lo[2]) as usize,
+                ];
+                let ri = (r[0] * rs[1] + r[1]) * rs[2] + r[2];
+                let raster = (p[0] * volume[1] + p[1]) * volume[2] + p[2];
+                for d in 0..3 {
+                    if p[d] == 0 {
+                        continue;
+                    }
+                    let (b, axis) = if c[d] > 0 {
+                        let mut q = c;
+                        q[d] -= 1;
+                        let b = local[(q[0] * cs[1] + q[1]) * cs[2] + q[2]];
+                        if b == a || b == 0 {
+                            continue;
+                        }
+                        (b, 0)
+                    } else {
+                        // The index of the voxel before, in the plane before the block.
+                        let mut plane = cs;
+                        plane[d] = 1;
+                        let mut q = c;
+                        q[d] = 0;
+                        (
+                            (((q[0] * plane[1]) + q[1]) * plane[2] + q[2]) as u32,
+                            d as u8 + 1,
+                        )
+                    };
+                    faces.push(LocalFace {
+                        a,
+                        b,
+                        axis,
+                        pos: raster * 3 + d as u64,
+                        aff: affs.back(d, ri),
+                    });
+                }
+            }
+        }
+    }
+    Ok((faces, non_finite))
+}
+
+/// Where the block-local fragments are: in memory, or in a volume (one chunk per block).
+pub(crate) enum LocalLabels<'a> {
+    Memory(Vec<Vec<u32>>),
+    Volume(&'a dyn ChunkedVolume),
+}
+
+impl LocalLabels<'_> {
+    fn read(&self, position: usize, core: &Roi, roi: &Roi) -> Result<Vec<u32>> {
+        match self {
+            LocalLabels::Memory(blocks) => {
+                let all = &blocks[position];
+                let (cs, sh) = (core.start(), core.shape());
+                let mut out = Vec::with_capacity(roi.num_elements() as usize);
+                for z in roi.ranges()[0].clone() {
+                    for y in roi.ranges()[1].clone() {
+                        for x in roi.ranges()[2].clone() {
+                            let i = ((z - cs[0]) * sh[1] + (y - cs[1])) * sh[2] + (x - cs[2]);
+                            out.push(all[i as usize]);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            LocalLabels::Volume(v) => {
+                let labels = v.read_roi(roi)?.into_typed::<u32>()?;
+                Ok(labels.as_standard_layout().iter().copied().collect())
+            }
+        }
+    }
+}
+
+/// The blocks' records joined: global ids, the region graph, and the relabelling tables.
+pub(crate) struct Joined<'a> {
+    cores: Vec<Roi>,
+    local: LocalLabels<'a>,
+    /// Per block, the dense global id of each block-local id.
+    global: Vec<Vec<u32>>,
+    ids: Vec<u64>,
+}
+
+/// One threshold of a blockwise agglomeration: its merges, and the relabelling to write.
+pub struct BlockwiseThreshold<'a> {
+    /// The threshold as asked.
+    pub threshold: f32,
+    /// The score threshold merged below.
+    pub score_threshold: f32,
+    /// The merges since the previous threshold.
+    pub merges: Vec<Merge>,
+    /// The region graph after merging (when asked for).
+    pub region_graph: Option<Vec<ScoredEdge>>,
+    /// Non-zero segments.
+    pub segments: u64,
+    table: Vec<u64>,
+    joined: &'a Joined<'a>,
+}
+
+impl BlockwiseThreshold<'_> {
+    /// Writes the segmentation into `out` (shape `(Z, Y, X)`), block by block in parallel.
+    ///
+    /// # Errors
+    /// A segment id that does not fit `L`; storage errors.
+    pub fn write<L: Label>(&self, out: &(impl ChunkedVolume + ?Sized)) -> Result<()> {
+        if let Some(&largest) = self.table.iter().max() {
+            if L::from_u64(largest).is_none() {
+                return Err(DecodeError::TooManyComponents {
+                    label_type: L::NAME,
+                });
+            }
+        }
+        let j = self.joined;
+        (0..j.cores.len()).into_par_iter().try_for_each(|b| {
+            let core = &j.cores[b];
+            let local = j.local.read(b, core, core)?;
+            let global = &j.global[b];
+            let labels: Vec<L> = local
+                .iter()
+                .map(|&l| {
+                    let g = *global.get(l as usize).ok_or_else(|| corrupt(b, l))?;
+                    Ok(L::from_u64(self.table[g as usize]).expect("checked above"))
+                })
+                .collect::<Result<_>>()?;
+            let data = ArrayD::from_shape_vec(core.shape_usize(), labels).expect("shape matches");
+            out.write_roi(core, &L::into_any(data))?;
+            Ok(())
+        })
+    }
+}
+
+fn corrupt(block: usize, label: u32) -> DecodeError {
+    DecodeError::InvalidParameter {
+        name: "local labels",
+        reason: format!(
+            "block {block} holds fragment {label}, which its record does not list; the \
+             working labels were changed after the blocks were recorded"
+        ),
+    }
+}
+
+/// Joins the records of every block (in position order) and agglomerates: `each` receives
+/// every threshold.
+pub(crate) fn stitch(
+    grid: &BlockGrid,
+    records: Vec<WaterzBlock>,
+    local: LocalLabels<'_>,
     options: &WaterzOptions,
     progress: &dyn Progress,
-) -> Result<(EdgeStats, u64)> {
-    let volume: Vec<u64> = aff.shape()[1..].to_vec();
-    progress.start("region graph", blocks.cores.len() as u64);
-    let per_block: Vec<(Vec<Face>, u64)> = (0..blocks.cores.len())
-        .into_par_iter()
-        .map(|b| {
-            let faces = block_faces(aff, blocks, b, &volume, options)?;
+    mut each: impl FnMut(BlockwiseThreshold<'_>) -> Result<()>,
+) -> Result<WaterzSummary> {
+    let blocks: Vec<Block> = grid.iter().collect();
+    let g = grid.grid_shape();
+    let (global, ids) = global_ids(&records)?;
+    let joined = Joined {
+        cores: blocks.iter().map(|b| b.core.clone()).collect(),
+        local,
+        global,
+        ids,
+    };
+    let nodes = joined.ids.len();
+    progress.start("region graph", records.len() as u64);
+    let per_block: Vec<Vec<(u64, u64, f32)>> = records
+        .par_iter()
+        .enumerate()
+        .map(|(b, rec)| {
+            let faces = global_faces(&joined, &blocks, [g[0], g[1], g[2]], b, rec);
             progress.advance(1);
-            Ok(faces)
+            faces
         })
         .collect::<Result<_>>()?;
     progress.finish();
-    let non_finite = per_block.iter().map(|p| p.1).sum();
-    let mut faces: Vec<Face> = per_block.into_iter().flat_map(|p| p.0).collect();
+    let mut faces: Vec<(u64, u64, f32)> = per_block.into_iter().flatten().collect();
     faces.par_sort_unstable_by_key(|f| (f.0, f.1));
     let mut stats = EdgeStats::new(options.scoring.providers(), nodes);
     let mut sizes = vec![0u64; nodes];
-    for frags in &blocks.frags {
-        for &f in frags {
-            sizes[f as usize] += 1;
+    for (rec, global) in records.iter().zip(&joined.global) {
+        for (l, &s) in rec.sizes.iter().enumerate() {
+            sizes[global[l] as usize] += s;
         }
     }
     for (n, &size) in sizes.iter().enumerate() {
@@ -377,79 +578,245 @@ fn region_graph(
         }
         stats.add_affinity(e, a);
     }
-    Ok((stats, non_finite))
+    drop(faces);
+    let non_finite = records.iter().map(|r| r.non_finite).sum();
+    let mut per_threshold = Vec::new();
+    let mut summary = merge_thresholds(stats, &joined.ids, non_finite, options, |step| {
+        let table: Vec<u64> = step.roots.iter().map(|&r| joined.ids[r as usize]).collect();
+        let segments = step
+            .roots
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|&(n, &r)| r as usize == n && sizes[n] > 0)
+            .count() as u64;
+        per_threshold.push(step.summary(segments, (0, 0)));
+        each(BlockwiseThreshold {
+            threshold: step.threshold,
+            score_threshold: step.score_threshold,
+            merges: step.merges,
+            region_graph: step.region_graph,
+            segments,
+            table,
+            joined: &joined,
+        })
+    })?;
+    summary.thresholds = per_threshold;
+    Ok(summary)
 }
 
-/// The faces of block `b`'s voxels with their predecessors (also in the blocks before).
-fn block_faces(
-    aff: &(impl ChunkedVolume + ?Sized),
-    blocks: &Blocks,
-    b: usize,
-    volume: &[u64],
-    options: &WaterzOptions,
-) -> Result<(Vec<Face>, u64)> {
-    let core = &blocks.cores[b];
-    let start = core.start();
-    let end = core.end();
-    // One plane more before the core, where the predecessors' edges (source storage) sit.
-    let lo: Vec<u64> = start.iter().map(|&s| s.saturating_sub(1)).collect();
-    let region = Roi::from_ranges(&[lo[0]..end[0], lo[1]..end[1], lo[2]..end[2]]);
-    let (data, _) = read_channels(aff, &region)?;
-    let rs = region.shape_usize();
-    let affs = affs_of(&data, [rs[0], rs[1], rs[2]], options.storage);
-    let (_, non_finite) = affinities_f32(aff.read_roi(&core.with_leading_axis(0, 3))?)?;
-    let cs = core.shape_usize();
-    let frags = &blocks.frags[b];
-    let bsz = blocks.cores[0].shape();
-    let block_of = |p: &[u64; 3]| [p[0] / bsz[0], p[1] / bsz[1], p[2] / bsz[2]];
-    let frag_at = |p: [u64; 3]| -> u32 {
-        let nb = blocks.index(block_of(&p));
-        let c = &blocks.cores[nb];
-        let (s, sh) = (c.start(), c.shape());
-        let i = ((p[0] - s[0]) * sh[1] + (p[1] - s[1])) * sh[2] + (p[2] - s[2]);
-        blocks.frags[nb][i as usize]
+/// Dense global ids of every block's fragments: after the blocks before (watershed), or
+/// the given ids in ascending order.
+fn global_ids(records: &[WaterzBlock]) -> Result<(Vec<Vec<u32>>, Vec<u64>)> {
+    let too_many = || DecodeError::InvalidParameter {
+        name: "fragments",
+        reason: "more than 4294967294 fragments; use given fragments or smaller volumes".into(),
     };
-    let mut faces = Vec::new();
-    let mut i = 0;
-    for z in 0..cs[0] {
-        for y in 0..cs[1] {
-            for x in 0..cs[2] {
-                let p = [
-                    start[0] + z as u64,
-                    start[1] + y as u64,
-                    start[2] + x as u64,
-                ];
-                let f1 = frags[i];
-                i += 1;
-                for d in 0..3 {
-                    if p[d] == 0 {
-                        continue;
-                    }
-                    let mut q = p;
-                    q[d] -= 1;
-                    let f2 = if q[d] >= start[d] {
-                        let local = [z, y, x];
-                        let mut l = local;
-                        l[d] -= 1;
-                        frags[(l[0] * cs[1] + l[1]) * cs[2] + l[2]]
-                    } else {
-                        frag_at(q)
-                    };
-                    if f1 == f2 || f1.min(f2) == 0 {
-                        continue;
-                    }
-                    let key = (u64::from(f1.min(f2)) << 32) | u64::from(f1.max(f2));
-                    let r = [
-                        (p[0] - lo[0]) as usize,
-                        (p[1] - lo[1]) as usize,
-                        (p[2] - lo[2]) as usize,
-                    ];
-                    let ri = (r[0] * rs[1] + r[1]) * rs[2] + r[2];
-                    let pos = ((p[0] * volume[1] + p[1]) * volume[2] + p[2]) * 3 + d as u64;
-                    faces.push((key, pos, affs.back(d, ri)));
-                }
-            }
+    if records.iter().all(|r| r.originals.is_some()) {
+        let mut ids: Vec<u64> = records
+            .iter()
+            .flat_map(|r| r.originals.iter().flatten().copied())
+            .collect();
+        ids.par_sort_unstable();
+        ids.dedup();
+        if ids.len() >= u32::MAX as usize {
+            return Err(too_many());
+        }
+        let global = records
+            .par_iter()
+            .map(|r| {
+                r.originals
+                    .iter()
+                    .flatten()
+                    .map(|v| ids.binary_search(v).expect("listed") as u32)
+                    .collect()
+            })
+            .collect();
+        return Ok((global, ids));
+    }
+    let mut offset = 0u64;
+    let mut global = Vec::with_capacity(records.len());
+    for r in records {
+        let n = r.sizes.len() as u64 - 1;
+        global.push(
+            std::iter::once(0)
+                .chain((1..=n).map(|l| (offset + l) as u32))
+                .collect(),
+        );
+        offset += n;
+        if offset >= u64::from(u32::MAX) {
+            return Err(too_many());
         }
     }
-    Ok((faces, non_finite))
+    Ok((global, (0..=offset).collect()))
+}
+
+/// Block `b`'s faces with global ids: `(u << 32 | v, position, affinity)`.
+fn global_faces(
+    joined: &Joined<'_>,
+    blocks: &[Block],
+    grid: [u64; 3],
+    b: usize,
+    rec: &WaterzBlock,
+) -> Result<Vec<(u64, u64, f32)>> {
+    let core = &blocks[b].core;
+    let index = &blocks[b].index;
+    let own = &joined.global[b];
+    // The last plane of the block before along each axis, as global ids.
+    let mut planes: [Option<Vec<u32>>; 3] = [None, None, None];
+    for d in 0..3 {
+        if index[d] == 0 || !rec.faces.iter().any(|f| f.axis as usize == d + 1) {
+            continue;
+        }
+        let mut nb = [index[0], index[1], index[2]];
+        nb[d] -= 1;
+        let nbp = ((nb[0] * grid[1] + nb[1]) * grid[2] + nb[2]) as usize;
+        let mut start = core.start().to_vec();
+        start[d] -= 1;
+        let mut shape = core.shape().to_vec();
+        shape[d] = 1;
+        let roi = Roi::new(start, shape)?;
+        let labels = joined.local.read(nbp, &blocks[nbp].core, &roi)?;
+        let table = &joined.global[nbp];
+        planes[d] = Some(
+            labels
+                .iter()
+                .map(|&l| {
+                    table
+                        .get(l as usize)
+                        .copied()
+                        .ok_or_else(|| corrupt(nbp, l))
+                })
+                .collect::<Result<_>>()?,
+        );
+    }
+    let mut out = Vec::with_capacity(rec.faces.len());
+    for f in &rec.faces {
+        let u = own[f.a as usize];
+        let v = if f.axis == 0 {
+            own[f.b as usize]
+        } else {
+            let plane = planes[f.axis as usize - 1].as_ref().expect("read above");
+            *plane.get(f.b as usize).ok_or_else(|| corrupt(b, f.b))?
+        };
+        if u == v || v == 0 {
+            continue;
+        }
+        let key = (u64::from(u.min(v)) << 32) | u64::from(u.max(v));
+        out.push((key, f.pos, f.aff));
+    }
+    Ok(out)
+}
+
+/// waterz block by block: fragments per block (with `halo` voxels of context for the
+/// watershed), one region graph and one agglomeration over the volume; `each` receives
+/// every threshold, whose [`BlockwiseThreshold::write`] writes its segmentation.
+///
+/// # Errors
+/// As [`agglomerate`](super::agglomerate); also fragments of another shape or of a
+/// non-integer type, dust merging (which needs the whole volume in memory), and storage
+/// errors.
+pub fn agglomerate_blockwise(
+    affinities: &(impl ChunkedVolume + ?Sized),
+    fragments: Option<&dyn ChunkedVolume>,
+    options: &WaterzOptions,
+    block: [u64; 3],
+    halo: u64,
+    progress: &dyn Progress,
+    each: impl FnMut(BlockwiseThreshold<'_>) -> Result<()> + Send,
+) -> Result<WaterzSummary> {
+    let volume = check_blockwise(affinities, fragments, options, block)?;
+    let grid = BlockGrid::new(&volume, &block, &[halo; 3])?;
+    in_pool(options.threads, || {
+        let blocks: Vec<Block> = grid.iter().collect();
+        progress.start("fragments", blocks.len() as u64);
+        let done: Vec<(Vec<u32>, WaterzBlock)> = blocks
+            .par_iter()
+            .enumerate()
+            .map(|(p, b)| {
+                let r = block_task(affinities, fragments, b, p as u64, options);
+                progress.advance(1);
+                r
+            })
+            .collect::<Result<_>>()?;
+        progress.finish();
+        let (local, records): (Vec<Vec<u32>>, Vec<WaterzBlock>) = done.into_iter().unzip();
+        stitch(
+            &grid,
+            records,
+            LocalLabels::Memory(local),
+            options,
+            progress,
+            each,
+        )
+    })?
+}
+
+/// One block of a distributed agglomeration: its fragments written into `local` (one
+/// chunk per block, uint32), its record returned.
+pub(crate) fn run_block(
+    affinities: &dyn ChunkedVolume,
+    fragments: Option<&dyn ChunkedVolume>,
+    local: &dyn ChunkedVolume,
+    options: &WaterzOptions,
+    block: [u64; 3],
+    halo: u64,
+    p: u64,
+) -> Result<WaterzBlock> {
+    let volume = check_blockwise(affinities, fragments, options, block)?;
+    let grid = BlockGrid::new(&volume, &block, &[halo; 3])?;
+    let b = block_at(&grid, p)?;
+    let (labels, record) = block_task(affinities, fragments, &b, p, options)?;
+    let data = ArrayD::from_shape_vec(b.core.shape_usize(), labels).expect("shape matches");
+    local.write_roi(&b.core, &AnyArray::from(data))?;
+    Ok(record)
+}
+
+fn block_at(grid: &BlockGrid, p: u64) -> Result<Block> {
+    let g = grid.grid_shape();
+    let index = [p / (g[1] * g[2]), (p / g[2]) % g[1], p % g[2]];
+    grid.block(&index)
+        .ok_or_else(|| DecodeError::InvalidParameter {
+            name: "block",
+            reason: format!("{p}; the volume has blocks 0..{}", grid.num_blocks()),
+        })
+}
+
+/// The final step of a distributed agglomeration: the records of all blocks (in position
+/// order) and the local labels they wrote.
+pub(crate) fn stitch_records(
+    local: &dyn ChunkedVolume,
+    records: Vec<WaterzBlock>,
+    options: &WaterzOptions,
+    block: [u64; 3],
+    progress: &dyn Progress,
+    each: impl FnMut(BlockwiseThreshold<'_>) -> Result<()> + Send,
+) -> Result<WaterzSummary> {
+    check_options(options)?;
+    let grid = BlockGrid::new(local.shape(), &block, &[0; 3])?;
+    if records.len() as u64 != grid.num_blocks()
+        || records
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.position != i as u64)
+    {
+        return Err(DecodeError::InvalidParameter {
+            name: "block records",
+            reason: format!(
+                "{} records for {} blocks, or out of order",
+                records.len(),
+                grid.num_blocks()
+            ),
+        });
+    }
+    in_pool(options.threads, || {
+        stitch(
+            &grid,
+            records,
+            LocalLabels::Volume(local),
+            options,
+            progress,
+            each,
+        )
+    })?
 }

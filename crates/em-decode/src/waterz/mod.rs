@@ -32,13 +32,15 @@ mod stats;
 mod watershed;
 
 use em_core::{EdgeStorage, Label};
+use std::path::{Path, PathBuf};
+
 use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use blockwise::affinities_f32;
-pub use blockwise::{agglomerate_blockwise, BlockwiseThreshold};
+pub(crate) use blockwise::{affinities_f32, run_block, stitch_records};
+pub use blockwise::{agglomerate_blockwise, BlockwiseThreshold, WaterzBlock};
 pub use merge::{Merge, ScoredEdge};
 pub use scoring::Scoring;
 
@@ -46,6 +48,15 @@ use crate::cc::in_pool;
 use crate::{DecodeError, Result};
 use merge::Merging;
 use stats::EdgeStats;
+
+/// The output path of `threshold`: `{threshold}` in `out` replaced by it (as Rust prints
+/// an `f32`: `0.3`, `1`).
+pub fn threshold_output(out: &Path, threshold: f32) -> PathBuf {
+    PathBuf::from(
+        out.to_string_lossy()
+            .replace("{threshold}", &threshold.to_string()),
+    )
+}
 
 /// Options of [`agglomerate`] (waterz's arguments, and the additions).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
