@@ -23,7 +23,6 @@
 use em_core::{AnyArray, Block, BlockGrid, ChunkedVolume, Label, Progress, Roi};
 use ndarray::{Array3, ArrayD, Ix4};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 
 use super::{
     affs_of, check_options, merge_thresholds, stats::EdgeStats, Merge, ScoredEdge, WaterzOptions,
@@ -325,7 +324,7 @@ pub(crate) fn block_task(
 
 /// Ids numbered 1.. by first appearance (0 stays 0), and the original id of each.
 fn first_appearance(ids: impl Iterator<Item = u64>) -> Result<(Vec<u32>, Vec<u64>)> {
-    let mut map: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut map: super::merge::PairMap<u32> = super::merge::PairMap::default();
     let mut originals = vec![0u64];
     let mut local = Vec::new();
     for v in ids {

@@ -5,6 +5,9 @@
 
 use std::collections::VecDeque;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use super::scoring::Scoring;
 use super::stats::{discretize, EdgeStats};
 
@@ -111,6 +114,36 @@ fn adjust_heap(heap: &mut [(u32, f32)], value: (u32, f32)) {
     sift_up(heap, hole, 0, value);
 }
 
+/// Hashes the `u64` pair keys with splitmix64's finaliser: FxHash leaves the low bits of
+/// such keys (which pick the bucket) depending on `v`'s low bits only, and probe chains
+/// grow long.
+#[derive(Default)]
+pub(crate) struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A hash map keyed by edge keys.
+pub(crate) type PairMap<V> = HashMap<u64, V, BuildHasherDefault<PairHasher>>;
+
+fn key(u: u32, v: u32) -> u64 {
+    (u64::from(u.min(v)) << 32) | u64::from(u.max(v))
+}
+
 /// One merge: `b` joined `a` (`c == a`, the smaller id) at `score`.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Merge {
@@ -135,32 +168,66 @@ pub struct ScoredEdge {
     pub score: f32,
 }
 
-/// The region graph being merged (dense node ids; `ids` maps them back).
+/// The region graph being merged (dense node ids; the caller maps them back).
+///
+/// waterz moves every edge of the region merged away onto the survivor, searching the
+/// survivor's edges for each; a region that grows by absorbing larger-id regions pays its
+/// whole degree again at each merge. Here a region's edges hang off a *handle*: merging
+/// walks the shorter of the two edge lists and the longer one's handle carries on under the
+/// survivor's id, so each merge costs the smaller degree, and edges are found by a hash of
+/// their two handles. What waterz computes is unchanged: which edges are merged into which,
+/// their statistics, the stale marks and the queue — so the same scores, the same merges
+/// in the same order. Even the edge a merge went through stays attached to the survivor
+/// and to the (now empty) region merged away, as in waterz.
 #[derive(Debug)]
 pub(crate) struct Merging {
     pub(crate) stats: EdgeStats,
+    /// Each handle's parent (a handle whose region merged into another points on).
+    hparent: Vec<u32>,
+    /// The region id of each root handle.
+    hid: Vec<u32>,
+    /// Handles of regions merged away, kept for the edge their merge went through.
+    dead: Vec<bool>,
+    /// The edges of each root handle (deleted ones are skipped when read).
     inc: Vec<Vec<u32>>,
+    /// The handles at the two ends of each edge.
+    eh: Vec<[u32; 2]>,
+    /// The edge between two root handles, by `key` (see `live_pair`).
+    pairs: PairMap<u32>,
     scores: Vec<f32>,
     stale: Vec<bool>,
     deleted: Vec<bool>,
+    /// waterz's merge tree over region ids (for relabelling).
     parent: Vec<u32>,
     merged_until: f32,
     queue: Queue,
     scored: bool,
+    /// Whether scores read region sizes (then they need each edge's current ends).
+    sizes: bool,
 }
 
 impl Merging {
     /// A merging over `nodes` regions and the edges in `stats` (sorted by `(u, v)`).
     pub(crate) fn new(stats: EdgeStats, nodes: usize, discretize_queue: usize) -> Self {
         let edges = stats.ends.len();
-        let mut inc = vec![Vec::new(); nodes];
+        let mut inc: Vec<Vec<u32>> = vec![Vec::new(); nodes];
+        let mut pairs = PairMap::with_capacity_and_hasher(edges, Default::default());
+        let mut eh = Vec::with_capacity(edges);
         for (e, &(u, v)) in stats.ends.iter().enumerate() {
             inc[u as usize].push(e as u32);
             inc[v as usize].push(e as u32);
+            pairs.insert(key(u, v), e as u32);
+            eh.push([u, v]);
         }
+        let has_sizes = stats.has_sizes();
         Merging {
             stats,
+            hparent: (0..nodes as u32).collect(),
+            hid: (0..nodes as u32).collect(),
+            dead: vec![false; nodes],
             inc,
+            eh,
+            pairs,
             scores: vec![0.0; edges],
             stale: vec![false; edges],
             deleted: vec![false; edges],
@@ -168,7 +235,30 @@ impl Merging {
             merged_until: f32::MIN,
             queue: Queue::new(discretize_queue),
             scored: false,
+            sizes: has_sizes,
         }
+    }
+
+    fn find(&mut self, mut h: u32) -> u32 {
+        while self.hparent[h as usize] != h {
+            let g = self.hparent[self.hparent[h as usize] as usize];
+            self.hparent[h as usize] = g;
+            h = g;
+        }
+        h
+    }
+
+    /// The root handles of edge `e`'s ends.
+    fn end_handles(&mut self, e: usize) -> [u32; 2] {
+        let [h1, h2] = self.eh[e];
+        [self.find(h1), self.find(h2)]
+    }
+
+    /// Edge `e`'s regions now, smaller id first (waterz keeps them sorted).
+    fn ends(&mut self, e: usize) -> (u32, u32) {
+        let [r1, r2] = self.end_handles(e);
+        let (a, b) = (self.hid[r1 as usize], self.hid[r2 as usize]);
+        (a.min(b), a.max(b))
     }
 
     /// Scores every edge in id order (what waterz does before its first merge).
@@ -187,6 +277,10 @@ impl Merging {
     }
 
     fn score_edge(&mut self, e: usize, scoring: &Scoring) -> f32 {
+        if self.sizes {
+            // Size-based scores read the edge's current ends.
+            self.stats.ends[e] = self.ends(e);
+        }
         let score = scoring.score(&self.stats, e);
         self.scores[e] = score;
         self.queue.push(e as u32, score);
@@ -222,8 +316,7 @@ impl Merging {
                 self.stale[next] = false;
                 continue;
             }
-            let (u, v) = self.stats.ends[next];
-            self.merge_regions(next);
+            let (u, v) = self.merge_regions(next);
             merged += 1;
             history.push((u, v, score));
         }
@@ -231,101 +324,153 @@ impl Merging {
         merged
     }
 
-    fn merge_regions(&mut self, e: usize) {
-        let (a, b) = self.stats.ends[e];
+    /// Merges the regions of edge `e`, the larger id into the smaller; returns them.
+    fn merge_regions(&mut self, e: usize) -> (u32, u32) {
+        let [r1, r2] = self.end_handles(e);
+        let (ha, hb) = if self.hid[r1 as usize] < self.hid[r2 as usize] {
+            (r1, r2)
+        } else {
+            (r2, r1)
+        };
+        let (a, b) = (self.hid[ha as usize], self.hid[hb as usize]);
         let node_changed = self.stats.merge_nodes(b as usize, a as usize);
         self.parent[b as usize] = a;
+        // The region merged away keeps only `e`, under a handle of its own.
+        let hd = self.hparent.len() as u32;
+        self.hparent.push(hd);
+        self.hid.push(b);
+        self.dead.push(true);
+        self.inc.push(vec![e as u32]);
+        let end = usize::from(self.find(self.eh[e][0]) != hb);
+        self.eh[e][end] = hd;
+        let (la, lb) = (self.inc[ha as usize].len(), self.inc[hb as usize].len());
+        let root = if lb <= la {
+            self.absorb_b(e, ha, hb, node_changed)
+        } else {
+            self.absorb_a(e, ha, hb, node_changed)
+        };
+        self.hid[root as usize] = a;
         if node_changed {
-            for &n in &self.inc[a as usize] {
-                self.stale[n as usize] = true;
+            for &x in &self.inc[root as usize] {
+                self.stale[x as usize] = true;
             }
         }
-        let taken = std::mem::replace(&mut self.inc[b as usize], vec![e as u32]);
-        for ne in taken {
+        (a, b)
+    }
+
+    /// The edge between root handles `h` and `n`, if any. Entries are never removed: an
+    /// edge that moves or is deleted leaves its old key behind, but that key always names
+    /// a handle that is no longer a root (or was overwritten by the edge that took its
+    /// place), and look-ups only name roots.
+    fn live_pair(&self, h: u32, n: u32) -> Option<usize> {
+        let x = *self.pairs.get(&key(h, n))? as usize;
+        debug_assert!(!self.deleted[x]);
+        Some(x)
+    }
+
+    /// The other end of edge `x` (a root handle), seen from root handle `h`.
+    fn other(&mut self, x: usize, h: u32) -> u32 {
+        let [r1, r2] = self.end_handles(x);
+        if r1 == h {
+            r2
+        } else {
+            r1
+        }
+    }
+
+    /// b's edges are fewer: each moves to a or merges into a's edge to the same region.
+    fn absorb_b(&mut self, e: usize, ha: u32, hb: u32, node_changed: bool) -> u32 {
+        let lb = std::mem::take(&mut self.inc[hb as usize]);
+        for ne in lb {
             let ne = ne as usize;
-            if ne == e {
+            if ne == e || self.deleted[ne] {
                 continue;
             }
-            let (nu, nv) = self.stats.ends[ne];
-            let neighbour = if nu == b { nv } else { nu };
-            match self.find_edge(a, neighbour) {
+            let n = self.other(ne, hb);
+            if self.dead[n as usize] {
+                self.inc[ha as usize].push(ne as u32);
+                if node_changed {
+                    self.stale[ne] = true;
+                }
+                continue;
+            }
+            match self.live_pair(ha, n) {
                 None => {
-                    self.move_edge(ne, a, neighbour);
+                    self.pairs.insert(key(ha, n), ne as u32);
+                    self.inc[ha as usize].push(ne as u32);
                     if node_changed {
                         self.stale[ne] = true;
                     }
                 }
-                Some(ae) if self.scores[ne] > self.scores[ae] => {
-                    let changed = self.stats.merge_edges(ne, ae);
-                    self.remove_edge(ne);
-                    self.deleted[ne] = true;
-                    if changed {
-                        self.stale[ae] = true;
-                    }
-                }
-                Some(ae) => {
-                    let changed = self.stats.merge_edges(ae, ne);
-                    self.remove_edge(ae);
-                    self.move_edge(ne, a, neighbour);
-                    if changed || node_changed {
-                        self.stale[ne] = true;
-                    }
-                    self.deleted[ae] = true;
-                }
+                Some(ae) => self.merge_parallel(ae, ne, ha, n, true, node_changed),
             }
         }
+        self.hparent[hb as usize] = ha;
+        ha
     }
 
-    fn find_edge(&self, u: u32, v: u32) -> Option<usize> {
-        let (iu, iv) = (&self.inc[u as usize], &self.inc[v as usize]);
-        let pool = if iu.len() < iv.len() { iu } else { iv };
-        let key = (u.min(v), u.max(v));
-        pool.iter().map(|&e| e as usize).find(|&e| {
-            let (a, b) = self.stats.ends[e];
-            (a.min(b), a.max(b)) == key
-        })
-    }
-
-    fn remove_inc(&mut self, n: u32, e: usize) {
-        let list = &mut self.inc[n as usize];
-        if let Some(i) = list.iter().position(|&x| x as usize == e) {
-            list.swap_remove(i);
+    /// a's edges are fewer: b's handle carries on as a's; a's edges join it, merging into
+    /// b's edge to the same region where there is one.
+    fn absorb_a(&mut self, e: usize, ha: u32, hb: u32, node_changed: bool) -> u32 {
+        let la = std::mem::take(&mut self.inc[ha as usize]);
+        for ae in la {
+            let ae = ae as usize;
+            if ae == e || self.deleted[ae] {
+                continue;
+            }
+            let n = self.other(ae, ha);
+            if self.dead[n as usize] {
+                self.inc[hb as usize].push(ae as u32);
+                continue;
+            }
+            match self.live_pair(hb, n) {
+                None => {
+                    self.pairs.insert(key(hb, n), ae as u32);
+                    self.inc[hb as usize].push(ae as u32);
+                }
+                Some(ne) => self.merge_parallel(ae, ne, hb, n, false, node_changed),
+            }
         }
+        // `e` stays in b's list, which is now the survivor's, as it stayed in a's.
+        self.hparent[ha as usize] = hb;
+        hb
     }
 
-    fn remove_edge(&mut self, e: usize) {
-        let (u, v) = self.stats.ends[e];
-        self.remove_inc(u, e);
-        self.remove_inc(v, e);
-    }
-
-    /// Re-attaches edge `e` to `u` and `v`, updating the incidence lists as waterz does.
-    fn move_edge(&mut self, e: usize, u: u32, v: u32) {
-        let (pu, pv) = self.stats.ends[e];
-        if pu == u {
-            self.move_end(e, false, v);
-        } else if pu == v {
-            self.move_end(e, false, u);
-        } else if pv == v {
-            self.move_end(e, true, u);
-        } else if pv == u {
-            self.move_end(e, true, v);
+    /// a's edge `ae` and b's edge `ne` lead to the same region `n`: the more expensive
+    /// merges into the cheaper (b's when they tie), which is kept and may turn stale.
+    /// `root` is the surviving handle; `kept_in_root` says whose edge is already in its
+    /// list (a's when b was absorbed).
+    fn merge_parallel(
+        &mut self,
+        ae: usize,
+        ne: usize,
+        root: u32,
+        n: u32,
+        a_in_root: bool,
+        node_changed: bool,
+    ) {
+        let k = key(root, n);
+        if self.scores[ne] > self.scores[ae] {
+            let changed = self.stats.merge_edges(ne, ae);
+            self.deleted[ne] = true;
+            if changed {
+                self.stale[ae] = true;
+            }
+            self.pairs.insert(k, ae as u32);
+            if !a_in_root {
+                self.inc[root as usize].push(ae as u32);
+            }
         } else {
-            self.move_end(e, true, u);
-            self.move_end(e, false, v);
+            let changed = self.stats.merge_edges(ae, ne);
+            self.deleted[ae] = true;
+            if changed || node_changed {
+                self.stale[ne] = true;
+            }
+            self.pairs.insert(k, ne as u32);
+            if a_in_root {
+                self.inc[root as usize].push(ne as u32);
+            }
         }
-        let (a, b) = self.stats.ends[e];
-        if a > b {
-            self.stats.ends[e] = (b, a);
-        }
-    }
-
-    fn move_end(&mut self, e: usize, first: bool, to: u32) {
-        let (u, v) = self.stats.ends[e];
-        let old = if first { u } else { v };
-        self.remove_inc(old, e);
-        self.inc[to as usize].push(e as u32);
-        self.stats.ends[e] = if first { (to, v) } else { (u, to) };
     }
 
     /// The region `n` belongs to now.
@@ -361,7 +506,7 @@ impl Merging {
             if score < self.merged_until {
                 continue;
             }
-            let (u, v) = self.stats.ends[e];
+            let (u, v) = self.ends(e);
             out.push((u, v, score));
         }
         out

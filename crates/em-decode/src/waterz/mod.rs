@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use blockwise::{affinities_f32, run_block, stitch_records};
@@ -320,7 +319,7 @@ fn region_graph(affs: &Affs<'_>, frags: &[u32], nodes: usize, scoring: &Scoring)
     let mut stats = EdgeStats::new(scoring.providers(), nodes);
     let [zdim, ydim, xdim] = affs.shape;
     let stride = [ydim * xdim, xdim, 1];
-    let mut index: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut index: merge::PairMap<u32> = merge::PairMap::default();
     let mut idx = 0;
     for z in 0..zdim {
         for y in 0..ydim {
@@ -517,12 +516,21 @@ pub fn agglomerate_any<L: Label>(
     options: &WaterzOptions,
     each: impl FnMut(ThresholdResult<L>) -> Result<()> + Send,
 ) -> Result<WaterzSummary> {
-    let (aff, non_finite) = affinities_f32(aff.clone())?;
-    let dims = aff.shape().to_vec();
-    let aff = aff
+    let four = |dims: &[usize]| DecodeError::NotFourDimensional(dims.to_vec());
+    if let em_core::AnyArray::F32(a) = aff {
+        // float32 is read in place (a copy is made only if it holds NaN or infinities).
+        let view = a
+            .view()
+            .into_dimensionality::<ndarray::Ix4>()
+            .map_err(|_| four(a.shape()))?;
+        return agglomerate(view, fragments, options, each);
+    }
+    let (converted, non_finite) = affinities_f32(aff.clone())?;
+    let view = converted
+        .view()
         .into_dimensionality::<ndarray::Ix4>()
-        .map_err(|_| DecodeError::NotFourDimensional(dims))?;
-    let mut summary = agglomerate(aff.view(), fragments, options, each)?;
+        .map_err(|_| four(converted.shape()))?;
+    let mut summary = agglomerate(view, fragments, options, each)?;
     summary.non_finite = non_finite;
     Ok(summary)
 }
@@ -590,7 +598,7 @@ fn merge_dust(affs: &Affs<'_>, labels: &mut [u32], nodes: usize, dust: &DustOpti
     let [zdim, ydim, xdim] = affs.shape;
     let stride = [ydim * xdim, xdim, 1];
     let mut sizes = vec![0u64; nodes];
-    let mut strongest: FxHashMap<(u32, u32), f32> = FxHashMap::default();
+    let mut strongest: merge::PairMap<f32> = merge::PairMap::default();
     let mut idx = 0;
     for z in 0..zdim {
         for y in 0..ydim {
@@ -606,7 +614,9 @@ fn merge_dust(affs: &Affs<'_>, labels: &mut [u32], nodes: usize, dust: &DustOpti
                         continue;
                     }
                     let w = affs.back(d, idx);
-                    let e = strongest.entry((a.min(b), a.max(b))).or_insert(w);
+                    let e = strongest
+                        .entry((u64::from(a.min(b)) << 32) | u64::from(a.max(b)))
+                        .or_insert(w);
                     if w > *e {
                         *e = w;
                     }
@@ -615,7 +625,10 @@ fn merge_dust(affs: &Affs<'_>, labels: &mut [u32], nodes: usize, dust: &DustOpti
             }
         }
     }
-    let mut edges: Vec<((u32, u32), f32)> = strongest.into_iter().collect();
+    let mut edges: Vec<((u32, u32), f32)> = strongest
+        .into_iter()
+        .map(|(k, w)| (((k >> 32) as u32, k as u32), w))
+        .collect();
     edges.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut parent: Vec<u32> = (0..nodes as u32).collect();
     let mut merged = 0;

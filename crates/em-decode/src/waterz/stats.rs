@@ -167,6 +167,11 @@ impl EdgeStats {
         }
     }
 
+    /// Whether region sizes are kept (size-based scores).
+    pub(crate) fn has_sizes(&self) -> bool {
+        self.stores.iter().any(|s| matches!(s, Store::Size(_)))
+    }
+
     /// A new edge with no affinities yet.
     pub(crate) fn new_edge(&mut self, u: u32, v: u32) -> usize {
         for s in &mut self.stores {
