@@ -1,5 +1,9 @@
-//! Affinity connected components with BANIS's exact semantics, small-object removal, and
-//! blockwise (out-of-core) decoding that gives the same labels.
+//! Decoders from predictions to segmentations, each equal to the code it reproduces:
+//! affinity connected components with BANIS's semantics ([`affinity_cc`], [`decode`],
+//! block by block with [`decode_blockwise`], across processes with [`DistributedPlan`]);
+//! waterz's watershed and agglomeration ([`waterz`]); the mutex watershed
+//! ([`mutex_watershed`]); PyTorch Connectomics' distance and contour instance decoders
+//! ([`distance_instances`], [`contour_instances`]); small-object removal.
 //!
 //! ```
 //! use em_core::{AnyArray, ChunkedVolumeExt, InMemoryVolume, NoProgress};
@@ -27,6 +31,29 @@
 //! assert_eq!(summary.components, 2);
 //! assert_eq!(output.read_all()?.into_typed::<u32>()?.into_raw_vec_and_offset().0, vec![1, 1, 0, 2, 2]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! waterz, several thresholds in one pass, each with the merges since the last:
+//!
+//! ```
+//! use em_decode::waterz::{agglomerate, WaterzOptions};
+//! use ndarray::Array4;
+//!
+//! // Four voxels along x in waterz's convention (aff[2][x] links x−1 and x): 0–1 and 2–3
+//! // strongly, 1–2 weakly.
+//! let mut aff = Array4::<f32>::zeros((3, 1, 1, 4));
+//! aff[[2, 0, 0, 1]] = 0.9;
+//! aff[[2, 0, 0, 2]] = 0.4;
+//! aff[[2, 0, 0, 3]] = 0.9;
+//! let opts = WaterzOptions { thresholds: vec![0.5, 0.7], ..WaterzOptions::default() };
+//! let mut results = Vec::new();
+//! agglomerate::<u32>(aff.view(), None, &opts, |r| {
+//!     results.push((r.threshold, r.segmentation.into_raw_vec_and_offset().0, r.merges.len()));
+//!     Ok(())
+//! })?;
+//! // Two fragments; the edge between them scores 1 − 0.4 = 0.6: merged below 0.7 only.
+//! assert_eq!(results, vec![(0.5, vec![1, 1, 2, 2], 0), (0.7, vec![1, 1, 1, 1], 1)]);
+//! # Ok::<(), em_decode::DecodeError>(())
 //! ```
 //!
 //! Feature `proptest`: `em_decode::strategies` generates affinity volumes with their known
