@@ -83,7 +83,8 @@ impl Queue {
 fn sift_up(heap: &mut [(u32, f32)], mut hole: usize, top: usize, value: (u32, f32)) {
     while hole > top {
         let parent = (hole - 1) / 2;
-        if !(heap[parent].1 > value.1) {
+        // Only a strictly greater parent moves (scores are never NaN here).
+        if heap[parent].1 <= value.1 {
             break;
         }
         heap[hole] = heap[parent];
@@ -106,7 +107,7 @@ fn adjust_heap(heap: &mut [(u32, f32)], value: (u32, f32)) {
         heap[hole] = heap[child];
         hole = child;
     }
-    if len % 2 == 0 && len >= 2 && child == (len - 2) / 2 {
+    if len.is_multiple_of(2) && len >= 2 && child == (len - 2) / 2 {
         child = 2 * (child + 1);
         heap[hole] = heap[child - 1];
         hole = child - 1;

@@ -256,7 +256,10 @@ fn check_options(o: &WaterzOptions) -> Result<()> {
             return bad("thresholds", format!("{t} is not a percentile (0 to 100)"));
         }
     }
-    if !(o.aff_threshold_low < o.aff_threshold_high) {
+    if o.aff_threshold_low.is_nan()
+        || o.aff_threshold_high.is_nan()
+        || o.aff_threshold_low >= o.aff_threshold_high
+    {
         return bad(
             "aff_threshold_low",
             format!(

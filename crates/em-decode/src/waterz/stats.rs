@@ -6,7 +6,7 @@ use super::scoring::{Num32, Provider, Stats};
 /// waterz's `discretize<int>(value, levels)`: NaN and values ≤ 0 go to the first level,
 /// values ≥ 1 to the last.
 pub(crate) fn discretize(value: f32, levels: u32) -> u32 {
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         return 0;
     }
     if value >= 1.0 {

@@ -84,8 +84,8 @@ pub(crate) fn watershed(aff: &Affs<'_>, low: f32, high: f32) -> (Vec<u32>, u32) 
         let mut head = 0;
         'search: while head < bfs.len() {
             let me = bfs[head];
-            for d in 0..6 {
-                if seg[me] & DIR_BITS[d] == 0 {
+            for (d, bit) in DIR_BITS.iter().enumerate() {
+                if seg[me] & bit == 0 {
                     continue;
                 }
                 let him = neighbour(me, d);
