@@ -1,46 +1,21 @@
-//! Mutex watershed (Wolf et al., 2018) on an affinity volume, with the semantics of affogato's
-//! `compute_mws_segmentation` and of the `mwatershed` package.
+//! Mutex watershed (Wolf et al., 2018) on an affinity volume: [`mutex_watershed`], whose
+//! documentation gives the semantics (affogato's `compute_mws_segmentation`, the
+//! `mwatershed` package's `agglom`).
 //!
-//! Graph: `aff[c, v]` is the edge between voxel `v` and `v + offsets[c]`; edges whose other
-//! end lies outside the volume do not exist. The first `attractive` channels are attractive
-//! with weight `aff`, the others repulsive with weight `1 − aff` (computed in f32; u8 values
-//! mean `v / 255`, f16 values are widened to f32). Values are used as given, not clamped.
-//!
-//! Algorithm: every edge is visited once, by weight descending. An attractive edge joins the
-//! clusters of its two voxels unless a mutex (a repulsive constraint) separates them; a
-//! repulsive edge between two different clusters puts a mutex between them. Ties are broken
-//! by channel, then by voxel in raster (C) order, so the output is deterministic; where
-//! weights tie, another implementation may order them otherwise, so equality with
-//! `mwatershed` or affogato holds for inputs without ties.
-//!
-//! Options, as in affogato: `strides` keep a repulsive edge only at voxels whose coordinates
-//! are multiples of the stride (attractive edges are all kept); with `randomize_strides`
-//! each repulsive edge is kept with probability `1 / (sz·sy·sx)` instead, decided by a hash of
-//! `seed`, channel and voxel (the same for every thread count). A mask removes every edge
-//! that touches a voxel outside it.
-//!
-//! Non-finite values: an edge whose value is NaN or ±infinite does not exist (as in
-//! [`affinity_cc`](crate::affinity_cc), where such edges are off); the summary counts them.
-//!
-//! Output: labels `1..=K` numbered by first appearance in raster order; every voxel in the
-//! mask is labelled (a voxel no attractive edge joined is a segment of its own), voxels
-//! outside it are 0. `mwatershed` instead gives 0 to voxels without any attractive edge of
-//! positive weight; as partitions, its zeros are single-voxel segments.
-//!
-//! Cost: edges are generated with their sort key, sorted by a stable LSD radix sort on the
-//! key (never a comparison sort of all edges), then visited. Mutexes are kept as a hash set
-//! of pairs of mutex lists, one list per cluster that has any; merging two clusters moves the
-//! shorter list into the longer, so a voxel absorbed by a cluster costs nothing when it has
-//! no mutex. Memory: two edge buffers of 8 bytes per edge (16 for volumes whose edge ids
-//! need over 32 bits) plus about 9 bytes per voxel and the mutexes.
+//! Cost: a first pass counts the edges per 16-bit prefix of their sort key; then, phase by
+//! phase (up to 16 Mi edges each, the affinities scanned again each time), every edge of the
+//! phase (8 bytes: key and id; 16 where edge ids need over 32 bits) is written into its
+//! bucket of about 64 Ki edges, and each bucket is radix-sorted in cache just before it is
+//! visited: no comparison sort of all edges, and a 128 MiB edge buffer at most. A cluster
+//! with mutexes holds a list naming a voxel of each cluster it is separated from; merging
+//! appends the shorter list to the longer, and a hash set remembers separated pairs of
+//! lists, so most mutex checks are one lookup. Memory: the edge buffer, 5 bytes per voxel
+//! for the forest, the labels, and the mutexes.
 
 use std::any::{Any, TypeId};
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Range;
 
-use em_core::unionfind::Node;
-use em_core::{f16, Label, UnionFind};
+use em_core::{f16, Label};
 use ndarray::{Array3, ArrayView3, ArrayView4, Axis};
 
 use crate::cc::{count_non_finite, in_pool};
@@ -146,15 +121,60 @@ pub struct MwsSummary {
     pub edges: u64,
     /// Attractive edges that joined two clusters.
     pub merges: u64,
-    /// Mutexes inserted (repulsive edges between two clusters not yet separated).
+    /// Repulsive edges that met two different clusters (each puts a mutex between them
+    /// unless one is there already).
     pub mutexes: u64,
 }
 
-/// Segments `(C, Z, Y, X)` affinities by the mutex watershed; see the [module](self) for the
-/// semantics.
+/// Segments `(C, Z, Y, X)` affinities by the mutex watershed, with the semantics of
+/// affogato's `compute_mws_segmentation` and of the `mwatershed` package.
 ///
-/// `mask`, when given, has the volume's shape; voxels outside it (false) are labelled 0 and
-/// their edges ignored.
+/// Graph: `aff[c, v]` is the edge between voxel `v` and `v + offsets[c]`; edges whose other
+/// end lies outside the volume do not exist. The first `attractive` channels are attractive
+/// with weight `aff`, the others repulsive with weight `1 − aff` (computed in f32; u8 values
+/// mean `v / 255`, f16 values are widened to f32). Values are used as given, not clamped.
+///
+/// Algorithm: every edge is visited once, by weight descending. An attractive edge joins the
+/// clusters of its two voxels unless a mutex (a repulsive constraint) separates them; a
+/// repulsive edge between two different clusters puts a mutex between them. Ties are broken
+/// by channel, then by voxel in raster (C) order (so on a tie attraction comes before
+/// repulsion), which makes the output deterministic; other implementations order ties
+/// otherwise, so equality with `mwatershed` or affogato holds for inputs without ties.
+///
+/// Options, as in affogato: `strides` keep a repulsive edge only at voxels whose coordinates
+/// are multiples of the stride (attractive edges are all kept); with `randomize_strides`
+/// each repulsive edge is kept with probability `1 / (sz·sy·sx)` instead, decided by a hash of
+/// `seed`, channel and voxel (the same for every thread count). A mask removes every edge
+/// that touches a voxel outside it.
+///
+/// Non-finite values: an edge whose value is NaN or ±infinite does not exist (as in
+/// [`affinity_cc`](crate::affinity_cc), where such edges are off); the summary counts them.
+///
+/// Output: labels `1..=K` numbered by first appearance in raster order; every voxel in the
+/// mask is labelled (a voxel no attractive edge joined is a segment of its own), voxels
+/// outside it are 0. `mwatershed` instead gives 0 to voxels without any attractive edge of
+/// positive weight; as partitions, its zeros are single-voxel segments. `mask`, when given,
+/// has the volume's shape.
+///
+/// ```
+/// use em_decode::{mutex_watershed, MwsOptions};
+/// use ndarray::{arr1, s, Array4};
+///
+/// // Four voxels along x. Channel 0 attracts neighbours (0.9, 0.3, 0.8); channel 1 repels
+/// // voxels two apart with weight 1 − 0.25 = 0.75, which beats the weak link 0.3.
+/// let mut aff = Array4::<f32>::zeros((2, 1, 1, 4));
+/// aff.slice_mut(s![0, 0, 0, ..]).assign(&arr1(&[0.9, 0.3, 0.8, 0.0]));
+/// aff.slice_mut(s![1, 0, 0, ..]).fill(0.25);
+/// let options = MwsOptions {
+///     offsets: vec![[0, 0, 1], [0, 0, 2]],
+///     attractive: 1,
+///     ..MwsOptions::default()
+/// };
+/// let (labels, summary) = mutex_watershed::<f32, u32>(aff.view(), &options, None)?;
+/// assert_eq!(labels.as_slice().unwrap(), &[1, 1, 2, 2]);
+/// assert_eq!(summary.segments, 2);
+/// # Ok::<(), em_decode::DecodeError>(())
+/// ```
 ///
 /// # Errors
 /// [`DecodeError`] for options that do not fit the affinities (offset count, zero offset,
@@ -164,6 +184,32 @@ pub fn mutex_watershed<A: Affinity, L: Label>(
     aff: ArrayView4<'_, A>,
     options: &MwsOptions,
     mask: Option<ArrayView3<'_, bool>>,
+) -> Result<(Array3<L>, MwsSummary)> {
+    segment(aff, options, mask, Sizes::default())
+}
+
+/// How edges are cut into buckets and phases (smaller in unit tests, to exercise both).
+#[derive(Clone, Copy)]
+struct Sizes {
+    bucket: usize,
+    phase: usize,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            bucket: BUCKET_TARGET,
+            phase: PHASE_EDGES,
+        }
+    }
+}
+
+/// [`mutex_watershed`] with given bucket and phase sizes.
+fn segment<A: Affinity, L: Label>(
+    aff: ArrayView4<'_, A>,
+    options: &MwsOptions,
+    mask: Option<ArrayView3<'_, bool>>,
+    sizes: Sizes,
 ) -> Result<(Array3<L>, MwsSummary)> {
     let (channels, z, y, x) = aff.dim();
     options.check(channels)?;
@@ -213,6 +259,10 @@ pub fn mutex_watershed<A: Affinity, L: Label>(
             (None, None) => None,
         };
         let plans = plan_channels(options, [z, y, x]);
+        let one_in = options
+            .strides
+            .iter()
+            .fold(1u64, |p, &s| p.saturating_mul(s as u64));
         let non_finite = count_non_finite(aff);
         let graph = Graph {
             plans: &plans,
@@ -220,12 +270,11 @@ pub fn mutex_watershed<A: Affinity, L: Label>(
             voxel_bits,
             mask: mask_slice,
             attractive: options.attractive,
-            strides: options.strides,
-            randomize: options.randomize_strides
-                && options.strides.iter().product::<usize>() > 1,
+            keep_below: (options.randomize_strides && one_in > 1).then(|| u64::MAX / one_in),
+            sizes,
             seed: options.seed,
         };
-        let (labels, mut summary) = if id_bits <= 32 && n < u32::MAX as usize {
+        let (labels, mut summary) = if id_bits <= 32 && n < (u32::MAX >> 1) as usize {
             run::<A, L, u64, u32>(aff, &graph)?
         } else {
             run::<A, L, u128, u64>(aff, &graph)?
@@ -288,6 +337,7 @@ struct Plan {
     delta: i64,
 }
 
+/// The edges of every channel under `options` in a volume of `dims`.
 fn plan_channels(options: &MwsOptions, dims: [usize; 3]) -> Vec<Plan> {
     options
         .offsets
@@ -305,8 +355,9 @@ fn plan_channels(options: &MwsOptions, dims: [usize; 3]) -> Vec<Plan> {
                 let end = len.min(len - o).max(start);
                 let step = if grid { options.strides[axis] } else { 1 };
                 // The grid is anchored at 0, not at the range start.
-                let first = (start as usize).next_multiple_of(step);
-                ranges[axis] = first.min(end as usize)..end as usize;
+                let end = end as usize;
+                let first = (start as usize).checked_next_multiple_of(step);
+                ranges[axis] = first.map_or(end, |f| f.min(end))..end;
                 steps[axis] = step;
             }
             // Only offsets shorter than the volume have edges; those fit in i64.
@@ -325,15 +376,16 @@ fn plan_channels(options: &MwsOptions, dims: [usize; 3]) -> Vec<Plan> {
         .collect()
 }
 
-/// The edge set: everything [`Graph::channel_edges`] needs besides the values.
+/// The edge set: everything [`Graph::for_each_edge`] needs besides the values.
 struct Graph<'a> {
     plans: &'a [Plan],
     dims: [usize; 3],
     voxel_bits: u32,
     mask: Option<&'a [bool]>,
     attractive: usize,
-    strides: [usize; 3],
-    randomize: bool,
+    /// Randomized strides keep a repulsive edge when its hash is below this.
+    keep_below: Option<u64>,
+    sizes: Sizes,
     seed: u64,
 }
 
@@ -382,45 +434,29 @@ impl EdgeItem for u128 {
     }
 }
 
-const DIGIT_BITS: u32 = 11;
-const BUCKETS: usize = 1 << DIGIT_BITS;
-const PASSES: usize = 3;
-
-/// Counts of each radix digit, per pass.
-type Histogram = Vec<[usize; BUCKETS]>;
-
-fn empty_histogram() -> Histogram {
-    vec![[0; BUCKETS]; PASSES]
-}
+/// Edges are first bucketed by the top 16 bits of their key, consecutive prefixes grouped
+/// into buckets of about this many edges (a bucket and its scratch copy fit in L2); each
+/// bucket is then sorted in cache just before it is visited.
+const BUCKET_TARGET: usize = 1 << 16;
+const PREFIXES: usize = 1 << 16;
+/// Edges written and visited per phase (a 128 MiB buffer of 8-byte edges): each phase scans
+/// the affinities again, which costs less than faulting in a buffer for all edges.
+const PHASE_EDGES: usize = 1 << 24;
 
 #[inline(always)]
-fn digit(key: u32, pass: usize) -> usize {
-    ((key >> (pass as u32 * DIGIT_BITS)) as usize) & (BUCKETS - 1)
+fn prefix(key: u32) -> usize {
+    (key >> 16) as usize
 }
 
 impl Graph<'_> {
-    /// Whether randomized strides keep repulsive edge `id`.
+    /// Calls `f(key, id)` for every edge of one channel, in voxel order.
     #[inline(always)]
-    fn keep_random(&self, id: u64, threshold: u64) -> bool {
-        splitmix64(self.seed ^ splitmix64(id)) < threshold
-    }
-
-    /// The edges of one channel in voxel order, with their digit counts.
-    fn channel_edges<A: Affinity, E: EdgeItem>(
-        &self,
-        plan: &Plan,
-        values: &[A],
-    ) -> (Vec<E>, Histogram) {
+    fn for_each_edge<A: Affinity>(&self, plan: &Plan, values: &[A], mut f: impl FnMut(u32, u64)) {
         let [_, ny, nx] = self.dims;
         let [rz, ry, rx] = &plan.ranges;
         let [sz, sy, sx] = plan.steps;
-        let count = |r: &Range<usize>, s: usize| r.len().div_ceil(s);
-        let most = count(rz, sz) * count(ry, sy) * count(rx, sx);
-        let mut edges: Vec<E> = em_core::huge_vec(most);
-        let mut hist = empty_histogram();
         let repulsive = plan.channel >= self.attractive;
-        let random = repulsive && self.randomize;
-        let threshold = u64::MAX / self.strides.iter().product::<usize>().max(1) as u64;
+        let keep_below = self.keep_below.filter(|_| repulsive);
         let high = (plan.channel as u64) << self.voxel_bits;
         let delta = plan.delta;
         for iz in rz.clone().step_by(sz) {
@@ -438,21 +474,17 @@ impl Graph<'_> {
                         }
                     }
                     let id = high | v as u64;
-                    if random && !self.keep_random(id, threshold) {
+                    if keep_below.is_some_and(|t| splitmix64(self.seed ^ splitmix64(id)) >= t) {
                         continue;
                     }
-                    let key = descending_key(if repulsive { 1.0 - w } else { w });
-                    for (pass, h) in hist.iter_mut().enumerate() {
-                        h[digit(key, pass)] += 1;
-                    }
-                    edges.push(E::new(key, id));
+                    f(descending_key(if repulsive { 1.0 - w } else { w }), id);
                 }
             }
         }
-        (edges, hist)
     }
 }
 
+/// SplitMix64's mixer: a well-spread hash of the seed and the edge for randomized strides.
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -460,7 +492,17 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Builds, sorts and visits the edges; returns labels in raster order and the counts.
+/// Runs `f` over the channels, in parallel when the pool has several threads.
+fn per_channel<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    if rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
+    } else {
+        items.into_iter().map(f).collect()
+    }
+}
+
+/// Builds, buckets, sorts and visits the edges; returns labels in raster order and counts.
 fn run<A: Affinity, L: Label, E: EdgeItem, I: Ix>(
     aff: ArrayView4<'_, A>,
     graph: &Graph<'_>,
@@ -483,231 +525,522 @@ fn run<A: Affinity, L: Label, E: EdgeItem, I: Ix>(
         };
         values.push(slice.unwrap_or(&[]));
     }
-    let build = |(plan, values): (&Plan, &&[A])| graph.channel_edges::<A, E>(plan, values);
-    let parts: Vec<(Vec<E>, Histogram)> = if rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        graph.plans.par_iter().zip(&values).map(build).collect()
-    } else {
-        graph.plans.iter().zip(&values).map(build).collect()
-    };
-    drop(copies);
-    let mut hist = empty_histogram();
-    let mut chunks = Vec::with_capacity(parts.len());
-    for (edges, h) in parts {
-        for (total, part) in hist.iter_mut().zip(&h) {
-            for (t, p) in total.iter_mut().zip(part) {
-                *t += p;
-            }
+    let channels: Vec<(&Plan, &[A])> = graph.plans.iter().zip(values).collect();
+
+    // Pass 1: how many edges of each channel fall on each key prefix.
+    let counts: Vec<Vec<usize>> = per_channel(channels.clone(), |(plan, values)| {
+        let mut c = vec![0usize; PREFIXES];
+        graph.for_each_edge(plan, values, |key, _| c[prefix(key)] += 1);
+        c
+    });
+    let mut per_prefix = vec![0usize; PREFIXES];
+    for c in &counts {
+        for (t, k) in per_prefix.iter_mut().zip(c) {
+            *t += k;
         }
-        chunks.push(edges);
     }
-    let sorted = radix_sort(chunks, &hist);
+    // Consecutive prefixes grouped into buckets.
+    let mut bucket_of = vec![0u32; PREFIXES];
+    let mut bucket_len: Vec<usize> = vec![0];
+    for (p, &k) in per_prefix.iter().enumerate() {
+        let last = bucket_len.len() - 1;
+        if bucket_len[last] > 0 && bucket_len[last] + k > graph.sizes.bucket {
+            bucket_len.push(0);
+        }
+        let b = bucket_len.len() - 1;
+        bucket_len[b] += k;
+        bucket_of[p] = b as u32;
+    }
+    let buckets = bucket_len.len();
+    let total: usize = bucket_len.iter().sum();
+    let by_bucket: Vec<Vec<usize>> = counts
+        .iter()
+        .map(|c| {
+            let mut v = vec![0usize; buckets];
+            for (p, &k) in c.iter().enumerate() {
+                v[bucket_of[p] as usize] += k;
+            }
+            v
+        })
+        .collect();
+    drop(counts);
+
+    // Phases: runs of whole buckets of at most `sizes.phase` edges (or one bucket), so that
+    // the edge buffer is a fraction of all edges and is reused.
+    let mut phases: Vec<Range<usize>> = Vec::new();
+    let (mut first, mut filled) = (0, 0);
+    for (b, &len) in bucket_len.iter().enumerate() {
+        if filled > 0 && filled + len > graph.sizes.phase {
+            phases.push(first..b);
+            (first, filled) = (b, 0);
+        }
+        filled += len;
+    }
+    phases.push(first..bucket_len.len());
+    let most = phases
+        .iter()
+        .map(|r| bucket_len[r.clone()].iter().sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let mut edges: Vec<E> = E::zeros(most);
     let mut clusters = Clusters::<I>::new(n);
     let mut summary = MwsSummary {
-        edges: sorted.len() as u64,
+        edges: total as u64,
         ..MwsSummary::default()
     };
     let deltas: Vec<i64> = graph.plans.iter().map(|p| p.delta).collect();
     let voxel_mask = (1u64 << graph.voxel_bits) - 1;
-    for e in sorted {
-        let id = e.id();
-        let channel = (id >> graph.voxel_bits) as usize;
-        let u = (id & voxel_mask) as usize;
-        let v = (u as i64 + deltas[channel]) as usize;
-        let ru = clusters.find(u);
-        let rv = clusters.find(v);
-        if ru == rv || clusters.mutex(ru, rv) {
-            continue;
+    let mut scratch: Vec<E> = Vec::new();
+    for phase in phases {
+        let lens = &bucket_len[phase.clone()];
+        let len: usize = lens.iter().sum();
+        let buffer = &mut edges[..len];
+        // Pass 2: every channel writes the phase's edges into its own part of each bucket,
+        // so each bucket holds its edges in id order (channel, then voxel) before sorting.
+        {
+            let mut regions: Vec<Vec<&mut [E]>> = (0..channels.len())
+                .map(|_| Vec::with_capacity(phase.len()))
+                .collect();
+            let mut rest: &mut [E] = &mut *buffer;
+            for b in phase.clone() {
+                for (region, counts) in regions.iter_mut().zip(&by_bucket) {
+                    let (head, tail) = rest.split_at_mut(counts[b]);
+                    region.push(head);
+                    rest = tail;
+                }
+            }
+            let work: Vec<_> = channels.iter().copied().zip(regions).collect();
+            let phase = phase.clone();
+            per_channel(work, |((plan, values), mut region)| {
+                let mut next = vec![0usize; phase.len()];
+                graph.for_each_edge(plan, values, |key, id| {
+                    let b = (bucket_of[prefix(key)] as usize).wrapping_sub(phase.start);
+                    if let Some(slot) = region.get_mut(b).and_then(|r| r.get_mut(next[b])) {
+                        *slot = E::new(key, id);
+                        next[b] += 1;
+                    }
+                });
+            });
         }
-        if channel < graph.attractive {
-            clusters.merge(ru, rv);
-            summary.merges += 1;
-        } else {
-            clusters.insert_mutex(ru, rv);
-            summary.mutexes += 1;
+        // One thread sorts each bucket just before visiting it, while it is in cache;
+        // several sort all of the phase's buckets first, in parallel.
+        let presorted = rayon::current_num_threads() > 1;
+        if presorted {
+            use rayon::prelude::*;
+            let mut parts: Vec<&mut [E]> = Vec::with_capacity(lens.len());
+            let mut rest: &mut [E] = &mut *buffer;
+            for &len in lens {
+                let (head, tail) = rest.split_at_mut(len);
+                parts.push(head);
+                rest = tail;
+            }
+            parts
+                .into_par_iter()
+                .for_each_init(Vec::new, |scratch, bucket| sort_bucket(bucket, scratch));
+        }
+        let mut start = 0;
+        for &len in lens {
+            let bucket = &mut buffer[start..start + len];
+            start += len;
+            if !presorted {
+                sort_bucket(bucket, &mut scratch);
+            }
+            for &e in bucket.iter() {
+                let id = e.id();
+                let channel = (id >> graph.voxel_bits) as usize;
+                let u = (id & voxel_mask) as usize;
+                let v = (u as i64 + deltas[channel]) as usize;
+                let (ru, su) = clusters.find(u);
+                let (rv, sv) = clusters.find(v);
+                if ru == rv {
+                    continue;
+                }
+                if channel < graph.attractive {
+                    if !clusters.mutex(ru, su, rv, sv) {
+                        clusters.merge(ru, su, rv, sv);
+                        summary.merges += 1;
+                    }
+                } else {
+                    clusters.insert_mutex(ru, su, rv, sv);
+                    summary.mutexes += 1;
+                }
+            }
         }
     }
+    drop(edges);
+    drop(by_bucket);
+    drop(copies);
     let (labels, segments) = clusters.into_labels::<L>(graph.mask)?;
     summary.segments = segments;
     Ok((labels, summary))
 }
 
-/// Stable LSD radix sort of the concatenated `chunks` by key; `hist` counts each digit.
-/// Passes whose digit is the same for every edge are skipped.
-fn radix_sort<E: EdgeItem>(chunks: Vec<Vec<E>>, hist: &Histogram) -> Vec<E> {
-    let len: usize = chunks.iter().map(Vec::len).sum();
-    let passes: Vec<usize> = (0..PASSES)
-        .filter(|&p| !hist[p].iter().any(|&c| c == len))
-        .collect();
-    let Some((&first, rest)) = passes.split_first() else {
-        return chunks.concat();
-    };
-    let mut out: Vec<E> = E::zeros(len);
-    scatter(chunks.iter().map(Vec::as_slice), &hist[first], first, &mut out);
-    drop(chunks);
-    let mut spare: Vec<E> = Vec::new();
-    for &pass in rest {
-        if spare.len() != len {
-            spare = E::zeros(len);
+/// Sorts a bucket by key, ties by id: a stable LSD radix sort on the key's bytes (input is
+/// in id order), skipping bytes that every edge shares.
+fn sort_bucket<E: EdgeItem>(bucket: &mut [E], scratch: &mut Vec<E>) {
+    if bucket.len() < 64 {
+        // Ids are unique, so the item order is the (key, id) order.
+        bucket.sort_unstable_by_key(|e| (e.key(), e.id()));
+        return;
+    }
+    let mut hist = [[0usize; 256]; 4];
+    for e in bucket.iter() {
+        let k = e.key();
+        for (byte, h) in hist.iter_mut().enumerate() {
+            h[((k >> (8 * byte)) & 0xFF) as usize] += 1;
         }
-        scatter(std::iter::once(out.as_slice()), &hist[pass], pass, &mut spare);
-        std::mem::swap(&mut out, &mut spare);
     }
-    out
-}
-
-/// One counting-sort pass on digit `pass`.
-fn scatter<'a, E: EdgeItem>(
-    input: impl Iterator<Item = &'a [E]>,
-    counts: &[usize; BUCKETS],
-    pass: usize,
-    out: &mut [E],
-) {
-    let mut next = [0usize; BUCKETS];
-    let mut sum = 0;
-    for (n, &c) in next.iter_mut().zip(counts) {
-        *n = sum;
-        sum += c;
-    }
-    for chunk in input {
-        for &e in chunk {
-            let d = digit(e.key(), pass);
-            out[next[d]] = e;
+    scratch.clear();
+    scratch.resize(bucket.len(), E::default());
+    let mut in_bucket = true;
+    for (byte, h) in hist.iter().enumerate() {
+        if h.contains(&bucket.len()) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (n, &c) in next.iter_mut().zip(h) {
+            *n = sum;
+            sum += c;
+        }
+        let (from, to): (&[E], &mut [E]) = if in_bucket {
+            (&*bucket, &mut scratch[..])
+        } else {
+            (&scratch[..], &mut *bucket)
+        };
+        for &e in from {
+            let d = ((e.key() >> (8 * byte)) & 0xFF) as usize;
+            to[next[d]] = e;
             next[d] += 1;
         }
+        in_bucket = !in_bucket;
+    }
+    if !in_bucket {
+        bucket.copy_from_slice(scratch);
     }
 }
 
-/// Index type of the clustering: u32 while voxels fit, else u64.
-trait Ix: Node + Copy + Eq + Send + Sync + 'static {
-    /// An unordered pair of mutex lists, for the hash set.
-    type Pair: Copy + Eq + Hash;
+/// Index type of the clustering: u32 while voxels fit in 31 bits, else u64.
+///
+/// An entry of the forest is either the index of a parent or, with the top bit set, marks
+/// a root and holds the root's mutex list (all other bits set: none). One 4-byte read thus
+/// ends a find with everything a mutex check needs.
+trait Ix: Copy + Eq + Ord + Send + Sync + 'static {
+    /// An unordered pair of mutex lists, for [`PairSet`].
+    type Pair: PairKey;
+    /// The entry of a root without a mutex list; also "no list" among list indices.
     const NONE: Self;
+    fn from_index(i: usize) -> Self;
+    fn index(self) -> usize;
+    fn is_root(self) -> bool;
+    /// The root entry holding list `slot` (or `NONE`).
+    fn root(slot: Self) -> Self;
+    /// The list of a root entry (`NONE` for none).
+    fn slot(self) -> Self;
     fn pair(a: Self, b: Self) -> Self::Pair;
+    /// `len` root entries without lists, in fresh (huge) pages.
+    fn roots(len: usize) -> Vec<Self>;
 }
 
-impl Ix for u32 {
-    type Pair = u64;
-    const NONE: Self = u32::MAX;
+macro_rules! ix {
+    ($t:ty, $pair:ty) => {
+        impl Ix for $t {
+            type Pair = $pair;
+            const NONE: Self = <$t>::MAX;
+            #[inline(always)]
+            fn from_index(i: usize) -> Self {
+                i as $t
+            }
+            #[inline(always)]
+            fn index(self) -> usize {
+                self as usize
+            }
+            #[inline(always)]
+            fn is_root(self) -> bool {
+                self >> (<$t>::BITS - 1) == 1
+            }
+            #[inline(always)]
+            fn root(slot: Self) -> Self {
+                slot | 1 << (<$t>::BITS - 1)
+            }
+            #[inline(always)]
+            fn slot(self) -> Self {
+                if self == <$t>::MAX {
+                    <$t>::MAX
+                } else {
+                    self & (<$t>::MAX >> 1)
+                }
+            }
+            #[inline(always)]
+            fn pair(a: Self, b: Self) -> $pair {
+                let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                (<$pair>::from(lo) << <$t>::BITS) | <$pair>::from(hi)
+            }
+            fn roots(len: usize) -> Vec<Self> {
+                let mut v: Vec<$t> = em_core::zeroed_vec(len);
+                v.fill(<$t>::MAX);
+                v
+            }
+        }
+    };
+}
+
+ix!(u32, u64);
+ix!(u64, u128);
+
+/// A key of [`PairSet`]: never zero (a pair joins two different lists, so its larger half
+/// is not 0).
+trait PairKey: Copy + Eq + Default {
+    fn hash(self) -> u64;
+    /// The two list indices.
+    fn halves(self) -> [usize; 2];
+    /// `len` empty keys, in fresh (huge) pages.
+    fn zeros(len: usize) -> Vec<Self>;
+}
+
+/// MurmurHash3's 64-bit finaliser: cheap, and its low bits depend on every input bit.
+#[inline(always)]
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    k ^ (k >> 33)
+}
+
+impl PairKey for u64 {
     #[inline(always)]
-    fn pair(a: Self, b: Self) -> u64 {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        (u64::from(lo) << 32) | u64::from(hi)
+    fn hash(self) -> u64 {
+        fmix64(self)
+    }
+    fn halves(self) -> [usize; 2] {
+        [(self >> 32) as usize, (self & 0xFFFF_FFFF) as usize]
+    }
+    fn zeros(len: usize) -> Vec<Self> {
+        em_core::zeroed_vec(len)
     }
 }
 
-impl Ix for u64 {
-    type Pair = u128;
-    const NONE: Self = u64::MAX;
+impl PairKey for u128 {
     #[inline(always)]
-    fn pair(a: Self, b: Self) -> u128 {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        (u128::from(lo) << 64) | u128::from(hi)
+    fn hash(self) -> u64 {
+        fmix64(self as u64 ^ fmix64((self >> 64) as u64))
+    }
+    fn halves(self) -> [usize; 2] {
+        [(self >> 64) as usize, self as u64 as usize]
+    }
+    fn zeros(len: usize) -> Vec<Self> {
+        em_core::zeroed_vec(len)
     }
 }
 
-/// Multiplicative hashing of integer pairs: SipHash would cost more than the rest of a
-/// mutex check, and the keys are not attacker-chosen.
-#[derive(Default)]
-struct PairHasher(u64);
+/// Open-addressing hash set of pairs with linear probing. Keys are never removed one by
+/// one: pairs of lists that have been merged away can no longer be asked for, and are
+/// dropped whenever the table fills up.
+struct PairSet<K: PairKey> {
+    slots: Vec<K>,
+    len: usize,
+}
 
-impl Hasher for PairHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+impl<K: PairKey> PairSet<K> {
+    fn new() -> Self {
+        Self {
+            slots: K::zeros(1024),
+            len: 0,
         }
     }
+
     #[inline(always)]
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
     }
+
+    /// The slot holding `key`, or the empty slot where it would go.
     #[inline(always)]
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
+    fn probe(&self, key: K) -> usize {
+        let mask = self.mask();
+        let mut i = key.hash() as usize & mask;
+        loop {
+            let k = self.slots[i];
+            if k == key || k == K::default() {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
     }
+
     #[inline(always)]
-    fn finish(&self) -> u64 {
-        let x = self.0;
-        (x ^ (x >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (x >> 29)
+    fn contains(&self, key: K) -> bool {
+        self.slots[self.probe(key)] == key
+    }
+
+    /// Adds `key`; false when it was there already. When the table fills up, keys that
+    /// `stale` names are dropped before it grows.
+    fn insert(&mut self, key: K, stale: impl Fn(K) -> bool) -> bool {
+        let i = self.probe(key);
+        if self.slots[i] == key {
+            return false;
+        }
+        self.slots[i] = key;
+        self.len += 1;
+        // Load at most 1/2 keeps linear probes short.
+        if 2 * self.len > self.slots.len() {
+            let live: Vec<K> = self
+                .slots
+                .iter()
+                .copied()
+                .filter(|&k| k != K::default() && !stale(k))
+                .collect();
+            let size = if 4 * live.len() > self.slots.len() {
+                2 * self.slots.len()
+            } else {
+                self.slots.len()
+            };
+            self.slots = K::zeros(size);
+            self.len = live.len();
+            for k in live {
+                let j = self.probe(k);
+                self.slots[j] = k;
+            }
+        }
+        true
     }
 }
 
 /// Union-find over voxels with the clusters' mutexes.
 ///
-/// A cluster with mutexes owns a list (`slot` of its root); the list names one voxel of
-/// every cluster it is separated from, and `pairs` holds every separated pair of lists. List
-/// entries go stale as partners merge, which a `find` resolves, so only the list of the
-/// cluster that joins another needs rewriting, and the shorter list is the one moved.
+/// A cluster with mutexes owns a list (held in its root's entry) that names one voxel of
+/// every cluster it is separated from; entries go stale as partners merge, which a find
+/// resolves. Merging two clusters appends the shorter list to the longer, nothing more.
+/// `pairs` remembers pairs of lists known to be separated (a pair of lists that are both
+/// still in use stays separated, since clusters only grow), so most checks are one lookup;
+/// a miss scans the shorter list. A list that doubles since it was last compacted is
+/// rewritten to distinct roots. Roots are joined by rank; finds halve paths.
 struct Clusters<I: Ix> {
-    parent: Vec<I>,
+    forest: Vec<I>,
     rank: Vec<u8>,
-    slot: Vec<I>,
-    lists: Vec<Vec<I>>,
-    free: Vec<I>,
-    pairs: HashSet<I::Pair, BuildHasherDefault<PairHasher>>,
+    lists: Vec<List<I>>,
+    pairs: PairSet<I::Pair>,
 }
 
-impl<I: Ix> UnionFind for Clusters<I> {
-    type Node = I;
-
-    #[inline(always)]
-    fn node(&self, i: usize) -> I {
-        self.parent[i]
-    }
-
-    #[inline(always)]
-    fn set_node(&mut self, i: usize, node: I) {
-        self.parent[i] = node;
-    }
+/// A mutex list; `merged` once appended to another (its pairs are then stale).
+struct List<I> {
+    entries: Vec<I>,
+    /// Length after the last compaction.
+    compacted: usize,
+    merged: bool,
 }
 
 impl<I: Ix> Clusters<I> {
     fn new(n: usize) -> Self {
         Self {
-            parent: (0..n).map(I::from_index).collect(),
+            forest: I::roots(n),
             rank: em_core::zeroed_vec(n),
-            slot: vec![I::NONE; n],
             lists: Vec::new(),
-            free: Vec::new(),
-            pairs: HashSet::default(),
+            pairs: PairSet::new(),
         }
     }
 
-    /// Whether a mutex separates the clusters of roots `a` and `b`.
+    /// The root of voxel `i` and its list.
     #[inline(always)]
-    fn mutex(&self, a: usize, b: usize) -> bool {
-        let (sa, sb) = (self.slot[a], self.slot[b]);
-        sa != I::NONE && sb != I::NONE && self.pairs.contains(&I::pair(sa, sb))
-    }
-
-    /// The list of root `r`, created empty if it has none.
-    fn list_of(&mut self, r: usize) -> usize {
-        if self.slot[r] == I::NONE {
-            let s = match self.free.pop() {
-                Some(s) => s,
-                None => {
-                    self.lists.push(Vec::new());
-                    I::from_index(self.lists.len() - 1)
-                }
-            };
-            self.slot[r] = s;
+    fn find(&mut self, mut i: usize) -> (usize, I) {
+        loop {
+            let p = self.forest[i];
+            if p.is_root() {
+                return (i, p.slot());
+            }
+            let g = self.forest[p.index()];
+            if g.is_root() {
+                return (p.index(), g.slot());
+            }
+            self.forest[i] = g;
+            i = g.index();
         }
-        self.slot[r].index()
     }
 
-    /// Separates the clusters of roots `a` and `b` (not yet separated).
-    fn insert_mutex(&mut self, a: usize, b: usize) {
-        let sa = self.list_of(a);
-        let sb = self.list_of(b);
-        self.pairs
-            .insert(I::pair(I::from_index(sa), I::from_index(sb)));
-        self.lists[sa].push(I::from_index(b));
-        self.lists[sb].push(I::from_index(a));
+    /// Remembers that lists `a` and `b` (both in use) are separated.
+    fn remember(&mut self, a: I, b: I) -> bool {
+        let lists = &self.lists;
+        self.pairs.insert(I::pair(a, b), |k| {
+            k.halves().iter().any(|&s| lists[s].merged)
+        })
     }
 
-    /// Joins the clusters of roots `a` and `b` (different, not separated).
-    fn merge(&mut self, a: usize, b: usize) {
+    /// Whether a mutex separates the clusters of roots `a` and `b` (lists `sa`, `sb`).
+    #[inline(always)]
+    fn mutex(&mut self, a: usize, sa: I, b: usize, sb: I) -> bool {
+        if sa == I::NONE || sb == I::NONE {
+            return false;
+        }
+        if self.pairs.contains(I::pair(sa, sb)) {
+            return true;
+        }
+        let (scan, other) =
+            if self.lists[sa.index()].entries.len() <= self.lists[sb.index()].entries.len() {
+                (sa, b)
+            } else {
+                (sb, a)
+            };
+        let entries = std::mem::take(&mut self.lists[scan.index()].entries);
+        let found = entries.iter().any(|p| self.find(p.index()).0 == other);
+        self.lists[scan.index()].entries = entries;
+        if found {
+            self.remember(sa, sb);
+        }
+        found
+    }
+
+    /// The list of root `r` (whose list is `s`), created empty if it has none.
+    fn list_of(&mut self, r: usize, s: I) -> I {
+        if s != I::NONE {
+            return s;
+        }
+        self.lists.push(List {
+            entries: Vec::with_capacity(4),
+            compacted: 0,
+            merged: false,
+        });
+        let s = I::from_index(self.lists.len() - 1);
+        self.forest[r] = I::root(s);
+        s
+    }
+
+    /// Separates the clusters of roots `a` and `b` (lists `sa`, `sb`), unless the pair of
+    /// lists is already known to be. (A mutex known only through older lists is recorded
+    /// again; compaction removes the duplicate entries.)
+    fn insert_mutex(&mut self, a: usize, sa: I, b: usize, sb: I) {
+        let sa = self.list_of(a, sa);
+        let sb = self.list_of(b, sb);
+        if self.remember(sa, sb) {
+            self.push(sa, I::from_index(b));
+            self.push(sb, I::from_index(a));
+        }
+    }
+
+    /// Adds a partner to list `s`, compacting the list when it has doubled.
+    fn push(&mut self, s: I, partner: I) {
+        let list = &mut self.lists[s.index()];
+        list.entries.push(partner);
+        if list.entries.len() >= 2 * list.compacted + 16 {
+            self.compact(s);
+        }
+    }
+
+    /// Rewrites list `s` to the distinct roots it names.
+    fn compact(&mut self, s: I) {
+        let mut entries = std::mem::take(&mut self.lists[s.index()].entries);
+        for p in entries.iter_mut() {
+            *p = I::from_index(self.find(p.index()).0);
+        }
+        entries.sort_unstable();
+        entries.dedup();
+        let list = &mut self.lists[s.index()];
+        list.compacted = entries.len();
+        list.entries = entries;
+    }
+
+    /// Joins the clusters of roots `a` and `b` (lists `sa`, `sb`; different, not separated).
+    fn merge(&mut self, a: usize, sa: I, b: usize, sb: I) {
         let (root, child) = match self.rank[a].cmp(&self.rank[b]) {
             std::cmp::Ordering::Less => (b, a),
             std::cmp::Ordering::Greater => (a, b),
@@ -716,45 +1049,41 @@ impl<I: Ix> Clusters<I> {
                 (a, b)
             }
         };
-        self.set_node(child, I::from_index(root));
-        let (sa, sb) = (self.slot[root], self.slot[child]);
-        self.slot[child] = I::NONE;
-        if sb == I::NONE {
-            return;
-        }
-        if sa == I::NONE {
-            self.slot[root] = sb;
-            return;
-        }
-        let (keep, moved) = if self.lists[sa.index()].len() >= self.lists[sb.index()].len() {
-            (sa, sb)
+        self.forest[child] = I::from_index(root);
+        let keep = if sa == I::NONE {
+            sb
+        } else if sb == I::NONE {
+            sa
         } else {
-            (sb, sa)
-        };
-        self.slot[root] = keep;
-        let entries = std::mem::take(&mut self.lists[moved.index()]);
-        for &partner in &entries {
-            let r = self.find(partner.index());
-            let s = self.slot[r];
-            self.pairs.remove(&I::pair(moved, s));
-            if self.pairs.insert(I::pair(keep, s)) {
-                self.lists[keep.index()].push(partner);
+            let (keep, moved) =
+                if self.lists[sa.index()].entries.len() >= self.lists[sb.index()].entries.len() {
+                    (sa, sb)
+                } else {
+                    (sb, sa)
+                };
+            let moved_list = &mut self.lists[moved.index()];
+            moved_list.merged = true;
+            let entries = std::mem::take(&mut moved_list.entries);
+            let list = &mut self.lists[keep.index()];
+            list.entries.extend_from_slice(&entries);
+            if list.entries.len() >= 2 * list.compacted + 16 {
+                self.compact(keep);
             }
-        }
-        // The partners' own lists still name voxels of this cluster, which find resolves.
-        self.free.push(moved);
+            keep
+        };
+        self.forest[root] = I::root(keep);
     }
 
     /// Labels `1..=K` by first appearance; voxels outside `mask` are 0.
     fn into_labels<L: Label>(mut self, mask: Option<&[bool]>) -> Result<(Vec<L>, u64)> {
-        let n = self.parent.len();
+        let n = self.forest.len();
         let mut out: Vec<L> = em_core::zeroed_vec(n);
         let mut next = 0u64;
         for i in 0..n {
             if mask.is_some_and(|m| !m[i]) {
                 continue;
             }
-            let r = self.find(i);
+            let r = self.find(i).0;
             if out[r] == L::BACKGROUND {
                 next += 1;
                 out[r] = L::from_u64(next).ok_or(DecodeError::TooManyComponents {
@@ -765,5 +1094,55 @@ impl<I: Ix> Clusters<I> {
             out[i] = out[r];
         }
         Ok((out, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array3, Array4};
+
+    /// Many buckets and phases give the labels of one of each.
+    #[test]
+    fn buckets_and_phases_do_not_change_labels() {
+        let offsets = vec![
+            [0, 0, -1],
+            [0, -1, 0],
+            [-1, 0, 0],
+            [0, -3, 0],
+            [0, 0, -4],
+            [-2, 1, 1],
+        ];
+        let (c, z, y, x) = (offsets.len(), 6, 11, 13);
+        let aff = Array4::from_shape_fn((c, z, y, x), |(a, b, d, e)| {
+            let h = splitmix64((((a * z + b) * y + d) * x + e) as u64);
+            // Coarse values, so that ties cross bucket and phase boundaries too.
+            (h % 97) as f32 / 96.0
+        });
+        let mask = Array3::from_shape_fn((z, y, x), |(b, d, e)| (b + d * e) % 7 != 3);
+        for (attractive, strides, masked) in [(3, [1, 1, 1], false), (2, [1, 2, 3], true)] {
+            let options = MwsOptions {
+                offsets: offsets.clone(),
+                attractive,
+                strides,
+                threads: Some(1),
+                ..MwsOptions::default()
+            };
+            let mask = masked.then(|| mask.view());
+            let one = segment::<f32, u32>(aff.view(), &options, mask, Sizes::default()).unwrap();
+            for (bucket, phase) in [(1, 1), (50, 300), (700, 700), (10, 5000)] {
+                let sizes = Sizes { bucket, phase };
+                let many = segment::<f32, u32>(aff.view(), &options, mask, sizes).unwrap();
+                assert_eq!(many, one, "bucket {bucket}, phase {phase}");
+                let two = MwsOptions {
+                    threads: Some(2),
+                    ..options.clone()
+                };
+                assert_eq!(
+                    segment::<f32, u32>(aff.view(), &two, mask, sizes).unwrap(),
+                    one
+                );
+            }
+        }
     }
 }
