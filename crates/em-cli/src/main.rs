@@ -33,8 +33,9 @@ struct Cli {
 enum Command {
     /// Format, shape, dtype, chunks, value range and label count of a volume.
     Info(info::InfoArgs),
-    /// Affinities → segmentation by connected components (BANIS semantics).
-    Decode(decode::DecodeArgs),
+    /// Predictions → segmentation: connected components (BANIS), waterz, mutex watershed,
+    /// distance or contour instances.
+    Decode(Box<decode::DecodeArgs>),
     /// VOI, adapted Rand, IoU/Dice and instance matching against ground-truth labels.
     Evaluate(evaluate::EvaluateArgs),
     /// ERL/NERL (and merge-tolerant NERL) of a segmentation against skeletons.

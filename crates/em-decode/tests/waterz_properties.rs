@@ -33,7 +33,10 @@ fn scoring() -> impl Strategy<Value = &'static str> {
     ])
 }
 
-fn run(aff: &Array4<f32>, opts: &WaterzOptions) -> Vec<(Array3<u64>, Vec<(u64, u64)>)> {
+/// Each threshold's segmentation and merges `(a, b)`.
+type Steps = Vec<(Array3<u64>, Vec<(u64, u64)>)>;
+
+fn run(aff: &Array4<f32>, opts: &WaterzOptions) -> Steps {
     let mut out = Vec::new();
     agglomerate::<u64>(aff.view(), None, opts, |r| {
         out.push((
