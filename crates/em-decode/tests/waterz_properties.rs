@@ -185,3 +185,78 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn non_finite_affinities_count_as_zero_and_are_reported() {
+    let mut aff = Array4::<f32>::from_elem((3, 2, 3, 4), 0.9);
+    let mut clean = aff.clone();
+    aff[[0, 1, 1, 1]] = f32::NAN;
+    aff[[2, 0, 2, 3]] = f32::INFINITY;
+    aff[[1, 1, 2, 0]] = f32::NEG_INFINITY;
+    for v in [[0, 1, 1, 1], [2, 0, 2, 3], [1, 1, 2, 0]] {
+        clean[v] = 0.0;
+    }
+    let opts = WaterzOptions {
+        thresholds: vec![0.5],
+        ..Default::default()
+    };
+    let summary = agglomerate::<u32>(aff.view(), None, &opts, |_| Ok(())).unwrap();
+    assert_eq!(summary.non_finite, 3);
+    let (a, b) = (run(&aff, &opts), run(&clean, &opts));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn ids_that_do_not_fit_the_label_type_are_refused_before_merging() {
+    let aff = Array4::<f32>::from_elem((3, 1, 2, 2), 0.9);
+    let mut frags = Array3::<u64>::zeros((1, 2, 2));
+    frags[[0, 0, 0]] = 1;
+    frags[[0, 0, 1]] = u64::from(u32::MAX) + 7;
+    let opts = WaterzOptions::default();
+    let mut called = false;
+    let e = agglomerate::<u32>(aff.view(), Some(frags.view()), &opts, |_| {
+        called = true;
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("does not fit u32"), "{e}");
+    assert!(!called);
+    // u64 labels keep the id.
+    let mut seen = None;
+    agglomerate::<u64>(aff.view(), Some(frags.view()), &opts, |r| {
+        seen = Some(r.segmentation[[0, 0, 1]]);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, Some(1), "merged into the smaller id");
+}
+
+#[test]
+fn thresholds_are_sorted_and_the_summary_says_so() {
+    let aff = Array4::<f32>::from_elem((3, 2, 2, 2), 0.5);
+    let opts = WaterzOptions {
+        thresholds: vec![0.7, 0.2],
+        ..Default::default()
+    };
+    let mut order = Vec::new();
+    let summary = agglomerate::<u32>(aff.view(), None, &opts, |r| {
+        order.push(r.threshold);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(order, vec![0.2, 0.7]);
+    assert!(summary.reordered);
+    for bad in [vec![], vec![f32::NAN], vec![0.1, f32::INFINITY]] {
+        let opts = WaterzOptions {
+            thresholds: bad,
+            ..Default::default()
+        };
+        assert!(agglomerate::<u32>(aff.view(), None, &opts, |_| Ok(())).is_err());
+    }
+    let opts = WaterzOptions {
+        thresholds: vec![120.0],
+        percentile: true,
+        ..Default::default()
+    };
+    assert!(agglomerate::<u32>(aff.view(), None, &opts, |_| Ok(())).is_err());
+}
