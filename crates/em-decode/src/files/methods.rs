@@ -7,7 +7,9 @@ use em_core::{AnyArray, Label, Progress};
 use em_io::Existing;
 use ndarray::{Array3, Ix3, Ix4};
 
-use super::{FileDecodeOptions, FileDecodeReport, MethodSummary};
+use super::{
+    read_decode_write, with_affinities, FileDecodeOptions, FileDecodeReport, MethodSummary,
+};
 use crate::waterz::WaterzOptions;
 use crate::{
     distance_instances, instances_from_channels, mutex_watershed, ContourOptions, DecodeError,
@@ -76,43 +78,26 @@ pub(crate) fn decode(
             unreachable!("connected components and waterz have their own paths")
         }
     };
-    let mut inputs = vec![opts.affinities.as_path()];
-    inputs.extend(m.mask.as_deref());
-    em_io::check_outputs(
-        &[&opts.out],
-        &inputs,
-        Existing::from_overwrite(opts.overwrite),
-    )?;
     crate::check_threads(m.options.threads)?;
-    if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
-        let &[c, z, y, x] = shape.as_slice() else {
-            return Err(DecodeError::NotFourDimensional(
-                shape.iter().map(|&n| n as usize).collect(),
-            ));
-        };
+    preflight(
+        opts,
+        m.mask.as_deref(),
+        "mutex watershed",
+        "crop the volume, or decode with --method waterz --block",
         // The input, and per voxel its label, its cluster and about two edges per channel.
-        let need = em_autoconf::bytes_of(&[c, z, y, x], dtype.size_bytes() as u64 + 16)
-            .and_then(|b| b.checked_add(em_autoconf::bytes_of(&[z, y, x], 24)?));
-        em_autoconf::ensure_memory(
-            &format!("mutex watershed of {}", opts.affinities.display()),
-            need,
-            "crop the volume, or decode with --method waterz --block",
-        )?;
-    }
-    progress.start("mutex watershed: reading, segmenting, writing", 3);
-    let aff = em_io::read(&opts.affinities)?;
-    let mask = m.mask.as_deref().map(read_mask).transpose()?;
-    progress.advance(1);
-    let (seg, summary) = if opts.label_u64 {
-        mws_any::<u64>(&aff, &m.options, mask.as_ref())?
-    } else {
-        mws_any::<u32>(&aff, &m.options, mask.as_ref())?
-    };
-    drop(aff);
-    progress.advance(1);
-    em_io::write(&opts.out, &seg)?;
-    progress.advance(1);
-    progress.finish();
+        |shape, elem| {
+            let voxels = shape.get(1..)?;
+            em_autoconf::bytes_of(shape, elem + 16)?.checked_add(em_autoconf::bytes_of(voxels, 24)?)
+        },
+    )?;
+    let summary = read_decode_write(opts, "mutex watershed", progress, |aff| {
+        let mask = m.mask.as_deref().map(read_mask).transpose()?;
+        if opts.label_u64 {
+            mws_any::<u64>(aff, &m.options, mask.as_ref())
+        } else {
+            mws_any::<u32>(aff, &m.options, mask.as_ref())
+        }
+    })?;
     Ok(FileDecodeReport {
         mode: "memory",
         summary: MethodSummary::Mws(summary),
@@ -137,28 +122,35 @@ fn mws_any<L: Label>(
     options: &MwsOptions,
     mask: Option<&Array3<bool>>,
 ) -> Result<(AnyArray, MwsSummary)> {
-    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> Result<ndarray::ArrayView4<'_, A>> {
-        a.view()
-            .into_dimensionality::<Ix4>()
-            .map_err(|_| DecodeError::NotFourDimensional(a.shape().to_vec()))
-    }
     let mask = mask.map(|m| m.view());
-    let (seg, summary) = match aff {
-        AnyArray::F32(a) => mutex_watershed::<f32, L>(four(a)?, options, mask)?,
-        AnyArray::F16(a) => mutex_watershed::<em_core::f16, L>(four(a)?, options, mask)?,
-        AnyArray::U8(a) => mutex_watershed::<u8, L>(four(a)?, options, mask)?,
-        other => {
-            return Err(DecodeError::InvalidParameter {
-                name: "affinities",
-                reason: format!(
-                    "{} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
-                    other.dtype(),
-                    other.shape()
-                ),
-            })
-        }
-    };
+    let (seg, summary) = with_affinities!(aff, a => mutex_watershed::<_, L>(a, options, mask)?);
     Ok((L::into_any(seg.into_dyn()), summary))
+}
+
+/// Before any work: the output may be written (never over an input), and the decode fits
+/// in memory (`need` from the input's shape and bytes per value).
+fn preflight(
+    opts: &FileDecodeOptions,
+    other_input: Option<&std::path::Path>,
+    what: &str,
+    hint: &str,
+    need: impl FnOnce(&[u64], u64) -> Option<u64>,
+) -> Result<()> {
+    let mut inputs = vec![opts.affinities.as_path()];
+    inputs.extend(other_input);
+    em_io::check_outputs(
+        &[&opts.out],
+        &inputs,
+        Existing::from_overwrite(opts.overwrite),
+    )?;
+    if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
+        em_autoconf::ensure_memory(
+            &format!("{what} of {}", opts.affinities.display()),
+            need(&shape, dtype.size_bytes() as u64),
+            hint,
+        )?;
+    }
+    Ok(())
 }
 
 /// Distance or contour instances from a prediction file.
@@ -167,34 +159,24 @@ fn instances(
     method: &Method,
     progress: &dyn Progress,
 ) -> Result<FileDecodeReport> {
-    em_io::check_outputs(
-        &[&opts.out],
-        &[&opts.affinities],
-        Existing::from_overwrite(opts.overwrite),
-    )?;
-    if let Some((shape, dtype)) = em_io::peek(&opts.affinities)? {
+    preflight(
+        opts,
+        None,
+        "instances",
+        "crop the volume",
         // The input, an f32 copy, two masks, the flood's labels and queue.
-        let need = em_autoconf::bytes_of(&shape, dtype.size_bytes() as u64 + 4)
-            .and_then(|b| b.checked_add(em_autoconf::bytes_of(&shape[shape.len().min(1)..], 32)?));
-        em_autoconf::ensure_memory(
-            &format!("decoding instances of {}", opts.affinities.display()),
-            need,
-            "crop the volume",
-        )?;
-    }
-    progress.start("instances: reading, segmenting, writing", 3);
-    let any = em_io::read(&opts.affinities)?;
-    progress.advance(1);
-    let (seg, summary) = if opts.label_u64 {
-        instances_any::<u64>(&any, method)?
-    } else {
-        instances_any::<u32>(&any, method)?
-    };
-    drop(any);
-    progress.advance(1);
-    em_io::write(&opts.out, &seg)?;
-    progress.advance(1);
-    progress.finish();
+        |shape, elem| {
+            em_autoconf::bytes_of(shape, elem + 4)?
+                .checked_add(em_autoconf::bytes_of(&shape[shape.len().min(1)..], 32)?)
+        },
+    )?;
+    let summary = read_decode_write(opts, "instances", progress, |any| {
+        if opts.label_u64 {
+            instances_any::<u64>(any, method)
+        } else {
+            instances_any::<u32>(any, method)
+        }
+    })?;
     Ok(FileDecodeReport {
         mode: "memory",
         summary: MethodSummary::Instances(summary),

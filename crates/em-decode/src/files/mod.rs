@@ -153,25 +153,81 @@ fn memory_needed(
     }
 }
 
+/// The in-memory path of every method: reads the input whole, decodes it with `decode`,
+/// writes the labels (whole or not at all).
+pub(crate) fn read_decode_write<S>(
+    opts: &FileDecodeOptions,
+    what: &str,
+    progress: &dyn Progress,
+    decode: impl FnOnce(&AnyArray) -> Result<(AnyArray, S)>,
+) -> Result<S> {
+    progress.start(&format!("{what}: reading, decoding, writing"), 3);
+    let input = em_io::read(&opts.affinities)?;
+    progress.advance(1);
+    let (labels, summary) = decode(&input)?;
+    drop(input);
+    progress.advance(1);
+    em_io::write(&opts.out, &labels)?;
+    progress.advance(1);
+    progress.finish();
+    Ok(summary)
+}
+
+/// `a` as `(C, Z, Y, X)`.
+pub(crate) fn four<A>(a: &ndarray::ArrayD<A>) -> Result<ArrayView4<'_, A>> {
+    a.view()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| DecodeError::NotFourDimensional(a.shape().to_vec()))
+}
+
+/// The refusal of affinities of another element type.
+pub(crate) fn unsupported_affinities(other: &AnyArray) -> DecodeError {
+    DecodeError::InvalidParameter {
+        name: "affinities",
+        reason: format!(
+            "{} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
+            other.dtype(),
+            other.shape()
+        ),
+    }
+}
+
+/// Evaluates `$body` with `$a` the `(C, Z, Y, X)` view of float32, float16 or uint8
+/// affinities (each decoder is generic over the element type).
+macro_rules! with_affinities {
+    ($aff:expr, $a:ident => $body:expr) => {
+        match $aff {
+            AnyArray::F32(x) => {
+                let $a = $crate::files::four(x)?;
+                $body
+            }
+            AnyArray::F16(x) => {
+                let $a = $crate::files::four(x)?;
+                $body
+            }
+            AnyArray::U8(x) => {
+                let $a = $crate::files::four(x)?;
+                $body
+            }
+            other => return Err($crate::files::unsupported_affinities(other)),
+        }
+    };
+}
+pub(crate) use with_affinities;
+
 /// Reads everything, decodes, writes.
 fn in_memory(
     opts: &FileDecodeOptions,
     decode: &DecodeOptions,
     progress: &dyn Progress,
 ) -> Result<(&'static str, DecodeSummary)> {
-    progress.start("reading, decoding, writing", 3);
-    let aff = em_io::read(&opts.affinities)?;
-    progress.advance(1);
-    let (data, summary) = if opts.label_u64 {
-        decode_any::<u64>(&aff, decode)?
-    } else {
-        decode_any::<u32>(&aff, decode)?
-    };
-    drop(aff);
-    progress.advance(1);
-    em_io::write(&opts.out, &data)?;
-    progress.advance(1);
-    progress.finish();
+    let summary = read_decode_write(opts, "connected components", progress, |aff| {
+        if opts.label_u64 {
+            decode_any::<u64>(aff, decode)
+        } else {
+            decode_any::<u32>(aff, decode)
+        }
+    })?;
     Ok(("memory", summary))
 }
 
@@ -179,26 +235,7 @@ fn decode_any<L: Label>(
     aff: &AnyArray,
     options: &DecodeOptions,
 ) -> Result<(AnyArray, DecodeSummary)> {
-    fn four<A: Clone>(a: &ndarray::ArrayD<A>) -> Result<ArrayView4<'_, A>> {
-        a.view()
-            .into_dimensionality::<Ix4>()
-            .map_err(|_| DecodeError::NotFourDimensional(a.shape().to_vec()))
-    }
-    let (seg, summary) = match aff {
-        AnyArray::F32(a) => decode::<f32, L>(four(a)?, options)?,
-        AnyArray::F16(a) => decode::<em_core::f16, L>(four(a)?, options)?,
-        AnyArray::U8(a) => decode::<u8, L>(four(a)?, options)?,
-        other => {
-            return Err(DecodeError::InvalidParameter {
-                name: "affinities",
-                reason: format!(
-                    "{} of shape {:?}; expected float32, float16 or uint8 (C, Z, Y, X)",
-                    other.dtype(),
-                    other.shape()
-                ),
-            })
-        }
-    };
+    let (seg, summary) = with_affinities!(aff, a => decode::<_, L>(a, options)?);
     Ok((L::into_any(seg.into_dyn()), summary))
 }
 
