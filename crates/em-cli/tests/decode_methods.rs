@@ -263,6 +263,24 @@ fn bad_requests_are_refused_before_anything_is_written() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 channels"));
     assert!(!seg.exists());
+    // Fragments must be integer labels.
+    let float_fragments = dir.path().join("float_fragments.npy");
+    em_io::write(
+        &float_fragments,
+        &em_core::AnyArray::from(ndarray::ArrayD::<f32>::zeros(vec![6, 18, 18])),
+    )
+    .unwrap();
+    refuse(
+        &[
+            "--method",
+            "waterz",
+            "--storage",
+            "destination",
+            "--fragments",
+            path(&float_fragments),
+        ],
+        "labels are integers",
+    );
     // The output may not be the input.
     let o = em(&[
         "decode",
