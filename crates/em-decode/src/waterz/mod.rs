@@ -323,6 +323,8 @@ fn region_graph(affs: &Affs<'_>, frags: &[u32], nodes: usize, scoring: &Scoring)
     let [zdim, ydim, xdim] = affs.shape;
     let stride = [ydim * xdim, xdim, 1];
     let mut index: merge::PairMap<u32> = merge::PairMap::default();
+    // The last edge seen per axis: neighbouring faces usually separate the same pair.
+    let mut last = [(u64::MAX, 0u32); 3];
     let mut idx = 0;
     for z in 0..zdim {
         for y in 0..ydim {
@@ -342,9 +344,15 @@ fn region_graph(affs: &Affs<'_>, frags: &[u32], nodes: usize, scoring: &Scoring)
                         continue;
                     }
                     let key = (u64::from(u) << 32) | u64::from(v);
-                    let e = *index
-                        .entry(key)
-                        .or_insert_with(|| stats.new_edge(u, v) as u32);
+                    let e = if last[d].0 == key {
+                        last[d].1
+                    } else {
+                        let e = *index
+                            .entry(key)
+                            .or_insert_with(|| stats.new_edge(u, v) as u32);
+                        last[d] = (key, e);
+                        e
+                    };
                     stats.add_affinity(e as usize, affs.back(d, idx));
                 }
                 idx += 1;
