@@ -35,8 +35,9 @@ pub(crate) enum MethodName {
 /// Arguments of `em decode`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DecodeArgs {
-    /// Affinities `(C, Z, Y, X)`: float32, float16 or uint8 (scaled by 1/255).
-    #[arg(long)]
+    /// Affinities `(C, Z, Y, X)` (for --method distance|contour: the predicted maps):
+    /// float32, float16 or uint8 (scaled by 1/255).
+    #[arg(long, alias = "predictions")]
     affinities: PathBuf,
     /// Output segmentation (.npy, .tif, DIR.zarr[/array], FILE.h5/dataset). With several
     /// waterz thresholds put `{threshold}` in it: 'seg_{threshold}.zarr'.
