@@ -82,7 +82,8 @@ pub use distributed::{block_count, label_block, stitch_blocks, BlockJob};
 pub use error::{DecodeError, Result};
 #[cfg(feature = "files")]
 pub use files::{
-    decode_files, FileDecodeOptions, FileDecodeReport, Method, MethodSummary, MwsFiles, WaterzFiles,
+    decode_files, threshold_outputs, FileDecodeOptions, FileDecodeReport, Method, MethodSummary,
+    MwsFiles, WaterzFiles, WaterzOutputs,
 };
 pub use instances::{
     contour_instances, distance_instances, instances_from_channels, ContourOptions,

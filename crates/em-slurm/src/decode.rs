@@ -318,24 +318,10 @@ fn outputs_of(opts: &DecodeJobOptions) -> Result<Vec<PathBuf>> {
     let Some(w) = &opts.waterz else {
         return Ok(vec![opts.out.clone()]);
     };
-    let mut thresholds = w.options.thresholds.clone();
-    thresholds.sort_by(f32::total_cmp);
-    thresholds.dedup();
-    if thresholds.len() > 1 && !opts.out.to_string_lossy().contains("{threshold}") {
-        return Err(SlurmError::invalid(
-            "output",
-            format!(
-                "{} thresholds but one output {}; put {{threshold}} in it, e.g. \
-                 seg_{{threshold}}.zarr",
-                thresholds.len(),
-                opts.out.display()
-            ),
-        ));
-    }
-    Ok(thresholds
-        .iter()
-        .map(|&t| em_decode::waterz::threshold_output(&opts.out, t))
-        .collect())
+    Ok(em_decode::threshold_outputs(
+        &opts.out,
+        &w.options.thresholds,
+    )?)
 }
 
 /// The work directory must be new, empty, or the work directory of an earlier distributed
@@ -669,45 +655,18 @@ pub fn decode_stitch(
 fn stitch_waterz(d: &DistributedPlan, progress: &dyn Progress) -> Result<StitchOutcome> {
     let w = d.waterz.as_ref().expect("a waterz plan");
     let local = em_io::open(&d.local)?;
-    let dtype = if d.label_u64 { DType::U64 } else { DType::U32 };
-    let mut outputs: Vec<PathBuf> = Vec::new();
-    let mut history = Vec::new();
-    let mut graphs = Vec::new();
+    let mut outputs = em_decode::WaterzOutputs::default();
     let mut stitching = d.clone();
     if let Some(sw) = &mut stitching.waterz {
         sw.options.threads = None;
         sw.options.region_graph = sw.region_graph.is_some();
     }
+    let (shape, chunk) = (local.shape(), local.chunk_shape());
     let summary = stitching.stitch_waterz(local.as_ref(), progress, |t| {
-        let out = em_decode::waterz::threshold_output(&d.out, t.threshold);
-        if !outputs.contains(&out) {
-            let writer = ZarrWriter::create(
-                &VolumePath::parse(&out)?,
-                local.shape(),
-                dtype,
-                &chunked(local.chunk_shape().to_vec()),
-            )?;
-            if d.label_u64 {
-                t.write::<u64>(writer.volume())?;
-            } else {
-                t.write::<u32>(writer.volume())?;
-            }
-            writer.commit()?;
-            outputs.push(out);
-        }
-        history.push(serde_json::json!({"threshold": t.threshold, "merges": t.merges}));
-        if let Some(g) = &t.region_graph {
-            graphs.push(serde_json::json!({"threshold": t.threshold, "edges": g}));
-        }
-        Ok(())
+        outputs.add_blockwise(&t, &d.out, shape, chunk, d.label_u64)
     })?;
-    for (path, value) in [(&w.merge_history, history), (&w.region_graph, graphs)] {
-        if let Some(path) = path {
-            let text = serde_json::to_string(&value)
-                .map_err(|e| SlurmError::invalid("merge history", e.to_string()))?;
-            em_io::write_atomic(path, text.as_bytes())?;
-        }
-    }
+    outputs.write_json(w.merge_history.as_deref(), w.region_graph.as_deref())?;
+    let outputs = outputs.written;
     Ok(StitchOutcome::FinishedWaterz { outputs, summary })
 }
 

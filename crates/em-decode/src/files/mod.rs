@@ -7,6 +7,7 @@ mod methods;
 mod waterz;
 
 pub use methods::{Method, MwsFiles, WaterzFiles};
+pub use waterz::{threshold_outputs, WaterzOutputs};
 
 use std::path::{Path, PathBuf};
 

@@ -4,24 +4,28 @@
 use std::path::{Path, PathBuf};
 
 use em_autoconf::bytes_of;
-use em_core::{AnyArray, DType, InMemoryVolume, Label, Progress};
+use em_core::{AnyArray, ChunkedVolume, DType, InMemoryVolume, Label, Progress};
 use em_io::{Existing, Format, VolumePath, ZarrOptions, ZarrWriter};
 use ndarray::{Array3, Ix3};
 use serde::Serialize;
 
 use super::{FileDecodeOptions, FileDecodeReport, MethodSummary, WaterzFiles};
 use crate::waterz::{
-    agglomerate_any, agglomerate_blockwise, threshold_output, Merge, ScoredEdge, ThresholdResult,
-    WaterzSummary,
+    agglomerate_any, agglomerate_blockwise, threshold_output, BlockwiseThreshold, Merge,
+    ScoredEdge, ThresholdResult, WaterzSummary,
 };
 use crate::{DecodeError, Result};
 
-/// Every output path, checked: several thresholds need `{threshold}` in the path.
-fn outputs(opts: &FileDecodeOptions, w: &WaterzFiles) -> Result<Vec<PathBuf>> {
-    let mut thresholds = w.options.thresholds.clone();
+/// The segmentation paths of `thresholds` (sorted, repeats once): `{threshold}` in `out`
+/// replaced by each; several thresholds need it.
+///
+/// # Errors
+/// Several thresholds and no `{threshold}` in `out`.
+pub fn threshold_outputs(out: &Path, thresholds: &[f32]) -> Result<Vec<PathBuf>> {
+    let mut thresholds = thresholds.to_vec();
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
-    let template = opts.out.to_string_lossy();
+    let template = out.to_string_lossy();
     if thresholds.len() > 1 && !template.contains("{threshold}") {
         return Err(DecodeError::InvalidParameter {
             name: "out",
@@ -34,7 +38,7 @@ fn outputs(opts: &FileDecodeOptions, w: &WaterzFiles) -> Result<Vec<PathBuf>> {
     }
     Ok(thresholds
         .iter()
-        .map(|&t| threshold_output(&opts.out, t))
+        .map(|&t| threshold_output(out, t))
         .collect())
 }
 
@@ -50,24 +54,87 @@ struct GraphEntry<'a> {
     edges: &'a [ScoredEdge],
 }
 
-/// What the JSON side outputs collect across thresholds.
-#[derive(Default)]
-struct Collected {
+/// What a waterz run writes, threshold by threshold: one segmentation each (a repeated
+/// threshold once), then the merge history and region graph as JSON.
+#[derive(Debug, Default)]
+pub struct WaterzOutputs {
     history: Vec<(f32, Vec<Merge>)>,
     graphs: Vec<(f32, Vec<ScoredEdge>)>,
-    written: Vec<PathBuf>,
+    /// The segmentations written so far.
+    pub written: Vec<PathBuf>,
 }
 
-impl Collected {
-    fn add(&mut self, threshold: f32, merges: Vec<Merge>, graph: Option<Vec<ScoredEdge>>) {
+impl WaterzOutputs {
+    /// Keeps a threshold's merges (and region graph) for [`WaterzOutputs::write_json`].
+    pub fn add(&mut self, threshold: f32, merges: Vec<Merge>, graph: Option<Vec<ScoredEdge>>) {
         self.history.push((threshold, merges));
         if let Some(g) = graph {
             self.graphs.push((threshold, g));
         }
     }
 
-    fn write_json(&self, w: &WaterzFiles) -> Result<()> {
-        if let Some(path) = &w.merge_history {
+    /// Writes a blockwise threshold's segmentation to `out` with `{threshold}` replaced
+    /// (zarr chunk by chunk with `chunk`; other formats assembled in memory), and keeps its
+    /// merges.
+    ///
+    /// # Errors
+    /// Storage errors; ids that do not fit the label type.
+    pub fn add_blockwise(
+        &mut self,
+        t: &BlockwiseThreshold<'_>,
+        out: &Path,
+        shape: &[u64],
+        chunk: &[u64],
+        label_u64: bool,
+    ) -> Result<()> {
+        let path = threshold_output(out, t.threshold);
+        if !self.written.contains(&path) {
+            let write = |v: &dyn ChunkedVolume| {
+                if label_u64 {
+                    t.write::<u64>(v)
+                } else {
+                    t.write::<u32>(v)
+                }
+            };
+            let target = VolumePath::parse(&path)?;
+            if target.format == Format::Zarr {
+                let dtype = if label_u64 { DType::U64 } else { DType::U32 };
+                let zopts = ZarrOptions {
+                    chunk_shape: Some(chunk.to_vec()),
+                    ..ZarrOptions::default()
+                };
+                let writer = ZarrWriter::create(&target, shape, dtype, &zopts)?;
+                write(writer.volume())?;
+                writer.commit()?;
+            } else {
+                let dims: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+                let zeros = if label_u64 {
+                    AnyArray::from(ndarray::ArrayD::<u64>::zeros(dims))
+                } else {
+                    AnyArray::from(ndarray::ArrayD::<u32>::zeros(dims))
+                };
+                let volume = InMemoryVolume::new(zeros, path.display().to_string());
+                write(&volume)?;
+                em_io::write(&path, &volume.into_inner())?;
+            }
+            self.written.push(path);
+        }
+        self.add(t.threshold, t.merges.clone(), t.region_graph.clone());
+        Ok(())
+    }
+
+    /// Writes the merge history (`[{"threshold", "merges": [{"a","b","c","score"}]}]`) and
+    /// the region graphs (`[{"threshold", "edges": [{"u","v","score"}]}]`) where asked,
+    /// each whole or not at all.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn write_json(
+        &self,
+        merge_history: Option<&Path>,
+        region_graph: Option<&Path>,
+    ) -> Result<()> {
+        if let Some(path) = merge_history {
             let entries: Vec<HistoryEntry<'_>> = self
                 .history
                 .iter()
@@ -78,7 +145,7 @@ impl Collected {
                 .collect();
             write_json(path, &entries)?;
         }
-        if let Some(path) = &w.region_graph {
+        if let Some(path) = region_graph {
             let entries: Vec<GraphEntry<'_>> = self
                 .graphs
                 .iter()
@@ -110,7 +177,7 @@ pub(crate) fn decode(
 ) -> Result<FileDecodeReport> {
     let mut options = w.options.clone();
     options.region_graph = w.region_graph.is_some();
-    let outs = outputs(opts, w)?;
+    let outs = threshold_outputs(&opts.out, &w.options.thresholds)?;
     let mut all: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
     all.extend(w.merge_history.iter().map(PathBuf::as_path));
     all.extend(w.region_graph.iter().map(PathBuf::as_path));
@@ -183,7 +250,7 @@ fn in_memory<L: Label>(
     let aff = em_io::read(&opts.affinities)?;
     let fragments = w.fragments.as_deref().map(read_fragments).transpose()?;
     progress.advance(2);
-    let mut collected = Collected::default();
+    let mut collected = WaterzOutputs::default();
     let summary = agglomerate_any::<L>(
         &aff,
         fragments.as_ref().map(|f| f.view()),
@@ -200,7 +267,7 @@ fn in_memory<L: Label>(
         },
     )?;
     progress.finish();
-    collected.write_json(w)?;
+    collected.write_json(w.merge_history.as_deref(), w.region_graph.as_deref())?;
     Ok(("memory", summary, collected.written))
 }
 
@@ -213,12 +280,13 @@ fn blockwise(
     let aff = em_io::open(&opts.affinities)?;
     let fragments = w.fragments.as_deref().map(em_io::open).transpose()?;
     let shape: Vec<u64> = aff.shape()[1.min(aff.shape().len())..].to_vec();
-    let dtype = if opts.label_u64 {
-        DType::U64
-    } else {
-        DType::U32
-    };
-    let mut collected = Collected::default();
+    // One output chunk per block, so that parallel block writes never share a chunk.
+    let chunk: Vec<u64> = block
+        .iter()
+        .zip(&shape)
+        .map(|(&b, &n)| b.min(n.max(1)))
+        .collect();
+    let mut collected = WaterzOutputs::default();
     let summary = agglomerate_blockwise(
         aff.as_ref(),
         fragments.as_deref(),
@@ -226,52 +294,8 @@ fn blockwise(
         block,
         w.halo,
         progress,
-        |t| {
-            let path = threshold_output(&opts.out, t.threshold);
-            if !collected.written.contains(&path) {
-                let target = VolumePath::parse(&path)?;
-                if target.format == Format::Zarr {
-                    let chunk: Vec<u64> = block
-                        .iter()
-                        .zip(&shape)
-                        .map(|(&b, &n)| b.min(n.max(1)))
-                        .collect();
-                    let zopts = ZarrOptions {
-                        chunk_shape: Some(chunk),
-                        ..ZarrOptions::default()
-                    };
-                    let writer = ZarrWriter::create(&target, &shape, dtype, &zopts)?;
-                    write_labels(&t, writer.volume(), opts.label_u64)?;
-                    writer.commit()?;
-                } else {
-                    let dims: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
-                    let zeros = if opts.label_u64 {
-                        AnyArray::from(ndarray::ArrayD::<u64>::zeros(dims))
-                    } else {
-                        AnyArray::from(ndarray::ArrayD::<u32>::zeros(dims))
-                    };
-                    let out = InMemoryVolume::new(zeros, path.display().to_string());
-                    write_labels(&t, &out, opts.label_u64)?;
-                    em_io::write(&path, &out.into_inner())?;
-                }
-                collected.written.push(path);
-            }
-            collected.add(t.threshold, t.merges.clone(), t.region_graph.clone());
-            Ok(())
-        },
+        |t| collected.add_blockwise(&t, &opts.out, &shape, &chunk, opts.label_u64),
     )?;
-    collected.write_json(w)?;
+    collected.write_json(w.merge_history.as_deref(), w.region_graph.as_deref())?;
     Ok(("blockwise", summary, collected.written))
-}
-
-fn write_labels(
-    t: &crate::waterz::BlockwiseThreshold<'_>,
-    out: &dyn em_core::ChunkedVolume,
-    u64_labels: bool,
-) -> Result<()> {
-    if u64_labels {
-        t.write::<u64>(out)
-    } else {
-        t.write::<u32>(out)
-    }
 }
