@@ -179,7 +179,13 @@ impl Reader<'_> {
 
 /// Affinities as f32 (`u8` means `v / 255`), with NaN and ±inf as 0; and how many were.
 pub(crate) fn affinities_f32(any: AnyArray) -> Result<(ArrayD<f32>, u64)> {
-    let mut a = match any {
+    let mut a = to_f32(any)?;
+    let non_finite = zero_non_finite(a.iter_mut());
+    Ok((a, non_finite))
+}
+
+fn to_f32(any: AnyArray) -> Result<ArrayD<f32>> {
+    Ok(match any {
         AnyArray::F32(a) => a,
         AnyArray::F16(a) => a.mapv(em_core::f16::to_f32),
         AnyArray::U8(a) => a.mapv(|v| f32::from(v) / 255.0),
@@ -193,15 +199,17 @@ pub(crate) fn affinities_f32(any: AnyArray) -> Result<(ArrayD<f32>, u64)> {
                 ),
             })
         }
-    };
-    let mut non_finite = 0;
-    for v in a.iter_mut() {
-        if !v.is_finite() {
-            *v = 0.0;
-            non_finite += 1;
-        }
+    })
+}
+
+/// Sets NaN and ±inf to 0; returns how many there were.
+fn zero_non_finite<'a>(values: impl Iterator<Item = &'a mut f32>) -> u64 {
+    let mut n = 0;
+    for v in values.filter(|v| !v.is_finite()) {
+        *v = 0.0;
+        n += 1;
     }
-    Ok((a, non_finite))
+    n
 }
 
 fn read_channels(aff: &(impl ChunkedVolume + ?Sized), roi: &Roi) -> Result<(Vec<f32>, u64)> {
@@ -361,10 +369,21 @@ fn block_faces(
     // One plane more before the core, where the edges of source storage sit.
     let lo: Vec<u64> = start.iter().map(|&s| s.saturating_sub(1)).collect();
     let region = Roi::from_ranges(&[lo[0]..end[0], lo[1]..end[1], lo[2]..end[2]]);
-    let (data, _) = read_channels(aff, &region)?;
+    let raw = to_f32(aff.read_roi(&region.with_leading_axis(0, 3))?)?
+        .into_dimensionality::<Ix4>()
+        .expect("4 axes");
+    let mut raw = raw.as_standard_layout().into_owned();
+    // The block's own values are counted (the plane before belongs to another block).
+    let at: Vec<usize> = (0..3).map(|d| (start[d] - lo[d]) as usize).collect();
+    let non_finite = raw
+        .slice(ndarray::s![.., at[0].., at[1].., at[2]..])
+        .iter()
+        .filter(|v| !v.is_finite())
+        .count() as u64;
+    zero_non_finite(raw.iter_mut());
+    let data = raw.into_raw_vec_and_offset().0;
     let rs = region.shape_usize();
     let affs = affs_of(&data, [rs[0], rs[1], rs[2]], options.storage);
-    let (_, non_finite) = affinities_f32(aff.read_roi(&core.with_leading_axis(0, 3))?)?;
     let cs = core.shape_usize();
     let cs = [cs[0], cs[1], cs[2]];
     let mut faces = Vec::new();
