@@ -2,6 +2,7 @@
 //! library function per subcommand and reports; the work lives in the library crates.
 
 mod augment;
+mod convert;
 mod data;
 mod decode;
 mod evaluate;
@@ -11,8 +12,10 @@ mod info;
 mod model;
 mod plan;
 mod progress;
+mod pyramid;
 mod slurm;
 mod train;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +24,7 @@ use clap::{Parser, Subcommand};
 
 /// Segment electron-microscopy volumes of brain tissue.
 ///
-/// Volumes are given as .npy, .tif/.tiff, DIR.zarr[/array] or FILE.h5/dataset.
+/// Volumes are given as .npy, .tif/.tiff, DIR.zarr[/array], FILE.h5/dataset or DIR.precomputed.
 #[derive(Parser, Debug)]
 #[command(name = "em", version, about, long_about = None)]
 struct Cli {
@@ -59,6 +62,12 @@ enum Command {
     /// Slurm: render, submit and sweep jobs, follow them, decode block by block as arrays.
     #[command(subcommand)]
     Slurm(slurm::SlurmCommand),
+    /// An OME-Zarr multiscale pyramid of a volume: images averaged, labels by mode.
+    Pyramid(pyramid::Args),
+    /// Any volume format we read to any we write, neuroglancer precomputed included.
+    Convert(convert::Args),
+    /// Serve volumes to neuroglancer on 127.0.0.1 and print the viewer's URL.
+    View(view::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,9 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Data(cmd) => data::run(&cmd),
         Command::Slurm(cmd) => slurm::run(&cmd),
+        Command::Pyramid(args) => pyramid::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::View(args) => view::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

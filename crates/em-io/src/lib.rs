@@ -29,7 +29,9 @@ mod format;
 #[cfg(feature = "hdf5")]
 mod hdf5;
 mod npy;
+pub mod ome;
 pub mod png;
+pub mod precomputed;
 mod safety;
 mod tiff;
 mod zarr;
@@ -43,6 +45,7 @@ pub use error::{IoError, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
+pub use ome::voxel_size;
 pub use npy::{read_npy, read_npy_header, write_npy, NpyHeader};
 pub use safety::{check_disjoint, check_outputs, resolve_path, Existing};
 pub use tiff::{read_tiff, write_tiff};
