@@ -17,6 +17,9 @@ pub enum Format {
     Zarr,
     /// An HDF5 dataset (`.h5`, `.hdf5`, `.hdf`).
     Hdf5,
+    /// A neuroglancer precomputed volume (`.precomputed` directory); the key, if any, names
+    /// a scale.
+    Precomputed,
 }
 
 impl Format {
@@ -26,6 +29,7 @@ impl Format {
             "tif" | "tiff" => Some(Format::Tiff),
             "zarr" => Some(Format::Zarr),
             "h5" | "hdf5" | "hdf" => Some(Format::Hdf5),
+            "precomputed" => Some(Format::Precomputed),
             _ => None,
         }
     }
@@ -37,6 +41,7 @@ impl Format {
             Format::Tiff => "TIFF",
             Format::Zarr => "zarr",
             Format::Hdf5 => "HDF5",
+            Format::Precomputed => "precomputed",
         }
     }
 }
@@ -46,15 +51,16 @@ impl Format {
 pub struct VolumePath {
     /// The format.
     pub format: Format,
-    /// The file (`.npy`, `.tif`, `.h5`) or directory (`.zarr`).
+    /// The file (`.npy`, `.tif`, `.h5`) or directory (`.zarr`, `.precomputed`).
     pub container: PathBuf,
-    /// The array/dataset inside the container (`raw`, `volumes/labels`), if any.
+    /// The array/dataset inside the container (`raw`, `volumes/labels`), or the scale of a
+    /// precomputed volume (`8_8_40`), if any.
     pub key: Option<String>,
 }
 
 impl VolumePath {
     /// Splits `path` at its first component whose extension names a format; what follows is
-    /// the key inside the container (only zarr and HDF5 have keys).
+    /// the key inside the container (only zarr, HDF5 and precomputed have keys).
     ///
     /// # Errors
     /// [`IoError::UnknownFormat`] when no component names a format, or an npy/TIFF path goes on
@@ -120,5 +126,10 @@ mod tests {
         assert_eq!(VolumePath::parse("a.zarr/").unwrap().key, None);
         assert!(VolumePath::parse("a.zarr/seg/../img").is_err());
         assert!(VolumePath::parse("../a.zarr/seg").is_ok());
+        let p = VolumePath::parse("em/seg.precomputed/8_8_40").unwrap();
+        assert_eq!(p.format, Format::Precomputed);
+        assert_eq!(p.container, PathBuf::from("em/seg.precomputed"));
+        assert_eq!(p.key.as_deref(), Some("8_8_40"));
+        assert_eq!(VolumePath::parse("seg.precomputed").unwrap().key, None);
     }
 }

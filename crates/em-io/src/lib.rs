@@ -45,8 +45,8 @@ pub use error::{IoError, Result};
 pub use format::{Format, VolumePath};
 #[cfg(feature = "hdf5")]
 pub use hdf5::{read_hdf5, write_hdf5, Hdf5Volume};
-pub use ome::voxel_size;
 pub use npy::{read_npy, read_npy_header, write_npy, NpyHeader};
+pub use ome::voxel_size;
 pub use safety::{check_disjoint, check_outputs, resolve_path, Existing};
 pub use tiff::{read_tiff, write_tiff};
 pub use zarr::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrVolume, ZarrWriter};
@@ -70,6 +70,7 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn ChunkedVolume>> {
         )),
         Format::Zarr => Box::new(ZarrVolume::open(&vp)?),
         Format::Hdf5 => open_hdf5(&vp)?,
+        Format::Precomputed => Box::new(precomputed::PrecomputedVolume::open(&vp)?),
     })
 }
 
@@ -99,7 +100,7 @@ pub fn peek(path: impl AsRef<Path>) -> Result<Option<(Vec<u64>, em_core::DType)>
             Some((h.shape.iter().map(|&n| n as u64).collect(), h.dtype))
         }
         Format::Tiff => None,
-        Format::Zarr | Format::Hdf5 => {
+        Format::Zarr | Format::Hdf5 | Format::Precomputed => {
             let v = open(path)?;
             Some((v.shape().to_vec(), v.dtype()))
         }
@@ -123,6 +124,10 @@ pub fn read(path: impl AsRef<Path>) -> Result<AnyArray> {
         Format::Hdf5 => read_hdf5(&vp),
         #[cfg(not(feature = "hdf5"))]
         Format::Hdf5 => Err(IoError::Hdf5Disabled { path: vp.container }),
+        Format::Precomputed => {
+            let v = precomputed::PrecomputedVolume::open(&vp)?;
+            v.read_roi(&v.roi()).map_err(IoError::volume(&vp.display()))
+        }
     }
 }
 
@@ -144,5 +149,9 @@ pub fn write(path: impl AsRef<Path>, array: &AnyArray) -> Result<()> {
         Format::Hdf5 => write_hdf5(&vp, array),
         #[cfg(not(feature = "hdf5"))]
         Format::Hdf5 => Err(IoError::Hdf5Disabled { path: vp.container }),
+        Format::Precomputed => {
+            let options = precomputed::PrecomputedOptions::default();
+            precomputed::write_precomputed(path, array, &options).map(|_| ())
+        }
     }
 }

@@ -105,6 +105,10 @@ impl Location {
         let volume = VolumePath::parse(given).ok();
         let (path, inner) = match &volume {
             Some(vp) if vp.format == Format::Zarr => (resolve_path(&vp.display()), Vec::new()),
+            // A precomputed directory is one volume whatever scale its key names.
+            Some(vp) if vp.format == Format::Precomputed => {
+                (resolve_path(&vp.container), Vec::new())
+            }
             Some(vp) if vp.format == Format::Hdf5 => (
                 resolve_path(&vp.container),
                 vp.key
@@ -174,6 +178,13 @@ impl Location {
                 ZarrTarget::New => Ok(()),
                 ZarrTarget::Array => exists("a zarr array"),
             },
+            Some(vp) if vp.format == Format::Precomputed => {
+                if precomputed_target(vp)? {
+                    exists("a precomputed volume")
+                } else {
+                    Ok(())
+                }
+            }
             Some(vp) if vp.format == Format::Hdf5 => {
                 if hdf5_target(vp)? {
                     exists("an HDF5 dataset")
@@ -263,6 +274,42 @@ pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
                 ))
             }
         }
+    }
+}
+
+/// Whether a precomputed write at `vp` replaces an existing precomputed volume (the whole
+/// directory, whichever scale the key names); a file or a directory that is not a
+/// precomputed volume (and not empty) is refused.
+pub(crate) fn precomputed_target(vp: &VolumePath) -> Result<bool> {
+    let dir = &vp.container;
+    let refused = |reason: &str| IoError::OutputRefused {
+        path: vp.display(),
+        reason: reason.into(),
+    };
+    if dir.is_file() {
+        return Err(refused("is a file, not a precomputed directory"));
+    }
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    if crate::precomputed::read_info(dir).is_ok() {
+        return Ok(true);
+    }
+    let visible = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    if visible == 0 {
+        Ok(false)
+    } else {
+        Err(refused(
+            "is a directory that is not a precomputed volume; writing there would replace \
+             everything in it",
+        ))
     }
 }
 
@@ -436,6 +483,30 @@ mod tests {
             "{e}"
         );
         assert_eq!(crate::read(f.join("volumes/labels")).unwrap(), small());
+    }
+
+    #[test]
+    fn precomputed_outputs_replace_only_precomputed_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("v.precomputed");
+        crate::write(&v, &small()).unwrap();
+        let e = check_outputs(&[&v], &[], Existing::Refuse).unwrap_err();
+        assert!(e.to_string().contains("a precomputed volume exists"), "{e}");
+        check_outputs(&[&v.join("1_1_1")], &[], Existing::Replace).unwrap();
+        // Reading one scale and writing the volume (or another scale) is the same place.
+        let e =
+            check_outputs(&[&v.join("s1")], &[&v.join("1_1_1")], Existing::Replace).unwrap_err();
+        assert!(
+            matches!(e, IoError::OutputOverlaps { relation: "is", .. }),
+            "{e}"
+        );
+        let other = dir.path().join("notes.precomputed");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("thesis.tex"), b"x").unwrap();
+        let e = check_outputs(&[&other], &[], Existing::Replace).unwrap_err();
+        assert!(e.to_string().contains("not a precomputed volume"), "{e}");
+        assert!(crate::write(&other, &small()).is_err());
+        assert!(other.join("thesis.tex").is_file());
     }
 
     #[test]
