@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use em_core::AnyArray;
+use em_io::ome::PyramidKind;
 use serde_json::json;
 
 use crate::guard;
@@ -41,6 +42,11 @@ pub(crate) struct SynthArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --ome, img and seg are OME-Zarr pyramids (DIR.zarr/img/0, …/1, …); synthetic
+    /// data has no physical voxel size, so 1,1,1 nm is recorded unless --voxel-size says
+    /// otherwise.
+    #[command(flatten)]
+    ome: crate::ome::OmeArgs,
 }
 
 pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
@@ -65,6 +71,7 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
         "{} exists; choose a new path (nothing is overwritten)",
         a.out.display()
     );
+    a.ome.check(&[&a.out])?;
     let v = match a.kind {
         Kind::Mito => em_data::synth::mitochondria([z, y, x], a.seed, &Default::default()),
         Kind::Neurons => em_data::synth::neurons([z, y, x], a.seed, &Default::default()),
@@ -97,6 +104,15 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             &AnyArray::from(v.labels.clone().into_dyn()),
             &options,
         )?;
+        if a.ome.ome {
+            let bar = crate::progress::Bar::new();
+            for (key, kind) in [("img", PyramidKind::Image), ("seg", PyramidKind::Labels)] {
+                let level0 = em_io::ZarrVolume::open(&array(key))?;
+                let options = a.ome.options(kind)?;
+                em_io::ome::build_pyramid(&level0, &array(key), &options, &bar)?;
+            }
+            bar.0.finish_and_clear();
+        }
         if a.kind == Kind::Neurons {
             let (nodes, edges) = em_data::synth::section_skeletons(&v.labels);
             let nodes: Vec<_> = nodes

@@ -11,6 +11,7 @@ use em_decode::{
     decode_files, CcOptions, ContourOptions, DecodeOptions, DistanceOptions, FileDecodeOptions,
     Flood, Method, MethodSummary, MwsFiles, MwsOptions, SmallObjectMode, WaterzFiles,
 };
+use em_io::ome::{PyramidKind, PyramidSummary};
 use serde::Serialize;
 
 use crate::guard;
@@ -52,6 +53,8 @@ pub(crate) struct DecodeArgs {
     mws: MwsArgs,
     #[command(flatten)]
     instances: InstanceArgs,
+    #[command(flatten)]
+    ome: crate::ome::OmeArgs,
     #[command(flatten)]
     pub(crate) labels: LabelOptions,
     /// Where small objects go: background, background_2d (per z-section), neighbor (merged
@@ -405,6 +408,17 @@ struct Summary {
     seconds: f64,
     threshold: f32,
     peak_rss_bytes: Option<u64>,
+    /// With `--ome`: the pyramid levels' shapes of each output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ome: Vec<Vec<Vec<u64>>>,
+}
+
+/// The level shapes of each pyramid written by `--ome`.
+fn ome_levels(pyramids: &[PyramidSummary]) -> Vec<Vec<Vec<u64>>> {
+    pyramids
+        .iter()
+        .map(|p| p.levels.iter().map(|l| l.shape.clone()).collect())
+        .collect()
 }
 
 pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
@@ -418,11 +432,15 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         overwrite: args.overwrite,
     };
     guard::threads(args.threads)?;
+    args.ome.check(&[&args.out])?;
     let report = decode_files(&opts, &Bar::new())
         .with_context(|| format!("decoding {}", args.affinities.display()))?;
+    let ome = args
+        .ome
+        .apply(&report.outputs, Some(&args.affinities), PyramidKind::Labels)?;
     let s = match report.summary {
         MethodSummary::Cc(s) => s,
-        other => return report_other(args, report.mode, &other, &report.outputs, start),
+        other => return report_other(args, report.mode, &other, &report.outputs, &ome, start),
     };
     let summary = Summary {
         out: args.out.display().to_string(),
@@ -436,6 +454,7 @@ pub(crate) fn run(args: &DecodeArgs) -> anyhow::Result<()> {
         seconds: start.elapsed().as_secs_f64(),
         threshold: args.labels.threshold,
         peak_rss_bytes: em_core::peak_rss_bytes(),
+        ome: ome_levels(&ome),
     };
     if s.non_finite > 0 {
         eprintln!(
@@ -466,6 +485,7 @@ fn report_other(
     mode: &str,
     summary: &MethodSummary,
     outputs: &[PathBuf],
+    ome: &[PyramidSummary],
     start: Instant,
 ) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
@@ -495,6 +515,8 @@ fn report_other(
             summary: &'a MethodSummary,
             seconds: f64,
             peak_rss_bytes: Option<u64>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            ome: Vec<Vec<Vec<u64>>>,
         }
         let report = Report {
             method: format!("{:?}", args.method).to_lowercase(),
@@ -503,6 +525,7 @@ fn report_other(
             summary,
             seconds,
             peak_rss_bytes: em_core::peak_rss_bytes(),
+            ome: ome_levels(ome),
         };
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());

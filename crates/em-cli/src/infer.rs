@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use em_io::ome::PyramidKind;
 use em_train::{DeviceChoice, PredictVolumeOptions, Tta, VolumePrediction};
 
 use crate::progress::Bar;
@@ -58,6 +59,8 @@ pub(crate) struct InferArgs {
     /// CPU), cpu, cuda, cuda:N, or wgpu.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+    #[command(flatten)]
+    ome: crate::ome::OmeArgs,
 }
 
 /// `--tta`.
@@ -91,6 +94,9 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
         Some(&[z, y, x]) => Some([z, y, x]),
         Some(other) => anyhow::bail!("--window takes z,y,x, got {other:?}"),
     };
+    let mut outputs = vec![a.out.as_path()];
+    outputs.extend(a.decode.as_deref());
+    a.ome.check(&outputs)?;
     let prediction = VolumePrediction::prepare(&PredictVolumeOptions {
         config,
         config_file,
@@ -118,6 +124,20 @@ pub(crate) fn run(a: &InferArgs) -> anyhow::Result<()> {
     let bar = Bar::new();
     let report = prediction.run(&bar);
     bar.0.finish_and_clear();
-    println!("{}", serde_json::to_string(&report?)?);
+    let mut report = serde_json::to_value(report?)?;
+    let input = Some(a.input.as_path());
+    let mut ome = a
+        .ome
+        .apply(std::slice::from_ref(&a.out), input, PyramidKind::Image)?;
+    if let Some(seg) = &a.decode {
+        ome.extend(
+            a.ome
+                .apply(std::slice::from_ref(seg), input, PyramidKind::Labels)?,
+        );
+    }
+    if !ome.is_empty() {
+        report["ome"] = serde_json::to_value(&ome)?;
+    }
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -10,6 +10,7 @@ mod guard;
 mod infer;
 mod info;
 mod model;
+mod ome;
 mod plan;
 mod progress;
 mod pyramid;
