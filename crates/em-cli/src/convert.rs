@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use em_core::{BlockGrid, ChunkedVolume, Progress};
-use em_io::precomputed::{
-    copy_to_precomputed, PrecomputedEncoding, PrecomputedOptions, PrecomputedVolume, Sharding,
-};
+use em_io::precomputed::{copy_to_precomputed, PrecomputedEncoding, PrecomputedOptions, Sharding};
 use em_io::{Format, VolumePath, ZarrOptions, ZarrWriter};
 use serde::Serialize;
 
@@ -52,30 +50,14 @@ pub(crate) struct Args {
     gzip: bool,
     /// Voxel size z,y,x in nm recorded in precomputed output (default: the input's
     /// metadata, else 1,1,1).
-    #[arg(long, value_parser = voxel_size)]
-    voxel_size: Option<[f64; 3]>,
+    #[arg(long, value_parser = crate::voxel_size_arg)]
+    voxel_size: Option<em_core::VoxelSize>,
     /// Replace an existing output (never an input, a group or a foreign directory).
     #[arg(long)]
     overwrite: bool,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
-}
-
-fn voxel_size(s: &str) -> Result<[f64; 3], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let [z, y, x] = parts.as_slice() else {
-        return Err(format!("{s:?}: give three sizes z,y,x in nm, e.g. 40,4,4"));
-    };
-    let mut out = [0.0; 3];
-    for (o, p) in out.iter_mut().zip([z, y, x]) {
-        *o = p
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v > 0.0)
-            .ok_or_else(|| format!("{p:?} in {s:?} is not a positive number"))?;
-    }
-    Ok(out)
 }
 
 /// The report, also the `--json` schema.
@@ -127,7 +109,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     };
     match output.format {
         Format::Precomputed => {
-            let voxel = resolve_voxel_size(args, &input)?;
+            let voxel = resolve_voxel_size(args)?;
             let options = PrecomputedOptions {
                 encoding: match args.encoding {
                     EncodingArg::Raw => PrecomputedEncoding::Raw,
@@ -193,18 +175,13 @@ fn check_flags(args: &Args, out: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// --voxel-size, else the input's: a precomputed scale's resolution or the metadata
-/// em-io reads; else 1,1,1 with a warning.
-fn resolve_voxel_size(args: &Args, input: &VolumePath) -> anyhow::Result<[f64; 3]> {
+/// --voxel-size, else the input's metadata (OME-Zarr, funlib, a precomputed scale's
+/// resolution); else 1,1,1 with a warning.
+fn resolve_voxel_size(args: &Args) -> anyhow::Result<[f64; 3]> {
     if let Some(v) = args.voxel_size {
-        return Ok(v);
+        return Ok(v.zyx());
     }
-    let found = if input.format == Format::Precomputed {
-        Some(PrecomputedVolume::open(input)?.resolution_nm())
-    } else {
-        em_io::voxel_size(&args.input)?
-    };
-    Ok(found.unwrap_or_else(|| {
+    Ok(em_io::voxel_size(&args.input)?.unwrap_or_else(|| {
         eprintln!(
             "warning: no voxel size in {}; using 1,1,1",
             args.input.display()
@@ -314,13 +291,6 @@ fn human(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn voxel_sizes_parse_and_bad_ones_say_why() {
-        assert_eq!(voxel_size("40, 4,4.5").unwrap(), [40.0, 4.0, 4.5]);
-        assert!(voxel_size("40,4").unwrap_err().contains("three sizes"));
-        assert!(voxel_size("40,0,4").unwrap_err().contains("positive"));
-    }
 
     #[test]
     fn copy_blocks_fill_the_fast_axes_first_within_the_budget() {

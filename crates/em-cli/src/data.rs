@@ -108,7 +108,7 @@ pub(crate) fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             let bar = crate::progress::Bar::new();
             for (key, kind) in [("img", PyramidKind::Image), ("seg", PyramidKind::Labels)] {
                 let level0 = em_io::ZarrVolume::open(&array(key))?;
-                let options = a.ome.options(kind)?;
+                let options = a.ome.options(kind);
                 em_io::ome::build_pyramid(&level0, &array(key), &options, &bar)?;
             }
             bar.0.finish_and_clear();

@@ -52,7 +52,7 @@ pub(crate) struct SkeletonArgs {
     #[arg(long)]
     pred: PathBuf,
     /// Voxel size z,y,x in nm (positions_nm default to position × this; SWC nm → voxels).
-    #[arg(long, value_parser = voxel_size, default_value = "1,1,1")]
+    #[arg(long, value_parser = crate::voxel_size_arg, default_value = "1,1,1")]
     voxel_size: VoxelSize,
     /// Merge thresholds k for merge-tolerant NERL (`inf` allowed); reported as `nerl_K`.
     #[arg(long, value_delimiter = ',', default_value = "5,20,100,inf")]
@@ -109,7 +109,7 @@ pub(crate) struct TuneArgs {
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     channels: Vec<usize>,
     /// Voxel size z,y,x in nm, for skeleton lengths.
-    #[arg(long, value_parser = voxel_size, default_value = "1,1,1")]
+    #[arg(long, value_parser = crate::voxel_size_arg, default_value = "1,1,1")]
     voxel_size: VoxelSize,
     /// Worker threads for decoding.
     #[arg(long)]
@@ -132,21 +132,6 @@ fn iou_threshold(s: &str) -> Result<f64, String> {
              nothing can match)"
         ))
     }
-}
-
-fn voxel_size(s: &str) -> Result<VoxelSize, String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("{p:?} is not a number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let [z, y, x] = v.as_slice() else {
-        return Err(format!("{s:?}: give z,y,x, e.g. 40,4,4"));
-    };
-    VoxelSize::new([*z, *y, *x]).map_err(|e| e.to_string())
 }
 
 fn merge_thresholds(list: &[String]) -> anyhow::Result<Vec<Option<u64>>> {

@@ -94,11 +94,65 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, joined by `: `. The library errors already spell out their
+/// source in their own message, so a cause whose text the message holds is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Parses `--voxel-size z,y,x` (nm, each positive), the same way for every command.
+pub(crate) fn voxel_size_arg(s: &str) -> Result<em_core::VoxelSize, String> {
+    let sides: Vec<f64> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{p:?} in {s:?} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let &[z, y, x] = sides.as_slice() else {
+        return Err(format!("{s:?}: give three sizes z,y,x in nm, e.g. 40,4,4"));
+    };
+    em_core::VoxelSize::new([z, y, x]).map_err(|e| e.to_string())
+}
+
 /// A volume path argument as given on the command line.
 pub(crate) type VolumeArg = PathBuf;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn voxel_sizes_parse_and_bad_ones_say_why() {
+        let v = super::voxel_size_arg("40, 4,4.5").unwrap();
+        assert_eq!(v.zyx(), [40.0, 4.0, 4.5]);
+        assert!(super::voxel_size_arg("40,4")
+            .unwrap_err()
+            .contains("three sizes"));
+        assert!(super::voxel_size_arg("40,0,4")
+            .unwrap_err()
+            .contains("positive"));
+        assert!(super::voxel_size_arg("40,x,4")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(super::voxel_size_arg("40,NaN,4")
+            .unwrap_err()
+            .contains("positive"));
+    }
+}

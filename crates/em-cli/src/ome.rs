@@ -18,8 +18,8 @@ pub(crate) struct OmeArgs {
     pub(crate) ome: bool,
     /// Voxel size z,y,x in nm recorded with --ome (default: the input's metadata, else 1,1,1
     /// with a warning).
-    #[arg(long, value_delimiter = ',', value_name = "Z,Y,X", requires = "ome")]
-    pub(crate) voxel_size: Option<Vec<f64>>,
+    #[arg(long, value_parser = crate::voxel_size_arg, value_name = "Z,Y,X", requires = "ome")]
+    pub(crate) voxel_size: Option<em_core::VoxelSize>,
 }
 
 impl OmeArgs {
@@ -28,7 +28,6 @@ impl OmeArgs {
         if !self.ome {
             return Ok(());
         }
-        self.voxel()?;
         for out in outputs {
             let vp = em_io::VolumePath::parse(out)?;
             anyhow::ensure!(
@@ -41,27 +40,13 @@ impl OmeArgs {
         Ok(())
     }
 
-    fn voxel(&self) -> anyhow::Result<Option<[f64; 3]>> {
-        match self.voxel_size.as_deref() {
-            None => Ok(None),
-            Some(&[z, y, x]) => {
-                anyhow::ensure!(
-                    [z, y, x].iter().all(|v| v.is_finite() && *v > 0.0),
-                    "--voxel-size {z},{y},{x}: every side must be a positive number of nm"
-                );
-                Ok(Some([z, y, x]))
-            }
-            Some(other) => anyhow::bail!("--voxel-size takes z,y,x in nm, got {other:?}"),
-        }
-    }
-
     /// The pyramid options of these flags.
-    pub(crate) fn options(&self, kind: PyramidKind) -> anyhow::Result<PyramidOptions> {
-        Ok(PyramidOptions {
-            voxel_size: self.voxel()?,
+    pub(crate) fn options(&self, kind: PyramidKind) -> PyramidOptions {
+        PyramidOptions {
+            voxel_size: self.voxel_size.map(|v| v.zyx()),
             kind,
             ..Default::default()
-        })
+        }
     }
 
     /// Turns each written zarr array into a pyramid in place. The voxel size is the flag's,
@@ -76,7 +61,7 @@ impl OmeArgs {
         if !self.ome {
             return Ok(vec![]);
         }
-        let mut options = self.options(kind)?;
+        let mut options = self.options(kind);
         if options.voxel_size.is_none() {
             if let Some(input) = input {
                 options.voxel_size = em_io::voxel_size(input).unwrap_or(None);

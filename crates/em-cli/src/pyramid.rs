@@ -26,8 +26,8 @@ pub(crate) struct Args {
     levels: Option<usize>,
     /// Voxel size z,y,x in nm (default: the input's metadata, else 1,1,1). Levels halve y and
     /// x while z is at least twice their size, then all three.
-    #[arg(long, value_parser = voxel_size)]
-    voxel_size: Option<[f64; 3]>,
+    #[arg(long, value_parser = crate::voxel_size_arg)]
+    voxel_size: Option<em_core::VoxelSize>,
     /// Reduce as labels (most frequent value, ties to the smaller id), whatever the type.
     #[arg(long, conflicts_with = "image")]
     labels: bool,
@@ -53,20 +53,6 @@ pub(crate) struct Args {
     json: bool,
 }
 
-fn voxel_size(s: &str) -> Result<[f64; 3], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let [z, y, x] = parts.as_slice() else {
-        return Err(format!("{s:?}: give three sizes z,y,x in nm, e.g. 40,4,4"));
-    };
-    let mut out = [0.0; 3];
-    for (o, p) in out.iter_mut().zip([z, y, x]) {
-        *o = p
-            .parse()
-            .map_err(|_| format!("{p:?} in {s:?} is not a number"))?;
-    }
-    Ok(out)
-}
-
 fn zarr_version(s: &str) -> Result<ZarrVersion, String> {
     match s {
         "2" => Ok(ZarrVersion::V2),
@@ -84,7 +70,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     let options = PyramidOptions {
         levels: args.levels,
-        voxel_size: args.voxel_size,
+        voxel_size: args.voxel_size.map(|v| v.zyx()),
         kind: if args.labels {
             PyramidKind::Labels
         } else if args.image {

@@ -111,6 +111,10 @@ fn bad_input_is_a_clear_error_with_status_1() {
     let out = em(&["info", &fixture("bad_rgb.tif")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // The reason is said once, though the library error also carries it as its source.
+    let out = em(&["info", "/nonexistent/volume.npy"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 
 #[test]

@@ -664,6 +664,14 @@ fn ome_zarr_groups_and_precomputed_directories_are_served_as_files() {
         vec![7u8; 64 * 32 * 16 * 4],
     )
     .unwrap();
+    // A chunk stored gzipped as NAME.gz is served as NAME, decompressed.
+    let chunk: Vec<u8> = (0..64 * 32 * 16 * 4).map(|i| (i % 251) as u8).collect();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(pre.join("8_8_40/10-74_32-64_0-16.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, &chunk).unwrap();
+    gz.finish().unwrap();
 
     let srv = start(&[
         ome.to_str().unwrap(),
@@ -691,6 +699,10 @@ fn ome_zarr_groups_and_precomputed_directories_are_served_as_files() {
             .body
             .len(),
         131072
+    );
+    assert_eq!(
+        get(p, "/data/segmentation/8_8_40/10-74_32-64_0-16").body,
+        chunk
     );
     let st = state_of(srv.info["url"].as_str().unwrap());
     let layers = st["layers"].as_array().unwrap();

@@ -40,7 +40,7 @@ pub enum IoError {
         supported: &'static str,
     },
     /// The path's extension names no format we know.
-    #[error("{}: unknown volume format; use .npy, .tif/.tiff, DIR.zarr[/array] or FILE.h5[/dataset] (also .hdf5, .hdf)", path.display())]
+    #[error("{}: unknown volume format; use .npy, .tif/.tiff, DIR.zarr[/array], FILE.h5[/dataset] (also .hdf5, .hdf) or DIR.precomputed[/scale]", path.display())]
     UnknownFormat {
         /// The path as given.
         path: PathBuf,

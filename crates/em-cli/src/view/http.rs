@@ -83,7 +83,7 @@ pub(crate) fn file_reply(root: &Path, rest: &[String]) -> Reply {
     let mut path = root.to_path_buf();
     path.extend(rest);
     let Ok(real) = path.canonicalize() else {
-        return Reply::not_found();
+        return gzip_sibling(root, &path);
     };
     if !real.starts_with(root) {
         return Reply::forbidden();
@@ -92,6 +92,28 @@ pub(crate) fn file_reply(root: &Path, rest: &[String]) -> Reply {
         return Reply::not_found();
     }
     Reply::File(real)
+}
+
+/// `NAME.gz` in place of a missing `NAME`, decompressed: precomputed volumes written with
+/// gzip store their chunks so (CloudVolume's convention), which a cloud bucket serves as
+/// `NAME` with `Content-Encoding: gzip`; the client asks for `NAME`.
+fn gzip_sibling(root: &Path, path: &Path) -> Reply {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    let Ok(real) = PathBuf::from(name).canonicalize() else {
+        return Reply::not_found();
+    };
+    if !real.starts_with(root) {
+        return Reply::forbidden();
+    }
+    let mut bytes = vec![];
+    match File::open(&real).and_then(|f| flate2::read::GzDecoder::new(f).read_to_end(&mut bytes)) {
+        Ok(_) => Reply::Body {
+            bytes,
+            content_type: "application/octet-stream",
+        },
+        Err(e) => Reply::Status(500, format!("{}: not gzip: {e}", real.display())),
+    }
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.

@@ -58,7 +58,7 @@ pub(crate) struct Args {
     #[arg(long)]
     client: Option<PathBuf>,
     /// Voxel size z,y,x in nm [default: the image's metadata, else 1,1,1].
-    #[arg(long, value_parser = parse_voxel_size)]
+    #[arg(long, value_parser = crate::voxel_size_arg)]
     voxel_size: Option<VoxelSize>,
     /// Print one JSON object (url, port, served paths) on stdout instead of the URL.
     #[arg(long)]
@@ -66,22 +66,6 @@ pub(crate) struct Args {
     /// No log line per request on stderr.
     #[arg(long)]
     quiet: bool,
-}
-
-/// Parses `z,y,x` in nm.
-fn parse_voxel_size(s: &str) -> Result<VoxelSize, String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("{p:?} is not a number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let [z, y, x] = v.as_slice() else {
-        return Err(format!("{s:?}: give z,y,x in nm, e.g. 40,4,4"));
-    };
-    VoxelSize::new([*z, *y, *x]).map_err(|e| e.to_string())
 }
 
 /// Serves until SIGINT/SIGTERM, then returns.

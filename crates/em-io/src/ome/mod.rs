@@ -46,9 +46,10 @@ pub use pyramid::{
 /// The voxel size (z, y, x) in nm recorded in a volume's metadata, if any: for a zarr group,
 /// the first dataset of its OME-NGFF (0.4 or 0.5) multiscales; for a zarr array, funlib's
 /// `resolution` (or `voxel_size`) attribute, else the scale of the dataset it is in the
-/// multiscales of a group above it (`img.zarr/1` → level 1's voxel size). Lengths in other
-/// OME units are converted to nm; axes without a unit are taken as nm. `None` for other
-/// formats and for zarr nodes without such metadata.
+/// multiscales of a group above it (`img.zarr/1` → level 1's voxel size); for a
+/// precomputed volume, its scale's resolution. Lengths in other OME units are converted to
+/// nm; axes without a unit are taken as nm. `None` for other formats and for zarr nodes
+/// without such metadata.
 ///
 /// # Errors
 /// [`IoError::UnknownFormat`] for a path of no known format, [`IoError::Io`] when the zarr
@@ -56,6 +57,11 @@ pub use pyramid::{
 /// not valid JSON or its OME fields are malformed.
 pub fn voxel_size(path: &Path) -> Result<Option<[f64; 3]>> {
     let vp = VolumePath::parse(path)?;
+    if vp.format == Format::Precomputed {
+        return Ok(Some(
+            crate::precomputed::PrecomputedVolume::open(&vp)?.resolution_nm(),
+        ));
+    }
     if vp.format != Format::Zarr {
         return Ok(None);
     }
