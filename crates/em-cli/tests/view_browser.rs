@@ -6,89 +6,23 @@
 //! `EM_VIEW_SCREENSHOT=PATH` the screenshot is also copied to PATH (the docs picture is
 //! `docs/images/em-view.png`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use serde_json::Value;
-
-/// A running `em view`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Signalled only while not yet reaped, so the pid is still this child's.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{start_view, ViewServer};
 
 /// Starts `em view ARGS --json --port 0` with the installed neuroglancer client.
-fn serve(args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_em"))
-        .arg("view")
-        .args(args)
-        .args(["--json", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("em runs");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (pipe, sink) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_default();
-    let mut server = Server {
-        child,
-        url: String::new(),
-        log,
-    };
-    let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-        std::thread::sleep(Duration::from_millis(200));
-        panic!(
-            "em view printed {line:?}; stderr: {}",
-            server.log.lock().unwrap()
-        )
-    });
+fn serve(args: &[&str]) -> ViewServer {
+    let server = start_view(args);
     assert!(
-        info["client"].is_string(),
-        "no local neuroglancer client (pip install neuroglancer): {info}"
+        server.info["client"].is_string(),
+        "no local neuroglancer client (pip install neuroglancer): {}",
+        server.info
     );
-    server.url = info["url"].as_str().unwrap().to_string();
     server
 }
 
@@ -164,12 +98,12 @@ fn neuroglancer_renders_the_segmentation_and_skeletons() {
         "40,4,4",
     ]);
     let shot = d.join("with_segmentation.png");
-    screenshot(&with_seg.url, &shot);
+    screenshot(with_seg.info["url"].as_str().unwrap(), &shot);
     let (coloured, size) = strongly_coloured(&shot);
     eprintln!("with the segmentation: {coloured} strongly coloured pixels of {size:?}");
     assert_eq!(size, (1200, 900));
     assert!(coloured > 20_000, "{coloured} strongly coloured pixels");
-    let log = with_seg.log.lock().unwrap().clone();
+    let log = with_seg.stderr.lock().unwrap().clone();
     let chunk_requests = log
         .lines()
         .filter(|l| l.starts_with("GET /data/segmentation/c/") && l.ends_with(" 200"))
@@ -197,7 +131,7 @@ fn neuroglancer_renders_the_segmentation_and_skeletons() {
     // The same image alone: grey, almost nothing strongly coloured.
     let alone = serve(&[&s(&image), "--voxel-size", "40,4,4"]);
     let shot = d.join("image_only.png");
-    screenshot(&alone.url, &shot);
+    screenshot(alone.info["url"].as_str().unwrap(), &shot);
     let (coloured, _) = strongly_coloured(&shot);
     eprintln!("image only: {coloured} strongly coloured pixels");
     assert!(

@@ -256,15 +256,7 @@ pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
             )))
         }
         None => {
-            let visible = fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                        .count()
-                })
-                .unwrap_or(0);
-            if visible == 0 {
+            if !crate::safety::has_visible_entries(&dir) {
                 Ok(ZarrTarget::New)
             } else {
                 Err(refused(
@@ -275,6 +267,16 @@ pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
             }
         }
     }
+}
+
+/// Whether `dir` holds anything but hidden entries (staging leftovers, `.DS_Store`): an
+/// empty directory may become an output, a used one is never replaced.
+pub(crate) fn has_visible_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    })
 }
 
 /// Whether a precomputed write at `vp` replaces an existing precomputed volume (the whole
@@ -295,15 +297,7 @@ pub(crate) fn precomputed_target(vp: &VolumePath) -> Result<bool> {
     if crate::precomputed::read_info(dir).is_ok() {
         return Ok(true);
     }
-    let visible = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0);
-    if visible == 0 {
+    if !has_visible_entries(dir) {
         Ok(false)
     } else {
         Err(refused(

@@ -277,15 +277,7 @@ fn pyramid_target(vp: &VolumePath) -> Result<Target> {
             )))
         }
         None => {
-            let visible = fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                        .count()
-                })
-                .unwrap_or(0);
-            if visible == 0 {
+            if !crate::safety::has_visible_entries(&dir) {
                 Ok(Target::New)
             } else {
                 Err(refused(
