@@ -881,6 +881,61 @@ fn sigterm_checkpoints_and_resume_finishes_the_run() {
     let t = em_io::read(&tif).unwrap().into_typed::<f32>().unwrap();
     assert_eq!(t.shape(), &[20, 40, 36]);
     assert!(t.iter().zip(p.iter()).all(|(a, b)| (a - b).abs() < 1e-6));
+    // --ome: the same prediction and mask as level 0 of OME-Zarr pyramids.
+    let (pred_ome, seg_ome) = (
+        dir.path().join("pred_ome.zarr"),
+        dir.path().join("seg_ome.zarr"),
+    );
+    let o = em(&[
+        "infer",
+        "--run",
+        out.to_str().unwrap(),
+        "--input",
+        img.to_str().unwrap(),
+        "--out",
+        pred_ome.to_str().unwrap(),
+        "--decode",
+        seg_ome.to_str().unwrap(),
+        "--tta",
+        "flip",
+        "--ome",
+        "--voxel-size",
+        "40,8,8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = json(&o);
+    assert_eq!(
+        report["ome"][0]["levels"][0]["shape"],
+        serde_json::json!([1, 20, 40, 36])
+    );
+    assert_eq!(report["ome"][1]["kind"], "labels", "{report}");
+    let p0 = em_io::read(pred_ome.join("0"))
+        .unwrap()
+        .into_typed::<f32>()
+        .unwrap();
+    assert!(p0.iter().zip(p.iter()).all(|(a, b)| (a - b).abs() < 1e-6));
+    assert_eq!(
+        em_io::read(seg_ome.join("0")).unwrap(),
+        em_io::read(&mask).unwrap()
+    );
+    assert_eq!(
+        em_io::voxel_size(&pred_ome).unwrap(),
+        Some([40.0, 8.0, 8.0])
+    );
+    // A non-zarr output is refused before the model runs.
+    let o = em(&[
+        "infer",
+        "--run",
+        out.to_str().unwrap(),
+        "--input",
+        img.to_str().unwrap(),
+        "--out",
+        dir.path().join("ome.npy").to_str().unwrap(),
+        "--ome",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--ome writes OME-Zarr"));
+    assert!(!dir.path().join("ome.npy").exists());
     // The newest checkpoint holds the same weights as model.safetensors.
     let npy = dir.path().join("pred.npy");
     let o = em(&[
