@@ -18,7 +18,7 @@ use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use serde_json::Value;
 
-use common::listing;
+use common::{listing, python_has};
 
 // ---------------------------------------------------------------------------------------
 // Reference downsampling, written for clarity: one output voxel at a time.
@@ -975,16 +975,7 @@ proptest! {
 #[test]
 fn python_reads_our_pyramids() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/check_ome.py");
-    let have_python = std::process::Command::new("python3")
-        .args(["-c", "import numpy, zarr, ome_zarr"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
-        assert!(
-            std::env::var_os("EM_REQUIRE_PYTHON").is_none(),
-            "EM_REQUIRE_PYTHON is set but numpy/zarr/ome_zarr are not importable"
-        );
-        eprintln!("skipping: python3 with numpy, zarr, ome-zarr not found");
+    if !python_has(&["numpy", "zarr", "ome_zarr"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::listing;
+use common::{listing, python_has};
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, InMemoryVolume, Roi};
 use em_io::precomputed::{
     copy_to_precomputed, cseg, write_precomputed, PrecomputedEncoding, PrecomputedOptions,
@@ -280,16 +280,7 @@ fn python_reads_our_volumes() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tools/check_precomputed.py"
     );
-    let have_python = std::process::Command::new("python3")
-        .args(["-c", "import numpy, tensorstore, compressed_segmentation"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
-        assert!(
-            std::env::var_os("EM_REQUIRE_PYTHON").is_none(),
-            "EM_REQUIRE_PYTHON is set but numpy/tensorstore/compressed_segmentation are not importable"
-        );
-        eprintln!("skipping: python3 with numpy, tensorstore, compressed_segmentation not found");
+    if !python_has(&["numpy", "tensorstore", "compressed_segmentation"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{listing, pattern};
+use common::{listing, pattern, python_has};
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, Roi};
 use em_io::{Compression, VolumePath, ZarrOptions, ZarrVersion, ZarrWriter};
 
@@ -272,16 +272,7 @@ fn python_reads_our_files() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tools/check_python_reads.py"
     );
-    let have_python = std::process::Command::new("python3")
-        .args(["-c", "import numpy, tifffile, zarr, h5py"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
-        assert!(
-            std::env::var_os("EM_REQUIRE_PYTHON").is_none(),
-            "EM_REQUIRE_PYTHON is set but numpy/tifffile/zarr/h5py are not importable"
-        );
-        eprintln!("skipping: python3 with numpy, tifffile, zarr, h5py not found");
+    if !python_has(&["numpy", "tifffile", "zarr", "h5py"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -53,3 +53,22 @@ pub(crate) fn listing(dir: &std::path::Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Whether `python3` imports every module of `modules` (the reference checks need them).
+/// Without them the calling test skips with a message, unless `EM_REQUIRE_PYTHON` is set
+/// (CI), where a missing install fails it.
+pub(crate) fn python_has(modules: &[&str]) -> bool {
+    let have = std::process::Command::new("python3")
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("EM_REQUIRE_PYTHON").is_none(),
+            "EM_REQUIRE_PYTHON is set but {} are not importable",
+            modules.join("/")
+        );
+        eprintln!("skipping: python3 with {} not found", modules.join(", "));
+    }
+    have
+}
