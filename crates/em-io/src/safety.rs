@@ -209,15 +209,9 @@ pub(crate) enum ZarrTarget {
     Array,
 }
 
-/// Checks a zarr write target: never a group, a non-empty directory that is not an array,
-/// or a path below an existing array (which would turn the array into a group).
-pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
-    let display = vp.display();
-    let refused = |reason: String| IoError::OutputRefused {
-        path: display.clone(),
-        reason,
-    };
-    // Every level above the target must be a group or nothing.
+/// The directory a zarr path names, or `Err` with the existing array its key would go
+/// below: every level above the target must be a group or nothing.
+pub(crate) fn zarr_dir_outside_arrays(vp: &VolumePath) -> std::result::Result<PathBuf, PathBuf> {
     let mut dir = vp.container.clone();
     for part in vp
         .key
@@ -226,14 +220,28 @@ pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
         .filter(|p| !p.is_empty())
     {
         if node_type(&dir) == Some("array") {
-            return Err(refused(format!(
-                "lies inside the zarr array {}; an array holds no other arrays, so write \
-                 beside it instead",
-                dir.display()
-            )));
+            return Err(dir);
         }
         dir.push(part);
     }
+    Ok(dir)
+}
+
+/// Checks a zarr write target: never a group, a non-empty directory that is not an array,
+/// or a path below an existing array (which would turn the array into a group).
+pub(crate) fn zarr_target(vp: &VolumePath) -> Result<ZarrTarget> {
+    let display = vp.display();
+    let refused = |reason: String| IoError::OutputRefused {
+        path: display.clone(),
+        reason,
+    };
+    let dir = zarr_dir_outside_arrays(vp).map_err(|array| {
+        refused(format!(
+            "lies inside the zarr array {}; an array holds no other arrays, so write beside \
+             it instead",
+            array.display()
+        ))
+    })?;
     if dir.is_file() {
         return Err(refused("is a file, not a zarr array".into()));
     }

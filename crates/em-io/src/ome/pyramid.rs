@@ -239,21 +239,12 @@ fn pyramid_target(vp: &VolumePath) -> Result<Target> {
             "an OME-Zarr pyramid is a zarr group; name DIR.zarr or DIR.zarr/NAME".into(),
         ));
     }
-    let mut dir = vp.container.clone();
-    for part in vp
-        .key
-        .iter()
-        .flat_map(|k| k.split('/'))
-        .filter(|p| !p.is_empty())
-    {
-        if node_type(&dir) == Some("array") {
-            return Err(refused(format!(
-                "lies inside the zarr array {}; write the pyramid beside it instead",
-                dir.display()
-            )));
-        }
-        dir.push(part);
-    }
+    let dir = crate::safety::zarr_dir_outside_arrays(vp).map_err(|array| {
+        refused(format!(
+            "lies inside the zarr array {}; write the pyramid beside it instead",
+            array.display()
+        ))
+    })?;
     if dir.is_file() {
         return Err(refused("is a file, not a zarr group".into()));
     }
