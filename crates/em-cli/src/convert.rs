@@ -28,7 +28,9 @@ pub(crate) enum EncodingArg {
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The volume `(Z, Y, X)` or `(C, Z, Y, X)`: .npy, .tif/.tiff, DIR.zarr[/array],
-    /// FILE.h5/dataset or DIR.precomputed[/SCALE] (default: its first scale).
+    /// FILE.h5/dataset or DIR.precomputed[/SCALE] (default: its first scale). Or
+    /// skeletons — our skeleton JSON (positions in voxels: give --voxel-size), an SWC file
+    /// or a directory of them — written as a precomputed skeleton source.
     input: PathBuf,
     /// Where to write it: .npy, .tif/.tiff, DIR.zarr[/array], FILE.h5/dataset or
     /// DIR.precomputed (a new neuroglancer precomputed volume of one scale).
@@ -77,6 +79,9 @@ struct Summary {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if is_skeletons(&args.input) {
+        return convert_skeletons(args);
+    }
     let input = VolumePath::parse(&args.input)?;
     let output = VolumePath::parse(&args.output)?;
     check_flags(args, output.format)?;
@@ -171,6 +176,73 @@ fn check_flags(args: &Args, out: Format) -> anyhow::Result<()> {
     }
     if args.chunks.is_some() && !matches!(out, Format::Zarr | Format::Precomputed) {
         anyhow::bail!("--chunks applies to zarr or precomputed output only; nothing was written");
+    }
+    Ok(())
+}
+
+/// Skeleton JSON, an SWC file or a directory of them (not a volume).
+fn is_skeletons(path: &std::path::Path) -> bool {
+    let ext = |p: &std::path::Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+    };
+    match ext(path).as_deref() {
+        Some("json" | "swc") => true,
+        _ => {
+            VolumePath::parse(path).is_err()
+                && path.is_dir()
+                && std::fs::read_dir(path).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| ext(&e.path()).as_deref() == Some("swc"))
+                })
+        }
+    }
+}
+
+/// Skeleton JSON/SWC → a precomputed skeleton source (`OUT.precomputed`), which
+/// neuroglancer shows as a skeleton layer.
+fn convert_skeletons(args: &Args) -> anyhow::Result<()> {
+    let output = VolumePath::parse(&args.output)?;
+    anyhow::ensure!(
+        output.format == Format::Precomputed && output.key.is_none(),
+        "skeletons convert to a precomputed skeleton source: give OUT.precomputed, not {}",
+        args.output.display()
+    );
+    let volume_flags = [
+        (args.encoding != EncodingArg::Raw, "--encoding"),
+        (args.sharded, "--sharded"),
+        (args.gzip, "--gzip"),
+        (args.chunks.is_some(), "--chunks"),
+    ];
+    if let Some((_, flag)) = volume_flags.iter().find(|g| g.0) {
+        anyhow::bail!("{flag} applies to volumes, not skeletons; nothing was written");
+    }
+    em_io::check_disjoint(&[&args.output], &[&args.input])?;
+    anyhow::ensure!(
+        args.overwrite || !args.output.exists(),
+        "{} exists; --overwrite replaces an earlier skeleton source (nothing was written)",
+        args.output.display()
+    );
+    let voxel = resolve_voxel_size(args)?;
+    let skeletons = em_metrics::Skeletons::read(&args.input, em_core::VoxelSize::new(voxel)?)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let converted = crate::view::skeletons::to_precomputed(&skeletons, voxel);
+    em_io::precomputed::write_skeletons(&args.output, &converted)?;
+    let vertices: usize = converted.iter().map(|s| s.vertices_nm.len()).sum();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"input": args.input, "output": args.output,
+                "skeletons": converted.len(), "vertices": vertices, "voxel_size": voxel})
+        );
+    } else {
+        println!(
+            "{} skeletons ({vertices} vertices) → {}",
+            converted.len(),
+            args.output.display()
+        );
     }
     Ok(())
 }

@@ -153,3 +153,68 @@ fn refusals_write_nothing() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(pre.join("4_4_4").is_dir() && !pre.join("8_8_8").exists());
 }
+
+#[test]
+fn skeleton_json_becomes_a_precomputed_skeleton_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("skeletons.json");
+    // Skeleton 7: a path of three nodes; skeleton 9: one edge; node 5 is unlabelled (0).
+    let doc = serde_json::json!({
+        "nodes": [
+            {"id": 0, "skeleton": 7, "position": [0, 0, 0]},
+            {"id": 1, "skeleton": 7, "position": [1, 2, 3]},
+            {"id": 2, "skeleton": 7, "position": [2, 4, 6]},
+            {"id": 3, "skeleton": 9, "position": [5, 5, 5]},
+            {"id": 4, "skeleton": 9, "position": [5, 6, 5]},
+            {"id": 5, "skeleton": 0, "position": [1, 1, 1]}
+        ],
+        "edges": [[0, 1], [1, 2], [3, 4]]
+    });
+    std::fs::write(&json, doc.to_string()).unwrap();
+    let out = dir.path().join("skel.precomputed");
+    let j = ok(&em(&[
+        "convert",
+        s(&json),
+        s(&out),
+        "--voxel-size",
+        "40,4,4",
+        "--json",
+    ]));
+    assert_eq!(j["skeletons"], 2, "{j}");
+    assert_eq!(j["vertices"], 5);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("info")).unwrap()).unwrap();
+    assert_eq!(info["@type"], "neuroglancer_skeletons");
+    let seven =
+        em_io::precomputed::read_skeleton(7, &std::fs::read(out.join("7")).unwrap()).unwrap();
+    assert_eq!(seven.edges.len(), 2);
+    // Vertices in nm (x, y, z) at voxel centres: voxel (z 1, y 2, x 3) of 40 × 4 × 4 nm.
+    assert!(
+        seven.vertices_nm.contains(&[14.0, 10.0, 60.0]),
+        "{:?}",
+        seven.vertices_nm
+    );
+    assert!(
+        !out.join("0").exists(),
+        "unlabelled nodes are not a skeleton"
+    );
+    // Existing output: refused without --overwrite; volume flags refused.
+    refused(
+        &em(&["convert", s(&json), s(&out), "--voxel-size", "40,4,4"]),
+        "--overwrite",
+    );
+    refused(
+        &em(&["convert", s(&json), s(&dir.path().join("s.zarr"))]),
+        "precomputed skeleton source",
+    );
+    refused(
+        &em(&[
+            "convert",
+            s(&json),
+            s(&dir.path().join("x.precomputed")),
+            "--sharded",
+        ]),
+        "not skeletons",
+    );
+    assert!(!dir.path().join("x.precomputed").exists());
+}

@@ -8,7 +8,7 @@
 //! Python package ships, else the public app (which reads the data across origins).
 
 mod http;
-mod skeletons;
+pub(crate) mod skeletons;
 mod source;
 mod state;
 
