@@ -488,14 +488,21 @@ impl PrecomputedWriter {
             let (cs, ce) = self.grid.bounds(pos);
             let r = |i: usize| (cs[i] - start[i]) as usize..(ce[i] - start[i]) as usize;
             let part = data.slice(s![.., r(2), r(1), r(0)]);
-            let zero = T::default();
-            if part
+            // Row by row: x runs are contiguous in the block, so each is one copy instead of
+            // an element-by-element walk of a 4-D view.
+            let mut values: Vec<T> = Vec::with_capacity(part.len());
+            for row in part.rows() {
+                match row.as_slice() {
+                    Some(run) => values.extend_from_slice(run),
+                    None => values.extend(row.iter().copied()),
+                }
+            }
+            if bytemuck::cast_slice::<T, u8>(&values)
                 .iter()
-                .all(|v| bytemuck::bytes_of(v) == bytemuck::bytes_of(&zero))
+                .all(|&b| b == 0)
             {
                 return Ok(None);
             }
-            let values: Vec<T> = part.iter().copied().collect();
             let size = std::array::from_fn(|i| ce[i] - cs[i]);
             let bytes = chunk::encode(&values, size, channels, &scale.encoding).map_err(|e| {
                 invalid(
