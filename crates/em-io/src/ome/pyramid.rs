@@ -15,7 +15,7 @@ use super::metadata::{
 };
 use crate::format::{Format, VolumePath};
 use crate::safety::Existing;
-use crate::zarr::{list_arrays, node_type};
+use crate::zarr::{create_groups_above, list_arrays, node_type, node_type_version};
 use crate::{IoError, Result, StagedDir, ZarrOptions, ZarrVersion, ZarrVolume, ZarrWriter};
 
 /// The most levels a pyramid may have: 2^31 is far beyond any volume's side.
@@ -306,17 +306,6 @@ pub fn check_pyramid_output(out: &Path, inputs: &[&Path], existing: Existing) ->
     }
 }
 
-/// The zarr version of what is at `dir`, if anything.
-fn version_at(dir: &Path) -> Option<ZarrVersion> {
-    if dir.join(".zgroup").is_file() || dir.join(".zarray").is_file() {
-        Some(ZarrVersion::V2)
-    } else if dir.join("zarr.json").is_file() {
-        Some(ZarrVersion::V3)
-    } else {
-        None
-    }
-}
-
 /// A label pyramid written as `IMAGE/labels/NAME` beside an OME image group.
 struct LabelsOf {
     image: PathBuf,
@@ -356,13 +345,6 @@ fn labels_of(vp: &VolumePath) -> Result<Option<LabelsOf>> {
 }
 
 /// Makes `dir` a zarr group unless it already is one.
-fn ensure_group(dir: &Path, version: ZarrVersion) -> Result<()> {
-    if node_type(dir) == Some("group") {
-        return Ok(());
-    }
-    write_group(dir, version, &Attrs::new())
-}
-
 /// Adds `name` to the `labels` list of the labels group at `dir`.
 fn register_label(dir: &Path, version: ZarrVersion, name: &str) -> Result<()> {
     let node = read_node(dir)?;
@@ -569,7 +551,7 @@ fn build(
         .zarr
         .version
         .or(labels_of.as_ref().map(|l| l.version))
-        .or_else(|| version_at(&out.container))
+        .or_else(|| node_type_version(&out.container))
         .unwrap_or(ZarrVersion::V3);
     let levels = plan_levels(&shape, voxel, options.levels);
     let n = shape.len();
@@ -578,24 +560,8 @@ fn build(
         .map(|l| level_chunks(options.zarr.chunk_shape.as_deref(), &l.shape))
         .collect();
 
-    // The container and groups above the pyramid are created in place (an empty group
-    // does not look like a finished volume); the pyramid itself is staged.
-    let group_dir = match &out.key {
-        None => out.container.clone(),
-        Some(key) => {
-            let mut dir = out.container.clone();
-            ensure_group(&dir, version)?;
-            let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
-            for part in &parts[..parts.len().saturating_sub(1)] {
-                dir.push(part);
-                ensure_group(&dir, version)?;
-            }
-            out.container.join(key)
-        }
-    };
-    if let Some(parent) = group_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(IoError::io(parent))?;
-    }
+    // The pyramid itself is staged.
+    let group_dir = create_groups_above(out, version)?;
     let staged = StagedDir::create(&group_dir)?;
     write_group(staged.path(), version, &Attrs::new())?;
 

@@ -20,6 +20,7 @@ use crate::{IoError, Result};
 
 mod writer;
 
+pub(crate) use writer::{create_groups_above, node_type_version};
 pub use writer::{write_zarr, Compression, ZarrOptions, ZarrVersion, ZarrWriter};
 
 const FORMAT: &str = "zarr";

@@ -1,7 +1,7 @@
 //! Creating zarr arrays: layout options, v2/v3 metadata, and the staged (atomic) writer.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use em_core::{AnyArray, ChunkedVolume, DType, Roi};
@@ -210,24 +210,8 @@ impl ZarrWriter {
             .or_else(|| node_type_version(&path.container))
             .unwrap_or(ZarrVersion::V3);
 
-        // The container and the groups above the key are created in place: an empty group
-        // does not look like a finished volume. The array itself is staged.
-        let array_dir = match &path.key {
-            None => path.container.clone(),
-            Some(key) => {
-                let mut dir = path.container.clone();
-                create_group(&dir, version)?;
-                let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
-                for part in &parts[..parts.len().saturating_sub(1)] {
-                    dir.push(part);
-                    create_group(&dir, version)?;
-                }
-                path.container.join(key)
-            }
-        };
-        if let Some(parent) = array_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(IoError::io(parent))?;
-        }
+        // The array itself is staged.
+        let array_dir = create_groups_above(path, version)?;
         let staged = AtomicDir::create(&array_dir)?;
         let store = Arc::new(
             FilesystemStore::new(staged.staging())
@@ -299,8 +283,31 @@ impl ZarrWriter {
     }
 }
 
+/// The directory `path` names, with the container and the groups above its key created in
+/// place (an empty group does not look like a finished volume) and its parent directory
+/// present, so that the node itself can be staged beside it.
+pub(crate) fn create_groups_above(path: &VolumePath, version: ZarrVersion) -> Result<PathBuf> {
+    let dir = match &path.key {
+        None => path.container.clone(),
+        Some(key) => {
+            let mut dir = path.container.clone();
+            create_group(&dir, version)?;
+            let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                dir.push(part);
+                create_group(&dir, version)?;
+            }
+            path.container.join(key)
+        }
+    };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(IoError::io(parent))?;
+    }
+    Ok(dir)
+}
+
 /// The version of the group (or array) metadata in `dir`, if any.
-fn node_type_version(dir: &Path) -> Option<ZarrVersion> {
+pub(crate) fn node_type_version(dir: &Path) -> Option<ZarrVersion> {
     if dir.join(".zgroup").is_file() || dir.join(".zarray").is_file() {
         Some(ZarrVersion::V2)
     } else if node_type(dir).is_some() {
