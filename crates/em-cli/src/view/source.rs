@@ -678,8 +678,21 @@ pub(crate) fn encode(data: &AnyArray, ty: NgType, bool_value: f64) -> Vec<u8> {
             }
         };
     }
+    // Types neuroglancer reads as they are are copied without a round trip through f64.
+    macro_rules! native {
+        ($a:expr) => {
+            $a.iter().for_each(|v| out.extend(v.to_le_bytes()))
+        };
+    }
     match (data, ty) {
-        (AnyArray::U64(a), NgType::U64) => a.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        (AnyArray::U8(a), NgType::U8) => native!(a),
+        (AnyArray::I8(a), NgType::I8) => native!(a),
+        (AnyArray::U16(a), NgType::U16) => native!(a),
+        (AnyArray::I16(a), NgType::I16) => native!(a),
+        (AnyArray::U32(a), NgType::U32) => native!(a),
+        (AnyArray::I32(a), NgType::I32) => native!(a),
+        (AnyArray::F32(a), NgType::F32) => native!(a),
+        (AnyArray::U64(a), NgType::U64) => native!(a),
         (AnyArray::I64(a), NgType::U64) => a
             .iter()
             .for_each(|v| out.extend(((*v).max(0) as u64).to_le_bytes())),
