@@ -382,28 +382,25 @@ impl Source {
         if !info_path.is_file() {
             bail!("{what} has no info file; it is not a neuroglancer precomputed volume");
         }
-        let info = read_json(&info_path)?;
-        let scale = &info["scales"][0];
-        let triple = |key: &str| -> Option<[f64; 3]> {
-            let a = scale[key].as_array()?;
-            let v: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
-            (v.len() == 3).then(|| [v[2], v[1], v[0]])
+        // Read through em-io, which checks the info file: a volume neuroglancer would
+        // reject is refused here, with the field named.
+        let vp = VolumePath {
+            format: Format::Precomputed,
+            container: input.to_path_buf(),
+            key: None,
         };
-        let (Some(size), Some(resolution)) = (triple("size"), triple("resolution")) else {
-            bail!("{what}: its info file has no scales[0].size and .resolution");
-        };
-        let offset = triple("voxel_offset").unwrap_or([0.0; 3]);
+        let volume = em_io::precomputed::PrecomputedVolume::open(&vp)
+            .with_context(|| format!("opening {what}"))?;
+        let full = volume.shape();
+        let shape = zyx(&full[full.len().saturating_sub(3)..], input, role)?;
         Ok(Self {
             role,
             input: input.to_path_buf(),
             kind: Kind::Precomputed,
-            shape: size.map(|v| v as u64),
-            offset: offset.map(|v| v as i64),
-            metadata_voxel_size: Some(resolution),
-            describe: format!(
-                "neuroglancer precomputed {}, files",
-                info["data_type"].as_str().unwrap_or("volume")
-            ),
+            shape,
+            offset: volume.voxel_offset(),
+            metadata_voxel_size: Some(volume.resolution_nm()),
+            describe: format!("neuroglancer precomputed {}, files", volume.dtype()),
             backing: Backing::Files {
                 root: canonical(input)?,
                 units: None,
