@@ -262,8 +262,11 @@ fn resolve_voxel_size(args: &Args) -> anyhow::Result<[f64; 3]> {
     }))
 }
 
-/// Copies `src` into a new zarr array block by block (see [`copy_block`]); returns the
-/// chunk shape.
+/// Data a streaming copy holds at once: blocks of whole chunks up to this many bytes.
+const COPY_BLOCK_BYTES: u64 = 64 << 20;
+
+/// Copies `src` into a new zarr array block by block ([`em_core::chunk_aligned_block`] of
+/// [`COPY_BLOCK_BYTES`]); returns the chunk shape.
 fn copy_to_zarr(
     src: &dyn ChunkedVolume,
     out: &VolumePath,
@@ -277,31 +280,32 @@ fn copy_to_zarr(
         "--chunks needs a volume of 3 or more axes; {} has shape {shape:?}",
         src.describe()
     );
-    let chunk_shape: Vec<u64> = match chunks {
-        Some(c) => shape[..n - 3]
-            .iter()
-            .copied()
-            .chain(
-                c.iter()
-                    .zip(&shape[n - 3..])
-                    .map(|(&c, &s)| c.min(s.max(1))),
-            )
-            .collect(),
-        None => shape
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| if i + 3 >= n { s.clamp(1, 64) } else { s.max(1) })
-            .collect(),
-    };
+    // Without --chunks, the zarr writer's default layout.
     let options = ZarrOptions {
-        chunk_shape: Some(chunk_shape.clone()),
+        chunk_shape: chunks.map(|c| {
+            shape[..n - 3]
+                .iter()
+                .copied()
+                .chain(
+                    c.iter()
+                        .zip(&shape[n - 3..])
+                        .map(|(&c, &s)| c.min(s.max(1))),
+                )
+                .collect()
+        }),
         ..Default::default()
     };
     let writer = ZarrWriter::create(out, &shape, src.dtype(), &options)?;
+    let chunk_shape = writer.volume().chunk_shape().to_vec();
     let display = out.display();
     let blocks = BlockGrid::new(
         &shape,
-        &copy_block(&shape, &chunk_shape, src.dtype()),
+        &em_core::chunk_aligned_block(
+            &shape,
+            &chunk_shape,
+            src.dtype().size_bytes() as u64,
+            COPY_BLOCK_BYTES,
+        ),
         &vec![0; n],
     )?;
     progress.start("writing zarr", src.roi().num_elements());
@@ -318,20 +322,6 @@ fn copy_to_zarr(
     writer.commit()?;
     progress.finish();
     Ok(chunk_shape)
-}
-
-/// Blocks of whole output chunks, taken along the fastest axis first, up to 64 MiB of data
-/// (at least one chunk): what the copy holds in memory at once.
-fn copy_block(shape: &[u64], chunks: &[u64], dtype: em_core::DType) -> Vec<u64> {
-    let chunk_bytes = chunks.iter().product::<u64>() * dtype.size_bytes() as u64;
-    let mut budget = ((64u64 << 20) / chunk_bytes.max(1)).max(1);
-    let mut block = chunks.to_vec();
-    for axis in (0..shape.len()).rev() {
-        let take = shape[axis].div_ceil(chunks[axis].max(1)).min(budget).max(1);
-        block[axis] = chunks[axis].max(1) * take;
-        budget = (budget / take).max(1);
-    }
-    block
 }
 
 fn human(s: &Summary) -> String {
@@ -363,19 +353,6 @@ fn human(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_blocks_fill_the_fast_axes_first_within_the_budget() {
-        let u8 = em_core::DType::U8;
-        // 64³ u8 chunks are 256 KiB: 256 of them fit in 64 MiB.
-        assert_eq!(
-            copy_block(&[1000, 1000, 1000], &[64, 64, 64], u8),
-            [64, 1024, 1024]
-        );
-        assert_eq!(copy_block(&[10, 20, 30], &[4, 8, 8], u8), [12, 24, 32]);
-        // A chunk larger than the budget is still read whole.
-        assert_eq!(copy_block(&[4096; 3], &[512; 3], u8), [512; 3]);
-    }
 
     #[test]
     fn summary_text_names_the_layout() {

@@ -136,8 +136,49 @@ impl BlockGrid {
     }
 }
 
+/// A block of whole chunks for streaming copies: as many chunks as fit in `budget_bytes`
+/// of `bytes_per_voxel` values (at least one), taken along the last (fastest) axis first,
+/// so that each read and write covers whole chunks and long rows. Sides are multiples of
+/// `chunks` and may pass the volume's edge, where a [`BlockGrid`] clips them.
+pub fn chunk_aligned_block(
+    shape: &[u64],
+    chunks: &[u64],
+    bytes_per_voxel: u64,
+    budget_bytes: u64,
+) -> Vec<u64> {
+    let chunk_bytes = chunks.iter().product::<u64>() * bytes_per_voxel;
+    let mut budget = (budget_bytes / chunk_bytes.max(1)).max(1);
+    let mut block = chunks.to_vec();
+    for axis in (0..shape.len()).rev() {
+        let chunk = chunks[axis].max(1);
+        let take = shape[axis].div_ceil(chunk).min(budget).max(1);
+        block[axis] = chunk * take;
+        budget = (budget / take).max(1);
+    }
+    block
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunk_aligned_blocks_fill_the_fast_axes_first_within_the_budget() {
+        // 64³ u8 chunks are 256 KiB: 256 of them fit in 64 MiB.
+        let mib64 = 64 << 20;
+        assert_eq!(
+            chunk_aligned_block(&[1000, 1000, 1000], &[64, 64, 64], 1, mib64),
+            [64, 1024, 1024]
+        );
+        assert_eq!(
+            chunk_aligned_block(&[10, 20, 30], &[4, 8, 8], 1, mib64),
+            [12, 24, 32]
+        );
+        // A chunk larger than the budget is still read whole.
+        assert_eq!(
+            chunk_aligned_block(&[4096; 3], &[512; 3], 1, mib64),
+            [512; 3]
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -43,7 +43,7 @@ mod volume;
 pub use affinity::{AffinityOffsets, EdgeStorage, Offset};
 pub use alloc::{huge_vec, keep_freed_memory, peak_rss_bytes, zeroed_vec, PeakAlloc};
 pub use array::{AnyArray, DType, Element};
-pub use blocks::{Block, BlockGrid};
+pub use blocks::{chunk_aligned_block, Block, BlockGrid};
 pub use error::{CoreError, Result};
 pub use geometry::VoxelSize;
 pub use half::f16;

@@ -390,19 +390,17 @@ impl PrecomputedWriter {
             let spec = state.lock().unwrap_or_else(|p| p.into_inner()).spec;
             spec.shard_box(grid)
         });
-        let chunks = shard_box.unwrap_or_else(|| {
-            let chunk_bytes = self.grid.chunk.iter().product::<u64>()
-                * self.info.num_channels
-                * self.info.data_type.size_bytes() as u64;
-            let mut budget = (COPY_BLOCK_BYTES / chunk_bytes.max(1)).max(1);
-            std::array::from_fn(|i| {
-                let take = grid[i].min(budget).max(1);
-                budget = (budget / take).max(1);
-                take
-            })
-        });
         let c = self.grid.chunk;
-        [chunks[2] * c[2], chunks[1] * c[1], chunks[0] * c[0]]
+        if let Some(chunks) = shard_box {
+            return [chunks[2] * c[2], chunks[1] * c[1], chunks[0] * c[0]];
+        }
+        let block = em_core::chunk_aligned_block(
+            &[grid[2] * c[2], grid[1] * c[1], grid[0] * c[0]],
+            &[c[2], c[1], c[0]],
+            self.info.num_channels * self.info.data_type.size_bytes() as u64,
+            COPY_BLOCK_BYTES,
+        );
+        [block[0], block[1], block[2]]
     }
 
     /// Writes `data` into `roi`, which must be chunk-aligned: each side starts on a chunk
