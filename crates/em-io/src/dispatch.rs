@@ -17,7 +17,9 @@
 /// `SET` is one of
 /// - `all`: every [`em_core::DType`];
 /// - `no_f16`: all but `float16` (libhdf5, TIFF and `ndarray-npy` have no half precision);
-/// - `no_bool`: all but `bool` (not plain old data).
+/// - `no_bool`: all but `bool` (not plain old data);
+/// - `precomputed`: the types neuroglancer's precomputed format holds (u8, i8, u16, i16,
+///   u32, i32, u64, f32).
 macro_rules! dispatch_dtype {
     (all, $($rest:tt)*) => {
         $crate::dispatch::dispatch_dtype!(@types [
@@ -35,6 +37,11 @@ macro_rules! dispatch_dtype {
         $crate::dispatch::dispatch_dtype!(@types [
             U8 u8, U16 u16, U32 u32, U64 u64, I8 i8, I16 i16, I32 i32, I64 i64,
             F16 em_core::f16, F32 f32, F64 f64
+        ] $($rest)*)
+    };
+    (precomputed, $($rest:tt)*) => {
+        $crate::dispatch::dispatch_dtype!(@types [
+            U8 u8, I8 i8, U16 u16, I16 i16, U32 u32, I32 i32, U64 u64, F32 f32
         ] $($rest)*)
     };
     (@types [$($v:ident $t:ty),*] $x:expr, AnyArray($a:ident) => $body:expr

@@ -69,48 +69,6 @@ impl NgElement for f32 {
     }
 }
 
-/// Runs `$body` with `$T` the Rust type of a precomputed `DType`; `$other` for the rest.
-macro_rules! ng_dispatch {
-    ($dtype:expr, $T:ident => $body:expr, $other:pat => $else:expr) => {
-        match $dtype {
-            em_core::DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            em_core::DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            em_core::DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            em_core::DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            em_core::DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            em_core::DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            em_core::DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            em_core::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            $other => $else,
-        }
-    };
-}
-pub(crate) use ng_dispatch;
-
 /// The chunk grid of a scale; positions are x, y, z and relative to the voxel offset.
 #[derive(Clone, Debug)]
 pub(crate) struct Grid {

@@ -11,10 +11,11 @@ use em_core::{check_read, AnyArray, ChunkedVolume, DType, Roi};
 use ndarray::{s, Array4, Axis};
 use rayon::prelude::*;
 
-use super::chunk::{self, ng_dispatch, Grid, NgElement};
+use super::chunk::{self, Grid, NgElement};
 use super::info::{Encoding, Info, Scale};
 use super::shard::{compressed_morton_code, morton_bits, parse_minishard_index, MinishardEntry};
 use super::FORMAT;
+use crate::dispatch::dispatch_dtype;
 use crate::format::{Format, VolumePath};
 use crate::{IoError, Result};
 
@@ -472,9 +473,11 @@ impl ChunkedVolume for PrecomputedVolume {
     fn read_roi(&self, roi: &Roi) -> em_core::Result<AnyArray> {
         check_read(self, roi)?;
         let dtype = self.info.data_type;
-        Ok(ng_dispatch!(dtype, T => self.read_typed::<T>(roi)?, _ => {
-            return Err(IoError::unsupported(&self.display, FORMAT, "reading", dtype.name(), super::info::SUPPORTED).into())
-        }))
+        Ok(
+            dispatch_dtype!(precomputed, dtype, T => self.read_typed::<T>(roi)?, _ => {
+                return Err(IoError::unsupported(&self.display, FORMAT, "reading", dtype.name(), super::info::SUPPORTED).into())
+            }),
+        )
     }
 
     fn write_roi(&self, _roi: &Roi, _data: &AnyArray) -> em_core::Result<()> {

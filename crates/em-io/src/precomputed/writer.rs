@@ -9,11 +9,12 @@ use em_core::{AnyArray, ChunkedVolume, DType, Progress, Roi};
 use ndarray::{s, ArrayView4, Axis};
 use rayon::prelude::*;
 
-use super::chunk::{self, ng_dispatch, Grid, NgElement};
+use super::chunk::{self, Grid, NgElement};
 use super::info::{dtype_name, Encoding, Info, LayerType, Scale, SUPPORTED};
 use super::shard::{build_shard, compressed_morton_code, ShardingSpec};
 use super::{PrecomputedVolume, FORMAT};
 use crate::atomic::AtomicDir;
+use crate::dispatch::dispatch_dtype;
 use crate::format::{Format, VolumePath};
 use crate::{IoError, Result};
 
@@ -460,7 +461,7 @@ impl PrecomputedWriter {
             ));
         }
         let dtype = self.info.data_type;
-        ng_dispatch!(dtype, T => {
+        dispatch_dtype!(precomputed, dtype, T => {
             let typed = data.view_typed::<T>().map_err(core)?;
             let view4 = if self.shape.len() == 4 {
                 typed.into_dimensionality::<ndarray::Ix4>()
