@@ -10,47 +10,6 @@ use em_metrics::Skeletons;
 
 use em_io::precomputed;
 
-/// A directory removed when dropped, so that a stopped server leaves nothing behind.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory under the system's temporary directory.
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn new(prefix: &str) -> Result<Self> {
-        let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        for attempt in 0..100u32 {
-            let dir = base.join(format!("{prefix}-{}-{nanos}-{attempt}", std::process::id()));
-            match std::fs::create_dir(&dir) {
-                Ok(()) => return Ok(Self(dir)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating {}", dir.display()));
-                }
-            }
-        }
-        anyhow::bail!(
-            "could not create a temporary directory in {}",
-            base.display()
-        )
-    }
-
-    /// The directory.
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Skeletons grouped by id with vertices in nm `(x, y, z)`. A node's `position_nm` is the
 /// centre of its voxel while neuroglancer puts a voxel's index at its corner, so vertices
 /// move by half a voxel to sit in the middle of the voxels they were traced in. Skeleton 0
@@ -93,7 +52,7 @@ pub(crate) fn to_precomputed(
 /// A precomputed skeleton source written at start-up.
 pub(crate) struct SkeletonDir {
     /// Removed with the source when dropped.
-    _temp: TempDir,
+    _temp: tempfile::TempDir,
     /// The source directory (inside the temporary one).
     pub(crate) path: PathBuf,
     /// The skeleton ids written.
@@ -113,7 +72,10 @@ pub(crate) fn write_source(path: &Path, voxel_size: [f64; 3]) -> Result<Skeleton
     if skeletons.nodes.iter().any(|n| n.skeleton == 0) {
         eprintln!("note: skeleton 0 (unlabelled nodes) is not drawn");
     }
-    let temp = TempDir::new("em-view-skeletons")?;
+    let temp = tempfile::Builder::new()
+        .prefix("em-view-skeletons-")
+        .tempdir()
+        .context("creating a temporary directory for the skeletons")?;
     let dir = temp.path().join("skeletons");
     precomputed::write_skeletons(&dir, &converted)
         .with_context(|| format!("writing skeletons to {}", dir.display()))?;
