@@ -254,10 +254,7 @@ fn resolve_voxel_size(args: &Args) -> anyhow::Result<[f64; 3]> {
         return Ok(v.zyx());
     }
     Ok(em_io::voxel_size(&args.input)?.unwrap_or_else(|| {
-        eprintln!(
-            "warning: no voxel size in {}; using 1,1,1",
-            args.input.display()
-        );
+        crate::warn_no_voxel_size(&args.input);
         [1.0, 1.0, 1.0]
     }))
 }

@@ -133,6 +133,14 @@ pub(crate) fn voxel_size_arg(s: &str) -> Result<em_core::VoxelSize, String> {
     em_core::VoxelSize::new([z, y, x]).map_err(|e| e.to_string())
 }
 
+/// The one warning every command gives when it records 1,1,1 nm for lack of a voxel size.
+pub(crate) fn warn_no_voxel_size(volume: &std::path::Path) {
+    eprintln!(
+        "warning: no voxel size in {}; using 1,1,1 nm (set --voxel-size)",
+        volume.display()
+    );
+}
+
 /// A volume path argument as given on the command line.
 pub(crate) type VolumeArg = PathBuf;
 

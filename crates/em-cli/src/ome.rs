@@ -72,10 +72,7 @@ impl OmeArgs {
         for out in outputs {
             let summary = make_ome_in_place(out, &options, &bar)?;
             if summary.voxel_size_source == VoxelSizeSource::Default {
-                eprintln!(
-                    "warning: no voxel size for {}; recorded 1,1,1 nm (set --voxel-size)",
-                    out.display()
-                );
+                crate::warn_no_voxel_size(input.unwrap_or(out));
             }
             summaries.push(summary);
         }

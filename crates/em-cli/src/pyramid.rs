@@ -87,10 +87,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     };
     let summary = write_pyramid(&args.input, &args.output, &options, &Bar::new())?;
     if summary.voxel_size_source == VoxelSizeSource::Default {
-        eprintln!(
-            "warning: no voxel size in {}; using 1,1,1 nm (set --voxel-size)",
-            args.input.display()
-        );
+        crate::warn_no_voxel_size(&args.input);
     }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

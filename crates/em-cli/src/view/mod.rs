@@ -295,10 +295,7 @@ fn image_voxel_size(image: &Source, flag: Option<[f64; 3]>) -> [f64; 3] {
         (_, _, Some(flag)) => flag,
         (_, Some(meta), None) => meta,
         (_, None, None) => {
-            eprintln!(
-                "warning: no voxel size in {}; using 1,1,1 nm (set --voxel-size)",
-                image.input.display()
-            );
+            crate::warn_no_voxel_size(&image.input);
             [1.0; 3]
         }
     }
