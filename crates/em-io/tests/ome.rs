@@ -18,7 +18,7 @@ use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use serde_json::Value;
 
-use common::{listing, python_has};
+use common::{listing, python_has, run_python_check};
 
 // ---------------------------------------------------------------------------------------
 // Reference downsampling, written for clarity: one output voxel at a time.
@@ -974,7 +974,6 @@ proptest! {
 
 #[test]
 fn python_reads_our_pyramids() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/check_ome.py");
     if !python_has(&["numpy", "zarr", "ome_zarr"]) {
         return;
     }
@@ -1043,17 +1042,6 @@ fn python_reads_our_pyramids() {
         serde_json::to_string_pretty(&cases).unwrap(),
     )
     .unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = run_python_check("check_ome.py", &[dir.path()]);
     assert!(report.contains(&format!("{} ok", cases.len())), "{report}");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{listing, python_has};
+use common::{listing, python_has, run_python_check};
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, InMemoryVolume, Roi};
 use em_io::precomputed::{
     copy_to_precomputed, cseg, write_precomputed, PrecomputedEncoding, PrecomputedOptions,
@@ -276,10 +276,6 @@ fn every_layout_round_trips() {
 
 #[test]
 fn python_reads_our_volumes() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tools/check_precomputed.py"
-    );
     if !python_has(&["numpy", "tensorstore", "compressed_segmentation"]) {
         return;
     }
@@ -300,18 +296,8 @@ fn python_reads_our_volumes() {
         serde_json::to_vec(&manifest).unwrap(),
     )
     .unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_python_check("check_precomputed.py", &[dir.path()]);
     eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
         manifest.len(),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{listing, pattern, python_has};
+use common::{listing, pattern, python_has, run_python_check};
 use em_core::{AnyArray, ChunkedVolume, ChunkedVolumeExt, DType, Roi};
 use em_io::{Compression, VolumePath, ZarrOptions, ZarrVersion, ZarrWriter};
 
@@ -268,10 +268,6 @@ fn hdf5_roundtrips_and_keeps_other_datasets() {
 /// a missing install fails instead of skipping.
 #[test]
 fn python_reads_our_files() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tools/check_python_reads.py"
-    );
     if !python_has(&["numpy", "tifffile", "zarr", "h5py"]) {
         return;
     }
@@ -324,19 +320,9 @@ fn python_reads_our_files() {
             written.push(format!("{name}:{dtype}"));
         }
     }
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir.path())
-        .args(&written)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let mut args = vec![dir.path().as_os_str().to_owned()];
+    args.extend(written.iter().map(std::ffi::OsString::from));
+    let report = run_python_check("check_python_reads.py", &args);
     assert!(
         report.contains(&format!("{} ok", written.len())),
         "{report}"

@@ -72,3 +72,23 @@ pub(crate) fn python_has(modules: &[&str]) -> bool {
     }
     have
 }
+
+/// Runs the reference script `tools/NAME` with `args`, fails the test with its output
+/// unless it succeeds, and returns what it printed.
+pub(crate) fn run_python_check<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools")
+        .join(name);
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
